@@ -1,0 +1,317 @@
+"""The command-line interface: a thin Click shell over the library.
+
+Options become config objects, each command makes one library call, and errors become one line
+on stderr. torch is imported only inside commands, so ``charlstm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+
+import click
+
+from charlstm import __version__
+from charlstm.config import ModelConfig, SampleConfig, TrainConfig
+from charlstm.errors import CharlstmError, ConfigError
+
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+class _UsageProblem(click.ClickException):
+    """An option value out of range: one line on stderr, exit 2 (a usage error)."""
+
+    exit_code = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as e:
+            raise _UsageProblem(str(e)) from None
+        except CharlstmError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(130)
+
+
+def _default(cls, name: str):
+    return {f.name: f for f in dataclasses.fields(cls)}[name].default
+
+
+def _build(cls, **options):
+    """A config object from the options the user gave; the dataclass supplies the rest."""
+    return cls(**{k: v for k, v in options.items() if v is not None})
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="charlstm")
+def cli() -> None:
+    """Train LSTM language models on your own text, generate text from them, and measure them.
+
+    \b
+      charlstm train my_text.txt          train (no FILE: the built-in corpus)
+      charlstm sample checkpoints/my_text generate text from the best checkpoint
+      charlstm eval checkpoints/my_text held_out.txt
+    """
+
+
+# ---------------------------------------------------------------------------------------- train
+
+_MODEL_FIELDS = ("embedding_dim", "hidden_size", "num_layers", "dropout", "tie_weights")
+
+
+def _opt(cls, name: str, help: str, **kwargs):
+    default = _default(cls, name)
+    shown = "none" if default is None else repr(default) if isinstance(default, str) else default
+    return click.option("--" + name.replace("_", "-"), name, default=None, help=f"{help}  [default: {shown}]", **kwargs)
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory  [default: checkpoints/<file stem>]")
+@_opt(TrainConfig, "tokenizer", "Token unit.", type=click.Choice(["char", "byte", "bpe", "unigram"]))
+@_opt(TrainConfig, "vocab_size", "Vocabulary size for bpe/unigram.", type=int)
+@_opt(TrainConfig, "val_fraction", "Last fraction of the text held out for validation.", type=float)
+@_opt(ModelConfig, "embedding_dim", "Embedding size.", type=int)
+@_opt(ModelConfig, "hidden_size", "LSTM units per layer.", type=int)
+@_opt(ModelConfig, "num_layers", "Stacked LSTM layers.", type=int)
+@_opt(ModelConfig, "dropout", "Dropout between layers and before the projection.", type=float)
+@click.option("--tie-weights/--no-tie-weights", default=None, help="Share embedding and projection weights (needs --embedding-dim = --hidden-size).")
+@_opt(TrainConfig, "batch_size", "Parallel streams per step.", type=int)
+@_opt(TrainConfig, "bptt", "Window length: steps of backpropagation through time.", type=int)
+@_opt(TrainConfig, "lr", "Peak learning rate (AdamW).", type=float)
+@_opt(TrainConfig, "lr_schedule", "Learning-rate schedule.", type=click.Choice(["cosine", "constant"]))
+@_opt(TrainConfig, "warmup_steps", "Linear warm-up steps.", type=int)
+@_opt(TrainConfig, "weight_decay", "AdamW weight decay (weight matrices only).", type=float)
+@_opt(TrainConfig, "clip", "Gradient-norm clipping threshold.", type=float)
+@_opt(TrainConfig, "epochs", "Stop after this many passes over the text...", type=int)
+@_opt(TrainConfig, "max_steps", "...or this many steps...", type=int)
+@_opt(TrainConfig, "max_time", "...or this many seconds, whichever comes first.", type=float)
+@_opt(TrainConfig, "eval_every", "Validate and checkpoint every N steps (and at the end).", type=int)
+@_opt(TrainConfig, "seed", "Random seed (a CPU run with the same seed repeats exactly).", type=int)
+@_opt(TrainConfig, "device", "Where to train.", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+def train(file: str | None, out: str | None, **options) -> None:
+    """Train a model on FILE (a UTF-8 text file; default: the built-in corpus)."""
+    corpus = _load_corpus(file)
+    model_options = {k: options.pop(k) for k in _MODEL_FIELDS}
+    config = _build(TrainConfig, **options)
+    model_options = {k: v for k, v in model_options.items() if v is not None}
+    ModelConfig(vocab_size=2, **model_options)  # report bad model options before any work
+
+    from charlstm.train import train as run_training
+
+    result = run_training(corpus, config, model_options, out=out, events=_TrainProgress())
+    if result.stopped_by in EXIT_SIGNAL:
+        click.echo(
+            f"stopped by {result.stopped_by}: checkpoint saved to {result.last_path}",
+            err=True,
+        )
+        sys.exit(EXIT_SIGNAL[result.stopped_by])
+
+
+def _load_corpus(file: str | None):
+    from pathlib import Path
+
+    from charlstm.corpus import BUILTIN_NAME, BUILTIN_STEM, builtin_text, read_text
+    from charlstm.train import Corpus
+
+    if file is None:
+        click.echo(f"No FILE given: training on the built-in corpus, {BUILTIN_NAME}.", err=True)
+        return Corpus(builtin_text(), BUILTIN_NAME, BUILTIN_STEM)
+    return Corpus(read_text(file), file, Path(file).stem or "run")
+
+
+class _TrainProgress:
+    """Progress bar during training and a summary table at the end, all on stderr."""
+
+    def __init__(self) -> None:
+        self.console = _stderr_console()
+        self.bar = None
+        self.val_loss = math.nan
+        self.last_update = 0.0
+        self.info: dict = {}
+
+    def on_start(self, info: dict) -> None:
+        from tqdm import tqdm
+
+        self.info = info
+        self.console.print(
+            f"run directory [bold]{info['run_dir']}[/]  device {info['device']}  "
+            f"tokenizer {info['tokenizer']} (vocabulary {info['vocab_size']:,})\n"
+            f"model {info['num_parameters']:,} parameters  "
+            f"tokens {info['train_tokens']:,} train / {info['val_tokens']:,} validation  "
+            f"{info['steps_per_epoch']:,} steps per epoch"
+        )
+        self.bar = tqdm(
+            total=info["planned_steps"],
+            file=sys.stderr,
+            unit="step",
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+        )
+
+    def on_step(self, step: int, train_loss: float, tokens_per_s: float, elapsed: float) -> None:
+        self.bar.update(1)
+        now = time.monotonic()
+        if now - self.last_update < 0.5:
+            return
+        self.last_update = now
+        eta = (self.info["planned_steps"] - step) * elapsed / step
+        if self.info.get("max_time"):
+            eta = min(eta, max(0.0, self.info["max_time"] - elapsed))
+        self.bar.set_postfix_str(
+            f"loss {train_loss:.3f}, val {self.val_loss:.3f}, {tokens_per_s:,.0f} tok/s, ETA {_duration(eta)}",
+            refresh=False,
+        )
+
+    def on_eval(self, record: dict) -> None:
+        self.val_loss = record["val_loss"]
+
+    def on_end(self, result) -> None:
+        from rich.table import Table
+
+        if self.bar is not None:
+            self.bar.close()
+        table = Table(title="charlstm train", show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("steps", f"{result.steps:,} ({result.epochs_done:.2f} epochs, stopped by {result.stopped_by})")
+        table.add_row("time", _duration(result.elapsed))
+        table.add_row("tokens/s", f"{result.tokens_per_s:,.0f}")
+        table.add_row("parameters", f"{result.num_parameters:,}")
+        unit = "char" if self.info.get("tokenizer") == "char" else "token"
+        table.add_row(
+            "best validation loss",
+            f"{result.best_val_loss:.4f} nats/{unit} = {result.best_val_loss / math.log(2):.4f} bits/{unit}",
+        )
+        table.add_row("last validation loss", f"{result.last_val_loss:.4f} nats/{unit}")
+        table.add_row("best checkpoint", str(result.best_path))
+        table.add_row("last checkpoint", str(result.last_path))
+        table.add_row("metrics", str(result.run_dir / "metrics.jsonl"))
+        self.console.print(table)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+# --------------------------------------------------------------------------------------- sample
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@_opt(SampleConfig, "prime", "Text to start from (written out first).", type=str)
+@_opt(SampleConfig, "length", "Characters of new text per sample.", type=int)
+@_opt(SampleConfig, "temperature", "Sampling temperature; 0 is greedy.", type=float)
+@_opt(SampleConfig, "top_k", "Sample only from the K most likely tokens.", type=int)
+@_opt(SampleConfig, "top_p", "Sample only from the most likely tokens making up probability P.", type=float)
+@_opt(SampleConfig, "num_samples", "Samples generated together as one batch.", type=int)
+@_opt(SampleConfig, "seed", "Random seed.", type=int)
+@_opt(SampleConfig, "stop", "End a sample where this string appears (it is not written).", type=str)
+@_opt(SampleConfig, "device", "Where to run.", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@click.option("--echo-prime/--no-echo-prime", default=True, show_default=True, help="Write the prime before the new text.")
+def sample(checkpoint: str, echo_prime: bool, **options) -> None:
+    """Generate text from CHECKPOINT (a run directory or a .pt file).
+
+    Only the text goes to stdout; several samples are separated by a blank line.
+    """
+    config = _build(SampleConfig, **options)
+    from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+    from charlstm.sampling import encode_prime, generate
+    from charlstm.train import select_device
+
+    device = select_device(config.device)
+    payload = load_checkpoint(checkpoint)
+    model, tokenizer = model_from_checkpoint(payload, device, checkpoint)
+    encode_prime(tokenizer, config.prime)  # a bad prime fails before anything is written
+
+    out = sys.stdout
+    held = [[] for _ in range(config.num_samples)]  # samples after the first, written at the end
+    if echo_prime:
+        out.write(config.prime)
+    for pieces in generate(model, tokenizer, config, device):
+        if pieces[0]:
+            out.write(pieces[0])
+            out.flush()
+        for buffer, piece in zip(held[1:], pieces[1:]):
+            buffer.append(piece)
+    for buffer in held[1:]:
+        out.write("\n\n")
+        out.write((config.prime if echo_prime else "") + "".join(buffer))
+    out.write("\n")
+    out.flush()
+
+
+# ----------------------------------------------------------------------------------------- eval
+
+
+@cli.command(name="eval")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--batch-size", default=64, show_default=True, help="Parallel streams.")
+@click.option("--bptt", default=None, type=int, help="Window length  [default: the checkpoint's]")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+def eval_(checkpoint: str, file: str, as_json: bool, batch_size: int, bptt: int | None, device: str) -> None:
+    """Measure CHECKPOINT on FILE: loss, perplexity, bits per character and per byte."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
+    if bptt is not None and bptt < 1:
+        raise ConfigError(f"--bptt must be at least 1 (got {bptt})")
+    from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+    from charlstm.corpus import read_text
+    from charlstm.evaluate import evaluate_text
+    from charlstm.train import select_device
+
+    torch_device = select_device(device)
+    payload = load_checkpoint(checkpoint)
+    model, tokenizer = model_from_checkpoint(payload, torch_device, checkpoint)
+    text = read_text(file)
+    bptt = bptt or payload.get("train_config", {}).get("bptt", 128)
+    report = evaluate_text(model, tokenizer, text, batch_size, bptt, torch_device)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report.to_dict()))
+        return
+    _print_report(report, file)
+
+
+def _print_report(report, file: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"charlstm eval {file}", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("tokens", f"{report.tokens:,}")
+    table.add_row("characters", f"{report.chars:,}")
+    table.add_row("bytes", f"{report.bytes:,}")
+    table.add_row("loss (nats/token)", f"{report.loss:.4f}")
+    table.add_row("perplexity (per token)", f"{report.perplexity:.3f}")
+    table.add_row("bits per character", f"{report.bits_per_char:.4f}")
+    table.add_row("bits per byte", f"{report.bits_per_byte:.4f}")
+    table.add_row("unknown characters", f"{report.unknown:,}")
+    Console(highlight=False).print(table)
+
+
+def main() -> None:
+    cli(prog_name="charlstm")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Typed configuration objects, validated on construction.
+
+Each field has the same name as its command-line flag (``hidden_size`` <-> ``--hidden-size``), so
+an error can name the flag to change. All problems with a config are reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from charlstm.errors import ConfigError
+
+TOKENIZERS = ("char", "byte", "bpe", "unigram")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+class _Checks:
+    """Collects every problem so the user can fix them all in one go."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def require(self, ok: bool, name: str, message: str) -> None:
+        if not ok:
+            self.problems.append(f"{_flag(name)} {message}")
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise ConfigError("; ".join(self.problems))
+
+
+class _Serializable:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Build from a dict, ignoring keys this version does not know (older/newer runs)."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class ModelConfig(_Serializable):
+    """Shape of the language model: embedding -> stacked LSTM -> dropout -> projection."""
+
+    vocab_size: int
+    embedding_dim: int = 128
+    hidden_size: int = 512
+    num_layers: int = 2
+    dropout: float = 0.1
+    tie_weights: bool = False
+
+    def __post_init__(self) -> None:
+        c = _Checks()
+        c.require(self.vocab_size >= 2, "vocab_size", f"must be at least 2 (got {self.vocab_size})")
+        c.require(self.embedding_dim >= 1, "embedding_dim", f"must be at least 1 (got {self.embedding_dim})")
+        c.require(self.hidden_size >= 1, "hidden_size", f"must be at least 1 (got {self.hidden_size})")
+        c.require(self.num_layers >= 1, "num_layers", f"must be at least 1 (got {self.num_layers})")
+        c.require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1) (got {self.dropout})")
+        c.require(
+            not self.tie_weights or self.embedding_dim == self.hidden_size,
+            "tie_weights",
+            "needs --embedding-dim equal to --hidden-size "
+            f"(got {self.embedding_dim} and {self.hidden_size})",
+        )
+        c.raise_if_any()
+
+
+@dataclass
+class TrainConfig(_Serializable):
+    """How to train: data layout, optimisation, stopping, evaluation and output."""
+
+    tokenizer: str = "char"
+    vocab_size: int = 512  # SentencePiece tokenizers only
+    val_fraction: float = 0.1
+    batch_size: int = 64
+    bptt: int = 128
+    lr: float = 2e-3
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    epochs: int = 10
+    max_steps: int | None = None
+    max_time: float | None = None
+    eval_every: int = 200
+    seed: int = 1337
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        c = _Checks()
+        c.require(self.tokenizer in TOKENIZERS, "tokenizer", f"must be one of {', '.join(TOKENIZERS)}")
+        c.require(self.vocab_size >= 2, "vocab_size", f"must be at least 2 (got {self.vocab_size})")
+        c.require(
+            0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1) (got {self.val_fraction})"
+        )
+        c.require(self.batch_size >= 1, "batch_size", f"must be at least 1 (got {self.batch_size})")
+        c.require(self.bptt >= 1, "bptt", f"must be at least 1 (got {self.bptt})")
+        c.require(self.lr > 0 and math.isfinite(self.lr), "lr", f"must be a positive number (got {self.lr})")
+        c.require(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}")
+        c.require(self.warmup_steps >= 0, "warmup_steps", f"must be 0 or more (got {self.warmup_steps})")
+        c.require(self.weight_decay >= 0, "weight_decay", f"must be 0 or more (got {self.weight_decay})")
+        c.require(self.clip > 0, "clip", f"must be positive (got {self.clip})")
+        c.require(self.epochs >= 1, "epochs", f"must be at least 1 (got {self.epochs})")
+        c.require(
+            self.max_steps is None or self.max_steps >= 1,
+            "max_steps",
+            f"must be at least 1 (got {self.max_steps})",
+        )
+        c.require(
+            self.max_time is None or self.max_time > 0,
+            "max_time",
+            f"must be a positive number of seconds (got {self.max_time})",
+        )
+        c.require(self.eval_every >= 1, "eval_every", f"must be at least 1 (got {self.eval_every})")
+        c.require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
+        c.raise_if_any()
+
+
+@dataclass
+class SampleConfig(_Serializable):
+    """How to generate text from a trained model."""
+
+    prime: str = ""
+    length: int = 500
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    num_samples: int = 1
+    seed: int | None = None
+    stop: str | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        c = _Checks()
+        c.require(self.length >= 0, "length", f"must be 0 or more (got {self.length})")
+        c.require(
+            self.temperature >= 0 and math.isfinite(self.temperature),
+            "temperature",
+            f"must be 0 (greedy) or more (got {self.temperature})",
+        )
+        c.require(self.top_k is None or self.top_k >= 1, "top_k", f"must be at least 1 (got {self.top_k})")
+        c.require(
+            self.top_p is None or 0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1] (got {self.top_p})"
+        )
+        c.require(self.num_samples >= 1, "num_samples", f"must be at least 1 (got {self.num_samples})")
+        c.require(self.stop is None or self.stop != "", "stop", "must not be empty")
+        c.require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
+        c.raise_if_any()

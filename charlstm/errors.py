@@ -1,0 +1,21 @@
+"""Errors a user can act on. Each message names the problem and says what to do next."""
+
+
+class CharlstmError(Exception):
+    """A problem with the user's input, files or settings (not a bug in charlstm)."""
+
+
+class ConfigError(CharlstmError):
+    """Settings that are out of range or do not fit together."""
+
+
+class DataError(CharlstmError):
+    """A text file that cannot be used for training or evaluation."""
+
+
+class CheckpointError(CharlstmError):
+    """A checkpoint that is missing, unreadable, unsafe or incompatible."""
+
+
+class RunDirectoryError(CharlstmError):
+    """A run directory that cannot be used (for example, it already holds a run)."""

@@ -1,0 +1,267 @@
+"""Tokenizers: text <-> integer ids, vectorised with numpy.
+
+Every tokenizer implements the same small protocol (``Tokenizer``). Each one can also give the
+UTF-8 bytes of every id (``token_bytes``), which lets sampling stream text one token at a time and
+lets evaluation count characters and bytes the same way for every tokenizer.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Protocol
+
+import numpy as np
+
+from charlstm.errors import ConfigError, DataError
+
+# Python loops run per chunk of this many characters, never per character.
+_CHUNK_CHARS = 1 << 20
+_UNICODE_SIZE = 0x110000
+UNKNOWN_TEXT = "\ufffd"  # what an unknown id decodes to
+
+
+class Tokenizer(Protocol):
+    kind: str
+    vocab_size: int
+    unk_id: int | None  # id that unknown characters map to, or None when nothing is unknown
+
+    def encode(self, text: str) -> np.ndarray: ...
+
+    def decode(self, ids) -> str: ...
+
+    def token_bytes(self) -> list[bytes]: ...
+
+    def to_state(self) -> dict: ...
+
+
+def _id_dtype(vocab_size: int):
+    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32
+
+
+def _code_points(text: str) -> np.ndarray:
+    # surrogatepass: a lone surrogate (possible in a command-line argument) still gets a code point
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _chunks(text: str, size: int = _CHUNK_CHARS):
+    for start in range(0, len(text), size):
+        yield text[start : start + size]
+
+
+class CharTokenizer:
+    """One id per Unicode character seen in the training text, plus one id for anything else."""
+
+    kind = "char"
+
+    def __init__(self, chars: str):
+        self.chars = chars
+        self.unk_id = len(chars)
+        self.vocab_size = len(chars) + 1
+        self._dtype = _id_dtype(self.vocab_size)
+        self._lut: np.ndarray | None = None
+
+    @classmethod
+    def train(cls, text: str) -> CharTokenizer:
+        counts = np.zeros(_UNICODE_SIZE, dtype=np.int64)
+        for chunk in _chunks(text):
+            counts += np.bincount(_code_points(chunk), minlength=_UNICODE_SIZE)
+        code_points = np.flatnonzero(counts)
+        return cls("".join(map(chr, code_points.tolist())))
+
+    def _table(self) -> np.ndarray:
+        if self._lut is None:
+            lut = np.full(_UNICODE_SIZE, self.unk_id, dtype=self._dtype)
+            lut[_code_points(self.chars)] = np.arange(len(self.chars), dtype=self._dtype)
+            self._lut = lut
+        return self._lut
+
+    def encode(self, text: str) -> np.ndarray:
+        lut = self._table()
+        out = np.empty(len(text), dtype=self._dtype)
+        for start in range(0, len(text), _CHUNK_CHARS):
+            chunk = text[start : start + _CHUNK_CHARS]
+            out[start : start + len(chunk)] = lut[_code_points(chunk)]
+        return out
+
+    def decode(self, ids) -> str:
+        table = self.chars + UNKNOWN_TEXT
+        return "".join(table[i] for i in np.asarray(ids).tolist())
+
+    def token_bytes(self) -> list[bytes]:
+        return [c.encode("utf-8", "surrogatepass") for c in self.chars] + [UNKNOWN_TEXT.encode()]
+
+    def unknown_chars(self, text: str) -> list[str]:
+        """The distinct characters of ``text`` that are not in the vocabulary."""
+        ids = self.encode(text)
+        positions = np.flatnonzero(ids == self.unk_id)
+        return sorted({text[i] for i in positions.tolist()})
+
+    def to_state(self) -> dict:
+        return {"kind": self.kind, "chars": self.chars}
+
+
+class ByteTokenizer:
+    """UTF-8 bytes: 256 ids, nothing is ever unknown."""
+
+    kind = "byte"
+    vocab_size = 256
+    unk_id = None
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8).copy()
+
+    def decode(self, ids) -> str:
+        return bytes(np.asarray(ids, dtype=np.uint8).tobytes()).decode("utf-8", "replace")
+
+    def token_bytes(self) -> list[bytes]:
+        return [bytes([i]) for i in range(256)]
+
+    def to_state(self) -> dict:
+        return {"kind": self.kind}
+
+
+# SentencePiece skips training sentences longer than max_sentence_length bytes, and fails with a
+# bare "[!sentences_.empty()]" when that leaves none; so long lines are cut to fit.
+_SP_MAX_SENTENCE_BYTES = 8192
+_SP_SENTENCE_CHARS = _SP_MAX_SENTENCE_BYTES // 4
+_SP_MAX_TRAIN_SENTENCES = 2_000_000
+
+
+def _sp_sentences(text: str):
+    for line in text.split("\n"):
+        for start in range(0, len(line), _SP_SENTENCE_CHARS):
+            piece = line[start : start + _SP_SENTENCE_CHARS]
+            if piece.strip():
+                yield piece
+
+
+class SentencePieceTokenizer:
+    """BPE or unigram subwords from SentencePiece, with byte fallback so nothing is unknown.
+
+    Text is kept exactly (identity normalisation, no dummy prefix, spaces kept), so decoding the
+    ids gives back the text; the one exception is U+2581 "▁", SentencePiece's own marker for a
+    space, which comes back as a space. Newlines are never inside a piece (they are byte pieces).
+    """
+
+    unk_id = None
+
+    def __init__(self, model_proto: bytes, kind: str):
+        import sentencepiece as spm
+
+        self.kind = kind
+        self.model_proto = bytes(model_proto)
+        self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        self.vocab_size = self._sp.vocab_size()
+        self._dtype = _id_dtype(self.vocab_size)
+
+    @classmethod
+    def train(cls, text: str, kind: str, vocab_size: int) -> SentencePieceTokenizer:
+        import sentencepiece as spm
+
+        if kind not in ("bpe", "unigram"):
+            raise ConfigError(f"--tokenizer {kind} is not a SentencePiece model type (bpe, unigram)")
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=_sp_sentences(text),
+                model_writer=model,
+                model_type=kind,
+                vocab_size=vocab_size,
+                byte_fallback=True,
+                character_coverage=1.0 if len(set(text[:_CHUNK_CHARS])) < 1000 else 0.9995,
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
+                max_sentence_length=_SP_MAX_SENTENCE_BYTES,
+                input_sentence_size=_SP_MAX_TRAIN_SENTENCES,
+                shuffle_input_sentence=True,
+                bos_id=-1,
+                eos_id=-1,
+                num_threads=2,
+                minloglevel=2,
+            )
+        except RuntimeError as e:
+            raise _sentencepiece_error(str(e), vocab_size) from None
+        return cls(model.getvalue(), kind)
+
+    def encode(self, text: str) -> np.ndarray:
+        # Cut after newlines: no piece contains a newline, so encoding the parts gives the same
+        # ids as encoding the whole, with bounded memory and SentencePiece's threads.
+        parts = re.findall(r"[^\n]*\n|[^\n]+$", text) if text else []
+        out: list[np.ndarray] = []
+        batch: list[str] = []
+        size = 0
+        for part in parts:
+            batch.append(part)
+            size += len(part)
+            if size >= _CHUNK_CHARS:
+                out.extend(self._encode_batch(batch))
+                batch, size = [], 0
+        out.extend(self._encode_batch(batch))
+        if not out:
+            return np.zeros(0, dtype=self._dtype)
+        return np.concatenate(out)
+
+    def _encode_batch(self, batch: list[str]) -> list[np.ndarray]:
+        if not batch:
+            return []
+        ids = self._sp.encode(["".join(batch)], num_threads=2)
+        return [np.asarray(x, dtype=self._dtype) for x in ids]
+
+    def decode(self, ids) -> str:
+        return self._sp.decode(np.asarray(ids).tolist())
+
+    def token_bytes(self) -> list[bytes]:
+        table = []
+        for i in range(self.vocab_size):
+            piece = self._sp.id_to_piece(i)
+            if self._sp.is_byte(i):
+                table.append(bytes([int(piece[1:-1], 16)]))  # "<0x0A>"
+            elif self._sp.is_control(i) or self._sp.is_unknown(i):
+                table.append(b"")
+            else:
+                table.append(piece.replace("\u2581", " ").encode("utf-8"))
+        return table
+
+    def to_state(self) -> dict:
+        return {"kind": self.kind, "model_proto": self.model_proto}
+
+
+def _sentencepiece_error(message: str, vocab_size: int) -> Exception:
+    too_high = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message)
+    if too_high:
+        return DataError(
+            f"--vocab-size {vocab_size} is too large for this text; the largest that works is "
+            f"{too_high.group(2)}. Use --vocab-size {too_high.group(2)} or less, or a longer text."
+        )
+    too_low = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", message)
+    if too_low:
+        return DataError(
+            f"--vocab-size {vocab_size} is too small: this text needs at least {too_low.group(2)} "
+            "(256 byte pieces plus its characters). Use a larger --vocab-size."
+        )
+    if "sentences_.empty()" in message:
+        return DataError("the text has no lines SentencePiece can train on; use --tokenizer char or byte")
+    return DataError(f"SentencePiece could not train on this text: {message.splitlines()[-1]}")
+
+
+def train_tokenizer(kind: str, text: str, vocab_size: int = 512) -> Tokenizer:
+    """Build the tokenizer named by ``--tokenizer`` from the training text."""
+    if kind == "char":
+        return CharTokenizer.train(text)
+    if kind == "byte":
+        return ByteTokenizer()
+    return SentencePieceTokenizer.train(text, kind, vocab_size)
+
+
+def tokenizer_from_state(state: dict) -> Tokenizer:
+    kind = state.get("kind")
+    if kind == "char":
+        return CharTokenizer(state["chars"])
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind in ("bpe", "unigram"):
+        proto = state["model_proto"]
+        return SentencePieceTokenizer(proto if isinstance(proto, bytes) else bytes(proto), kind)
+    raise ValueError(f"unknown tokenizer kind {kind!r}")

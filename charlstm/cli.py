@@ -27,6 +27,23 @@ class _UsageProblem(click.ClickException):
 
 
 class _Group(click.Group):
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        """Click's main, but every error is one line on stderr (no usage dump, no traceback)."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as e:
+            message = e.format_message()
+            if isinstance(e, click.UsageError) and e.ctx is not None:
+                message += f" (see '{e.ctx.command_path} --help')"
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -78,7 +95,7 @@ def _opt(cls, name: str, help: str, **kwargs):
 
 
 @cli.command()
-@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", required=False, type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory  [default: checkpoints/<file stem>]")
 @_opt(TrainConfig, "tokenizer", "Token unit.", type=click.Choice(["char", "byte", "bpe", "unigram"]))
 @_opt(TrainConfig, "vocab_size", "Vocabulary size for bpe/unigram.", type=int)
@@ -103,11 +120,10 @@ def _opt(cls, name: str, help: str, **kwargs):
 @_opt(TrainConfig, "device", "Where to train.", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
 def train(file: str | None, out: str | None, **options) -> None:
     """Train a model on FILE (a UTF-8 text file; default: the built-in corpus)."""
-    corpus = _load_corpus(file)
-    model_options = {k: options.pop(k) for k in _MODEL_FIELDS}
+    model_options = {k: options.pop(k) for k in _MODEL_FIELDS if options[k] is not None}
     config = _build(TrainConfig, **options)
-    model_options = {k: v for k, v in model_options.items() if v is not None}
     ModelConfig(vocab_size=2, **model_options)  # report bad model options before any work
+    corpus = _load_corpus(file)
 
     from charlstm.train import train as run_training
 
@@ -261,7 +277,7 @@ def sample(checkpoint: str, echo_prime: bool, **options) -> None:
 
 @cli.command(name="eval")
 @click.argument("checkpoint", type=click.Path())
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--batch-size", default=64, show_default=True, help="Parallel streams.")
 @click.option("--bptt", default=None, type=int, help="Window length  [default: the checkpoint's]")

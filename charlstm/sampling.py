@@ -148,6 +148,8 @@ def generate(model, tokenizer, config: SampleConfig, device) -> Iterator[list[st
     # subword piece may be longer; cap the token budget generously against runaway loops.
     budget = config.length * 4 + 64
     for _ in range(budget):
+        if tokenizer.unk_id is not None:
+            logits[:, tokenizer.unk_id] = float("-inf")  # never write the unknown symbol
         tok = next_tokens(logits, config.temperature, config.top_k, config.top_p, generator)  # (B,)
         pieces = [stream.feed(token_bytes[t]) for stream, t in zip(streams, tok.tolist())]
         yield pieces

@@ -1,0 +1,128 @@
+import os
+
+import pytest
+import torch
+
+from charlstm.checkpoint import (
+    FORMAT_VERSION,
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from charlstm.errors import CheckpointError
+
+
+class _RunsCode:
+    """Unpickling this object would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_round_trip_is_self_contained(tiny_run, small_text):
+    payload = load_checkpoint(tiny_run)
+    assert payload["format_version"] == FORMAT_VERSION
+    model, tok = model_from_checkpoint(payload)
+    assert tok.decode(tok.encode(small_text[:100])) == small_text[:100]
+    assert set(payload["train_state"]) >= {"step", "epoch", "torch_rng", "best_val_loss"}
+    assert len(payload["metrics"]) >= 1
+
+
+def test_directory_resolves_to_best(tiny_run):
+    assert resolve_checkpoint(tiny_run).name == "best.pt"
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tiny_run, tmp_path):
+    payload = load_checkpoint(tiny_run)
+    target = tmp_path / "ckpt.pt"
+    target.write_bytes(b"previous")
+    save_checkpoint(target, payload)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+    load_checkpoint(target)
+
+
+def test_failed_save_keeps_previous_checkpoint(tiny_run, tmp_path):
+    payload = load_checkpoint(tiny_run)
+    target = tmp_path / "ckpt.pt"
+    save_checkpoint(target, payload)
+    before = target.read_bytes()
+    broken = dict(payload, metrics=[lambda: None])  # cannot be pickled
+    with pytest.raises(Exception):
+        save_checkpoint(target, broken)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_missing_and_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="no best.pt or last.pt"):
+        load_checkpoint(tmp_path)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a charlstm checkpoint"):
+        load_checkpoint(text)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="not a charlstm checkpoint"):
+        load_checkpoint(other)
+
+
+def test_truncated_checkpoint(tiny_run, tmp_path):
+    data = (tiny_run / "best.pt").read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(cut)
+
+
+def test_flipped_weight_bytes_fail_the_checksum(tiny_run, tmp_path):
+    payload = load_checkpoint(tiny_run)
+    payload["model"]["head.bias"][0] += 1.0
+    path = tmp_path / "flipped.pt"
+    torch.save(payload, path)  # keeps the old checksum
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(path)
+
+
+def test_newer_format_version_is_refused_naming_both(tiny_run, tmp_path):
+    payload = load_checkpoint(tiny_run)
+    payload["format_version"] = FORMAT_VERSION + 1
+    path = tmp_path / "future.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=f"version {FORMAT_VERSION + 1} is newer.*version {FORMAT_VERSION}"):
+        load_checkpoint(path)
+
+
+def test_non_finite_weights_are_refused(tiny_run, tmp_path):
+    payload = load_checkpoint(tiny_run)
+    payload["model"]["head.bias"][0] = float("nan")
+    path = save_checkpoint(tmp_path / "nan.pt", payload)
+    with pytest.raises(CheckpointError, match="non-finite weights"):
+        model_from_checkpoint(load_checkpoint(path))
+
+
+def test_wrong_shapes_and_missing_tensors_are_listed(tiny_run, tmp_path):
+    payload = load_checkpoint(tiny_run)
+    payload["model"]["head.bias"] = torch.zeros(3)
+    del payload["model"]["embedding.weight"]
+    path = save_checkpoint(tmp_path / "shapes.pt", payload)
+    with pytest.raises(CheckpointError) as e:
+        model_from_checkpoint(load_checkpoint(path))
+    assert "missing embedding.weight" in str(e.value) and "head.bias has shape (3,)" in str(e.value)
+
+
+@pytest.mark.parametrize("force_unsafe_env", [False, True])
+def test_pickle_that_runs_code_is_never_executed(tmp_path, monkeypatch, force_unsafe_env):
+    if force_unsafe_env:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "charlstm", "format_version": 1, "model": _RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()

@@ -1,0 +1,177 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from charlstm.cli import cli
+from tests.conftest import TINY_MODEL
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def charlstm(*args, **kwargs):
+    """The real command, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "charlstm", *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs
+    )
+
+
+def test_end_to_end_train_sample_eval(tmp_path, text_file):
+    run_dir = tmp_path / "run"
+    train = charlstm("train", text_file, "--out", run_dir, *TINY_MODEL, "--max-steps", "6", "--eval-every", "3")
+    assert train.returncode == 0, train.stderr
+    assert train.stdout == ""  # progress and the summary go to stderr
+    assert "best validation loss" in train.stderr
+    assert {"best.pt", "last.pt", "config.json", "metrics.jsonl"} <= {p.name for p in run_dir.iterdir()}
+
+    sample = charlstm("sample", run_dir, "--prime", "The ", "--length", "50", "--seed", "1")
+    assert sample.returncode == 0, sample.stderr
+    assert sample.stdout.startswith("The ") and len(sample.stdout) == len("The ") + 50 + 1
+
+    evaluated = charlstm("eval", run_dir, text_file, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert list(report) == ["tokens", "chars", "bytes", "loss", "perplexity", "bits_per_char", "bits_per_byte", "unknown"]
+    assert report["chars"] == len(text_file.read_text())
+    assert 0 < report["loss"] < 6 and report["unknown"] == 0
+
+
+def test_builtin_corpus_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", *TINY_MODEL, "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    assert "built-in corpus" in result.stderr and "Python Language Reference" in result.stderr
+    assert (tmp_path / "checkpoints" / "python-reference" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "bpe", "unigram"])
+def test_other_tokenizers_train_sample_eval(tmp_path, text_file, tokenizer):
+    run_dir = tmp_path / tokenizer
+    extra = ["--vocab-size", "400"] if tokenizer in ("bpe", "unigram") else []
+    result = invoke("train", text_file, "--out", run_dir, "--tokenizer", tokenizer, *extra, *TINY_MODEL, "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+    result = invoke("sample", run_dir, "--length", "30", "--seed", "0", "--no-echo-prime")
+    assert result.exit_code == 0 and len(result.stdout) == 31
+    result = invoke("eval", run_dir, text_file, "--json")
+    report = json.loads(result.stdout)
+    assert report["bits_per_byte"] > 0 and report["unknown"] == 0
+
+
+def test_eval_counts_unknown_characters(tiny_run, tmp_path):
+    odd = tmp_path / "odd.txt"
+    odd.write_text("The ☃ snowman ☃ melts.\n")
+    report = json.loads(invoke("eval", tiny_run, odd, "--json").stdout)
+    assert report["unknown"] == 2
+
+
+def test_eval_table_and_sample_options(tiny_run, text_file):
+    table = invoke("eval", tiny_run, text_file)
+    assert table.exit_code == 0 and "bits per character" in table.stdout
+    stopped = invoke("sample", tiny_run, "--prime", "a", "--length", "500", "--stop", "e", "--seed", "2")
+    assert stopped.exit_code == 0 and "e" not in stopped.stdout[1:]
+    several = invoke("sample", tiny_run, "--num-samples", "3", "--length", "20", "--top-k", "1000", "--top-p", "0.9")
+    assert several.exit_code == 0 and several.stdout.count("\n\n") >= 2
+
+
+def _bad(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+BAD_INPUTS = {
+    "missing file": (lambda p: ["train", p / "missing.txt"], 1, "no such file"),
+    "directory": (lambda p: ["train", p], 1, "is a directory"),
+    "empty": (lambda p: ["train", _bad(p, "e.txt", b"")], 1, "empty"),
+    "whitespace": (lambda p: ["train", _bad(p, "w.txt", b" \n\n ")], 1, "only whitespace"),
+    "not utf-8": (lambda p: ["train", _bad(p, "l.txt", "caf\xe9".encode("latin-1"))], 1, "byte offset 3"),
+    "nul bytes": (lambda p: ["train", _bad(p, "n.txt", b"a\x00b")], 1, "looks binary"),
+    "utf-16": (lambda p: ["train", _bad(p, "u.txt", "hello".encode("utf-16"))], 1, "UTF-16"),
+    "too short": (lambda p: ["train", _bad(p, "s.txt", b"tiny text\n")], 1, "needs at least 8256 tokens"),
+    "vocab too large": (
+        lambda p: ["train", _bad(p, "v.txt", b"one two three four five\n" * 300), "--tokenizer", "unigram",
+                   "--vocab-size", "60000", "--batch-size", "2", "--bptt", "8"],
+        1,
+        "the largest that works is",
+    ),
+    "checkpoint missing": (lambda p: ["sample", p / "nope"], 1, "no such checkpoint"),
+    "not a checkpoint": (lambda p: ["sample", _bad(p, "x.pt", b"PK\x03\x04junk")], 1, "not a charlstm checkpoint"),
+    "negative length": (lambda p: ["sample", p / "nope", "--length", "-5"], 2, "--length must be 0 or more"),
+    "top-p out of range": (lambda p: ["sample", p / "nope", "--top-p", "1.5"], 2, "--top-p must be in (0, 1]"),
+    "negative temperature": (lambda p: ["sample", p / "nope", "--temperature", "-1"], 2, "--temperature"),
+    "zero layers": (lambda p: ["train", "--num-layers", "0"], 2, "--num-layers must be at least 1"),
+    "bptt zero": (lambda p: ["train", "--bptt", "0"], 2, "--bptt must be at least 1"),
+    "tie weights sizes": (lambda p: ["train", "--tie-weights"], 2, "--tie-weights needs --embedding-dim equal"),
+    "not a number": (lambda p: ["sample", p / "nope", "--length", "lots"], 2, "'lots' is not a valid integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_one_clear_line(tmp_path, monkeypatch, case):
+    monkeypatch.chdir(tmp_path)
+    make_args, exit_code, message = BAD_INPUTS[case]
+    args = make_args(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = charlstm(*args)
+    assert result.returncode == exit_code, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before and not (tmp_path / "checkpoints").exists()  # nothing created or changed
+
+
+def test_prime_with_unknown_characters(tiny_run):
+    result = charlstm("sample", tiny_run, "--prime", "snow ☃")
+    assert result.returncode == 2 and "'☃'" in result.stderr and result.stdout == ""
+
+
+def test_existing_run_directory_is_refused(tiny_run, text_file):
+    before = (tiny_run / "best.pt").read_bytes()
+    result = charlstm("train", text_file, "--out", tiny_run, *TINY_MODEL)
+    assert result.returncode == 1 and "already holds a run" in result.stderr
+    assert (tiny_run / "best.pt").read_bytes() == before
+
+
+def test_pickle_checkpoint_does_not_run(tmp_path):
+    import torch
+
+    from tests.test_checkpoint import _RunsCode
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "charlstm", "model": _RunsCode(marker)}, evil)
+    env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    result = charlstm("eval", evil, evil, "--json", env=env)
+    assert result.returncode == 1 and "refused" in result.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_checkpoint_and_exits(tmp_path, text_file, sig, code):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlstm", "train", text_file, "--out", run_dir, *TINY_MODEL,
+         "--max-steps", "1000000", "--eval-every", "1000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 60
+    while not (run_dir / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # some steps
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert "checkpoint saved" in stderr and "Traceback" not in stderr
+    from charlstm.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run_dir / "last.pt")["train_state"]["step"] > 0

@@ -1,0 +1,55 @@
+import math
+
+import numpy as np
+import torch
+
+from charlstm.config import ModelConfig
+from charlstm.evaluate import evaluate_text, stream_loss
+from charlstm.model import LSTMLanguageModel
+from charlstm.tokenizers import ByteTokenizer, CharTokenizer
+
+
+def uniform_model(vocab_size: int) -> LSTMLanguageModel:
+    model = LSTMLanguageModel(ModelConfig(vocab_size=vocab_size, embedding_dim=4, hidden_size=4, num_layers=1))
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    return model
+
+
+def test_uniform_model_scores_log_vocab_for_every_scored_token():
+    model = uniform_model(7)
+    ids = np.random.default_rng(0).integers(0, 7, size=1001)
+    total, count = stream_loss(model, ids, batch_size=8, bptt=13, device="cpu")
+    assert count == 1001 - 8  # the first token of each of the 8 streams has no context
+    assert math.isclose(total / count, math.log(7), rel_tol=1e-6)
+
+
+def test_stream_loss_is_independent_of_windowing():
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(ModelConfig(vocab_size=9, embedding_dim=4, hidden_size=6, num_layers=2))
+    ids = np.random.default_rng(1).integers(0, 9, size=500)
+    a = stream_loss(model, ids, batch_size=3, bptt=500, device="cpu")
+    b = stream_loss(model, ids, batch_size=3, bptt=7, device="cpu")
+    assert a[1] == b[1]
+    assert math.isclose(a[0], b[0], rel_tol=1e-5)
+
+
+def test_report_bits_per_char_and_byte():
+    text = "abcé" * 50
+    tok = CharTokenizer.train(text)
+    report = evaluate_text(uniform_model(tok.vocab_size), tok, text + "z", batch_size=4, bptt=16, device="cpu")
+    assert report.chars == 201 and report.bytes == 251 and report.tokens == 201
+    assert report.unknown == 1
+    assert math.isclose(report.loss, math.log(tok.vocab_size), rel_tol=1e-6)
+    assert math.isclose(report.bits_per_char, math.log2(tok.vocab_size), rel_tol=1e-6)
+    assert math.isclose(report.bits_per_byte, report.bits_per_char * 201 / 251, rel_tol=1e-9)
+    assert math.isclose(report.perplexity, tok.vocab_size, rel_tol=1e-6)
+
+
+def test_byte_model_bits_per_byte_equal_loss_in_bits():
+    text = "héllo wörld " * 20
+    tok = ByteTokenizer()
+    report = evaluate_text(uniform_model(256), tok, text, batch_size=2, bptt=32, device="cpu")
+    assert report.tokens == report.bytes
+    assert math.isclose(report.bits_per_byte, 8.0, rel_tol=1e-6)

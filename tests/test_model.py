@@ -1,0 +1,52 @@
+import torch
+
+from charlstm.config import ModelConfig
+from charlstm.model import LSTMLanguageModel, detach_state
+
+
+def tiny(**kwargs) -> LSTMLanguageModel:
+    torch.manual_seed(0)
+    options = {"vocab_size": 11, "embedding_dim": 8, "hidden_size": 12, "num_layers": 2, "dropout": 0.0}
+    return LSTMLanguageModel(ModelConfig(**{**options, **kwargs}))
+
+
+def test_shapes_and_state():
+    model = tiny()
+    ids = torch.randint(0, 11, (5, 3))  # (T, B)
+    logits, (h, c) = model(ids, model.init_state(3))
+    assert logits.shape == (5, 3, 11)
+    assert h.shape == c.shape == (2, 3, 12)
+
+
+def test_carrying_state_across_windows_equals_one_long_pass():
+    model = tiny().eval()
+    ids = torch.randint(0, 11, (20, 2))
+    full, _ = model(ids)
+    state = model.init_state(2)
+    parts = []
+    for start in range(0, 20, 6):
+        logits, state = model(ids[start : start + 6], state)
+        state = detach_state(state)
+        parts.append(logits)
+    assert torch.allclose(torch.cat(parts), full, atol=1e-6)
+
+
+def test_detach_state_cuts_the_graph():
+    model = tiny()
+    _, state = model(torch.randint(0, 11, (4, 2)))
+    assert state[0].requires_grad
+    detached = detach_state(state)
+    assert not detached[0].requires_grad and torch.equal(detached[0], state[0])
+
+
+def test_tied_weights_share_one_tensor_and_parameter_count():
+    tied = tiny(embedding_dim=12, tie_weights=True)
+    untied = tiny(embedding_dim=12)
+    assert tied.head.weight is tied.embedding.weight
+    assert untied.num_parameters() - tied.num_parameters() == 11 * 12
+
+
+def test_init_state_follows_device_and_dtype():
+    model = tiny().to(torch.float64)
+    h, c = model.init_state(4)
+    assert h.dtype == torch.float64 and h.abs().sum() == 0

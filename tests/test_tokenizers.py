@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charlstm.errors import DataError
+from charlstm.tokenizers import (
+    ByteTokenizer,
+    CharTokenizer,
+    SentencePieceTokenizer,
+    tokenizer_from_state,
+    train_tokenizer,
+)
+
+
+def test_char_vocabulary_and_round_trip():
+    tok = CharTokenizer.train("hello world\n")
+    assert tok.chars == "\n dehlorw"
+    assert tok.vocab_size == len(tok.chars) + 1
+    ids = tok.encode("hello")
+    assert ids.dtype == np.uint8
+    assert tok.decode(ids) == "hello"
+
+
+def test_char_unknown_characters_map_to_unknown_id():
+    tok = CharTokenizer.train("abc")
+    ids = tok.encode("abxcé")
+    assert ids.tolist() == [0, 1, tok.unk_id, 2, tok.unk_id]
+    assert tok.unknown_chars("abxcé") == ["x", "é"]
+    assert tok.decode(ids) == "ab\ufffdc\ufffd"
+
+
+def test_char_encode_crosses_chunk_boundaries(monkeypatch):
+    import charlstm.tokenizers as t
+
+    monkeypatch.setattr(t, "_CHUNK_CHARS", 7)
+    text = "the quick brown fox jumps over the lazy dog " * 3
+    tok = CharTokenizer.train(text)
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_char_state_round_trip():
+    tok = CharTokenizer.train("zyx 日本")
+    again = tokenizer_from_state(tok.to_state())
+    assert again.encode("x日").tolist() == tok.encode("x日").tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_char_round_trip_on_arbitrary_unicode(text):
+    tok = CharTokenizer.train(text) if text else CharTokenizer("a")
+    assert tok.decode(tok.encode(text)) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_byte_round_trip_on_arbitrary_unicode(text):
+    tok = ByteTokenizer()
+    ids = tok.encode(text)
+    assert len(ids) == len(text.encode("utf-8", "surrogatepass"))
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        assert tok.decode(ids) == text
+
+
+def test_token_bytes_match_decode():
+    text = "héllo wörld\n"
+    for tok in (CharTokenizer.train(text), ByteTokenizer()):
+        table = tok.token_bytes()
+        assert b"".join(table[i] for i in tok.encode(text).tolist()).decode() == text
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_sentencepiece_round_trip_and_state(kind, small_text):
+    tok = train_tokenizer(kind, small_text, vocab_size=400)
+    assert tok.vocab_size == 400
+    sample = "Hello,  world!\n\n\tindented   text 日本 ✓\n"  # unseen characters use byte pieces
+    ids = tok.encode(sample)
+    assert tok.decode(ids) == sample
+    table = tok.token_bytes()
+    assert b"".join(table[i] for i in ids.tolist()).decode() == sample
+    again = tokenizer_from_state(tok.to_state())
+    assert again.encode(sample).tolist() == ids.tolist()
+    # Encoding in newline-cut parts gives the same ids as one whole piece.
+    whole = np.asarray(tok._sp.encode(small_text[:3000]))
+    assert tok.encode(small_text[:3000]).tolist() == whole.tolist()
+
+
+def test_sentencepiece_documented_exception_is_the_space_marker(small_text):
+    tok = train_tokenizer("bpe", small_text, vocab_size=400)
+    assert tok.decode(tok.encode("a\u2581b")) == "a b"
+
+
+def test_sentencepiece_long_line_without_newline():
+    text = ("abcdefghij klmnop qrstuv " * 2000).strip()  # one ~50 KB line
+    tok = train_tokenizer("bpe", text, vocab_size=300)
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_sentencepiece_vocab_too_large_names_the_largest(small_text):
+    with pytest.raises(DataError) as e:
+        train_tokenizer("unigram", small_text[:2000], vocab_size=50_000)
+    message = str(e.value)
+    assert "--vocab-size 50000 is too large" in message
+    largest = int(message.split("the largest that works is ")[1].split(".")[0])
+    train_tokenizer("unigram", small_text[:2000], vocab_size=largest)  # and that one works
+
+
+def test_sentencepiece_vocab_too_small(small_text):
+    with pytest.raises(DataError, match="too small: this text needs at least"):
+        train_tokenizer("bpe", small_text, vocab_size=100)

@@ -245,7 +245,11 @@ def sample(checkpoint: str, echo_prime: bool, **options) -> None:
 
     Only the text goes to stdout; several samples are separated by a blank line.
     """
-    config = _build(SampleConfig, **options)
+    _write_samples(checkpoint, _build(SampleConfig, **options), echo_prime)
+
+
+def _write_samples(checkpoint: str, config: SampleConfig, echo_prime: bool) -> None:
+    """Stream the first sample to stdout as it is generated; the others follow when done."""
     from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
     from charlstm.sampling import encode_prime, generate
     from charlstm.train import select_device
@@ -256,7 +260,7 @@ def sample(checkpoint: str, echo_prime: bool, **options) -> None:
     encode_prime(tokenizer, config.prime)  # a bad prime fails before anything is written
 
     out = sys.stdout
-    held = [[] for _ in range(config.num_samples)]  # samples after the first, written at the end
+    held = [[] for _ in range(config.num_samples)]
     if echo_prime:
         out.write(config.prime)
     for pieces in generate(model, tokenizer, config, device):
@@ -288,23 +292,28 @@ def eval_(checkpoint: str, file: str, as_json: bool, batch_size: int, bptt: int 
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
     if bptt is not None and bptt < 1:
         raise ConfigError(f"--bptt must be at least 1 (got {bptt})")
-    from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
     from charlstm.corpus import read_text
+
+    _evaluate(checkpoint, lambda: read_text(file), file, as_json, batch_size, bptt, device)
+
+
+def _evaluate(checkpoint: str, read, name: str, as_json: bool, batch_size: int, bptt: int | None, device: str):
+    """Evaluate on the text ``read()`` returns (read after the checkpoint is checked)."""
+    from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
     from charlstm.evaluate import evaluate_text
     from charlstm.train import select_device
 
     torch_device = select_device(device)
     payload = load_checkpoint(checkpoint)
     model, tokenizer = model_from_checkpoint(payload, torch_device, checkpoint)
-    text = read_text(file)
     bptt = bptt or payload.get("train_config", {}).get("bptt", 128)
-    report = evaluate_text(model, tokenizer, text, batch_size, bptt, torch_device)
+    report = evaluate_text(model, tokenizer, read(), batch_size, bptt, torch_device)
     if as_json:
         import json
 
         click.echo(json.dumps(report.to_dict()))
-        return
-    _print_report(report, file)
+    else:
+        _print_report(report, name)
 
 
 def _print_report(report, file: str) -> None:
@@ -323,6 +332,38 @@ def _print_report(report, file: str) -> None:
     table.add_row("bits per byte", f"{report.bits_per_byte:.4f}")
     table.add_row("unknown characters", f"{report.unknown:,}")
     Console(highlight=False).print(table)
+
+
+# ----------------------------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--max-time", default=120.0, show_default=True, help="Seconds of training.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+def demo(max_time: float, device: str) -> None:
+    """Train on the built-in corpus for a couple of minutes, then sample and evaluate.
+
+    The same as `charlstm train --max-time 120`, then `charlstm sample` and `charlstm eval` on
+    the held-out last tenth of the built-in corpus.
+    """
+    config = TrainConfig(max_time=max_time, device=device)
+    from charlstm.corpus import builtin_text
+    from charlstm.train import train as run_training
+
+    result = run_training(_load_corpus(None), config, {}, events=_TrainProgress())
+    if result.stopped_by in EXIT_SIGNAL:
+        sys.exit(EXIT_SIGNAL[result.stopped_by])
+    console = _stderr_console()
+    console.rule(f"charlstm sample {result.run_dir} --prime 'The ' --length 400")
+    _write_samples(str(result.run_dir), SampleConfig(prime="The ", length=400, seed=0, device=device), True)
+    text = builtin_text()
+    held_out = text[len(text) - int(len(text) * config.val_fraction) :]
+    console.rule("evaluation on the held-out last tenth of the built-in corpus")
+    _evaluate(str(result.run_dir), lambda: held_out, "built-in corpus, held-out tenth", False, 64, None, device)
+    console.print(
+        "Next: [bold]charlstm train your_text.txt[/], then "
+        f"[bold]charlstm sample {result.run_dir.parent}/your_text[/] (see charlstm --help)."
+    )
 
 
 def main() -> None:

@@ -84,9 +84,9 @@ class TrainConfig(_Serializable):
     val_fraction: float = 0.1
     batch_size: int = 64
     bptt: int = 128
-    lr: float = 2e-3
+    lr: float = 4e-3
     lr_schedule: str = "cosine"
-    warmup_steps: int = 50
+    warmup_steps: int = 20
     weight_decay: float = 0.01
     clip: float = 1.0
     epochs: int = 10

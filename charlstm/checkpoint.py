@@ -86,7 +86,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         for name in (BEST, LAST):
             if (path / name).is_file():
                 return path / name
-        raise CheckpointError(f"{path}: no {BEST} or {LAST} in this directory; is it a charlstm run directory?")
+        raise CheckpointError(
+            f"{path}: no {BEST} or {LAST} in this directory; is it a charlstm run directory?"
+        )
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or run directory")
     return path
@@ -106,7 +108,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
                 f"{path}: refused: the file holds Python objects other than plain data "
                 "(a pickle that could run code); it was not loaded"
             ) from None
-        raise CheckpointError(f"{path}: cannot read checkpoint (corrupt or truncated: {text.splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint (corrupt or truncated: {text.splitlines()[0][:200]})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a charlstm checkpoint")
     version = payload.get("format_version")
@@ -129,7 +133,9 @@ def model_from_checkpoint(payload: dict, device: str | torch.device = "cpu", pat
         config = ModelConfig.from_dict(payload["model_config"])
         tokenizer = tokenizer_from_state(payload["tokenizer"])
     except Exception as e:
-        raise CheckpointError(f"{path}: the checkpoint's model or tokenizer settings are invalid ({e})") from None
+        raise CheckpointError(
+            f"{path}: the checkpoint's model or tokenizer settings are invalid ({e})"
+        ) from None
     model = LSTMLanguageModel(config)
     state = payload["model"]
     expected = model.state_dict()
@@ -156,4 +162,3 @@ def cleanup_temp_files(directory: str | os.PathLike) -> int:
         tmp.unlink(missing_ok=True)
         removed += 1
     return removed
-

@@ -91,12 +91,16 @@ _MODEL_FIELDS = ("embedding_dim", "hidden_size", "num_layers", "dropout", "tie_w
 def _opt(cls, name: str, help: str, **kwargs):
     default = _default(cls, name)
     shown = "none" if default is None else repr(default) if isinstance(default, str) else default
-    return click.option("--" + name.replace("_", "-"), name, default=None, help=f"{help}  [default: {shown}]", **kwargs)
+    return click.option(
+        "--" + name.replace("_", "-"), name, default=None, help=f"{help}  [default: {shown}]", **kwargs
+    )
 
 
 @cli.command()
 @click.argument("file", required=False, type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory  [default: checkpoints/<file stem>]")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Run directory  [default: checkpoints/<file stem>]"
+)
 @_opt(TrainConfig, "tokenizer", "Token unit.", type=click.Choice(["char", "byte", "bpe", "unigram"]))
 @_opt(TrainConfig, "vocab_size", "Vocabulary size for bpe/unigram.", type=int)
 @_opt(TrainConfig, "val_fraction", "Last fraction of the text held out for validation.", type=float)
@@ -104,7 +108,11 @@ def _opt(cls, name: str, help: str, **kwargs):
 @_opt(ModelConfig, "hidden_size", "LSTM units per layer.", type=int)
 @_opt(ModelConfig, "num_layers", "Stacked LSTM layers.", type=int)
 @_opt(ModelConfig, "dropout", "Dropout between layers and before the projection.", type=float)
-@click.option("--tie-weights/--no-tie-weights", default=None, help="Share embedding and projection weights (needs --embedding-dim = --hidden-size).")
+@click.option(
+    "--tie-weights/--no-tie-weights",
+    default=None,
+    help="Share embedding and projection weights (needs --embedding-dim = --hidden-size).",
+)
 @_opt(TrainConfig, "batch_size", "Parallel streams per step.", type=int)
 @_opt(TrainConfig, "bptt", "Window length: steps of backpropagation through time.", type=int)
 @_opt(TrainConfig, "lr", "Peak learning rate (AdamW).", type=float)
@@ -120,7 +128,7 @@ def _opt(cls, name: str, help: str, **kwargs):
 @_opt(TrainConfig, "device", "Where to train.", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
 def train(file: str | None, out: str | None, **options) -> None:
     """Train a model on FILE (a UTF-8 text file; default: the built-in corpus)."""
-    model_options = {k: options.pop(k) for k in _MODEL_FIELDS if options[k] is not None}
+    model_options = {k: v for k in _MODEL_FIELDS if (v := options.pop(k)) is not None}
     config = _build(TrainConfig, **options)
     ModelConfig(vocab_size=2, **model_options)  # report bad model options before any work
     corpus = _load_corpus(file)
@@ -174,6 +182,7 @@ class _TrainProgress:
             file=sys.stderr,
             unit="step",
             dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line every 10 s
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
         )
 
@@ -202,17 +211,20 @@ class _TrainProgress:
         table = Table(title="charlstm train", show_header=False, title_justify="left")
         table.add_column(style="bold")
         table.add_column()
-        table.add_row("steps", f"{result.steps:,} ({result.epochs_done:.2f} epochs, stopped by {result.stopped_by})")
+        table.add_row(
+            "steps", f"{result.steps:,} ({result.epochs_done:.2f} epochs, stopped by {result.stopped_by})"
+        )
         table.add_row("time", _duration(result.elapsed))
         table.add_row("tokens/s", f"{result.tokens_per_s:,.0f}")
         table.add_row("parameters", f"{result.num_parameters:,}")
         unit = "char" if self.info.get("tokenizer") == "char" else "token"
-        table.add_row(
-            "best validation loss",
-            f"{result.best_val_loss:.4f} nats/{unit} = {result.best_val_loss / math.log(2):.4f} bits/{unit}",
-        )
-        table.add_row("last validation loss", f"{result.last_val_loss:.4f} nats/{unit}")
-        table.add_row("best checkpoint", str(result.best_path))
+        if math.isfinite(result.best_val_loss):
+            best = result.best_val_loss
+            table.add_row("best validation loss", f"{best:.4f} nats/{unit} = {best / math.log(2):.4f} bits/{unit}")
+            table.add_row("last validation loss", f"{result.last_val_loss:.4f} nats/{unit}")
+            table.add_row("best checkpoint", str(result.best_path))
+        else:
+            table.add_row("validation loss", "not measured yet")
         table.add_row("last checkpoint", str(result.last_path))
         table.add_row("metrics", str(result.run_dir / "metrics.jsonl"))
         self.console.print(table)
@@ -239,7 +251,12 @@ def _duration(seconds: float) -> str:
 @_opt(SampleConfig, "seed", "Random seed.", type=int)
 @_opt(SampleConfig, "stop", "End a sample where this string appears (it is not written).", type=str)
 @_opt(SampleConfig, "device", "Where to run.", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
-@click.option("--echo-prime/--no-echo-prime", default=True, show_default=True, help="Write the prime before the new text.")
+@click.option(
+    "--echo-prime/--no-echo-prime",
+    default=True,
+    show_default=True,
+    help="Write the prime before the new text.",
+)
 def sample(checkpoint: str, echo_prime: bool, **options) -> None:
     """Generate text from CHECKPOINT (a run directory or a .pt file).
 
@@ -252,7 +269,7 @@ def _write_samples(checkpoint: str, config: SampleConfig, echo_prime: bool) -> N
     """Stream the first sample to stdout as it is generated; the others follow when done."""
     from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
     from charlstm.sampling import encode_prime, generate
-    from charlstm.train import select_device
+    from charlstm.model import select_device
 
     device = select_device(config.device)
     payload = load_checkpoint(checkpoint)
@@ -285,7 +302,9 @@ def _write_samples(checkpoint: str, config: SampleConfig, echo_prime: bool) -> N
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--batch-size", default=64, show_default=True, help="Parallel streams.")
 @click.option("--bptt", default=None, type=int, help="Window length  [default: the checkpoint's]")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"])
+)
 def eval_(checkpoint: str, file: str, as_json: bool, batch_size: int, bptt: int | None, device: str) -> None:
     """Measure CHECKPOINT on FILE: loss, perplexity, bits per character and per byte."""
     if batch_size < 1:
@@ -297,11 +316,13 @@ def eval_(checkpoint: str, file: str, as_json: bool, batch_size: int, bptt: int 
     _evaluate(checkpoint, lambda: read_text(file), file, as_json, batch_size, bptt, device)
 
 
-def _evaluate(checkpoint: str, read, name: str, as_json: bool, batch_size: int, bptt: int | None, device: str):
+def _evaluate(
+    checkpoint: str, read, name: str, as_json: bool, batch_size: int, bptt: int | None, device: str
+):
     """Evaluate on the text ``read()`` returns (read after the checkpoint is checked)."""
     from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
     from charlstm.evaluate import evaluate_text
-    from charlstm.train import select_device
+    from charlstm.model import select_device
 
     torch_device = select_device(device)
     payload = load_checkpoint(checkpoint)
@@ -339,7 +360,9 @@ def _print_report(report, file: str) -> None:
 
 @cli.command()
 @click.option("--max-time", default=120.0, show_default=True, help="Seconds of training.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"])
+)
 def demo(max_time: float, device: str) -> None:
     """Train on the built-in corpus for a couple of minutes, then sample and evaluate.
 
@@ -359,7 +382,9 @@ def demo(max_time: float, device: str) -> None:
     text = builtin_text()
     held_out = text[len(text) - int(len(text) * config.val_fraction) :]
     console.rule("evaluation on the held-out last tenth of the built-in corpus")
-    _evaluate(str(result.run_dir), lambda: held_out, "built-in corpus, held-out tenth", False, 64, None, device)
+    _evaluate(
+        str(result.run_dir), lambda: held_out, "built-in corpus, held-out tenth", False, 64, None, device
+    )
     console.print(
         "Next: [bold]charlstm train your_text.txt[/], then "
         f"[bold]charlstm sample {result.run_dir.parent}/your_text[/] (see charlstm --help)."

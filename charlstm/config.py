@@ -53,8 +53,8 @@ class ModelConfig(_Serializable):
     """Shape of the language model: embedding -> stacked LSTM -> dropout -> projection."""
 
     vocab_size: int
-    embedding_dim: int = 128
-    hidden_size: int = 512
+    embedding_dim: int = 64
+    hidden_size: int = 256
     num_layers: int = 2
     dropout: float = 0.1
     tie_weights: bool = False
@@ -69,8 +69,7 @@ class ModelConfig(_Serializable):
         c.require(
             not self.tie_weights or self.embedding_dim == self.hidden_size,
             "tie_weights",
-            "needs --embedding-dim equal to --hidden-size "
-            f"(got {self.embedding_dim} and {self.hidden_size})",
+            f"needs --embedding-dim equal to --hidden-size (got {self.embedding_dim} and {self.hidden_size})",
         )
         c.raise_if_any()
 
@@ -82,8 +81,8 @@ class TrainConfig(_Serializable):
     tokenizer: str = "char"
     vocab_size: int = 512  # SentencePiece tokenizers only
     val_fraction: float = 0.1
-    batch_size: int = 64
-    bptt: int = 128
+    batch_size: int = 32
+    bptt: int = 64
     lr: float = 4e-3
     lr_schedule: str = "cosine"
     warmup_steps: int = 20
@@ -106,7 +105,9 @@ class TrainConfig(_Serializable):
         c.require(self.batch_size >= 1, "batch_size", f"must be at least 1 (got {self.batch_size})")
         c.require(self.bptt >= 1, "bptt", f"must be at least 1 (got {self.bptt})")
         c.require(self.lr > 0 and math.isfinite(self.lr), "lr", f"must be a positive number (got {self.lr})")
-        c.require(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}")
+        c.require(
+            self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}"
+        )
         c.require(self.warmup_steps >= 0, "warmup_steps", f"must be 0 or more (got {self.warmup_steps})")
         c.require(self.weight_decay >= 0, "weight_decay", f"must be 0 or more (got {self.weight_decay})")
         c.require(self.clip > 0, "clip", f"must be positive (got {self.clip})")

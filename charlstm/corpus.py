@@ -48,7 +48,9 @@ def decode_text(data: bytes, name: str, encoding_errors: str = "strict") -> str:
         codecs.BOM_UTF32_LE,
         codecs.BOM_UTF32_BE,
     ):
-        raise DataError(f"{name}: looks like UTF-16/UTF-32 or binary data, not UTF-8 text; convert it to UTF-8")
+        raise DataError(
+            f"{name}: looks like UTF-16/UTF-32 or binary data, not UTF-8 text; convert it to UTF-8"
+        )
     nul = data.find(b"\x00")
     if nul != -1:
         raise DataError(

@@ -14,8 +14,24 @@ import torch
 from torch import nn
 
 from charlstm.config import ModelConfig
+from charlstm.errors import ConfigError
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden_size)
+
+
+def select_device(name: str) -> torch.device:
+    """The torch device for ``--device``: auto picks a CUDA GPU, then Apple MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: Apple's MPS backend is not available here; use --device cpu or auto")
+    return torch.device(name)
 
 
 class LSTMLanguageModel(nn.Module):

@@ -112,8 +112,7 @@ def encode_prime(tokenizer, prime: str) -> list[int]:
         if missing:
             shown = ", ".join(repr(c) for c in missing[:20])
             raise ConfigError(
-                f"--prime has characters the model's vocabulary lacks: {shown}; "
-                "leave them out of the prime"
+                f"--prime has characters the model's vocabulary lacks: {shown}; leave them out of the prime"
             )
     return tokenizer.encode(prime).tolist()
 

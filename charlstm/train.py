@@ -11,21 +11,26 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from charlstm import __version__
 from charlstm.checkpoint import BEST, LAST, cleanup_temp_files, save_checkpoint
 from charlstm.config import ModelConfig, TrainConfig
-from charlstm.corpus import batchify, get_window, min_train_tokens, split_train_val, windows
-from charlstm.errors import ConfigError, DataError, RunDirectoryError
+from charlstm.corpus import (
+    batchify,
+    get_window,
+    min_train_tokens,
+    split_train_val,
+    windows,
+)
+from charlstm.errors import DataError, RunDirectoryError
 from charlstm.evaluate import stream_loss
-from charlstm.model import LSTMLanguageModel, detach_state
-from charlstm.tokenizers import Tokenizer, train_tokenizer
+from charlstm.model import LSTMLanguageModel, detach_state, select_device
+from charlstm.tokenizers import train_tokenizer
 
 RUN_FILES = ("config.json", "metrics.jsonl", BEST, LAST)
 
@@ -67,25 +72,13 @@ class TrainingEvents:
     def on_end(self, result: TrainResult) -> None: ...
 
 
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps: Apple's MPS backend is not available here; use --device cpu or auto")
-    return torch.device(name)
-
-
 def holds_run(directory: Path) -> bool:
     return directory.is_dir() and any((directory / name).exists() for name in RUN_FILES)
 
 
-def prepare_run_dir(out: str | os.PathLike | None, stem: str, root: str | os.PathLike = "checkpoints") -> Path:
+def prepare_run_dir(
+    out: str | os.PathLike | None, stem: str, root: str | os.PathLike = "checkpoints"
+) -> Path:
     """The run directory to write to; never one that already holds a run.
 
     An explicit ``--out`` that holds a run is refused. The default ``checkpoints/<stem>`` moves on
@@ -330,7 +323,10 @@ def train(
                     evaluate_and_save(state)
             else:
                 epoch += 1
-        if loss_count or not metrics:
+        if stopped_by in ("SIGINT", "SIGTERM"):
+            # Someone is waiting for the stop: save where training is, without a validation pass.
+            save_checkpoint(run_dir / LAST, checkpoint_payload(state))
+        elif loss_count or not metrics:
             evaluate_and_save(state)
 
     elapsed = time.perf_counter() - start

@@ -5,7 +5,18 @@ import pytest
 from charlstm.corpus import builtin_text
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TINY_MODEL = ["--embedding-dim", "16", "--hidden-size", "32", "--num-layers", "1", "--batch-size", "4", "--bptt", "16"]
+TINY_MODEL = [
+    "--embedding-dim",
+    "16",
+    "--hidden-size",
+    "32",
+    "--num-layers",
+    "1",
+    "--batch-size",
+    "4",
+    "--bptt",
+    "16",
+]
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,9 @@ def test_newer_format_version_is_refused_naming_both(tiny_run, tmp_path):
     payload["format_version"] = FORMAT_VERSION + 1
     path = tmp_path / "future.pt"
     torch.save(payload, path)
-    with pytest.raises(CheckpointError, match=f"version {FORMAT_VERSION + 1} is newer.*version {FORMAT_VERSION}"):
+    with pytest.raises(
+        CheckpointError, match=f"version {FORMAT_VERSION + 1} is newer.*version {FORMAT_VERSION}"
+    ):
         load_checkpoint(path)
 
 

@@ -19,13 +19,19 @@ def invoke(*args):
 def charlstm(*args, **kwargs):
     """The real command, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "charlstm", *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs
+        [sys.executable, "-m", "charlstm", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
     )
 
 
 def test_end_to_end_train_sample_eval(tmp_path, text_file):
     run_dir = tmp_path / "run"
-    train = charlstm("train", text_file, "--out", run_dir, *TINY_MODEL, "--max-steps", "6", "--eval-every", "3")
+    train = charlstm(
+        "train", text_file, "--out", run_dir, *TINY_MODEL, "--max-steps", "6", "--eval-every", "3"
+    )
     assert train.returncode == 0, train.stderr
     assert train.stdout == ""  # progress and the summary go to stderr
     assert "best validation loss" in train.stderr
@@ -38,7 +44,16 @@ def test_end_to_end_train_sample_eval(tmp_path, text_file):
     evaluated = charlstm("eval", run_dir, text_file, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)
-    assert list(report) == ["tokens", "chars", "bytes", "loss", "perplexity", "bits_per_char", "bits_per_byte", "unknown"]
+    assert list(report) == [
+        "tokens",
+        "chars",
+        "bytes",
+        "loss",
+        "perplexity",
+        "bits_per_char",
+        "bits_per_byte",
+        "unknown",
+    ]
     assert report["chars"] == len(text_file.read_text())
     assert 0 < report["loss"] < 6 and report["unknown"] == 0
 
@@ -55,7 +70,18 @@ def test_builtin_corpus_is_named(tmp_path, monkeypatch):
 def test_other_tokenizers_train_sample_eval(tmp_path, text_file, tokenizer):
     run_dir = tmp_path / tokenizer
     extra = ["--vocab-size", "400"] if tokenizer in ("bpe", "unigram") else []
-    result = invoke("train", text_file, "--out", run_dir, "--tokenizer", tokenizer, *extra, *TINY_MODEL, "--max-steps", "3")
+    result = invoke(
+        "train",
+        text_file,
+        "--out",
+        run_dir,
+        "--tokenizer",
+        tokenizer,
+        *extra,
+        *TINY_MODEL,
+        "--max-steps",
+        "3",
+    )
     assert result.exit_code == 0, result.output
     result = invoke("sample", run_dir, "--length", "30", "--seed", "0", "--no-echo-prime")
     assert result.exit_code == 0 and len(result.stdout) == 31
@@ -76,7 +102,9 @@ def test_eval_table_and_sample_options(tiny_run, text_file):
     assert table.exit_code == 0 and "bits per character" in table.stdout
     stopped = invoke("sample", tiny_run, "--prime", "a", "--length", "500", "--stop", "e", "--seed", "2")
     assert stopped.exit_code == 0 and "e" not in stopped.stdout[1:]
-    several = invoke("sample", tiny_run, "--num-samples", "3", "--length", "20", "--top-k", "1000", "--top-p", "0.9")
+    several = invoke(
+        "sample", tiny_run, "--num-samples", "3", "--length", "20", "--top-k", "1000", "--top-p", "0.9"
+    )
     assert several.exit_code == 0 and several.stdout.count("\n\n") >= 2
 
 
@@ -94,22 +122,48 @@ BAD_INPUTS = {
     "not utf-8": (lambda p: ["train", _bad(p, "l.txt", "caf\xe9".encode("latin-1"))], 1, "byte offset 3"),
     "nul bytes": (lambda p: ["train", _bad(p, "n.txt", b"a\x00b")], 1, "looks binary"),
     "utf-16": (lambda p: ["train", _bad(p, "u.txt", "hello".encode("utf-16"))], 1, "UTF-16"),
-    "too short": (lambda p: ["train", _bad(p, "s.txt", b"tiny text\n")], 1, "needs at least 8256 tokens"),
+    "too short": (lambda p: ["train", _bad(p, "s.txt", b"tiny text\n")], 1, "needs at least 2080 tokens"),
     "vocab too large": (
-        lambda p: ["train", _bad(p, "v.txt", b"one two three four five\n" * 300), "--tokenizer", "unigram",
-                   "--vocab-size", "60000", "--batch-size", "2", "--bptt", "8"],
+        lambda p: [
+            "train",
+            _bad(p, "v.txt", b"one two three four five\n" * 300),
+            "--tokenizer",
+            "unigram",
+            "--vocab-size",
+            "60000",
+            "--batch-size",
+            "2",
+            "--bptt",
+            "8",
+        ],
         1,
         "the largest that works is",
     ),
     "checkpoint missing": (lambda p: ["sample", p / "nope"], 1, "no such checkpoint"),
-    "not a checkpoint": (lambda p: ["sample", _bad(p, "x.pt", b"PK\x03\x04junk")], 1, "not a charlstm checkpoint"),
+    "not a checkpoint": (
+        lambda p: ["sample", _bad(p, "x.pt", b"PK\x03\x04junk")],
+        1,
+        "not a charlstm checkpoint",
+    ),
     "negative length": (lambda p: ["sample", p / "nope", "--length", "-5"], 2, "--length must be 0 or more"),
-    "top-p out of range": (lambda p: ["sample", p / "nope", "--top-p", "1.5"], 2, "--top-p must be in (0, 1]"),
+    "top-p out of range": (
+        lambda p: ["sample", p / "nope", "--top-p", "1.5"],
+        2,
+        "--top-p must be in (0, 1]",
+    ),
     "negative temperature": (lambda p: ["sample", p / "nope", "--temperature", "-1"], 2, "--temperature"),
     "zero layers": (lambda p: ["train", "--num-layers", "0"], 2, "--num-layers must be at least 1"),
     "bptt zero": (lambda p: ["train", "--bptt", "0"], 2, "--bptt must be at least 1"),
-    "tie weights sizes": (lambda p: ["train", "--tie-weights"], 2, "--tie-weights needs --embedding-dim equal"),
-    "not a number": (lambda p: ["sample", p / "nope", "--length", "lots"], 2, "'lots' is not a valid integer"),
+    "tie weights sizes": (
+        lambda p: ["train", "--tie-weights"],
+        2,
+        "--tie-weights needs --embedding-dim equal",
+    ),
+    "not a number": (
+        lambda p: ["sample", p / "nope", "--length", "lots"],
+        2,
+        "'lots' is not a valid integer",
+    ),
 }
 
 
@@ -160,9 +214,23 @@ def test_pickle_checkpoint_does_not_run(tmp_path):
 def test_signal_saves_a_checkpoint_and_exits(tmp_path, text_file, sig, code):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "charlstm", "train", text_file, "--out", run_dir, *TINY_MODEL,
-         "--max-steps", "1000000", "--eval-every", "1000000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "charlstm",
+            "train",
+            text_file,
+            "--out",
+            run_dir,
+            *TINY_MODEL,
+            "--max-steps",
+            "1000000",
+            "--eval-every",
+            "1000000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 60
     while not (run_dir / "config.json").exists() and time.time() < deadline:

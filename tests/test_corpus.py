@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from charlstm.corpus import batchify, builtin_text, get_window, read_text, split_train_val, windows
+from charlstm.corpus import (
+    batchify,
+    builtin_text,
+    get_window,
+    read_text,
+    split_train_val,
+    windows,
+)
 from charlstm.errors import DataError
 
 

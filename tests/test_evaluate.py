@@ -10,7 +10,9 @@ from charlstm.tokenizers import ByteTokenizer, CharTokenizer
 
 
 def uniform_model(vocab_size: int) -> LSTMLanguageModel:
-    model = LSTMLanguageModel(ModelConfig(vocab_size=vocab_size, embedding_dim=4, hidden_size=4, num_layers=1))
+    model = LSTMLanguageModel(
+        ModelConfig(vocab_size=vocab_size, embedding_dim=4, hidden_size=4, num_layers=1)
+    )
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()
@@ -38,7 +40,9 @@ def test_stream_loss_is_independent_of_windowing():
 def test_report_bits_per_char_and_byte():
     text = "abcé" * 50
     tok = CharTokenizer.train(text)
-    report = evaluate_text(uniform_model(tok.vocab_size), tok, text + "z", batch_size=4, bptt=16, device="cpu")
+    report = evaluate_text(
+        uniform_model(tok.vocab_size), tok, text + "z", batch_size=4, bptt=16, device="cpu"
+    )
     assert report.chars == 201 and report.bytes == 251 and report.tokens == 201
     assert report.unknown == 1
     assert math.isclose(report.loss, math.log(tok.vocab_size), rel_tol=1e-6)

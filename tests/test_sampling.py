@@ -2,7 +2,13 @@ import torch
 
 from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.config import SampleConfig
-from charlstm.sampling import TextStream, generate, next_tokens, top_k_filter, top_p_filter
+from charlstm.sampling import (
+    TextStream,
+    generate,
+    next_tokens,
+    top_k_filter,
+    top_p_filter,
+)
 
 
 def test_top_k_is_clamped_to_the_vocabulary():

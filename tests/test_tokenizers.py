@@ -7,7 +7,6 @@ from charlstm.errors import DataError
 from charlstm.tokenizers import (
     ByteTokenizer,
     CharTokenizer,
-    SentencePieceTokenizer,
     tokenizer_from_state,
     train_tokenizer,
 )

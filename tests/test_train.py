@@ -85,11 +85,15 @@ def test_learning_rate_schedule():
 
 
 def test_a_small_model_learns_real_text(tmp_path, shakespeare):
-    """Well below the unigram baseline (about 3.3 nats/char on this text) after a fixed budget."""
+    """A fixed budget takes validation loss at least 1 nat/char below the unigram baseline."""
+    from collections import Counter
+
     from charlstm.corpus import read_text
 
     text = read_text(shakespeare)
+    counts = Counter(text)
+    unigram = -sum(c / len(text) * math.log(c / len(text)) for c in counts.values())  # 3.31 nats/char
     config = TrainConfig(batch_size=32, bptt=64, max_steps=300, eval_every=300, lr=3e-3, device="cpu", seed=0)
     options = {"embedding_dim": 32, "hidden_size": 128, "num_layers": 1, "dropout": 0.0}
     result = train(Corpus(text, "tinyshakespeare", "ts"), config, options, out=tmp_path / "learn")
-    assert result.best_val_loss < 2.5, result.best_val_loss
+    assert result.best_val_loss < unigram - 1.0, (result.best_val_loss, unigram)

@@ -341,9 +341,10 @@ def _print_report(report, file: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"charlstm eval {file}", title_justify="left")
+    table = Table(title="charlstm eval", title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")
+    table.add_row("text", file)
     table.add_row("tokens", f"{report.tokens:,}")
     table.add_row("characters", f"{report.chars:,}")
     table.add_row("bytes", f"{report.bytes:,}")
@@ -370,7 +371,7 @@ def demo(max_time: float, device: str) -> None:
     the held-out last tenth of the built-in corpus.
     """
     config = TrainConfig(max_time=max_time, device=device)
-    from charlstm.corpus import builtin_text
+    from charlstm.corpus import builtin_text, split_train_val
     from charlstm.train import train as run_training
 
     result = run_training(_load_corpus(None), config, {}, events=_TrainProgress())
@@ -379,8 +380,7 @@ def demo(max_time: float, device: str) -> None:
     console = _stderr_console()
     console.rule(f"charlstm sample {result.run_dir} --prime 'The ' --length 400")
     _write_samples(str(result.run_dir), SampleConfig(prime="The ", length=400, seed=0, device=device), True)
-    text = builtin_text()
-    held_out = text[len(text) - int(len(text) * config.val_fraction) :]
+    held_out = split_train_val(builtin_text(), config.val_fraction)[1]  # the split training used
     console.rule("evaluation on the held-out last tenth of the built-in corpus")
     _evaluate(
         str(result.run_dir), lambda: held_out, "built-in corpus, held-out tenth", False, 64, None, device

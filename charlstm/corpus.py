@@ -71,8 +71,8 @@ def decode_text(data: bytes, name: str, encoding_errors: str = "strict") -> str:
     return text
 
 
-def split_train_val(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """The last ``val_fraction`` of the token stream is validation, the rest is training."""
+def split_train_val(ids, val_fraction: float):
+    """The last ``val_fraction`` of a token stream (or a text) is validation, the rest is training."""
     n_val = int(round(len(ids) * val_fraction))
     n_val = max(n_val, 2)
     return ids[: len(ids) - n_val], ids[len(ids) - n_val :]

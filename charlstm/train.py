@@ -182,7 +182,8 @@ def train(
         raise DataError(
             f"{corpus.name}: too short for one batch of windows: training needs at least {needed} "
             f"tokens (--batch-size {config.batch_size} x (--bptt {config.bptt} + 1)) and this text "
-            f"gives {len(train_ids)}; use a longer text or a smaller --batch-size / --bptt"
+            f"gives {len(train_ids)} after holding out --val-fraction {config.val_fraction}; use a longer "
+            "text or a smaller --batch-size / --bptt"
         )
 
     run_dir = prepare_run_dir(out, corpus.stem)

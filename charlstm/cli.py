@@ -220,7 +220,9 @@ class _TrainProgress:
         unit = "char" if self.info.get("tokenizer") == "char" else "token"
         if math.isfinite(result.best_val_loss):
             best = result.best_val_loss
-            table.add_row("best validation loss", f"{best:.4f} nats/{unit} = {best / math.log(2):.4f} bits/{unit}")
+            table.add_row(
+                "best validation loss", f"{best:.4f} nats/{unit} = {best / math.log(2):.4f} bits/{unit}"
+            )
             table.add_row("last validation loss", f"{result.last_val_loss:.4f} nats/{unit}")
             table.add_row("best checkpoint", str(result.best_path))
         else:
@@ -268,8 +270,8 @@ def sample(checkpoint: str, echo_prime: bool, **options) -> None:
 def _write_samples(checkpoint: str, config: SampleConfig, echo_prime: bool) -> None:
     """Stream the first sample to stdout as it is generated; the others follow when done."""
     from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
-    from charlstm.sampling import encode_prime, generate
     from charlstm.model import select_device
+    from charlstm.sampling import encode_prime, generate
 
     device = select_device(config.device)
     payload = load_checkpoint(checkpoint)

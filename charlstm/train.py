@@ -169,185 +169,213 @@ def train(
     ``model_options`` are the ``ModelConfig`` fields other than ``vocab_size``, which comes from
     the tokenizer.
     """
-    events = events or TrainingEvents()
-    device = select_device(config.device)
-    torch.manual_seed(config.seed)
+    return Trainer(corpus, config, model_options, out, events).run()
 
-    tokenizer = train_tokenizer(config.tokenizer, corpus.text, config.vocab_size)
-    model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **model_options)
-    ids = tokenizer.encode(corpus.text)
-    train_ids, val_ids = split_train_val(ids, config.val_fraction)
-    needed = min_train_tokens(config.batch_size, config.bptt)
-    if len(train_ids) < needed:
-        raise DataError(
-            f"{corpus.name}: too short for one batch of windows: training needs at least {needed} "
-            f"tokens (--batch-size {config.batch_size} x (--bptt {config.bptt} + 1)) and this text "
-            f"gives {len(train_ids)} after holding out --val-fraction {config.val_fraction}; use a longer "
-            "text or a smaller --batch-size / --bptt"
+
+class Trainer:
+    """One training run: everything is checked and built in ``__init__``, ``run`` trains."""
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        config: TrainConfig,
+        model_options: dict,
+        out: str | os.PathLike | None = None,
+        events: TrainingEvents | None = None,
+    ):
+        self.corpus = corpus
+        self.config = config
+        self.events = events or TrainingEvents()
+        self.device = select_device(config.device)
+        torch.manual_seed(config.seed)
+
+        self.tokenizer = train_tokenizer(config.tokenizer, corpus.text, config.vocab_size)
+        self.model_config = ModelConfig(vocab_size=self.tokenizer.vocab_size, **model_options)
+        train_ids, self.val_ids = split_train_val(self.tokenizer.encode(corpus.text), config.val_fraction)
+        needed = min_train_tokens(config.batch_size, config.bptt)
+        if len(train_ids) < needed:
+            raise DataError(
+                f"{corpus.name}: too short for one batch of windows: training needs at least {needed} "
+                f"tokens (--batch-size {config.batch_size} x (--bptt {config.bptt} + 1)) and this text "
+                f"gives {len(train_ids)} after holding out --val-fraction {config.val_fraction}; use a "
+                "longer text or a smaller --batch-size / --bptt"
+            )
+        # Only now, with the input known to be usable, is anything written.
+        self.run_dir = prepare_run_dir(out, corpus.stem)
+
+        self.model = LSTMLanguageModel(self.model_config).to(self.device)
+        named = list(self.model.named_parameters())
+        decay = [p for n, p in named if p.dim() >= 2 and not n.startswith("embedding")]
+        no_decay = [p for n, p in named if p.dim() < 2 or n.startswith("embedding")]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=config.lr,
         )
+        self.data = batchify(train_ids, config.batch_size).to(self.device)  # (T, B)
+        self.epoch_windows = windows(self.data.size(0), config.bptt)
+        self.planned_steps = config.epochs * len(self.epoch_windows)
+        if config.max_steps is not None:
+            self.planned_steps = min(self.planned_steps, config.max_steps)
+        self.info = {
+            "run_dir": str(self.run_dir),
+            "corpus": corpus.name,
+            "device": str(self.device),
+            "tokenizer": self.tokenizer.kind,
+            "vocab_size": self.tokenizer.vocab_size,
+            "num_parameters": self.model.num_parameters(),
+            "train_tokens": int(len(train_ids)),
+            "val_tokens": int(len(self.val_ids)),
+            "steps_per_epoch": len(self.epoch_windows),
+            "planned_steps": self.planned_steps,
+            "max_time": config.max_time,
+        }
 
-    run_dir = prepare_run_dir(out, corpus.stem)
-    model = LSTMLanguageModel(model_config).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("embedding")]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or n.startswith("embedding")]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
+        self.metrics: list[dict] = []
+        self.best_val = math.inf
+        self.last_val = math.nan
+        self.step = 0
+        self.epoch = 0
+        self.tokens_done = 0
+        self.lr = config.lr
+        self.grad_norm = 0.0
+        self.loss_sum = torch.zeros((), device=self.device)  # train loss since the last evaluation
+        self.loss_count = 0
+        self.start = time.perf_counter()
 
-    data = batchify(train_ids, config.batch_size).to(device)  # (T, B)
-    epoch_windows = windows(data.size(0), config.bptt)
-    planned_steps = config.epochs * len(epoch_windows)
-    if config.max_steps is not None:
-        planned_steps = min(planned_steps, config.max_steps)
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
-    info = {
-        "run_dir": str(run_dir),
-        "corpus": corpus.name,
-        "device": str(device),
-        "tokenizer": tokenizer.kind,
-        "vocab_size": tokenizer.vocab_size,
-        "num_parameters": model.num_parameters(),
-        "train_tokens": int(len(train_ids)),
-        "val_tokens": int(len(val_ids)),
-        "steps_per_epoch": len(epoch_windows),
-        "planned_steps": planned_steps,
-        "max_time": config.max_time,
-    }
-    _write_json(
-        run_dir / "config.json",
-        {
-            "model": model_config.to_dict(),
-            "train": config.to_dict(),
-            "corpus": {"name": corpus.name, "chars": len(corpus.text)},
-            "info": info,
-            "versions": {"charlstm": __version__, "torch": torch.__version__},
-        },
-    )
-    events.on_start(info)
+    def run(self) -> TrainResult:
+        config = self.config
+        _write_json(
+            self.run_dir / "config.json",
+            {
+                "model": self.model_config.to_dict(),
+                "train": config.to_dict(),
+                "corpus": {"name": self.corpus.name, "chars": len(self.corpus.text)},
+                "info": self.info,
+                "versions": {"charlstm": __version__, "torch": torch.__version__},
+            },
+        )
+        self.events.on_start(self.info)
+        self.start = time.perf_counter()
+        self.model.train()
+        stopped_by = "epochs"
+        state = None
+        with _StopRequest() as stop:
+            while self.epoch < config.epochs and stopped_by == "epochs":
+                state = None  # each epoch starts from a zero state
+                for window in self.epoch_windows:
+                    stopped_by = self._stop_reason(stop)
+                    if stopped_by != "epochs":
+                        break
+                    state = self._train_step(window, state)
+                    if self.step % config.eval_every == 0:
+                        self._evaluate_and_save(state)
+                else:
+                    self.epoch += 1
+            if stopped_by in ("SIGINT", "SIGTERM"):
+                # Someone is waiting for the stop: save where training is, without a validation pass.
+                save_checkpoint(self.run_dir / LAST, self._payload(state))
+            elif self.loss_count or not self.metrics:
+                self._evaluate_and_save(state)
+        return self._finish(stopped_by)
 
-    corpus_info = {"name": corpus.name, "chars": len(corpus.text)}
-    metrics: list[dict] = []
-    best_val = math.inf
-    last_val = math.nan
-    step = 0
-    epoch = 0
-    tokens_done = 0
-    stopped_by = "epochs"
-    loss_sum = torch.zeros((), device=device)
-    loss_count = 0
-    grad_norm = 0.0
-    lr = config.lr
-    start = time.perf_counter()
+    def _stop_reason(self, stop: _StopRequest) -> str:
+        if self.config.max_steps is not None and self.step >= self.config.max_steps:
+            return "max_steps"
+        if self.config.max_time is not None and self.elapsed() >= self.config.max_time:
+            return "max_time"
+        return stop.signal_name or "epochs"
 
-    def checkpoint_payload(state) -> dict:
+    def _train_step(self, window, state):
+        self.lr = learning_rate(self.config, self.step, self.planned_steps, self.elapsed())
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        x, y = get_window(self.data, window)  # (t, B) each
+        logits, state = self.model(x, state)  # (t, B, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip))
+        self.optimizer.step()
+        self.step += 1
+        self.tokens_done += x.numel()
+        self.loss_sum += loss.detach()
+        self.loss_count += 1
+        elapsed = self.elapsed()
+        self.events.on_step(self.step, loss.item(), self.tokens_done / elapsed, elapsed)
+        # The next window continues these streams: keep the state's values, but stop
+        # backpropagation at this boundary (truncated BPTT).
+        return detach_state(state)
+
+    def _evaluate_and_save(self, state) -> None:
+        val_sum, val_count = stream_loss(
+            self.model, self.val_ids, self.config.batch_size, self.config.bptt, self.device
+        )
+        self.last_val = val_sum / val_count
+        elapsed = self.elapsed()
+        record = {
+            "step": self.step,
+            "time": round(elapsed, 3),
+            "train_loss": float(self.loss_sum) / self.loss_count if self.loss_count else None,
+            "val_loss": self.last_val,
+            "tokens_per_s": self.tokens_done / elapsed if elapsed > 0 else 0.0,
+            "lr": self.lr,
+            "grad_norm": self.grad_norm,
+        }
+        self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
+        self.metrics.append(record)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        improved = self.last_val < self.best_val
+        self.best_val = min(self.best_val, self.last_val)
+        payload = self._payload(state)
+        save_checkpoint(self.run_dir / LAST, payload)
+        if improved:
+            save_checkpoint(self.run_dir / BEST, payload)
+        self.events.on_eval(record)
+
+    def _payload(self, state) -> dict:
         return {
-            "model_config": model_config.to_dict(),
-            "train_config": config.to_dict(),
-            "tokenizer": tokenizer.to_state(),
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.config.to_dict(),
+            "tokenizer": self.tokenizer.to_state(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
             "train_state": {
-                "step": step,
-                "epoch": epoch,
-                "tokens": tokens_done,
-                "elapsed": time.perf_counter() - start,
-                "best_val_loss": best_val,
+                "step": self.step,
+                "epoch": self.epoch,
+                "tokens": self.tokens_done,
+                "elapsed": self.elapsed(),
+                "best_val_loss": self.best_val,
                 "hidden": None if state is None else [t.detach().cpu() for t in state],
                 "torch_rng": torch.get_rng_state(),
             },
-            "metrics": metrics,
-            "corpus": corpus_info,
+            "metrics": self.metrics,
+            "corpus": {"name": self.corpus.name, "chars": len(self.corpus.text)},
         }
 
-    def evaluate_and_save(state) -> None:
-        nonlocal best_val, last_val, loss_sum, loss_count
-        val_sum, val_count = stream_loss(model, val_ids, config.batch_size, config.bptt, device)
-        last_val = val_sum / val_count
-        elapsed = time.perf_counter() - start
-        record = {
-            "step": step,
-            "time": round(elapsed, 3),
-            "train_loss": float(loss_sum) / loss_count if loss_count else None,
-            "val_loss": last_val,
-            "tokens_per_s": tokens_done / elapsed if elapsed > 0 else 0.0,
-            "lr": lr,
-            "grad_norm": grad_norm,
-        }
-        loss_sum, loss_count = torch.zeros((), device=device), 0
-        metrics.append(record)
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        payload = checkpoint_payload(state)
-        save_checkpoint(run_dir / LAST, payload)
-        if last_val < best_val:
-            best_val = last_val
-            payload["train_state"]["best_val_loss"] = best_val
-            save_checkpoint(run_dir / BEST, payload)
-        events.on_eval(record)
-
-    model.train()
-    state = None
-    with _StopRequest() as stop:
-        while epoch < config.epochs and stopped_by == "epochs":
-            state = None  # each epoch starts from a zero state
-            for window in epoch_windows:
-                elapsed = time.perf_counter() - start
-                if config.max_steps is not None and step >= config.max_steps:
-                    stopped_by = "max_steps"
-                elif config.max_time is not None and elapsed >= config.max_time:
-                    stopped_by = "max_time"
-                elif stop.signal_name:
-                    stopped_by = stop.signal_name
-                if stopped_by != "epochs":
-                    break
-                lr = learning_rate(config, step, planned_steps, elapsed)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, y = get_window(data, window)  # (t, B) each
-                logits, state = model(x, state)  # (t, B, V)
-                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip))
-                optimizer.step()
-                # The next window continues these streams: keep the state's values, but stop
-                # backpropagation at this boundary (truncated BPTT).
-                state = detach_state(state)
-                step += 1
-                tokens_done += x.numel()
-                loss_sum += loss.detach()
-                loss_count += 1
-                elapsed = time.perf_counter() - start
-                events.on_step(step, loss.item(), tokens_done / elapsed, elapsed)
-                if step % config.eval_every == 0:
-                    evaluate_and_save(state)
-            else:
-                epoch += 1
-        if stopped_by in ("SIGINT", "SIGTERM"):
-            # Someone is waiting for the stop: save where training is, without a validation pass.
-            save_checkpoint(run_dir / LAST, checkpoint_payload(state))
-        elif loss_count or not metrics:
-            evaluate_and_save(state)
-
-    elapsed = time.perf_counter() - start
-    result = TrainResult(
-        run_dir=run_dir,
-        steps=step,
-        epochs_done=epoch + (0 if stopped_by == "epochs" else _epoch_fraction(step, len(epoch_windows))),
-        elapsed=elapsed,
-        tokens_per_s=tokens_done / elapsed if elapsed > 0 else 0.0,
-        best_val_loss=best_val,
-        last_val_loss=last_val,
-        best_path=run_dir / BEST,
-        last_path=run_dir / LAST,
-        stopped_by=stopped_by,
-        num_parameters=model.num_parameters(),
-        metrics=metrics,
-    )
-    events.on_end(result)
-    return result
-
-
-def _epoch_fraction(step: int, steps_per_epoch: int) -> float:
-    return (step % steps_per_epoch) / steps_per_epoch
+    def _finish(self, stopped_by: str) -> TrainResult:
+        elapsed = self.elapsed()
+        steps_per_epoch = len(self.epoch_windows)
+        partial = 0.0 if stopped_by == "epochs" else (self.step % steps_per_epoch) / steps_per_epoch
+        result = TrainResult(
+            run_dir=self.run_dir,
+            steps=self.step,
+            epochs_done=self.epoch + partial,
+            elapsed=elapsed,
+            tokens_per_s=self.tokens_done / elapsed if elapsed > 0 else 0.0,
+            best_val_loss=self.best_val,
+            last_val_loss=self.last_val,
+            best_path=self.run_dir / BEST,
+            last_path=self.run_dir / LAST,
+            stopped_by=stopped_by,
+            num_parameters=self.model.num_parameters(),
+            metrics=self.metrics,
+        )
+        self.events.on_end(result)
+        return result

@@ -12,6 +12,7 @@ import torch
 
 from charlstm.config import SampleConfig
 from charlstm.errors import ConfigError
+from charlstm.model import TokenStepper
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -141,8 +142,9 @@ def generate(model, tokenizer, config: SampleConfig, device) -> Iterator[list[st
         return
     prime = torch.tensor(encode_prime(tokenizer, config.prime), dtype=torch.long, device=device)
     ids = prime.unsqueeze(1).expand(-1, config.num_samples)  # (T, B)
-    logits, state = model(ids, model.init_state(config.num_samples))  # (T, B, V)
+    logits, state = model(ids, model.init_state(config.num_samples))  # (T, B, V): the prime, once
     logits = logits[-1]  # (B, V)
+    step = TokenStepper(model)
     # Each token is at least one byte, and --length counts characters of at most 4 bytes, but a
     # subword piece may be longer; cap the token budget generously against runaway loops.
     budget = config.length * 4 + 64
@@ -154,6 +156,5 @@ def generate(model, tokenizer, config: SampleConfig, device) -> Iterator[list[st
         yield pieces
         if all(stream.done for stream in streams):
             return
-        logits, state = model(tok.unsqueeze(0), state)  # (1, B, V)
-        logits = logits[0]  # (B, V)
+        logits, state = step(tok, state)  # (B, V)
     yield [stream.finish() for stream in streams]

@@ -272,7 +272,7 @@ class Trainer:
                     stopped_by = self._stop_reason(stop)
                     if stopped_by != "epochs":
                         break
-                    state = self._train_step(window, state)
+                    state = self.train_step(window, state)
                     if self.step % config.eval_every == 0:
                         self._evaluate_and_save(state)
                 else:
@@ -291,7 +291,8 @@ class Trainer:
             return "max_time"
         return stop.signal_name or "epochs"
 
-    def _train_step(self, window, state):
+    def train_step(self, window, state):
+        """One optimizer step on one window; returns the carried (detached) state."""
         self.lr = learning_rate(self.config, self.step, self.planned_steps, self.elapsed())
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr

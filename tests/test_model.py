@@ -1,7 +1,7 @@
 import torch
 
 from charlstm.config import ModelConfig
-from charlstm.model import LSTMLanguageModel, detach_state
+from charlstm.model import LSTMLanguageModel, TokenStepper, detach_state
 
 
 def tiny(**kwargs) -> LSTMLanguageModel:
@@ -50,3 +50,16 @@ def test_init_state_follows_device_and_dtype():
     model = tiny().to(torch.float64)
     h, c = model.init_state(4)
     assert h.dtype == torch.float64 and h.abs().sum() == 0
+
+
+def test_token_stepper_matches_the_fused_layer_over_a_long_sequence():
+    model = tiny(num_layers=3).eval()
+    ids = torch.randint(0, 11, (300, 2))
+    with torch.no_grad():
+        full, (h_full, c_full) = model(ids)
+        step = TokenStepper(model)
+        state = model.init_state(2)
+        for t in range(300):
+            logits, state = step(ids[t], state)
+            assert torch.allclose(logits, full[t], atol=1e-5)
+    assert torch.allclose(state[0], h_full, atol=1e-5) and torch.allclose(state[1], c_full, atol=1e-5)

@@ -1,0 +1,110 @@
+"""Training throughput: charlstm's real training step against a bare PyTorch loop, side by side.
+
+charlstm's step is ``Trainer.train_step``: its data pipeline (windows of the (T, B) stream), the
+carried and detached hidden state, gradient-norm clipping, the learning-rate schedule and AdamW.
+The bare loop is nn.Embedding -> nn.LSTM -> nn.Linear with AdamW on random windows of the same
+shape, nothing else. The two alternate block by block in one process; the ratio is taken per
+round. Evaluation speed (charlstm's ``stream_loss``, inference mode) is measured in the same run.
+
+    python benchmarks/bench_train.py [--rounds 5] [--steps 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _common import REFERENCE, corpus_text, interleave, machine, print_table, stats, timed, write_json  # noqa: E402
+
+from charlstm.config import TrainConfig  # noqa: E402
+from charlstm.evaluate import stream_loss  # noqa: E402
+from charlstm.train import Corpus, Trainer  # noqa: E402
+
+
+class Bare(torch.nn.Module):
+    def __init__(self, v, e, h, layers):
+        super().__init__()
+        self.emb, self.lstm, self.head = torch.nn.Embedding(v, e), torch.nn.LSTM(e, h, layers), torch.nn.Linear(h, v)
+
+    def forward(self, x):
+        out, _ = self.lstm(self.emb(x))
+        return self.head(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="training steps per timed block")
+    parser.add_argument("--hidden-size", type=int, default=REFERENCE["hidden_size"])
+    parser.add_argument("--dropout", type=float, default=0.0, help="charlstm's dropout (the bare loop has none)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    shape = dict(REFERENCE, hidden_size=args.hidden_size)
+    B, T = shape["batch_size"], shape["bptt"]
+
+    text, name = corpus_text()
+    config = TrainConfig(batch_size=B, bptt=T, device="cpu", seed=0, max_time=1e9)
+    options = {k: shape[k] for k in ("embedding_dim", "hidden_size", "num_layers")}
+    options["dropout"] = args.dropout
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(Corpus(text, name, "bench"), config, options, out=Path(tmp) / "run")
+    vocab = trainer.tokenizer.vocab_size
+    windows = trainer.epoch_windows
+    position = {"i": 0, "state": None}
+
+    def charlstm_block():
+        for _ in range(args.steps):
+            window = windows[position["i"] % len(windows)]
+            position["state"] = trainer.train_step(window, position["state"])
+            position["i"] += 1
+
+    torch.manual_seed(0)
+    bare = Bare(vocab, shape["embedding_dim"], shape["hidden_size"], shape["num_layers"])
+    bare_opt = torch.optim.AdamW(bare.parameters(), lr=1e-3)
+    x = torch.randint(0, vocab, (T + 1, B))
+
+    def bare_block():
+        for _ in range(args.steps):
+            logits = bare(x[:-1])
+            loss = F.cross_entropy(logits.flatten(0, 1), x[1:].flatten())
+            bare_opt.zero_grad()
+            loss.backward()
+            bare_opt.step()
+
+    val = trainer.val_ids
+
+    def eval_block():
+        stream_loss(trainer.model, val, 256, T, "cpu")
+
+    tokens = args.steps * B * T
+    charlstm_block(), bare_block()  # warm-up
+    rates = interleave(
+        {
+            "charlstm train step": lambda: timed(charlstm_block, tokens),
+            "bare nn.LSTM loop": lambda: timed(bare_block, tokens),
+            "charlstm eval (stream_loss, 256 streams)": lambda: timed(eval_block, len(val)),
+        },
+        args.rounds,
+    )
+    ratio = [a / b for a, b in zip(rates["charlstm train step"], rates["bare nn.LSTM loop"])]
+    eval_ratio = [a / b for a, b in zip(rates["charlstm eval (stream_loss, 256 streams)"], rates["charlstm train step"])]
+    rows = [(k, f"{stats(v)['min']:,.0f}", f"{stats(v)['median']:,.0f}", f"{stats(v)['max']:,.0f}") for k, v in rates.items()]
+    rows.append(("ratio charlstm / bare (per round)", *(f"{stats(ratio)[k]:.3f}" for k in ("min", "median", "max"))))
+    rows.append(("ratio eval / train (per round)", *(f"{stats(eval_ratio)[k]:.2f}" for k in ("min", "median", "max"))))
+    title = f"training throughput, tokens/s ({name}, vocab {vocab}, {shape}, charlstm dropout {args.dropout}, fp32, {args.rounds} rounds)"
+    print_table(title, rows, ("", "min", "median", "max"))
+    write_json(
+        args.json,
+        {"shape": shape, "dropout": args.dropout, "machine": machine(), "rates": {k: stats(v) for k, v in rates.items()},
+         "ratio": stats(ratio), "eval_ratio": stats(eval_ratio)},
+    )
+
+
+if __name__ == "__main__":
+    main()

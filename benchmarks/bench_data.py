@@ -24,14 +24,23 @@ from _common import corpus_text, machine, print_table, stats, write_json  # noqa
 from charlstm.corpus import read_text  # noqa: E402
 from charlstm.tokenizers import CharTokenizer  # noqa: E402
 
+# Linux keeps a process's peak-RSS mark across fork and exec, so the child would start at this
+# (large) process's peak: reset it first (clear_refs "5"), then read VmHWM before and after.
 _RSS_PROBE = """
-import json, resource, sys
+import json, sys
 from charlstm.corpus import read_text
 from charlstm.tokenizers import CharTokenizer
+def peak_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 tok = CharTokenizer(sys.argv[2])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tok.encode("warm up the lookup table")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = peak_kb()
 ids = tok.encode(read_text(sys.argv[1]))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = peak_kb()
 print(json.dumps({"before_kb": before, "after_kb": after, "tokens": len(ids)}))
 """
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from charlstm.corpus import (
     batchify,
@@ -57,7 +58,7 @@ def test_split_keeps_the_end_for_validation():
 
 def test_batchify_layout_columns_are_contiguous_streams():
     data = batchify(np.arange(26), 4)  # 'a'..'z' -> 6 rows, the last 2 dropped
-    assert tuple(data.shape) == (6, 4)
+    assert tuple(data.shape) == (6, 4) and data.dtype == torch.uint8  # compact; windows widen it
     assert data[:, 0].tolist() == [0, 1, 2, 3, 4, 5]
     assert data[:, 1].tolist() == [6, 7, 8, 9, 10, 11]
     assert data[0].tolist() == [0, 6, 12, 18]
@@ -69,6 +70,7 @@ def test_windows_chain_so_targets_follow_inputs():
     assert [(w.start, w.length) for w in ws] == [(0, 7), (7, 7), (14, 5)]
     x, y = get_window(data, ws[1])
     assert (y[:-1] == x[1:]).all()
-    assert (y == x + 1).all()
+    assert (y == x + 1).all() and x.dtype == torch.int64
+    assert batchify(np.arange(40_000), 2).dtype == torch.int32
     # Every input row except the last is used exactly once.
     assert sum(w.length for w in ws) == data.size(0) - 1

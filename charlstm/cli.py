@@ -126,6 +126,12 @@ def _opt(cls, name: str, help: str, **kwargs):
 @_opt(TrainConfig, "eval_every", "Validate and checkpoint every N steps (and at the end).", type=int)
 @_opt(TrainConfig, "seed", "Random seed (a CPU run with the same seed repeats exactly).", type=int)
 @_opt(TrainConfig, "device", "Where to train.", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@_opt(
+    TrainConfig,
+    "precision",
+    "auto: bf16 autocast where the hardware runs it fast, fp16 on older GPUs, else fp32.",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+)
 def train(file: str | None, out: str | None, **options) -> None:
     """Train a model on FILE (a UTF-8 text file; default: the built-in corpus)."""
     model_options = {k: v for k in _MODEL_FIELDS if (v := options.pop(k)) is not None}
@@ -171,7 +177,7 @@ class _TrainProgress:
 
         self.info = info
         self.console.print(
-            f"run directory [bold]{info['run_dir']}[/]  device {info['device']}  "
+            f"run directory [bold]{info['run_dir']}[/]  device {info['device']}, {info['precision']}\n"
             f"tokenizer {info['tokenizer']} (vocabulary {info['vocab_size']:,})\n"
             f"model {info['num_parameters']:,} parameters  "
             f"tokens {info['train_tokens']:,} train / {info['val_tokens']:,} validation  "

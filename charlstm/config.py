@@ -16,6 +16,7 @@ from charlstm.errors import ConfigError
 TOKENIZERS = ("char", "byte", "bpe", "unigram")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _flag(name: str) -> str:
@@ -94,9 +95,11 @@ class TrainConfig(_Serializable):
     eval_every: int = 200
     seed: int = 1337
     device: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         c = _Checks()
+        c.require(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
         c.require(self.tokenizer in TOKENIZERS, "tokenizer", f"must be one of {', '.join(TOKENIZERS)}")
         c.require(self.vocab_size >= 2, "vocab_size", f"must be at least 2 (got {self.vocab_size})")
         c.require(

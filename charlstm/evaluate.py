@@ -29,7 +29,9 @@ class EvalReport:
 
 
 @torch.inference_mode()
-def stream_loss(model, ids: np.ndarray, batch_size: int, bptt: int, device) -> tuple[float, int]:
+def stream_loss(
+    model, ids: np.ndarray, batch_size: int, bptt: int, device, amp_dtype: torch.dtype | None = None
+) -> tuple[float, int]:
     """Sum of next-token negative log-likelihoods over ``ids``, and how many tokens were scored.
 
     The stream is split into ``batch_size`` contiguous parts run side by side, each carrying its
@@ -52,7 +54,8 @@ def stream_loss(model, ids: np.ndarray, batch_size: int, bptt: int, device) -> t
     for window in windows(rows, bptt):
         x, y = get_window(data, window)  # (t, B) each
         mask = valid[window.start + 1 : window.start + 1 + window.length]  # (t, B)
-        logits, state = model(x, state)  # (t, B, V)
+        with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits, state = model(x, state)  # (t, B, V)
         nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")  # (t*B,)
         total += (nll * mask.flatten()).sum(dtype=torch.float64)
         count += int(mask.sum())

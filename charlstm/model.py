@@ -10,6 +10,8 @@ Training uses the fused ``nn.LSTM`` (oneDNN on CPU, cuDNN on GPU); each layer co
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -32,6 +34,52 @@ def select_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps: Apple's MPS backend is not available here; use --device cpu or auto")
     return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 matrix hardware (AMX-bf16 or AVX-512-bf16)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in cpuinfo or "avx512_bf16" in cpuinfo
+
+
+def resolve_precision(name: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for ``--precision`` on ``device`` (None: plain fp32), and why.
+
+    ``auto`` takes bf16 where the hardware runs it fast (CUDA GPUs with bf16; CPUs with AMX or
+    AVX-512-bf16), fp16 with gradient scaling on older GPUs, fp32 otherwise. Weights, optimizer
+    state and the loss stay fp32 in every case.
+    """
+    if name == "fp32":
+        return None, "fp32"
+    if device.type == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if name == "auto":
+            if bf16_ok:
+                return torch.bfloat16, "bf16 autocast (auto: the GPU runs bf16)"
+            return torch.float16, "fp16 autocast with gradient scaling (auto: the GPU has no bf16)"
+        if name == "bf16" and not bf16_ok:
+            raise ConfigError("--precision bf16: this GPU does not support bf16; use fp16, fp32 or auto")
+        return (torch.bfloat16 if name == "bf16" else torch.float16), f"{name} autocast"
+    if device.type == "cpu":
+        fast = cpu_has_fast_bf16()
+        if name == "auto":
+            if fast:
+                return torch.bfloat16, "bf16 autocast (auto: the CPU has AMX or AVX-512-bf16)"
+            return None, "fp32 (auto: this CPU has no bf16 hardware, AMX or AVX-512-bf16)"
+        if name == "fp16":
+            raise ConfigError("--precision fp16 is for CUDA GPUs; on a CPU use bf16, fp32 or auto")
+        if not fast:
+            raise ConfigError(
+                "--precision bf16: this CPU has no bf16 hardware (AMX or AVX-512-bf16), where "
+                "PyTorch's LSTM cannot run in bf16; use --precision fp32 or auto"
+            )
+        return torch.bfloat16, "bf16 autocast"
+    if name == "auto":
+        return None, "fp32"
+    raise ConfigError(f"--precision {name} is not supported on {device.type}; use fp32 or auto")
 
 
 class LSTMLanguageModel(nn.Module):

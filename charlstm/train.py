@@ -29,7 +29,7 @@ from charlstm.corpus import (
 )
 from charlstm.errors import DataError, RunDirectoryError
 from charlstm.evaluate import stream_loss
-from charlstm.model import LSTMLanguageModel, detach_state, select_device
+from charlstm.model import LSTMLanguageModel, detach_state, resolve_precision, select_device
 from charlstm.tokenizers import train_tokenizer
 
 RUN_FILES = ("config.json", "metrics.jsonl", BEST, LAST)
@@ -187,6 +187,9 @@ class Trainer:
         self.config = config
         self.events = events or TrainingEvents()
         self.device = select_device(config.device)
+        self.amp_dtype, precision = resolve_precision(config.precision, self.device)
+        # fp16 needs its loss scaled so small gradients do not underflow; bf16 and fp32 do not.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         torch.manual_seed(config.seed)
 
         self.tokenizer = train_tokenizer(config.tokenizer, corpus.text, config.vocab_size)
@@ -225,6 +228,7 @@ class Trainer:
             "run_dir": str(self.run_dir),
             "corpus": corpus.name,
             "device": str(self.device),
+            "precision": precision,
             "tokenizer": self.tokenizer.kind,
             "vocab_size": self.tokenizer.vocab_size,
             "num_parameters": self.model.num_parameters(),
@@ -299,12 +303,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         x, y = get_window(self.data, window)  # (t, B) each
-        logits, state = self.model(x, state)  # (t, B, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits, state = self.model(x, state)  # (t, B, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients
         self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip))
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.step += 1
         self.tokens_done += x.numel()
         self.loss_sum += loss.detach()
@@ -317,7 +324,7 @@ class Trainer:
 
     def _evaluate_and_save(self, state) -> None:
         val_sum, val_count = stream_loss(
-            self.model, self.val_ids, self.config.batch_size, self.config.bptt, self.device
+            self.model, self.val_ids, self.config.batch_size, self.config.bptt, self.device, self.amp_dtype
         )
         self.last_val = val_sum / val_count
         elapsed = self.elapsed()

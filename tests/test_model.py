@@ -63,3 +63,22 @@ def test_token_stepper_matches_the_fused_layer_over_a_long_sequence():
             logits, state = step(ids[t], state)
             assert torch.allclose(logits, full[t], atol=1e-5)
     assert torch.allclose(state[0], h_full, atol=1e-5) and torch.allclose(state[1], c_full, atol=1e-5)
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch):
+    import pytest
+
+    import charlstm.model as m
+    from charlstm.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(m, "cpu_has_fast_bf16", lambda: False)
+    assert m.resolve_precision("auto", cpu)[0] is None
+    assert m.resolve_precision("fp32", cpu)[0] is None
+    with pytest.raises(ConfigError, match="--precision bf16: this CPU has no bf16 hardware"):
+        m.resolve_precision("bf16", cpu)
+    with pytest.raises(ConfigError, match="--precision fp16 is for CUDA GPUs"):
+        m.resolve_precision("fp16", cpu)
+    monkeypatch.setattr(m, "cpu_has_fast_bf16", lambda: True)
+    assert m.resolve_precision("auto", cpu)[0] == torch.bfloat16
+    assert m.resolve_precision("bf16", cpu)[0] == torch.bfloat16

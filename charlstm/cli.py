@@ -201,8 +201,9 @@ class _TrainProgress:
         eta = (self.info["planned_steps"] - step) * elapsed / step
         if self.info.get("max_time"):
             eta = min(eta, max(0.0, self.info["max_time"] - elapsed))
+        val = f"{self.val_loss:.3f}" if math.isfinite(self.val_loss) else "-"  # none measured yet
         self.bar.set_postfix_str(
-            f"loss {train_loss:.3f}, val {self.val_loss:.3f}, {tokens_per_s:,.0f} tok/s, ETA {_duration(eta)}",
+            f"loss {train_loss:.3f}, val {val}, {tokens_per_s:,.0f} tok/s, ETA {_duration(eta)}",
             refresh=False,
         )
 

@@ -13,7 +13,14 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # The reference shape of benchmarks/README.md: tinyshakespeare's 65 characters, embedding 128,
 # 2 layers x 512 hidden, batch 64, bptt 128.
-REFERENCE = {"vocab_size": 65, "embedding_dim": 128, "hidden_size": 512, "num_layers": 2, "batch_size": 64, "bptt": 128}
+REFERENCE = {
+    "vocab_size": 65,
+    "embedding_dim": 128,
+    "hidden_size": 512,
+    "num_layers": 2,
+    "batch_size": 64,
+    "bptt": 128,
+}
 
 
 def corpus_text() -> tuple[str, str]:

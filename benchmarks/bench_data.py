@@ -80,15 +80,27 @@ def main() -> None:
             rates["charlstm read + encode"].append(charlstm())
             rates["per-character Python dict"].append(python_dict())
         probe = subprocess.run(
-            [sys.executable, "-c", _RSS_PROBE, str(path), tok.chars], capture_output=True, text=True, check=True
+            [sys.executable, "-c", _RSS_PROBE, str(path), tok.chars],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         rss = json.loads(probe.stdout)
     added_mb = (rss["after_kb"] - rss["before_kb"]) / 1024
     rows = [(k, *(f"{stats(v)[s]:,.0f}" for s in ("min", "median", "max"))) for k, v in rates.items()]
     rows.append(("peak RSS added by read + encode, MB", f"{added_mb:,.0f}", "", ""))
-    print_table(f"char encoding, MB/s ({size / 1e6:,.0f} MB file of {name})", rows, ("", "min", "median", "max"))
-    write_json(args.json, {"machine": machine(), "size_bytes": size, "rates_mb_s": {k: stats(v) for k, v in rates.items()},
-                           "rss_added_mb": added_mb})
+    print_table(
+        f"char encoding, MB/s ({size / 1e6:,.0f} MB file of {name})", rows, ("", "min", "median", "max")
+    )
+    write_json(
+        args.json,
+        {
+            "machine": machine(),
+            "size_bytes": size,
+            "rates_mb_s": {k: stats(v) for k, v in rates.items()},
+            "rss_added_mb": added_mb,
+        },
+    )
 
 
 if __name__ == "__main__":

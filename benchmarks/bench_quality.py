@@ -35,14 +35,19 @@ def main() -> None:
     config = TrainConfig(max_time=args.max_time, eval_every=args.eval_every, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         result = train(Corpus(read_text(path), "tinyshakespeare", "ts"), config, {}, out=Path(tmp) / "run")
-    rows = [(f"{m['time']:.0f}", m["step"], f"{m['val_loss']:.4f}", f"{m['tokens_per_s']:,.0f}") for m in result.metrics]
+    rows = [
+        (f"{m['time']:.0f}", m["step"], f"{m['val_loss']:.4f}", f"{m['tokens_per_s']:,.0f}")
+        for m in result.metrics
+    ]
     print_table(
         f"validation loss (nats/char) against time, --max-time {args.max_time:g}, defaults {config.batch_size}x{config.bptt}",
         rows,
         ("seconds", "step", "val loss", "tokens/s"),
     )
     print(f"\nbest validation loss {result.best_val_loss:.4f} after {result.elapsed:.0f} s")
-    write_json(args.json, {"machine": machine(), "metrics": result.metrics, "best_val_loss": result.best_val_loss})
+    write_json(
+        args.json, {"machine": machine(), "metrics": result.metrics, "best_val_loss": result.best_val_loss}
+    )
 
 
 if __name__ == "__main__":

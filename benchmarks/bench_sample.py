@@ -52,7 +52,9 @@ def main() -> None:
 
     def charlstm(num_samples: int):
         def run() -> float:
-            config = SampleConfig(prime="\n", length=args.length, num_samples=num_samples, seed=1, temperature=1.0)
+            config = SampleConfig(
+                prime="\n", length=args.length, num_samples=num_samples, seed=1, temperature=1.0
+            )
             start = time.perf_counter()
             chars = sum(len(p) for pieces in generate(model, tok, config, "cpu") for p in pieces)
             return chars / (time.perf_counter() - start)
@@ -97,16 +99,40 @@ def main() -> None:
 
     base = rates["nn.LSTM per token, defaults"]
     speedup = [a / b for a, b in zip(rates["charlstm generate, 1 sample"], base)]
-    batch_gain = [a / b for a, b in zip(rates["charlstm generate, 16 samples (total)"], rates["charlstm generate, 1 sample"])]
+    batch_gain = [
+        a / b
+        for a, b in zip(rates["charlstm generate, 16 samples (total)"], rates["charlstm generate, 1 sample"])
+    ]
     rows = [(k, *(f"{stats(v)[s]:,.0f}" for s in ("min", "median", "max"))) for k, v in rates.items()]
-    rows.append(("speed-up vs nn.LSTM defaults (per round)", *(f"{stats(speedup)[s]:.2f}" for s in ("min", "median", "max"))))
-    rows.append(("16 samples / 1 sample (per round)", *(f"{stats(batch_gain)[s]:.2f}" for s in ("min", "median", "max"))))
-    rows.append(("time to first character, ms", *(f"{stats(first)[s] * 1000:.1f}" for s in ("min", "median", "max"))))
-    print_table(f"generation, characters/s ({name} vocabulary, 2 x 512, CPU, {args.rounds} rounds)", rows, ("", "min", "median", "max"))
+    rows.append(
+        (
+            "speed-up vs nn.LSTM defaults (per round)",
+            *(f"{stats(speedup)[s]:.2f}" for s in ("min", "median", "max")),
+        )
+    )
+    rows.append(
+        (
+            "16 samples / 1 sample (per round)",
+            *(f"{stats(batch_gain)[s]:.2f}" for s in ("min", "median", "max")),
+        )
+    )
+    rows.append(
+        ("time to first character, ms", *(f"{stats(first)[s] * 1000:.1f}" for s in ("min", "median", "max")))
+    )
+    print_table(
+        f"generation, characters/s ({name} vocabulary, 2 x 512, CPU, {args.rounds} rounds)",
+        rows,
+        ("", "min", "median", "max"),
+    )
     write_json(
         args.json,
-        {"machine": machine(), "rates": {k: stats(v) for k, v in rates.items()}, "speedup": stats(speedup),
-         "batch_gain": stats(batch_gain), "first_char_s": stats(first)},
+        {
+            "machine": machine(),
+            "rates": {k: stats(v) for k, v in rates.items()},
+            "speedup": stats(speedup),
+            "batch_gain": stats(batch_gain),
+            "first_char_s": stats(first),
+        },
     )
 
 

@@ -35,7 +35,8 @@ def main() -> None:
         # A default-size model on the built-in corpus, one step: enough for a real checkpoint.
         subprocess.run(
             [sys.executable, "-m", "charlstm", "train", "--out", str(run), "--max-steps", "1"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         commands = {
             "charlstm --help": ["--help"],

@@ -30,7 +30,11 @@ from charlstm.train import Corpus, Trainer  # noqa: E402
 class Bare(torch.nn.Module):
     def __init__(self, v, e, h, layers):
         super().__init__()
-        self.emb, self.lstm, self.head = torch.nn.Embedding(v, e), torch.nn.LSTM(e, h, layers), torch.nn.Linear(h, v)
+        self.emb, self.lstm, self.head = (
+            torch.nn.Embedding(v, e),
+            torch.nn.LSTM(e, h, layers),
+            torch.nn.Linear(h, v),
+        )
 
     def forward(self, x):
         out, _ = self.lstm(self.emb(x))
@@ -42,7 +46,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed block")
     parser.add_argument("--hidden-size", type=int, default=REFERENCE["hidden_size"])
-    parser.add_argument("--dropout", type=float, default=0.0, help="charlstm's dropout (the bare loop has none)")
+    parser.add_argument(
+        "--dropout", type=float, default=0.0, help="charlstm's dropout (the bare loop has none)"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     shape = dict(REFERENCE, hidden_size=args.hidden_size)
@@ -93,16 +99,31 @@ def main() -> None:
         args.rounds,
     )
     ratio = [a / b for a, b in zip(rates["charlstm train step"], rates["bare nn.LSTM loop"])]
-    eval_ratio = [a / b for a, b in zip(rates["charlstm eval (stream_loss, 256 streams)"], rates["charlstm train step"])]
-    rows = [(k, f"{stats(v)['min']:,.0f}", f"{stats(v)['median']:,.0f}", f"{stats(v)['max']:,.0f}") for k, v in rates.items()]
-    rows.append(("ratio charlstm / bare (per round)", *(f"{stats(ratio)[k]:.3f}" for k in ("min", "median", "max"))))
-    rows.append(("ratio eval / train (per round)", *(f"{stats(eval_ratio)[k]:.2f}" for k in ("min", "median", "max"))))
+    eval_ratio = [
+        a / b for a, b in zip(rates["charlstm eval (stream_loss, 256 streams)"], rates["charlstm train step"])
+    ]
+    rows = [
+        (k, f"{stats(v)['min']:,.0f}", f"{stats(v)['median']:,.0f}", f"{stats(v)['max']:,.0f}")
+        for k, v in rates.items()
+    ]
+    rows.append(
+        ("ratio charlstm / bare (per round)", *(f"{stats(ratio)[k]:.3f}" for k in ("min", "median", "max")))
+    )
+    rows.append(
+        ("ratio eval / train (per round)", *(f"{stats(eval_ratio)[k]:.2f}" for k in ("min", "median", "max")))
+    )
     title = f"training throughput, tokens/s ({name}, vocab {vocab}, {shape}, charlstm dropout {args.dropout}, fp32, {args.rounds} rounds)"
     print_table(title, rows, ("", "min", "median", "max"))
     write_json(
         args.json,
-        {"shape": shape, "dropout": args.dropout, "machine": machine(), "rates": {k: stats(v) for k, v in rates.items()},
-         "ratio": stats(ratio), "eval_ratio": stats(eval_ratio)},
+        {
+            "shape": shape,
+            "dropout": args.dropout,
+            "machine": machine(),
+            "rates": {k: stats(v) for k, v in rates.items()},
+            "ratio": stats(ratio),
+            "eval_ratio": stats(eval_ratio),
+        },
     )
 
 

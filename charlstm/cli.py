@@ -144,7 +144,8 @@ def train(file: str | None, out: str | None, **options) -> None:
     result = run_training(corpus, config, model_options, out=out, events=_TrainProgress())
     if result.stopped_by in EXIT_SIGNAL:
         click.echo(
-            f"stopped by {result.stopped_by}: checkpoint saved to {result.last_path}",
+            f"stopped by {result.stopped_by}: checkpoint saved to {result.last_path}; "
+            f"try it with: charlstm sample {result.run_dir}",
             err=True,
         )
         sys.exit(EXIT_SIGNAL[result.stopped_by])
@@ -235,7 +236,8 @@ class _TrainProgress:
         else:
             table.add_row("validation loss", "not measured yet")
         table.add_row("last checkpoint", str(result.last_path))
-        table.add_row("metrics", str(result.run_dir / "metrics.jsonl"))
+        if result.metrics:
+            table.add_row("metrics", str(result.run_dir / "metrics.jsonl"))
         self.console.print(table)
 
 

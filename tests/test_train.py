@@ -107,7 +107,6 @@ def test_bf16_autocast_keeps_quality(tmp_path, small_text, monkeypatch):
     AMX or AVX-512-bf16 it runs as in real use.
     """
     import charlstm.model as m
-
     from charlstm.corpus import builtin_text
 
     fast = m.cpu_has_fast_bf16()
@@ -117,7 +116,13 @@ def test_bf16_autocast_keeps_quality(tmp_path, small_text, monkeypatch):
     with torch.backends.mkldnn.flags(enabled=fast):
         for precision in ("fp32", "bf16"):
             config = TrainConfig(
-                batch_size=16, bptt=32, max_steps=150, eval_every=150, device="cpu", seed=1, precision=precision
+                batch_size=16,
+                bptt=32,
+                max_steps=150,
+                eval_every=150,
+                device="cpu",
+                seed=1,
+                precision=precision,
             )
             options = {"embedding_dim": 32, "hidden_size": 64, "num_layers": 1}
             result = train(Corpus(text, "t", "t"), config, options, out=tmp_path / precision)

@@ -193,7 +193,7 @@ class _TrainProgress:
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
         )
 
-    def on_step(self, step: int, train_loss: float, tokens_per_s: float, elapsed: float) -> None:
+    def on_step(self, step: int, train_loss, tokens_per_s: float, elapsed: float) -> None:
         self.bar.update(1)
         now = time.monotonic()
         if now - self.last_update < 0.5:
@@ -204,7 +204,7 @@ class _TrainProgress:
             eta = min(eta, max(0.0, self.info["max_time"] - elapsed))
         val = f"{self.val_loss:.3f}" if math.isfinite(self.val_loss) else "-"  # none measured yet
         self.bar.set_postfix_str(
-            f"loss {train_loss:.3f}, val {val}, {tokens_per_s:,.0f} tok/s, ETA {_duration(eta)}",
+            f"loss {float(train_loss):.3f}, val {val}, {tokens_per_s:,.0f} tok/s, ETA {_duration(eta)}",
             refresh=False,
         )
 

@@ -65,7 +65,9 @@ class TrainingEvents:
 
     def on_start(self, info: dict) -> None: ...
 
-    def on_step(self, step: int, train_loss: float, tokens_per_s: float, elapsed: float) -> None: ...
+    def on_step(self, step: int, train_loss, tokens_per_s: float, elapsed: float) -> None:
+        """``train_loss`` is a 0-dim tensor: reading it (``float``) waits for the GPU, so read it
+        only when it is shown."""
 
     def on_eval(self, record: dict) -> None: ...
 
@@ -246,7 +248,7 @@ class Trainer:
         self.epoch = 0
         self.tokens_done = 0
         self.lr = config.lr
-        self.grad_norm = 0.0
+        self.grad_norm = torch.zeros(())  # a tensor: read at evaluations only, no per-step GPU sync
         self.loss_sum = torch.zeros((), device=self.device)  # train loss since the last evaluation
         self.loss_count = 0
         self.start = time.perf_counter()
@@ -309,7 +311,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients
-        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip))
+        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
@@ -317,7 +319,7 @@ class Trainer:
         self.loss_sum += loss.detach()
         self.loss_count += 1
         elapsed = self.elapsed()
-        self.events.on_step(self.step, loss.item(), self.tokens_done / elapsed, elapsed)
+        self.events.on_step(self.step, loss.detach(), self.tokens_done / elapsed, elapsed)
         # The next window continues these streams: keep the state's values, but stop
         # backpropagation at this boundary (truncated BPTT).
         return detach_state(state)
@@ -335,7 +337,7 @@ class Trainer:
             "val_loss": self.last_val,
             "tokens_per_s": self.tokens_done / elapsed if elapsed > 0 else 0.0,
             "lr": self.lr,
-            "grad_norm": self.grad_norm,
+            "grad_norm": float(self.grad_norm),
         }
         self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
         self.metrics.append(record)

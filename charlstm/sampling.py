@@ -29,10 +29,10 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose probabilities add up to at least ``p``."""
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)  # (B, V)
-    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
+    probs = sorted_logits.softmax(dim=-1)  # (B, V)
     # Drop a token when the tokens before it already reach p; the most likely one always stays.
-    drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= p
-    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    drop_sorted = (probs.cumsum(dim=-1) - probs) >= p  # (B, V), in sorted order
+    drop = torch.empty_like(drop_sorted).scatter_(-1, order, drop_sorted)  # back to vocabulary order
     return logits.masked_fill(drop, float("-inf"))
 
 

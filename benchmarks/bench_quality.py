@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_DATA, machine, print_table, write_json  # noqa: E402
 
 from charlstm.config import TrainConfig  # noqa: E402
-from charlstm.corpus import read_text  # noqa: E402
-from charlstm.train import Corpus, train  # noqa: E402
+from charlstm.corpus import TextSource  # noqa: E402
+from charlstm.train import train  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
         sys.exit(f"{path} is not here; this benchmark needs tinyshakespeare")
     config = TrainConfig(max_time=args.max_time, eval_every=args.eval_every, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(Corpus(read_text(path), "tinyshakespeare", "ts"), config, {}, out=Path(tmp) / "run")
+        result = train(TextSource.from_file(path), config, {}, out=Path(tmp) / "run")
     rows = [
         (f"{m['time']:.0f}", m["step"], f"{m['val_loss']:.4f}", f"{m['tokens_per_s']:,.0f}")
         for m in result.metrics

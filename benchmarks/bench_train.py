@@ -24,7 +24,8 @@ from _common import REFERENCE, corpus_text, interleave, machine, print_table, st
 
 from charlstm.config import TrainConfig  # noqa: E402
 from charlstm.evaluate import stream_loss  # noqa: E402
-from charlstm.train import Corpus, Trainer  # noqa: E402
+from charlstm.corpus import TextSource  # noqa: E402
+from charlstm.train import Trainer  # noqa: E402
 
 
 class Bare(torch.nn.Module):
@@ -59,7 +60,7 @@ def main() -> None:
     options = {k: shape[k] for k in ("embedding_dim", "hidden_size", "num_layers")}
     options["dropout"] = args.dropout
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(Corpus(text, name, "bench"), config, options, out=Path(tmp) / "run")
+        trainer = Trainer(TextSource.from_text(text, name, "bench"), config, options, out=Path(tmp) / "run")
     vocab = trainer.tokenizer.vocab_size
     windows = trainer.epoch_windows
     position = {"i": 0, "state": None}

@@ -101,6 +101,11 @@ def _opt(cls, name: str, help: str, **kwargs):
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Run directory  [default: checkpoints/<file stem>]"
 )
+@click.option(
+    "--resume",
+    type=click.Path(),
+    help="Continue the run in this directory exactly where it stopped (FILE defaults to its text).",
+)
 @_opt(TrainConfig, "tokenizer", "Token unit.", type=click.Choice(["char", "byte", "bpe", "unigram"]))
 @_opt(TrainConfig, "vocab_size", "Vocabulary size for bpe/unigram.", type=int)
 @_opt(TrainConfig, "val_fraction", "Last fraction of the text held out for validation.", type=float)
@@ -132,35 +137,50 @@ def _opt(cls, name: str, help: str, **kwargs):
     "auto: bf16 autocast where the hardware runs it fast, fp16 on older GPUs, else fp32.",
     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
 )
-def train(file: str | None, out: str | None, **options) -> None:
-    """Train a model on FILE (a UTF-8 text file; default: the built-in corpus)."""
-    model_options = {k: v for k in _MODEL_FIELDS if (v := options.pop(k)) is not None}
-    config = _build(TrainConfig, **options)
-    ModelConfig(vocab_size=2, **model_options)  # report bad model options before any work
-    corpus = _load_corpus(file)
+@_opt(
+    TrainConfig,
+    "encoding_errors",
+    "Invalid UTF-8: stop with its byte offset, or replace it with U+FFFD (counted).",
+    type=click.Choice(["strict", "replace"]),
+)
+def train(file: str | None, out: str | None, resume: str | None, **options) -> None:
+    """Train a model on FILE (a UTF-8 text file; default: the built-in corpus).
 
-    from charlstm.train import train as run_training
+    Line ends are kept as they are (CRLF text is learnt, sampled and measured with its CRs).
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    model_options = {k: given.pop(k) for k in _MODEL_FIELDS if k in given}
+    if resume is not None:
+        if out is not None:
+            raise click.UsageError("--out cannot be used with --resume: a resumed run stays in its directory")
+        from charlstm.train import resume as resume_training
 
-    result = run_training(corpus, config, model_options, out=out, events=_TrainProgress())
+        source = None if file is None else _text_source(file, given.get("encoding_errors", "strict"))
+        result = resume_training(resume, source, {**given, **model_options}, events=_TrainProgress())
+    else:
+        config = _build(TrainConfig, **given)
+        ModelConfig(vocab_size=2, **model_options)  # report bad model options before any work
+        from charlstm.train import train as run_training
+
+        source = _text_source(file, config.encoding_errors)
+        result = run_training(source, config, model_options, out=out, events=_TrainProgress())
     if result.stopped_by in EXIT_SIGNAL:
         click.echo(
             f"stopped by {result.stopped_by}: checkpoint saved to {result.last_path}; "
+            f"continue with: charlstm train --resume {result.run_dir}; "
             f"try it with: charlstm sample {result.run_dir}",
             err=True,
         )
         sys.exit(EXIT_SIGNAL[result.stopped_by])
 
 
-def _load_corpus(file: str | None):
-    from pathlib import Path
-
-    from charlstm.corpus import BUILTIN_NAME, BUILTIN_STEM, builtin_text, read_text
-    from charlstm.train import Corpus
+def _text_source(file: str | None, encoding_errors: str = "strict"):
+    from charlstm.corpus import BUILTIN_NAME, TextSource
 
     if file is None:
         click.echo(f"No FILE given: training on the built-in corpus, {BUILTIN_NAME}.", err=True)
-        return Corpus(builtin_text(), BUILTIN_NAME, BUILTIN_STEM)
-    return Corpus(read_text(file), file, Path(file).stem or "run")
+        return TextSource.builtin()
+    return TextSource.from_file(file, encoding_errors)
 
 
 class _TrainProgress:
@@ -184,8 +204,13 @@ class _TrainProgress:
             f"tokens {info['train_tokens']:,} train / {info['val_tokens']:,} validation  "
             f"{info['steps_per_epoch']:,} steps per epoch"
         )
+        if info.get("replacements"):
+            self.console.print(f"invalid UTF-8: {info['replacements']:,} byte sequences replaced by U+FFFD")
+        if info.get("resumed_from_step") is not None:
+            self.console.print(f"resuming from step {info['resumed_from_step']:,} ({info['token_cache']})")
         self.bar = tqdm(
             total=info["planned_steps"],
+            initial=info.get("resumed_from_step") or 0,
             file=sys.stderr,
             unit="step",
             dynamic_ncols=True,
@@ -316,30 +341,45 @@ def _write_samples(checkpoint: str, config: SampleConfig, echo_prime: bool) -> N
 @click.option(
     "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"])
 )
-def eval_(checkpoint: str, file: str, as_json: bool, batch_size: int, bptt: int | None, device: str) -> None:
+@click.option(
+    "--encoding-errors",
+    default="strict",
+    show_default=True,
+    type=click.Choice(["strict", "replace"]),
+    help="Invalid UTF-8: stop with its byte offset, or replace it with U+FFFD (counted).",
+)
+def eval_(
+    checkpoint: str,
+    file: str,
+    as_json: bool,
+    batch_size: int,
+    bptt: int | None,
+    device: str,
+    encoding_errors: str,
+) -> None:
     """Measure CHECKPOINT on FILE: loss, perplexity, bits per character and per byte."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
     if bptt is not None and bptt < 1:
         raise ConfigError(f"--bptt must be at least 1 (got {bptt})")
-    from charlstm.corpus import read_text
+    from charlstm.corpus import TextSource
 
-    _evaluate(checkpoint, lambda: read_text(file), file, as_json, batch_size, bptt, device)
+    source = TextSource.from_file(file, encoding_errors)
+    _evaluate(checkpoint, source, as_json, batch_size, bptt, device)
 
 
-def _evaluate(
-    checkpoint: str, read, name: str, as_json: bool, batch_size: int, bptt: int | None, device: str
-):
-    """Evaluate on the text ``read()`` returns (read after the checkpoint is checked)."""
+def _evaluate(checkpoint: str, source, as_json: bool, batch_size: int, bptt: int | None, device: str):
+    """Evaluate on ``source`` (read after the checkpoint is checked)."""
     from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
-    from charlstm.evaluate import evaluate_text
+    from charlstm.evaluate import evaluate_source
     from charlstm.model import select_device
 
     torch_device = select_device(device)
     payload = load_checkpoint(checkpoint)
     model, tokenizer = model_from_checkpoint(payload, torch_device, checkpoint)
     bptt = bptt or payload.get("train_config", {}).get("bptt", 128)
-    report = evaluate_text(model, tokenizer, read(), batch_size, bptt, torch_device)
+    report = evaluate_source(model, tokenizer, source, batch_size, bptt, torch_device)
+    name = source.name
     if as_json:
         import json
 
@@ -364,6 +404,8 @@ def _print_report(report, file: str) -> None:
     table.add_row("bits per character", f"{report.bits_per_char:.4f}")
     table.add_row("bits per byte", f"{report.bits_per_byte:.4f}")
     table.add_row("unknown characters", f"{report.unknown:,}")
+    if report.replacements:
+        table.add_row("invalid UTF-8 replaced", f"{report.replacements:,}")
     Console(highlight=False).print(table)
 
 
@@ -382,10 +424,10 @@ def demo(max_time: float, device: str) -> None:
     the held-out last tenth of the built-in corpus.
     """
     config = TrainConfig(max_time=max_time, device=device)
-    from charlstm.corpus import builtin_text, split_train_val
+    from charlstm.corpus import TextSource, builtin_text, split_train_val
     from charlstm.train import train as run_training
 
-    result = run_training(_load_corpus(None), config, {}, events=_TrainProgress())
+    result = run_training(_text_source(None), config, {}, events=_TrainProgress())
     if result.stopped_by in EXIT_SIGNAL:
         sys.exit(EXIT_SIGNAL[result.stopped_by])
     console = _stderr_console()
@@ -393,9 +435,8 @@ def demo(max_time: float, device: str) -> None:
     _write_samples(str(result.run_dir), SampleConfig(prime="The ", length=400, seed=0, device=device), True)
     held_out = split_train_val(builtin_text(), config.val_fraction)[1]  # the split training used
     console.rule("evaluation on the held-out last tenth of the built-in corpus")
-    _evaluate(
-        str(result.run_dir), lambda: held_out, "built-in corpus, held-out tenth", False, 64, None, device
-    )
+    source = TextSource.from_text(held_out, "built-in corpus, held-out tenth")
+    _evaluate(str(result.run_dir), source, False, 64, None, device)
     console.print(
         "Next: [bold]charlstm train your_text.txt[/], then "
         f"[bold]charlstm sample {result.run_dir.parent}/your_text[/] (see charlstm --help)."

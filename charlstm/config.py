@@ -17,6 +17,14 @@ TOKENIZERS = ("char", "byte", "bpe", "unigram")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ENCODING_ERRORS = ("strict", "replace")
+
+# Settings a resumed run must keep: they fix the model's shape, the tokens or the order of the
+# data. Everything else (--lr, --max-steps, --dropout, --device, ...) may change on --resume.
+FIXED_ON_RESUME = {
+    "model": ("embedding_dim", "hidden_size", "num_layers", "tie_weights"),
+    "train": ("tokenizer", "vocab_size", "val_fraction", "batch_size", "bptt", "seed", "encoding_errors"),
+}
 
 
 def _flag(name: str) -> str:
@@ -96,9 +104,15 @@ class TrainConfig(_Serializable):
     seed: int = 1337
     device: str = "auto"
     precision: str = "auto"
+    encoding_errors: str = "strict"  # "replace": invalid UTF-8 becomes U+FFFD, counted
 
     def __post_init__(self) -> None:
         c = _Checks()
+        c.require(
+            self.encoding_errors in ENCODING_ERRORS,
+            "encoding_errors",
+            f"must be one of {', '.join(ENCODING_ERRORS)}",
+        )
         c.require(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
         c.require(self.tokenizer in TOKENIZERS, "tokenizer", f"must be one of {', '.join(TOKENIZERS)}")
         c.require(self.vocab_size >= 2, "vocab_size", f"must be at least 2 (got {self.vocab_size})")

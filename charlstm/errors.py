@@ -19,3 +19,7 @@ class CheckpointError(CharlstmError):
 
 class RunDirectoryError(CharlstmError):
     """A run directory that cannot be used (for example, it already holds a run)."""
+
+
+class NumericalError(CharlstmError):
+    """Training produced non-finite losses or gradients and stopped."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlstm.corpus import get_window, windows
+from charlstm.corpus import TextSource, encode_to_file, windows
 from charlstm.errors import DataError
 
 
@@ -23,6 +25,7 @@ class EvalReport:
     bits_per_char: float
     bits_per_byte: float
     unknown: int  # characters scored as the unknown symbol (char tokenizer only)
+    replacements: int  # invalid byte sequences read as U+FFFD (--encoding-errors replace)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,10 +44,7 @@ def stream_loss(
     n = len(ids)
     streams = max(1, min(batch_size, n // 2))
     rows = math.ceil(n / streams)
-    flat = np.zeros(streams * rows, dtype=np.int64)
-    flat[:n] = ids
-    data = torch.from_numpy(flat.reshape(streams, rows).T.copy()).to(device)  # (T, B)
-    valid = torch.arange(streams * rows).reshape(streams, rows).T.to(device) < n  # (T, B)
+    starts = np.arange(streams) * rows  # where each stream begins in ``ids``
 
     was_training = model.training
     model.eval()
@@ -52,39 +52,52 @@ def stream_loss(
     count = 0
     state = None
     for window in windows(rows, bptt):
-        x, y = get_window(data, window)  # (t, B) each
-        mask = valid[window.start + 1 : window.start + 1 + window.length]  # (t, B)
+        # Gather one window of rows (inputs plus the next row of targets) straight from ``ids``,
+        # which may be a memory-mapped file: nothing the size of the text is ever built.
+        index = starts + np.arange(window.start, window.start + window.length + 1)[:, None]  # (t+1, B)
+        valid = torch.from_numpy(index[1:] < n).to(device)  # (t, B); the last stream is short
+        block = torch.from_numpy(np.asarray(ids[np.minimum(index, n - 1)]).astype(np.int64)).to(device)
+        x, y = block[:-1], block[1:]  # (t, B) each
         with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits, state = model(x, state)  # (t, B, V)
         nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")  # (t*B,)
-        total += (nll * mask.flatten()).sum(dtype=torch.float64)
-        count += int(mask.sum())
+        total += (nll * valid.flatten()).sum(dtype=torch.float64)
+        count += int(valid.sum())
     model.train(was_training)
     return float(total), count
 
 
-def evaluate_text(model, tokenizer, text: str, batch_size: int, bptt: int, device) -> EvalReport:
-    """Score ``text`` with the model and report per-token, per-character and per-byte figures.
+def evaluate_source(model, tokenizer, source: TextSource, batch_size: int, bptt: int, device) -> EvalReport:
+    """Score a text with the model and report per-token, per-character and per-byte figures.
 
-    Bits per character and per byte do not depend on the tokenizer, so char, byte and subword
-    models can be compared. The mean loss over the scored tokens stands for the few unscored ones
-    (one per parallel stream).
+    The text is encoded chunk by chunk into a temporary memory-mapped file, so a large file is
+    never held in memory. Bits per character and per byte do not depend on the tokenizer, so
+    char, byte and subword models can be compared. The mean loss over the scored tokens stands
+    for the few unscored ones (one per parallel stream).
     """
-    ids = tokenizer.encode(text)
-    if len(ids) < 2:
-        raise DataError("the text is too short to evaluate: it needs at least 2 tokens")
-    nll_sum, scored = stream_loss(model, ids, batch_size, bptt, device)
+    with tempfile.TemporaryDirectory(prefix="charlstm-eval-") as tmp:
+        encoded = encode_to_file(source, tokenizer, Path(tmp) / "tokens")
+        ids, stats = encoded.ids, encoded.stats
+        if len(ids) < 2:
+            raise DataError(f"{source.name}: too short to evaluate: it needs at least 2 tokens")
+        nll_sum, scored = stream_loss(model, ids, batch_size, bptt, device)
+        n_tokens, encoded_unknown = len(ids), encoded.unknown
+        del ids, encoded  # close the memory map before the directory goes
     loss = nll_sum / scored
-    total_bits = loss * len(ids) / math.log(2)
-    n_bytes = len(text.encode("utf-8", "surrogatepass"))
-    unknown = int((ids == tokenizer.unk_id).sum()) if tokenizer.unk_id is not None else 0
+    total_bits = loss * n_tokens / math.log(2)
     return EvalReport(
-        tokens=len(ids),
-        chars=len(text),
-        bytes=n_bytes,
+        tokens=n_tokens,
+        chars=stats.chars,
+        bytes=stats.bytes,
         loss=loss,
         perplexity=math.exp(min(loss, 700.0)),
-        bits_per_char=total_bits / len(text),
-        bits_per_byte=total_bits / n_bytes,
-        unknown=unknown,
+        bits_per_char=total_bits / stats.chars,
+        bits_per_byte=total_bits / stats.bytes,
+        unknown=encoded_unknown,
+        replacements=stats.replacements,
     )
+
+
+def evaluate_text(model, tokenizer, text: str, batch_size: int, bptt: int, device) -> EvalReport:
+    """``evaluate_source`` for a text in memory."""
+    return evaluate_source(model, tokenizer, TextSource.from_text(text), batch_size, bptt, device)

@@ -8,6 +8,7 @@ lets evaluation count characters and bytes the same way for every tokenizer.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from typing import Protocol
 
@@ -44,9 +45,11 @@ def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-def _chunks(text: str, size: int = _CHUNK_CHARS):
-    for start in range(0, len(text), size):
-        yield text[start : start + size]
+def _chunks(text, size: int = _CHUNK_CHARS):
+    """``text`` (a string, or an iterable of strings) in pieces of at most ``size`` characters."""
+    for part in [text] if isinstance(text, str) else text:
+        for start in range(0, len(part), size):
+            yield part[start : start + size]
 
 
 class CharTokenizer:
@@ -62,7 +65,8 @@ class CharTokenizer:
         self._lut: np.ndarray | None = None
 
     @classmethod
-    def train(cls, text: str) -> CharTokenizer:
+    def train(cls, text) -> CharTokenizer:
+        """The characters of ``text``: a string, or an iterable of strings read once."""
         counts = np.zeros(_UNICODE_SIZE, dtype=np.int64)
         for chunk in _chunks(text):
             counts += np.bincount(_code_points(chunk), minlength=_UNICODE_SIZE)
@@ -128,12 +132,29 @@ _SP_SENTENCE_CHARS = _SP_MAX_SENTENCE_BYTES // 4
 _SP_MAX_TRAIN_SENTENCES = 2_000_000
 
 
-def _sp_sentences(text: str):
-    for line in text.split("\n"):
-        for start in range(0, len(line), _SP_SENTENCE_CHARS):
-            piece = line[start : start + _SP_SENTENCE_CHARS]
-            if piece.strip():
-                yield piece
+def _sp_sentences(text, first: list[str]):
+    """Lines of ``text`` (a string or an iterable of strings), cut to SentencePiece's sentence
+    limit; a line is never held longer than that, however long it is. The first piece is kept
+    in ``first`` for a look at the alphabet."""
+    carry = ""
+    for chunk in _chunks(text):
+        if not first:
+            first.append(chunk)
+        lines = (carry + chunk).split("\n")
+        carry = lines.pop()
+        for line in lines:
+            yield from _sp_pieces(line)
+        while len(carry) >= _SP_SENTENCE_CHARS:  # a long line: emit what cannot grow any more
+            yield from _sp_pieces(carry[:_SP_SENTENCE_CHARS])
+            carry = carry[_SP_SENTENCE_CHARS:]
+    yield from _sp_pieces(carry)
+
+
+def _sp_pieces(line: str):
+    for start in range(0, len(line), _SP_SENTENCE_CHARS):
+        piece = line[start : start + _SP_SENTENCE_CHARS]
+        if piece.strip():
+            yield piece
 
 
 class SentencePieceTokenizer:
@@ -156,20 +177,35 @@ class SentencePieceTokenizer:
         self._dtype = _id_dtype(self.vocab_size)
 
     @classmethod
-    def train(cls, text: str, kind: str, vocab_size: int) -> SentencePieceTokenizer:
+    def train(cls, text, kind: str, vocab_size: int) -> SentencePieceTokenizer:
+        """Train on ``text``: a string, or an iterable of strings read once."""
         import sentencepiece as spm
 
         if kind not in ("bpe", "unigram"):
             raise ConfigError(f"--tokenizer {kind} is not a SentencePiece model type (bpe, unigram)")
         model = io.BytesIO()
+        first: list[str] = []
+        sentences = _sp_sentences(text, first)
+        head = list(itertools.islice(sentences, 1000))  # enough to see the alphabet's size
+        failed: list[Exception] = []
+
+        def guarded(it):
+            # An error while reading the text (bad bytes late in a file) must reach the user as
+            # itself, not as whatever SentencePiece makes of an iterator that raised.
+            try:
+                yield from it
+            except Exception as e:
+                failed.append(e)
+
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=_sp_sentences(text),
+                sentence_iterator=guarded(itertools.chain(head, sentences)),
                 model_writer=model,
                 model_type=kind,
                 vocab_size=vocab_size,
                 byte_fallback=True,
-                character_coverage=1.0 if len(set(text[:_CHUNK_CHARS])) < 1000 else 0.9995,
+                # Full coverage for alphabets; CJK-sized ones leave rare characters to byte pieces.
+                character_coverage=1.0 if len(set(first[0] if first else "")) < 1000 else 0.9995,
                 normalization_rule_name="identity",
                 remove_extra_whitespaces=False,
                 add_dummy_prefix=False,
@@ -182,7 +218,11 @@ class SentencePieceTokenizer:
                 minloglevel=2,
             )
         except RuntimeError as e:
+            if failed:
+                raise failed[0] from None
             raise _sentencepiece_error(str(e), vocab_size) from None
+        if failed:
+            raise failed[0]
         return cls(model.getvalue(), kind)
 
     def encode(self, text: str) -> np.ndarray:
@@ -246,11 +286,14 @@ def _sentencepiece_error(message: str, vocab_size: int) -> Exception:
     return DataError(f"SentencePiece could not train on this text: {message.splitlines()[-1]}")
 
 
-def train_tokenizer(kind: str, text: str, vocab_size: int = 512) -> Tokenizer:
-    """Build the tokenizer named by ``--tokenizer`` from the training text."""
+def train_tokenizer(kind: str, text, vocab_size: int = 512) -> Tokenizer:
+    """Build the tokenizer named by ``--tokenizer`` from the training text (a string, or an
+    iterable of strings read once, so a file need not be in memory)."""
     if kind == "char":
         return CharTokenizer.train(text)
     if kind == "byte":
+        for _ in [] if isinstance(text, str) else text:  # read it all: the same checks as the others
+            pass
         return ByteTokenizer()
     return SentencePieceTokenizer.train(text, kind, vocab_size)
 

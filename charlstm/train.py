@@ -6,42 +6,43 @@ No Click and no terminal output here: progress goes to a ``TrainingEvents`` obje
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from charlstm import __version__
-from charlstm.checkpoint import BEST, LAST, cleanup_temp_files, save_checkpoint
-from charlstm.config import ModelConfig, TrainConfig
+from charlstm.checkpoint import BEST, LAST, cleanup_temp_files, load_checkpoint, save_checkpoint
+from charlstm.config import FIXED_ON_RESUME, ModelConfig, TrainConfig
 from charlstm.corpus import (
+    BUILTIN_NAME,
+    TextSource,
     batchify,
+    encode_to_file,
     get_window,
     min_train_tokens,
+    open_tokens,
     split_train_val,
+    token_dtype,
     windows,
 )
-from charlstm.errors import DataError, RunDirectoryError
+from charlstm.errors import CheckpointError, ConfigError, DataError, NumericalError, RunDirectoryError
 from charlstm.evaluate import stream_loss
 from charlstm.model import LSTMLanguageModel, detach_state, resolve_precision, select_device
-from charlstm.tokenizers import train_tokenizer
+from charlstm.tokenizers import Tokenizer, tokenizer_from_state, train_tokenizer
 
 RUN_FILES = ("config.json", "metrics.jsonl", BEST, LAST)
-
-
-@dataclass
-class Corpus:
-    """The text to train on and how to name it."""
-
-    text: str
-    name: str  # shown to the user: a path, or the built-in corpus's description
-    stem: str  # default run directory name
+TOKENS, TOKENS_META = "tokens.bin", "tokens.json"  # the memory-mapped token cache of a run
+MAX_BAD_STEPS = 3  # non-finite steps in a row before training gives up
 
 
 @dataclass
@@ -80,8 +81,9 @@ def holds_run(directory: Path) -> bool:
 
 def prepare_run_dir(
     out: str | os.PathLike | None, stem: str, root: str | os.PathLike = "checkpoints"
-) -> Path:
-    """The run directory to write to; never one that already holds a run.
+) -> tuple[Path, Path | None]:
+    """The run directory to write to, and the outermost directory created for it (or None);
+    never a directory that already holds a run.
 
     An explicit ``--out`` that holds a run is refused. The default ``checkpoints/<stem>`` moves on
     to ``<stem>-2``, ``<stem>-3``, ... so a second run never overwrites the first.
@@ -100,12 +102,18 @@ def prepare_run_dir(
         while holds_run(run_dir):
             run_dir = Path(root) / f"{stem}-{n}"
             n += 1
+    # The outermost directory this call creates: removing it undoes everything it made.
+    created = None
+    for directory in [run_dir, *run_dir.parents]:
+        if directory.exists():
+            break
+        created = directory
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunDirectoryError(f"{run_dir}: cannot create the run directory ({e.strerror})") from None
     cleanup_temp_files(run_dir)
-    return run_dir
+    return run_dir, created
 
 
 def learning_rate(config: TrainConfig, step: int, planned_steps: int, elapsed: float) -> float:
@@ -154,38 +162,61 @@ class _StopRequest:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(".tmp-" + path.name)
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
 def train(
-    corpus: Corpus,
+    source: TextSource,
     config: TrainConfig,
     model_options: dict,
     out: str | os.PathLike | None = None,
     events: TrainingEvents | None = None,
 ) -> TrainResult:
-    """Train a model on ``corpus.text`` and write checkpoints to the run directory.
+    """Train a model on ``source`` and write checkpoints to the run directory.
 
     ``model_options`` are the ``ModelConfig`` fields other than ``vocab_size``, which comes from
     the tokenizer.
     """
-    return Trainer(corpus, config, model_options, out, events).run()
+    return Trainer(source, config, model_options, out, events).run()
+
+
+def resume(
+    run: str | os.PathLike,
+    source: TextSource | None = None,
+    changes: dict | None = None,
+    events: TrainingEvents | None = None,
+) -> TrainResult:
+    """Continue a run exactly where its last checkpoint left it (see ``Trainer.resuming``)."""
+    return Trainer.resuming(run, source, changes or {}, events).run()
+
+
+def _tokenizer_sha256(tokenizer: Tokenizer) -> str:
+    state = tokenizer.to_state()
+    return hashlib.sha256(repr(sorted(state.items())).encode()).hexdigest()
 
 
 class Trainer:
-    """One training run: everything is checked and built in ``__init__``, ``run`` trains."""
+    """One training run: everything is checked and built in ``__init__``, ``run`` trains.
+
+    A new run trains its tokenizer on the text (one pass that also checks every byte) before
+    anything is written. A resumed run (``Trainer.resuming``) takes the tokenizer, weights,
+    optimizer, counters, data position, carried hidden state and RNG state from its checkpoint.
+    """
 
     def __init__(
         self,
-        corpus: Corpus,
+        source: TextSource,
         config: TrainConfig,
         model_options: dict,
         out: str | os.PathLike | None = None,
         events: TrainingEvents | None = None,
+        *,
+        resume_from: dict | None = None,
+        run_dir: str | os.PathLike | None = None,
     ):
-        self.corpus = corpus
+        self.source = source
         self.config = config
         self.events = events or TrainingEvents()
         self.device = select_device(config.device)
@@ -194,20 +225,32 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         torch.manual_seed(config.seed)
 
-        self.tokenizer = train_tokenizer(config.tokenizer, corpus.text, config.vocab_size)
-        self.model_config = ModelConfig(vocab_size=self.tokenizer.vocab_size, **model_options)
-        train_ids, self.val_ids = split_train_val(self.tokenizer.encode(corpus.text), config.val_fraction)
-        needed = min_train_tokens(config.batch_size, config.bptt)
-        if len(train_ids) < needed:
-            raise DataError(
-                f"{corpus.name}: too short for one batch of windows: training needs at least {needed} "
-                f"tokens (--batch-size {config.batch_size} x (--bptt {config.bptt} + 1)) and this text "
-                f"gives {len(train_ids)} after holding out --val-fraction {config.val_fraction}; use a "
-                "longer text or a smaller --batch-size / --bptt"
+        if resume_from is None:
+            # Pass 1 over the text: train the tokenizer, check every byte. Nothing is written yet.
+            self.tokenizer = train_tokenizer(config.tokenizer, source.chunks(), config.vocab_size)
+            self.run_dir, created = prepare_run_dir(out, source.stem)
+        else:
+            self.tokenizer = tokenizer_from_state(resume_from["tokenizer"])
+            self.run_dir, created = Path(run_dir), None
+        try:
+            ids = self._token_ids(
+                expected_sha256=None if resume_from is None else resume_from["corpus"]["sha256"]
             )
-        # Only now, with the input known to be usable, is anything written.
-        self.run_dir = prepare_run_dir(out, corpus.stem)
+            train_ids, self.val_ids = split_train_val(ids, config.val_fraction)
+            needed = min_train_tokens(config.batch_size, config.bptt)
+            if len(train_ids) < needed:
+                raise DataError(
+                    f"{source.name}: too short for one batch of windows: training needs at least {needed} "
+                    f"tokens (--batch-size {config.batch_size} x (--bptt {config.bptt} + 1)) and this text "
+                    f"gives {len(train_ids)} after holding out --val-fraction {config.val_fraction}; use a "
+                    "longer text or a smaller --batch-size / --bptt"
+                )
+        except BaseException:
+            if created is not None:  # leave nothing behind for a text that cannot be trained on
+                shutil.rmtree(created, ignore_errors=True)
+            raise
 
+        self.model_config = ModelConfig(vocab_size=self.tokenizer.vocab_size, **model_options)
         self.model = LSTMLanguageModel(self.model_config).to(self.device)
         named = list(self.model.named_parameters())
         decay = [p for n, p in named if p.dim() >= 2 and not n.startswith("embedding")]
@@ -221,37 +264,192 @@ class Trainer:
             # One fused kernel for all parameters: ~8x faster than the per-tensor loop on CPU.
             fused=self.device.type in ("cpu", "cuda"),
         )
+        # On the CPU the (T, B) stream stays a view of the memory-mapped token file.
         self.data = batchify(train_ids, config.batch_size).to(self.device)  # (T, B)
         self.epoch_windows = windows(self.data.size(0), config.bptt)
         self.planned_steps = config.epochs * len(self.epoch_windows)
         if config.max_steps is not None:
             self.planned_steps = min(self.planned_steps, config.max_steps)
-        self.info = {
-            "run_dir": str(self.run_dir),
-            "corpus": corpus.name,
-            "device": str(self.device),
-            "precision": precision,
-            "tokenizer": self.tokenizer.kind,
-            "vocab_size": self.tokenizer.vocab_size,
-            "num_parameters": self.model.num_parameters(),
-            "train_tokens": int(len(train_ids)),
-            "val_tokens": int(len(self.val_ids)),
-            "steps_per_epoch": len(self.epoch_windows),
-            "planned_steps": self.planned_steps,
-            "max_time": config.max_time,
-        }
 
         self.metrics: list[dict] = []
         self.best_val = math.inf
         self.last_val = math.nan
         self.step = 0
         self.epoch = 0
+        self.window_index = 0  # position in the epoch: the next window to train on
         self.tokens_done = 0
+        self.elapsed_before = 0.0  # training time of the run before it was resumed
+        self.carried_state = None  # the hidden state to start from (a resumed run's)
+        self.resumed_from: int | None = None
         self.lr = config.lr
-        self.grad_norm = torch.zeros(())  # a tensor: read at evaluations only, no per-step GPU sync
+        self.grad_norm = torch.zeros(())  # a tensor: read at evaluations only
         self.loss_sum = torch.zeros((), device=self.device)  # train loss since the last evaluation
         self.loss_count = 0
+        self.bad_steps: list[int] = []  # the current run of non-finite steps
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.info = {
+            "run_dir": str(self.run_dir),
+            "corpus": source.name,
+            "device": str(self.device),
+            "precision": precision,
+            "tokenizer": self.tokenizer.kind,
+            "vocab_size": self.tokenizer.vocab_size,
+            "num_parameters": self.model.num_parameters(),
+            "train_tokens": len(train_ids),
+            "val_tokens": len(self.val_ids),
+            "token_cache": self.token_cache,
+            "replacements": self.text_stats["replacements"],
+            "steps_per_epoch": len(self.epoch_windows),
+            "planned_steps": self.planned_steps,
+            "max_time": config.max_time,
+            "resumed_from_step": self.resumed_from,
+        }
         self.start = time.perf_counter()
+
+    # ------------------------------------------------------------------------------ resuming
+
+    @classmethod
+    def resuming(
+        cls,
+        run: str | os.PathLike,
+        source: TextSource | None = None,
+        changes: dict | None = None,
+        events: TrainingEvents | None = None,
+    ) -> Trainer:
+        """A trainer that continues ``run`` (a run directory, or one of its checkpoint files).
+
+        ``changes`` are the settings the user gave now (``TrainConfig``/``ModelConfig`` field
+        names). Those that fix the model's shape, the tokens or the data order must match the run;
+        every difference is listed. ``source`` defaults to the text the run was trained on.
+        """
+        changes = dict(changes or {})
+        path = Path(run)
+        if not path.exists():
+            raise RunDirectoryError(f"--resume {run}: no such run directory")
+        if path.is_dir():
+            checkpoint, run_dir = path / LAST, path
+            if not checkpoint.is_file():
+                raise RunDirectoryError(
+                    f"--resume {run}: no {LAST} in this directory, so there is nothing to resume "
+                    "(is it a charlstm run directory?)"
+                )
+        else:
+            checkpoint, run_dir = path, path.parent
+        cleanup_temp_files(run_dir)  # what an interrupted save left is never a checkpoint
+        payload = load_checkpoint(checkpoint)
+        if not isinstance(payload.get("train_state"), dict) or "optimizer" not in payload:
+            raise CheckpointError(f"{checkpoint}: holds no training state, so it cannot be resumed")
+
+        saved_model, saved_train = payload["model_config"], payload["train_config"]
+        differences = [
+            f"--{name.replace('_', '-')} {changes[name]!r} (the run has {saved[name]!r})"
+            for saved, names in (
+                (saved_model, FIXED_ON_RESUME["model"]),
+                (saved_train, FIXED_ON_RESUME["train"]),
+            )
+            for name in names
+            if name in changes and changes[name] != saved.get(name)
+        ]
+        if differences:
+            raise ConfigError(
+                f"cannot resume {run_dir} with changed settings: {'; '.join(differences)}. These fix the "
+                "model, its tokens or the order of the data; leave them out, or start a new run"
+            )
+        model_fields = set(saved_model) - {"vocab_size"}
+        model_options = {k: changes.get(k, v) for k, v in saved_model.items() if k in model_fields}
+        config = TrainConfig.from_dict(
+            {**saved_train, **{k: v for k, v in changes.items() if k not in model_fields}}
+        )
+
+        state = payload["train_state"]
+        done = (
+            f"--epochs {config.epochs}"
+            if state["epoch"] >= config.epochs
+            else f"--max-steps {config.max_steps}"
+            if config.max_steps is not None and state["step"] >= config.max_steps
+            else f"--max-time {config.max_time:g}"
+            if config.max_time is not None and state["elapsed"] >= config.max_time
+            else None
+        )
+        if done:
+            raise RunDirectoryError(
+                f"--resume {run_dir}: the run already reached {done} (step {state['step']}, epoch "
+                f"{state['epoch']}); raise --epochs, --max-steps or --max-time to train further"
+            )
+        if source is None:
+            source = _source_of(payload["corpus"], config.encoding_errors)
+        return cls(source, config, model_options, events=events, resume_from=payload, run_dir=run_dir)
+
+    def _restore(self, payload: dict) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        # Settings that may change on resume win over the saved optimizer's.
+        self.optimizer.param_groups[0]["weight_decay"] = self.config.weight_decay
+        state = payload["train_state"]
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.window_index = state.get("window", self.step - self.epoch * len(self.epoch_windows))
+        self.tokens_done = state["tokens"]
+        self.elapsed_before = state["elapsed"]
+        self.best_val = state["best_val_loss"]
+        self.metrics = list(payload.get("metrics", []))
+        self.last_val = self.metrics[-1]["val_loss"] if self.metrics else math.nan
+        if state.get("hidden") is not None:
+            self.carried_state = tuple(t.to(self.device) for t in state["hidden"])
+        # Last, so nothing above draws from the generators: the run goes on with the same numbers.
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.resumed_from = self.step
+        with open(self.run_dir / "metrics.jsonl", "w") as f:  # drop records newer than the checkpoint
+            f.writelines(json.dumps(record) + "\n" for record in self.metrics)
+
+    # ------------------------------------------------------------------------------ the tokens
+
+    def _token_ids(self, expected_sha256: str | None):
+        """The text's ids, memory-mapped from the run's token cache (``tokens.bin``).
+
+        The cache is reused when the text and tokenizer are those it was made from; a resumed run
+        whose text has changed is refused.
+        """
+        dtype = np.dtype(token_dtype(self.tokenizer.vocab_size))
+        path, meta_path = self.run_dir / TOKENS, self.run_dir / TOKENS_META
+        key = {
+            "text_sha256": self.source.sha256() if expected_sha256 else None,
+            "tokenizer_sha256": _tokenizer_sha256(self.tokenizer),
+            "encoding_errors": self.source.encoding_errors,
+            "dtype": dtype.str,
+        }
+        if expected_sha256 and key["text_sha256"] != expected_sha256:
+            raise DataError(
+                f"{self.source.name}: this text has changed since the run started (its SHA-256 differs), "
+                "so resuming would not continue the same data; start a new run on it instead"
+            )
+        if expected_sha256:
+            try:
+                meta = json.loads(meta_path.read_text())
+                if (
+                    all(meta.get(k) == v for k, v in key.items())
+                    and path.stat().st_size == meta["count"] * dtype.itemsize
+                ):
+                    self.token_cache = f"reused {path}"
+                    self.text_stats = {k: meta[k] for k in ("chars", "bytes", "replacements", "sha256")}
+                    return open_tokens(path, dtype, meta["count"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # no usable cache: encode again
+        encoded = encode_to_file(self.source, self.tokenizer, path)
+        stats = encoded.stats
+        self.text_stats = {
+            "chars": stats.chars,
+            "bytes": stats.bytes,
+            "replacements": stats.replacements,
+            "sha256": stats.sha256,
+        }
+        _write_json(meta_path, dict(key, text_sha256=stats.sha256, count=len(encoded.ids), **self.text_stats))
+        self.token_cache = f"wrote {path}"
+        return encoded.ids
+
+    # ------------------------------------------------------------------------------ training
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -263,28 +461,31 @@ class Trainer:
             {
                 "model": self.model_config.to_dict(),
                 "train": config.to_dict(),
-                "corpus": {"name": self.corpus.name, "chars": len(self.corpus.text)},
+                "corpus": self._corpus_record(),
                 "info": self.info,
                 "versions": {"charlstm": __version__, "torch": torch.__version__},
             },
         )
         self.events.on_start(self.info)
-        self.start = time.perf_counter()
+        self.start = time.perf_counter() - self.elapsed_before
         self.model.train()
         stopped_by = "epochs"
-        state = None
+        state = self.carried_state
         with _StopRequest() as stop:
             while self.epoch < config.epochs and stopped_by == "epochs":
-                state = None  # each epoch starts from a zero state
-                for window in self.epoch_windows:
+                if self.window_index == 0:
+                    state = None  # each epoch starts from a zero state
+                for window in self.epoch_windows[self.window_index :]:
                     stopped_by = self._stop_reason(stop)
                     if stopped_by != "epochs":
                         break
                     state = self.train_step(window, state)
+                    self.window_index += 1
                     if self.step % config.eval_every == 0:
                         self._evaluate_and_save(state)
                 else:
                     self.epoch += 1
+                    self.window_index = 0
             if stopped_by in ("SIGINT", "SIGTERM"):
                 # Someone is waiting for the stop: save where training is, without a validation pass.
                 save_checkpoint(self.run_dir / LAST, self._payload(state))
@@ -300,7 +501,11 @@ class Trainer:
         return stop.signal_name or "epochs"
 
     def train_step(self, window, state):
-        """One optimizer step on one window; returns the carried (detached) state."""
+        """One optimizer step on one window; returns the carried (detached) state.
+
+        A step whose loss or gradient is not finite leaves the weights alone and drops the carried
+        state; ``MAX_BAD_STEPS`` of them in a row stop training with ``NumericalError``.
+        """
         self.lr = learning_rate(self.config, self.step, self.planned_steps, self.elapsed())
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
@@ -311,18 +516,46 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients
-        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        # The one host sync per step: a NaN must be seen before the optimizer can spread it into
+        # the weights. (With fp16 an inf gradient is the scaler's business: it skips the step
+        # and lowers the scale; only a non-finite loss counts as a fault.)
+        fp16 = self.scaler.is_enabled()
+        finite = bool(torch.isfinite(loss if fp16 else grad_norm))
+        if finite or fp16:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.step += 1
         self.tokens_done += x.numel()
-        self.loss_sum += loss.detach()
-        self.loss_count += 1
         elapsed = self.elapsed()
         self.events.on_step(self.step, loss.detach(), self.tokens_done / elapsed, elapsed)
+        if not finite:
+            self._bad_step()
+            return None  # a state computed from non-finite values would poison the next windows
+        self.bad_steps.clear()
+        self.grad_norm = grad_norm.detach()
+        self.loss_sum += loss.detach()
+        self.loss_count += 1
         # The next window continues these streams: keep the state's values, but stop
         # backpropagation at this boundary (truncated BPTT).
         return detach_state(state)
+
+    def _bad_step(self) -> None:
+        self.bad_steps.append(self.step)
+        if len(self.bad_steps) < MAX_BAD_STEPS:
+            return
+        last = self.run_dir / LAST
+        kept = (
+            f"the last good checkpoint is {last} (step {self.metrics[-1]['step']})"
+            if self.metrics and last.is_file()
+            else "no checkpoint had been written yet"
+        )
+        raise NumericalError(
+            f"training stopped: the loss or gradients were not finite (NaN or inf) at steps "
+            f"{self.bad_steps[0]}-{self.bad_steps[-1]}; those steps did not change the weights and "
+            f"{kept}. Try a lower --lr (this run: {self.config.lr:g}) or a smaller --clip (this run: "
+            f"{self.config.clip:g}), or --precision fp32"
+        )
 
     def _evaluate_and_save(self, state) -> None:
         val_sum, val_count = stream_loss(
@@ -351,34 +584,47 @@ class Trainer:
             save_checkpoint(self.run_dir / BEST, payload)
         self.events.on_eval(record)
 
+    def _corpus_record(self) -> dict:
+        source = self.source
+        return {
+            "name": source.name,
+            "path": None if source.path is None else str(source.path.resolve()),
+            "builtin": source.name == BUILTIN_NAME,
+            "encoding_errors": source.encoding_errors,
+            **self.text_stats,
+        }
+
     def _payload(self, state) -> dict:
+        train_state = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "window": self.window_index,
+            "tokens": self.tokens_done,
+            "elapsed": self.elapsed(),
+            "best_val_loss": self.best_val,
+            "hidden": None if state is None else [t.detach().cpu() for t in state],
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            train_state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return {
             "model_config": self.model_config.to_dict(),
             "train_config": self.config.to_dict(),
             "tokenizer": self.tokenizer.to_state(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "train_state": {
-                "step": self.step,
-                "epoch": self.epoch,
-                "tokens": self.tokens_done,
-                "elapsed": self.elapsed(),
-                "best_val_loss": self.best_val,
-                "hidden": None if state is None else [t.detach().cpu() for t in state],
-                "torch_rng": torch.get_rng_state(),
-            },
+            "train_state": train_state,
             "metrics": self.metrics,
-            "corpus": {"name": self.corpus.name, "chars": len(self.corpus.text)},
+            "corpus": self._corpus_record(),
         }
 
     def _finish(self, stopped_by: str) -> TrainResult:
         elapsed = self.elapsed()
         steps_per_epoch = len(self.epoch_windows)
-        partial = 0.0 if stopped_by == "epochs" else (self.step % steps_per_epoch) / steps_per_epoch
         result = TrainResult(
             run_dir=self.run_dir,
             steps=self.step,
-            epochs_done=self.epoch + partial,
+            epochs_done=self.epoch + self.window_index / steps_per_epoch,
             elapsed=elapsed,
             tokens_per_s=self.tokens_done / elapsed if elapsed > 0 else 0.0,
             best_val_loss=self.best_val,
@@ -391,3 +637,17 @@ class Trainer:
         )
         self.events.on_end(result)
         return result
+
+
+def _source_of(corpus: dict, encoding_errors: str) -> TextSource:
+    """The text a run was trained on, from its checkpoint's record."""
+    if corpus.get("builtin"):
+        return TextSource.builtin()
+    path = corpus.get("path")
+    if not path or not Path(path).is_file():
+        where = f"which is no longer at {path}" if path else "which was not a file"
+        raise DataError(
+            f"the run was trained on {corpus.get('name')}, {where}; give the text: "
+            "charlstm train FILE --resume RUN"
+        )
+    return TextSource.from_file(path, encoding_errors)

@@ -36,12 +36,13 @@ def text_file(tmp_path, small_text) -> Path:
 def tiny_run(tmp_path_factory, small_text):
     """A tiny model trained for a few steps; returns its run directory."""
     from charlstm.config import TrainConfig
-    from charlstm.train import Corpus, train
+    from charlstm.corpus import TextSource
+    from charlstm.train import train
 
     out = tmp_path_factory.mktemp("run") / "tiny"
     config = TrainConfig(batch_size=4, bptt=16, max_steps=20, eval_every=10, device="cpu", seed=1)
     options = {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1}
-    result = train(Corpus(small_text, "small", "small"), config, options, out=out)
+    result = train(TextSource.from_text(small_text, "small", "small"), config, options, out=out)
     return result.run_dir
 
 

@@ -53,6 +53,7 @@ def test_end_to_end_train_sample_eval(tmp_path, text_file):
         "bits_per_char",
         "bits_per_byte",
         "unknown",
+        "replacements",
     ]
     assert report["chars"] == len(text_file.read_text())
     assert 0 < report["loss"] < 6 and report["unknown"] == 0

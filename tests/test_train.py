@@ -1,25 +1,30 @@
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
 
 from charlstm.config import TrainConfig
-from charlstm.errors import DataError, RunDirectoryError
-from charlstm.train import Corpus, learning_rate, prepare_run_dir, train
+from charlstm.corpus import TextSource
+from charlstm.errors import ConfigError, DataError, NumericalError, RunDirectoryError
+from charlstm.train import Trainer, TrainingEvents, learning_rate, prepare_run_dir, resume, train
 
 TINY = {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1}
 
 
 def run(tmp_path, text, name="run", **kwargs):
     options = {"batch_size": 4, "bptt": 16, "device": "cpu", "seed": 1, **kwargs}
-    return train(Corpus(text, "small", "small"), TrainConfig(**options), TINY, out=tmp_path / name)
+    return train(
+        TextSource.from_text(text, "small", "small"), TrainConfig(**options), TINY, out=tmp_path / name
+    )
 
 
 def test_run_directory_contents(tmp_path, small_text):
     result = run(tmp_path, small_text, max_steps=12, eval_every=5)
     files = {p.name for p in result.run_dir.iterdir()}
-    assert files == {"config.json", "metrics.jsonl", "best.pt", "last.pt"}
+    assert files == {"config.json", "metrics.jsonl", "best.pt", "last.pt", "tokens.bin", "tokens.json"}
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [5, 10, 12]
     assert set(records[0]) == {"step", "time", "train_loss", "val_loss", "tokens_per_s", "lr", "grad_norm"}
@@ -67,10 +72,10 @@ def test_existing_run_is_never_overwritten(tmp_path, small_text):
 
 
 def test_default_run_directory_moves_on(tmp_path):
-    a = prepare_run_dir(None, "text", root=tmp_path)
+    a, created = prepare_run_dir(None, "text", root=tmp_path)
     (a / "config.json").write_text("{}")
-    b = prepare_run_dir(None, "text", root=tmp_path)
-    assert (a.name, b.name) == ("text", "text-2")
+    b, _ = prepare_run_dir(None, "text", root=tmp_path)
+    assert (a.name, b.name, created) == ("text", "text-2", a)
 
 
 def test_learning_rate_schedule():
@@ -95,7 +100,9 @@ def test_a_small_model_learns_real_text(tmp_path, shakespeare):
     unigram = -sum(c / len(text) * math.log(c / len(text)) for c in counts.values())  # 3.31 nats/char
     config = TrainConfig(batch_size=32, bptt=64, max_steps=300, eval_every=300, lr=3e-3, device="cpu", seed=0)
     options = {"embedding_dim": 32, "hidden_size": 128, "num_layers": 1, "dropout": 0.0}
-    result = train(Corpus(text, "tinyshakespeare", "ts"), config, options, out=tmp_path / "learn")
+    result = train(
+        TextSource.from_text(text, "tinyshakespeare", "ts"), config, options, out=tmp_path / "learn"
+    )
     assert result.best_val_loss < unigram - 1.0, (result.best_val_loss, unigram)
 
 
@@ -125,8 +132,120 @@ def test_bf16_autocast_keeps_quality(tmp_path, small_text, monkeypatch):
                 precision=precision,
             )
             options = {"embedding_dim": 32, "hidden_size": 64, "num_layers": 1}
-            result = train(Corpus(text, "t", "t"), config, options, out=tmp_path / precision)
+            result = train(TextSource.from_text(text, "t", "t"), config, options, out=tmp_path / precision)
             losses[precision] = result.best_val_loss
     assert losses["fp32"] < 3.0  # well off the unigram plateau, so the comparison means something
     assert abs(losses["bf16"] - losses["fp32"]) < 0.02, losses
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["info"]["precision"] == "bf16 autocast"
+
+
+# ------------------------------------------------------------------------------------ resume
+
+
+class _Recorder(TrainingEvents):
+    """Records every step's loss; sends this process SIGINT after ``interrupt_at`` steps, the same
+    path as a user's Ctrl-C."""
+
+    def __init__(self, interrupt_at=None):
+        self.losses: dict[int, float] = {}
+        self.interrupt_at = interrupt_at
+
+    def on_step(self, step, train_loss, tokens_per_s, elapsed):
+        self.losses[step] = float(train_loss)
+        if step == self.interrupt_at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("stop_at", [7, 12, 20])  # mid-epoch, on the epoch boundary, in epoch 2
+def test_resume_is_bitwise_identical(tmp_path, small_text, stop_at):
+    text = small_text[:860]  # 774 training chars: 12 steps per epoch at batch 4 x bptt 16
+    options = {"batch_size": 4, "bptt": 16, "device": "cpu", "seed": 3, "max_steps": 26, "eval_every": 5}
+    source = TextSource.from_text(text, "t", "t")
+
+    whole = _Recorder()
+    train(source, TrainConfig(**options), TINY, out=tmp_path / "whole", events=whole)
+
+    first = _Recorder(interrupt_at=stop_at)
+    stopped = train(source, TrainConfig(**options), TINY, out=tmp_path / "split", events=first)
+    assert stopped.stopped_by == "SIGINT" and stopped.steps == stop_at
+    second = _Recorder()
+    resumed = resume(tmp_path / "split", source, events=second)
+    assert resumed.steps == 26 and resumed.epochs_done > 2  # the default dropout draws random numbers
+    assert sorted(second.losses) == list(range(stop_at + 1, 27))
+    assert {**first.losses, **second.losses} == whole.losses  # bit for bit, every step
+    a, b = _weights(tmp_path / "whole" / "last.pt"), _weights(tmp_path / "split" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The resumed run's metrics continue the first part's; none are lost or repeated.
+    records = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [s for s in (5, 10, 15, 20, 25, 26)]
+
+
+def test_resume_reuses_the_token_cache_and_refuses_a_changed_text(tmp_path, small_text):
+    path = tmp_path / "text.txt"
+    path.write_text(small_text[:3000])
+    config = TrainConfig(batch_size=4, bptt=16, device="cpu", max_steps=4)
+    train(TextSource.from_file(path), config, TINY, out=tmp_path / "run")
+    trainer = Trainer.resuming(tmp_path / "run", changes={"max_steps": 8})
+    assert trainer.info["token_cache"].startswith("reused")
+    assert trainer.step == 4 and trainer.config.max_steps == 8
+    path.write_text(small_text[:3000].upper())
+    with pytest.raises(DataError, match="has changed since the run started"):
+        Trainer.resuming(tmp_path / "run", changes={"max_steps": 8})
+
+
+def test_resume_refuses_changes_that_cannot_work(tmp_path, small_text):
+    run(tmp_path, small_text, max_steps=3)
+    source = TextSource.from_text(small_text, "small", "small")
+    with pytest.raises(ConfigError) as e:
+        resume(tmp_path / "run", source, changes={"hidden_size": 64, "tokenizer": "byte", "batch_size": 8, "lr": 1e-3})
+    message = str(e.value)
+    assert "--hidden-size 64 (the run has 32)" in message
+    assert "--tokenizer 'byte' (the run has 'char')" in message and "--batch-size 8" in message
+    assert "--lr" not in message  # a setting that may change is not a difference
+    with pytest.raises(RunDirectoryError, match="already reached --max-steps 3"):
+        resume(tmp_path / "run", source)
+    with pytest.raises(RunDirectoryError, match="no such run directory"):
+        resume(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirectoryError, match="nothing to resume"):
+        resume(tmp_path / "empty")
+
+
+# ------------------------------------------------------------------------------ numerical faults
+
+
+def _poison(trainer, bad_steps):
+    """Make the model's output NaN on the given (1-based) steps."""
+    forward = trainer.model.forward
+
+    def poisoned(x, state=None):
+        logits, state = forward(x, state)
+        if trainer.model.training and trainer.step + 1 in bad_steps:
+            logits = logits * float("nan")
+        return logits, state
+
+    trainer.model.forward = poisoned
+
+
+def test_a_non_finite_step_leaves_the_weights_alone(tmp_path, small_text):
+    config = TrainConfig(batch_size=4, bptt=16, device="cpu", max_steps=3, eval_every=2)
+    trainer = Trainer(TextSource.from_text(small_text, "t", "t"), config, TINY, out=tmp_path / "run")
+    _poison(trainer, {3})
+    trainer.run()
+    after_two = _weights(tmp_path / "run" / "best.pt")  # written at step 2
+    final = trainer.model.state_dict()
+    assert all(torch.equal(after_two[k], final[k]) for k in final)  # step 3 changed nothing
+    assert all(torch.isfinite(v).all() for v in final.values())
+
+
+def test_repeated_non_finite_steps_stop_training_and_keep_the_checkpoint(tmp_path, small_text):
+    config = TrainConfig(batch_size=4, bptt=16, device="cpu", max_steps=50, eval_every=4, lr=0.01)
+    trainer = Trainer(TextSource.from_text(small_text, "t", "t"), config, TINY, out=tmp_path / "run")
+    _poison(trainer, set(range(6, 51)))
+    with pytest.raises(NumericalError, match=r"steps 6-8.*last good checkpoint is .*last.pt \(step 4\).*--lr"):
+        trainer.run()
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["train_state"]["step"] == 4

@@ -52,18 +52,39 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     path = Path(path)
     payload = dict(payload, format=FORMAT, format_version=FORMAT_VERSION)
     payload["weights_sha256"] = weights_checksum(payload["model"])
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pt", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pt", dir=path.parent)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({e.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        e = _os_error(error)
+        if e is not None:  # disk full, file too large, permissions, ...
+            kept = "the previous checkpoint there is kept" if path.exists() else "nothing was written"
+            raise CheckpointError(
+                f"{path}: cannot write the checkpoint ({e.strerror or e}); {kept}. Free some disk space "
+                "(or fix the directory's permissions) and continue with: charlstm train --resume "
+                f"{path.parent}"
+            ) from None
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind ``error``, if any: torch.save can mask a failed write with a
+    RuntimeError of its own ("unexpected pos")."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -156,14 +156,16 @@ def train(file: str | None, out: str | None, resume: str | None, **options) -> N
         from charlstm.train import resume as resume_training
 
         source = None if file is None else _text_source(file, given.get("encoding_errors", "strict"))
-        result = resume_training(resume, source, {**given, **model_options}, events=_TrainProgress())
+        with _TrainProgress() as progress:
+            result = resume_training(resume, source, {**given, **model_options}, events=progress)
     else:
         config = _build(TrainConfig, **given)
         ModelConfig(vocab_size=2, **model_options)  # report bad model options before any work
         from charlstm.train import train as run_training
 
         source = _text_source(file, config.encoding_errors)
-        result = run_training(source, config, model_options, out=out, events=_TrainProgress())
+        with _TrainProgress() as progress:
+            result = run_training(source, config, model_options, out=out, events=progress)
     if result.stopped_by in EXIT_SIGNAL:
         click.echo(
             f"stopped by {result.stopped_by}: checkpoint saved to {result.last_path}; "
@@ -192,6 +194,14 @@ class _TrainProgress:
         self.val_loss = math.nan
         self.last_update = 0.0
         self.info: dict = {}
+
+    def __enter__(self) -> _TrainProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:  # an error ends the bar's line before its message is printed
+            self.bar.close()
+            self.bar = None
 
     def on_start(self, info: dict) -> None:
         from tqdm import tqdm
@@ -241,6 +251,7 @@ class _TrainProgress:
 
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
         table = Table(title="charlstm train", show_header=False, title_justify="left")
         table.add_column(style="bold")
         table.add_column()
@@ -427,7 +438,8 @@ def demo(max_time: float, device: str) -> None:
     from charlstm.corpus import TextSource, builtin_text, split_train_val
     from charlstm.train import train as run_training
 
-    result = run_training(_text_source(None), config, {}, events=_TrainProgress())
+    with _TrainProgress() as progress:
+        result = run_training(_text_source(None), config, {}, events=progress)
     if result.stopped_by in EXIT_SIGNAL:
         sys.exit(EXIT_SIGNAL[result.stopped_by])
     console = _stderr_console()

@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import pytest
 import torch
@@ -128,3 +129,43 @@ def test_pickle_that_runs_code_is_never_executed(tmp_path, monkeypatch, force_un
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tiny_run, tmp_path):
+    """A file-size limit makes the write fail the way a full disk does (EFBIG instead of ENOSPC)."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "last.pt"
+    shutil.copy(tiny_run / "last.pt", target)
+    before = target.read_bytes()
+    code = f"""
+import resource, signal, sys
+from charlstm.checkpoint import load_checkpoint, save_checkpoint
+from charlstm.errors import CheckpointError
+payload = load_checkpoint({str(target)!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get an error from write(), not a signal
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+try:
+    save_checkpoint({str(target)!r}, payload)
+except CheckpointError as e:
+    print(e)
+    sys.exit(3)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert "cannot write the checkpoint (File too large); the previous checkpoint there is kept" in result.stdout
+    assert target.read_bytes() == before  # intact, and no zero-byte or temporary file beside it
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    load_checkpoint(target)
+
+
+def test_kill_trials_never_lose_a_checkpoint(tmp_path):
+    """A few trials of the SIGKILL script (the README reports a 50-trial run of it)."""
+    from tests.kill_trials import run_trials
+
+    counts = run_trials(trials=4, seed=5, max_delay=3.0, workdir=tmp_path)
+    assert counts["killed"] == 3 and counts["failed_starts"] == 0
+    assert counts["checkpoints_bad"] == 0 and counts["checkpoints_checked"] >= 2
+    assert counts["final_step"] == counts["final_target"]
+    assert not list((tmp_path / "run").glob(".tmp-*"))  # the last run cleaned up what kills left

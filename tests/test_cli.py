@@ -109,6 +109,11 @@ def test_eval_table_and_sample_options(tiny_run, text_file):
     assert several.exit_code == 0 and several.stdout.count("\n\n") >= 2
 
 
+def _dir(tmp_path, name):
+    (tmp_path / name).mkdir()
+    return tmp_path / name
+
+
 def _bad(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
@@ -140,6 +145,9 @@ BAD_INPUTS = {
         1,
         "the largest that works is",
     ),
+    "resume missing": (lambda p: ["train", "--resume", p / "nope"], 1, "no such run directory"),
+    "resume empty": (lambda p: ["train", "--resume", _dir(p, "empty")], 1, "nothing to resume"),
+    "resume with --out": (lambda p: ["train", "--resume", p, "--out", p / "o"], 2, "--out cannot be used"),
     "checkpoint missing": (lambda p: ["sample", p / "nope"], 1, "no such checkpoint"),
     "not a checkpoint": (
         lambda p: ["sample", _bad(p, "x.pt", b"PK\x03\x04junk")],
@@ -241,6 +249,73 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, text_file, sig, code):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
+    assert f"continue with: charlstm train --resume {run_dir}" in stderr
     from charlstm.checkpoint import load_checkpoint
 
-    assert load_checkpoint(run_dir / "last.pt")["train_state"]["step"] > 0
+    step = load_checkpoint(run_dir / "last.pt")["train_state"]["step"]
+    assert step > 0
+    if sig != signal.SIGTERM:
+        return
+    # Resume it, as the message says: it goes on from that step (FILE is the run's own text).
+    refused = charlstm("train", "--resume", run_dir, "--hidden-size", "64", "--max-steps", step + 5)
+    assert refused.returncode == 2 and "--hidden-size 64 (the run has 32)" in refused.stderr
+    resumed = charlstm("train", "--resume", run_dir, "--max-steps", step + 5)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from step {step:,}" in resumed.stderr
+    assert load_checkpoint(run_dir / "last.pt")["train_state"]["step"] == step + 5
+
+
+def test_a_second_signal_stops_at_once(tmp_path, text_file):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlstm", "train", text_file, "--out", run_dir, *TINY_MODEL]
+        + ["--max-steps", "1000000", "--eval-every", "1000000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while not (run_dir / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert not list(run_dir.glob(".tmp-*"))  # an interrupted save leaves no temporary file
+
+
+def test_invalid_utf8_replaced_and_counted(tmp_path, small_text):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(small_text[:3000].encode() + "café naïve\n".encode("latin-1") * 3)
+    strict = charlstm("train", path, "--out", tmp_path / "strict", *TINY_MODEL, "--max-steps", "2")
+    assert strict.returncode == 1 and "--encoding-errors replace" in strict.stderr
+    run_dir = tmp_path / "run"
+    args = ["--out", run_dir, "--encoding-errors", "replace", *TINY_MODEL, "--max-steps", "2"]
+    result = charlstm("train", path, *args)
+    assert result.returncode == 0, result.stderr
+    assert "6 byte sequences replaced by U+FFFD" in result.stderr
+    report = json.loads(charlstm("eval", run_dir, path, "--json", "--encoding-errors", "replace").stdout)
+    assert report["replacements"] == 6 and report["chars"] == 3000 + len("caf\ufffd na\ufffdve\n") * 3
+
+
+def test_disk_full_while_training_is_one_clear_error(tmp_path, text_file):
+    import resource
+
+    run_dir = tmp_path / "run"
+    first = charlstm("train", text_file, "--out", run_dir, *TINY_MODEL, "--max-steps", "2")
+    assert first.returncode == 0, first.stderr
+    before = (run_dir / "last.pt").read_bytes()
+    assert len(before) > 60_000
+
+    def small_disk():  # writes past 60 KB fail with EFBIG, as a full disk fails with ENOSPC
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    result = charlstm("train", "--resume", run_dir, "--max-steps", "4", preexec_fn=small_disk)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "cannot write the checkpoint (File too large)" in error[0]
+    assert "the previous checkpoint there is kept" in error[0]
+    assert (run_dir / "last.pt").read_bytes() == before
+    assert not list(run_dir.glob(".tmp-*")) and all(p.stat().st_size > 0 for p in run_dir.iterdir())

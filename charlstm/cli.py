@@ -129,6 +129,7 @@ def _opt(cls, name: str, help: str, **kwargs):
 @_opt(TrainConfig, "max_steps", "...or this many steps...", type=int)
 @_opt(TrainConfig, "max_time", "...or this many seconds, whichever comes first.", type=float)
 @_opt(TrainConfig, "eval_every", "Validate and checkpoint every N steps (and at the end).", type=int)
+@_opt(TrainConfig, "eval_tokens", "Validate on at most this many held-out tokens.", type=int)
 @_opt(TrainConfig, "seed", "Random seed (a CPU run with the same seed repeats exactly).", type=int)
 @_opt(TrainConfig, "device", "Where to train.", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
 @_opt(
@@ -211,8 +212,13 @@ class _TrainProgress:
             f"run directory [bold]{info['run_dir']}[/]  device {info['device']}, {info['precision']}\n"
             f"tokenizer {info['tokenizer']} (vocabulary {info['vocab_size']:,})\n"
             f"model {info['num_parameters']:,} parameters  "
-            f"tokens {info['train_tokens']:,} train / {info['val_tokens']:,} validation  "
-            f"{info['steps_per_epoch']:,} steps per epoch"
+            f"tokens {info['train_tokens']:,} train / {info['val_tokens']:,} validation"
+            + (
+                f" (scored: the first {info['val_tokens_scored']:,})"
+                if info["val_tokens_scored"] < info["val_tokens"]
+                else ""
+            )
+            + f"  {info['steps_per_epoch']:,} steps per epoch"
         )
         if info.get("replacements"):
             self.console.print(f"invalid UTF-8: {info['replacements']:,} byte sequences replaced by U+FFFD")

@@ -101,6 +101,7 @@ class TrainConfig(_Serializable):
     max_steps: int | None = None
     max_time: float | None = None
     eval_every: int = 200
+    eval_tokens: int = 1_000_000  # validation during training reads at most this many tokens
     seed: int = 1337
     device: str = "auto"
     precision: str = "auto"
@@ -140,6 +141,7 @@ class TrainConfig(_Serializable):
             f"must be a positive number of seconds (got {self.max_time})",
         )
         c.require(self.eval_every >= 1, "eval_every", f"must be at least 1 (got {self.eval_every})")
+        c.require(self.eval_tokens >= 2, "eval_tokens", f"must be at least 2 (got {self.eval_tokens})")
         c.require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
         c.raise_if_any()
 

@@ -236,7 +236,10 @@ class Trainer:
             ids = self._token_ids(
                 expected_sha256=None if resume_from is None else resume_from["corpus"]["sha256"]
             )
-            train_ids, self.val_ids = split_train_val(ids, config.val_fraction)
+            train_ids, val_ids = split_train_val(ids, config.val_fraction)
+            # A huge corpus's validation split would take longer to score than training between
+            # evaluations: score its first --eval-tokens (charlstm eval measures a whole file).
+            self.val_ids = val_ids[: config.eval_tokens]
             needed = min_train_tokens(config.batch_size, config.bptt)
             if len(train_ids) < needed:
                 raise DataError(
@@ -297,7 +300,8 @@ class Trainer:
             "vocab_size": self.tokenizer.vocab_size,
             "num_parameters": self.model.num_parameters(),
             "train_tokens": len(train_ids),
-            "val_tokens": len(self.val_ids),
+            "val_tokens": len(val_ids),
+            "val_tokens_scored": len(self.val_ids),
             "token_cache": self.token_cache,
             "replacements": self.text_stats["replacements"],
             "steps_per_epoch": len(self.epoch_windows),

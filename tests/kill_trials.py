@@ -119,7 +119,11 @@ def main() -> None:
     counts = run_trials(args.trials, args.seed)
     counts["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(counts, indent=2))
-    ok = counts["checkpoints_bad"] == 0 and counts["failed_starts"] == 0 and counts["final_step"] == counts["final_target"]
+    ok = (
+        counts["checkpoints_bad"] == 0
+        and counts["failed_starts"] == 0
+        and counts["final_step"] == counts["final_target"]
+    )
     sys.exit(0 if ok else 1)
 
 

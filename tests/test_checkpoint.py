@@ -154,7 +154,9 @@ except CheckpointError as e:
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 3, result.stderr
-    assert "cannot write the checkpoint (File too large); the previous checkpoint there is kept" in result.stdout
+    assert (
+        "cannot write the checkpoint (File too large); the previous checkpoint there is kept" in result.stdout
+    )
     assert target.read_bytes() == before  # intact, and no zero-byte or temporary file beside it
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     load_checkpoint(target)

@@ -2,8 +2,11 @@ import math
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charlstm.config import ModelConfig
+from charlstm.errors import DataError
 from charlstm.evaluate import evaluate_text, stream_loss
 from charlstm.model import LSTMLanguageModel
 from charlstm.tokenizers import ByteTokenizer, CharTokenizer
@@ -57,3 +60,35 @@ def test_byte_model_bits_per_byte_equal_loss_in_bits():
     report = evaluate_text(uniform_model(256), tok, text, batch_size=2, bptt=32, device="cpu")
     assert report.tokens == report.bytes
     assert math.isclose(report.bits_per_byte, 8.0, rel_tol=1e-6)
+
+
+_CHAR_MODEL = None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(), st.integers(1, 9), st.integers(1, 20))
+def test_eval_on_arbitrary_text_never_crashes(text, batch_size, bptt):
+    """Any Unicode text either gets a finite report or one clear DataError (too short/empty)."""
+    global _CHAR_MODEL
+    if _CHAR_MODEL is None:
+        tok = CharTokenizer.train("abc \n")
+        _CHAR_MODEL = (tok, LSTMLanguageModel(ModelConfig(tok.vocab_size, 4, 8, 1)))
+    tok, model = _CHAR_MODEL
+    try:
+        report = evaluate_text(model, tok, text, batch_size=batch_size, bptt=bptt, device="cpu")
+    except DataError as e:
+        assert len(text) < 2 or not text.strip(), e
+        return
+    assert report.tokens == report.chars == len(text) and math.isfinite(report.loss)
+    assert report.unknown == sum(c not in "abc \n" for c in text)
+
+
+def test_stream_loss_reads_a_memory_mapped_file(tmp_path):
+    """Evaluation gathers windows straight from a token file: the same figures as from memory."""
+    model = uniform_model(7)
+    torch.manual_seed(0)
+    model.head.weight.data.normal_()
+    ids = np.random.default_rng(2).integers(0, 7, size=999).astype(np.uint8)
+    ids.tofile(tmp_path / "ids")
+    mapped = np.memmap(tmp_path / "ids", dtype=np.uint8, mode="r")
+    assert stream_loss(model, mapped, 5, 11, "cpu") == stream_loss(model, ids, 5, 11, "cpu")

@@ -201,7 +201,11 @@ def test_resume_refuses_changes_that_cannot_work(tmp_path, small_text):
     run(tmp_path, small_text, max_steps=3)
     source = TextSource.from_text(small_text, "small", "small")
     with pytest.raises(ConfigError) as e:
-        resume(tmp_path / "run", source, changes={"hidden_size": 64, "tokenizer": "byte", "batch_size": 8, "lr": 1e-3})
+        resume(
+            tmp_path / "run",
+            source,
+            changes={"hidden_size": 64, "tokenizer": "byte", "batch_size": 8, "lr": 1e-3},
+        )
     message = str(e.value)
     assert "--hidden-size 64 (the run has 32)" in message
     assert "--tokenizer 'byte' (the run has 'char')" in message and "--batch-size 8" in message
@@ -246,6 +250,8 @@ def test_repeated_non_finite_steps_stop_training_and_keep_the_checkpoint(tmp_pat
     config = TrainConfig(batch_size=4, bptt=16, device="cpu", max_steps=50, eval_every=4, lr=0.01)
     trainer = Trainer(TextSource.from_text(small_text, "t", "t"), config, TINY, out=tmp_path / "run")
     _poison(trainer, set(range(6, 51)))
-    with pytest.raises(NumericalError, match=r"steps 6-8.*last good checkpoint is .*last.pt \(step 4\).*--lr"):
+    with pytest.raises(
+        NumericalError, match=r"steps 6-8.*last good checkpoint is .*last.pt \(step 4\).*--lr"
+    ):
         trainer.run()
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["train_state"]["step"] == 4

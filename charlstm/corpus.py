@@ -8,6 +8,7 @@ import codecs
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,10 @@ class TextSource:
     def builtin(cls) -> TextSource:
         return cls(BUILTIN_NAME, BUILTIN_STEM, text=builtin_text())
 
+    def size_hint(self) -> int:
+        """About how many characters the text holds (a file's size in bytes)."""
+        return len(self.text) if self.text is not None else self.path.stat().st_size
+
     def sha256(self) -> str:
         """SHA-256 of the file's bytes (or the text's UTF-8): what ``stats.sha256`` will be."""
         if self.text is not None:
@@ -164,6 +169,7 @@ class TextSource:
                         "UTF-8 text (convert UTF-16 files to UTF-8)"
                     )
                 pending = decoder.getstate()[0]
+                replaced = _replacements[0]
                 try:
                     text = decoder.decode(data, final)
                 except UnicodeDecodeError as e:
@@ -174,10 +180,13 @@ class TextSource:
                         "--encoding-errors replace to replace invalid bytes with U+FFFD"
                     ) from None
                 offset += len(data)
+                if _replacements[0] != replaced:  # U+FFFD is 3 bytes, whatever it replaced
+                    stats.bytes += len(text.encode("utf-8", "surrogatepass"))
+                else:  # valid UTF-8 decodes to exactly the bytes it came from
+                    stats.bytes += len(pending) + len(data) - len(decoder.getstate()[0])
                 if text:
                     seen_text = seen_text or not text.isspace()
                     stats.chars += len(text)
-                    stats.bytes += len(text.encode("utf-8", "surrogatepass"))
                     yield text
                 if final:
                     break
@@ -236,9 +245,9 @@ class EncodedText:
 def encode_to_file(source: TextSource, tokenizer, path: str | os.PathLike) -> EncodedText:
     """Encode ``source`` chunk by chunk into ``path`` (raw ids) and memory-map the result.
 
-    Pieces are cut after a newline where there is one (no subword spans a newline, so the ids
-    are those of the whole text); a line longer than a few million characters is cut where the
-    chunk ends. Memory stays bounded by the chunk size, whatever the text's size.
+    Memory stays bounded by the chunk size, whatever the text's size. Char and byte ids are the
+    same however the text is cut; for subwords the text is cut after a newline (no piece spans
+    one, so the ids are those of the whole text), and a line longer than a chunk where it ends.
     """
     path = Path(path)
     dtype = token_dtype(tokenizer.vocab_size)
@@ -246,22 +255,8 @@ def encode_to_file(source: TextSource, tokenizer, path: str | os.PathLike) -> En
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tokens", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            carry = ""
-            for chunk in source.chunks():
-                carry += chunk
-                cut = carry.rfind("\n") + 1
-                if cut == 0:
-                    if len(carry) < _READ_BYTES:
-                        continue
-                    cut = len(carry)
-                ids = tokenizer.encode(carry[:cut]).astype(dtype, copy=False)
-                carry = carry[cut:]
-                f.write(ids.tobytes())
-                count += len(ids)
-                if tokenizer.unk_id is not None:
-                    unknown += int(np.count_nonzero(ids == tokenizer.unk_id))
-            if carry:
-                ids = tokenizer.encode(carry).astype(dtype, copy=False)
+            for piece in _encodable_pieces(source.chunks(), tokenizer.cuts_anywhere):
+                ids = tokenizer.encode(piece).astype(dtype, copy=False)
                 f.write(ids.tobytes())
                 count += len(ids)
                 if tokenizer.unk_id is not None:
@@ -271,6 +266,24 @@ def encode_to_file(source: TextSource, tokenizer, path: str | os.PathLike) -> En
         Path(tmp).unlink(missing_ok=True)
         raise
     return EncodedText(open_tokens(path, dtype, count), source.stats, unknown)
+
+
+def _encodable_pieces(chunks, cuts_anywhere: bool):
+    if cuts_anywhere:
+        yield from chunks
+        return
+    carry = ""
+    for chunk in chunks:
+        carry += chunk
+        cut = carry.rfind("\n") + 1
+        if cut == 0:
+            if len(carry) < _READ_BYTES:
+                continue
+            cut = len(carry)
+        yield carry[:cut]
+        carry = carry[cut:]
+    if carry:
+        yield carry
 
 
 def open_tokens(path: str | os.PathLike, dtype, count: int) -> np.ndarray:
@@ -329,10 +342,27 @@ class Window:
     length: int
 
 
-def windows(num_rows: int, bptt: int) -> list[Window]:
-    """Consecutive ``bptt``-long windows over ``num_rows`` rows; each input row needs the next
-    row as its target, so the windows cover rows ``0 .. num_rows - 2`` as inputs."""
-    return [Window(i, min(bptt, num_rows - 1 - i)) for i in range(0, num_rows - 1, bptt)]
+class Windows(Sequence):
+    """Consecutive ``bptt``-long windows over ``num_rows`` rows, made on demand (a 1 GB corpus has
+    half a million of them). Each input row needs the next row as its target, so the windows
+    cover rows ``0 .. num_rows - 2`` as inputs. Slicing gives the windows from a position on."""
+
+    def __init__(self, num_rows: int, bptt: int, starts: range | None = None):
+        self.num_rows, self.bptt = num_rows, bptt
+        self._starts = range(0, num_rows - 1, bptt) if starts is None else starts
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Windows(self.num_rows, self.bptt, self._starts[index])
+        start = self._starts[index]
+        return Window(start, min(self.bptt, self.num_rows - 1 - start))
+
+
+def windows(num_rows: int, bptt: int) -> Windows:
+    return Windows(num_rows, bptt)
 
 
 def get_window(data, window: Window):

@@ -26,6 +26,9 @@ class Tokenizer(Protocol):
     kind: str
     vocab_size: int
     unk_id: int | None  # id that unknown characters map to, or None when nothing is unknown
+    # True when encode(a + b) == encode(a) + encode(b) for any cut: text can be encoded in
+    # arbitrary pieces. Subword tokenizers are cut after newlines instead.
+    cuts_anywhere: bool
 
     def encode(self, text: str) -> np.ndarray: ...
 
@@ -56,6 +59,7 @@ class CharTokenizer:
     """One id per Unicode character seen in the training text, plus one id for anything else."""
 
     kind = "char"
+    cuts_anywhere = True
 
     def __init__(self, chars: str):
         self.chars = chars
@@ -67,11 +71,13 @@ class CharTokenizer:
     @classmethod
     def train(cls, text) -> CharTokenizer:
         """The characters of ``text``: a string, or an iterable of strings read once."""
-        counts = np.zeros(_UNICODE_SIZE, dtype=np.int64)
+        seen = np.zeros(_UNICODE_SIZE, dtype=bool)
         for chunk in _chunks(text):
-            counts += np.bincount(_code_points(chunk), minlength=_UNICODE_SIZE)
-        code_points = np.flatnonzero(counts)
-        return cls("".join(map(chr, code_points.tolist())))
+            if chunk.isascii():  # the common case: one byte per character, 4x less to scan
+                seen[:128] |= np.bincount(np.frombuffer(chunk.encode("ascii"), np.uint8), minlength=128) > 0
+            else:
+                seen[np.unique(_code_points(chunk))] = True
+        return cls("".join(map(chr, np.flatnonzero(seen).tolist())))
 
     def _table(self) -> np.ndarray:
         if self._lut is None:
@@ -82,10 +88,16 @@ class CharTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         lut = self._table()
+        if self._dtype == np.uint8 and text.isascii():
+            # The common case, at memory speed: ASCII bytes mapped to ids by bytes.translate.
+            return np.frombuffer(text.encode("ascii").translate(lut[:256].tobytes()), np.uint8).copy()
         out = np.empty(len(text), dtype=self._dtype)
         for start in range(0, len(text), _CHUNK_CHARS):
             chunk = text[start : start + _CHUNK_CHARS]
-            out[start : start + len(chunk)] = lut[_code_points(chunk)]
+            if chunk.isascii():  # index with bytes, not 4-byte code points
+                out[start : start + len(chunk)] = lut[:128][np.frombuffer(chunk.encode("ascii"), np.uint8)]
+            else:
+                out[start : start + len(chunk)] = lut[_code_points(chunk)]
         return out
 
     def decode(self, ids) -> str:
@@ -109,6 +121,7 @@ class ByteTokenizer:
     """UTF-8 bytes: 256 ids, nothing is ever unknown."""
 
     kind = "byte"
+    cuts_anywhere = True
     vocab_size = 256
     unk_id = None
 
@@ -130,6 +143,9 @@ class ByteTokenizer:
 _SP_MAX_SENTENCE_BYTES = 8192
 _SP_SENTENCE_CHARS = _SP_MAX_SENTENCE_BYTES // 4
 _SP_MAX_TRAIN_SENTENCES = 2_000_000
+# SentencePiece holds its training text in memory, several times over: a larger text is sampled
+# evenly down to about this many characters (plenty for vocabularies of a few thousand).
+SP_TRAIN_CHARS = 10_000_000
 
 
 def _sp_sentences(text, first: list[str]):
@@ -150,6 +166,16 @@ def _sp_sentences(text, first: list[str]):
     yield from _sp_pieces(carry)
 
 
+def _even_sample(sentences, fraction: float):
+    """About ``fraction`` of the characters, spread evenly over the whole text."""
+    credit = 0.0
+    for sentence in sentences:
+        credit += len(sentence) * fraction
+        if credit >= len(sentence):
+            credit -= len(sentence)
+            yield sentence
+
+
 def _sp_pieces(line: str):
     for start in range(0, len(line), _SP_SENTENCE_CHARS):
         piece = line[start : start + _SP_SENTENCE_CHARS]
@@ -166,6 +192,7 @@ class SentencePieceTokenizer:
     """
 
     unk_id = None
+    cuts_anywhere = False
 
     def __init__(self, model_proto: bytes, kind: str):
         import sentencepiece as spm
@@ -177,8 +204,9 @@ class SentencePieceTokenizer:
         self._dtype = _id_dtype(self.vocab_size)
 
     @classmethod
-    def train(cls, text, kind: str, vocab_size: int) -> SentencePieceTokenizer:
-        """Train on ``text``: a string, or an iterable of strings read once."""
+    def train(cls, text, kind: str, vocab_size: int, size_hint: int | None = None) -> SentencePieceTokenizer:
+        """Train on ``text``: a string, or an iterable of strings read once. ``size_hint`` (about
+        how many characters it holds) lets a large text be sampled evenly."""
         import sentencepiece as spm
 
         if kind not in ("bpe", "unigram"):
@@ -186,6 +214,8 @@ class SentencePieceTokenizer:
         model = io.BytesIO()
         first: list[str] = []
         sentences = _sp_sentences(text, first)
+        if size_hint and size_hint > SP_TRAIN_CHARS:
+            sentences = _even_sample(sentences, SP_TRAIN_CHARS / size_hint)
         head = list(itertools.islice(sentences, 1000))  # enough to see the alphabet's size
         failed: list[Exception] = []
 
@@ -286,7 +316,7 @@ def _sentencepiece_error(message: str, vocab_size: int) -> Exception:
     return DataError(f"SentencePiece could not train on this text: {message.splitlines()[-1]}")
 
 
-def train_tokenizer(kind: str, text, vocab_size: int = 512) -> Tokenizer:
+def train_tokenizer(kind: str, text, vocab_size: int = 512, size_hint: int | None = None) -> Tokenizer:
     """Build the tokenizer named by ``--tokenizer`` from the training text (a string, or an
     iterable of strings read once, so a file need not be in memory)."""
     if kind == "char":
@@ -295,7 +325,7 @@ def train_tokenizer(kind: str, text, vocab_size: int = 512) -> Tokenizer:
         for _ in [] if isinstance(text, str) else text:  # read it all: the same checks as the others
             pass
         return ByteTokenizer()
-    return SentencePieceTokenizer.train(text, kind, vocab_size)
+    return SentencePieceTokenizer.train(text, kind, vocab_size, size_hint)
 
 
 def tokenizer_from_state(state: dict) -> Tokenizer:

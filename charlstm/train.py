@@ -227,7 +227,9 @@ class Trainer:
 
         if resume_from is None:
             # Pass 1 over the text: train the tokenizer, check every byte. Nothing is written yet.
-            self.tokenizer = train_tokenizer(config.tokenizer, source.chunks(), config.vocab_size)
+            self.tokenizer = train_tokenizer(
+                config.tokenizer, source.chunks(), config.vocab_size, size_hint=source.size_hint()
+            )
             self.run_dir, created = prepare_run_dir(out, source.stem)
         else:
             self.tokenizer = tokenizer_from_state(resume_from["tokenizer"])

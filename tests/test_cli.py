@@ -319,3 +319,14 @@ def test_disk_full_while_training_is_one_clear_error(tmp_path, text_file):
     assert "the previous checkpoint there is kept" in error[0]
     assert (run_dir / "last.pt").read_bytes() == before
     assert not list(run_dir.glob(".tmp-*")) and all(p.stat().st_size > 0 for p in run_dir.iterdir())
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
+def test_one_long_line_without_newlines_trains(tmp_path, small_text, tokenizer):
+    path = tmp_path / "line.txt"
+    path.write_text((small_text.replace("\n", " ") * 10)[:200_000])  # one 200 KB line
+    args = ["--out", tmp_path / "run", "--tokenizer", tokenizer, "--vocab-size", "400", *TINY_MODEL]
+    result = charlstm("train", path, *args, "--max-steps", "3")
+    assert result.returncode == 0, result.stderr
+    evaluated = charlstm("eval", tmp_path / "run", path, "--json")
+    assert json.loads(evaluated.stdout)["bytes"] == path.stat().st_size

@@ -131,3 +131,16 @@ def test_tokenizers_train_from_chunks_as_from_the_whole(small_text):
     a = train_tokenizer("bpe", iter(chunks), vocab_size=400)
     b = train_tokenizer("bpe", small_text, vocab_size=400)
     assert a.encode(small_text).tolist() == b.encode(small_text).tolist()
+
+
+def test_sentencepiece_samples_a_large_text_evenly(small_text, monkeypatch):
+    from charlstm import tokenizers
+
+    seen = []
+    monkeypatch.setattr(tokenizers, "SP_TRAIN_CHARS", 5_000)
+    real = tokenizers._even_sample
+    monkeypatch.setattr(tokenizers, "_even_sample", lambda s, f: (seen.append(x) or x for x in real(s, f)))
+    tok = train_tokenizer("bpe", small_text, vocab_size=360, size_hint=len(small_text))
+    assert 4_000 < sum(map(len, seen)) < 6_000  # about the budget, from all over the text
+    assert small_text.rfind(seen[-1]) > 0.8 * len(small_text) and small_text.find(seen[0]) < 2000
+    assert tok.decode(tok.encode(small_text)) == small_text

@@ -255,3 +255,21 @@ def test_repeated_non_finite_steps_stop_training_and_keep_the_checkpoint(tmp_pat
     ):
         trainer.run()
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["train_state"]["step"] == 4
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_resume_never_continues_from_a_damaged_checkpoint(tmp_path, small_text, damage):
+    from charlstm.errors import CheckpointError
+
+    run(tmp_path, small_text, max_steps=3)
+    last = tmp_path / "run" / "last.pt"
+    data = bytearray(last.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:  # flip bytes inside the stored weights, where only the checksum can tell
+        at = data.find(b"model/data/") + 200
+        data[at : at + 8] = bytes(b ^ 0xFF for b in data[at : at + 8])
+    last.write_bytes(bytes(data))
+    source = TextSource.from_text(small_text, "small", "small")
+    with pytest.raises(CheckpointError, match="truncated|corrupt|checksum"):
+        resume(tmp_path / "run", source, changes={"max_steps": 6})

@@ -27,7 +27,7 @@ import torch
 
 from charlstm.config import ModelConfig
 from charlstm.errors import CheckpointError
-from charlstm.model import LSTMLanguageModel
+from charlstm.model import LSTMLanguageModel, upgrade_state_dict
 from charlstm.tokenizers import tokenizer_from_state
 
 FORMAT = "charlstm"
@@ -158,7 +158,7 @@ def model_from_checkpoint(payload: dict, device: str | torch.device = "cpu", pat
             f"{path}: the checkpoint's model or tokenizer settings are invalid ({e})"
         ) from None
     model = LSTMLanguageModel(config)
-    state = payload["model"]
+    state = upgrade_state_dict(payload["model"])
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]

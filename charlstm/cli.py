@@ -85,7 +85,7 @@ def cli() -> None:
 
 # ---------------------------------------------------------------------------------------- train
 
-_MODEL_FIELDS = ("embedding_dim", "hidden_size", "num_layers", "dropout", "tie_weights")
+_MODEL_FIELDS = ("cell", "embedding_dim", "hidden_size", "num_layers", "dropout", "tie_weights")
 
 
 def _opt(cls, name: str, help: str, **kwargs):
@@ -109,6 +109,12 @@ def _opt(cls, name: str, help: str, **kwargs):
 @_opt(TrainConfig, "tokenizer", "Token unit.", type=click.Choice(["char", "byte", "bpe", "unigram"]))
 @_opt(TrainConfig, "vocab_size", "Vocabulary size for bpe/unigram.", type=int)
 @_opt(TrainConfig, "val_fraction", "Last fraction of the text held out for validation.", type=float)
+@_opt(
+    ModelConfig,
+    "cell",
+    "Recurrent cell: LSTM, or GRU / tanh RNN for comparison.",
+    type=click.Choice(["lstm", "gru", "rnn"]),
+)
 @_opt(ModelConfig, "embedding_dim", "Embedding size.", type=int)
 @_opt(ModelConfig, "hidden_size", "LSTM units per layer.", type=int)
 @_opt(ModelConfig, "num_layers", "Stacked LSTM layers.", type=int)

@@ -17,12 +17,13 @@ TOKENIZERS = ("char", "byte", "bpe", "unigram")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CELLS = ("lstm", "gru", "rnn")
 ENCODING_ERRORS = ("strict", "replace")
 
 # Settings a resumed run must keep: they fix the model's shape, the tokens or the order of the
 # data. Everything else (--lr, --max-steps, --dropout, --device, ...) may change on --resume.
 FIXED_ON_RESUME = {
-    "model": ("embedding_dim", "hidden_size", "num_layers", "tie_weights"),
+    "model": ("cell", "embedding_dim", "hidden_size", "num_layers", "tie_weights"),
     "train": ("tokenizer", "vocab_size", "val_fraction", "batch_size", "bptt", "seed", "encoding_errors"),
 }
 
@@ -67,9 +68,11 @@ class ModelConfig(_Serializable):
     num_layers: int = 2
     dropout: float = 0.1
     tie_weights: bool = False
+    cell: str = "lstm"  # "gru" and "rnn" (tanh) for comparison
 
     def __post_init__(self) -> None:
         c = _Checks()
+        c.require(self.cell in CELLS, "cell", f"must be one of {', '.join(CELLS)}")
         c.require(self.vocab_size >= 2, "vocab_size", f"must be at least 2 (got {self.vocab_size})")
         c.require(self.embedding_dim >= 1, "embedding_dim", f"must be at least 1 (got {self.embedding_dim})")
         c.require(self.hidden_size >= 1, "hidden_size", f"must be at least 1 (got {self.hidden_size})")

@@ -1,4 +1,4 @@
-"""The LSTM language model: embedding -> stacked LSTM -> dropout -> projection to the vocabulary.
+"""The language model: embedding -> stacked LSTM (or GRU, or tanh RNN) -> dropout -> projection.
 
 Training uses the fused ``nn.LSTM`` (oneDNN on CPU, cuDNN on GPU); each layer computes
 
@@ -6,6 +6,9 @@ Training uses the fused ``nn.LSTM`` (oneDNN on CPU, cuDNN on GPU); each layer co
     g       = tanh(W_g [h_{t-1}, x_t] + b_g)    candidate cell values
     c_t     = f * c_{t-1} + i * g               the additive cell path
     h_t     = o * tanh(c_t)
+
+``--cell gru`` and ``--cell rnn`` swap in ``nn.GRU`` / ``nn.RNN`` (tanh) for comparison;
+``charlstm.cells`` writes all three out step by step.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from torch import nn
 from charlstm.config import ModelConfig
 from charlstm.errors import ConfigError
 
-State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden_size)
+# (h, c) for the LSTM, (h,) for the GRU and RNN; each (num_layers, B, hidden_size)
+State = tuple[torch.Tensor, ...]
+RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 def select_device(name: str) -> torch.device:
@@ -87,7 +92,7 @@ class LSTMLanguageModel(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim)
-        self.lstm = nn.LSTM(
+        self.rnn = RNN_CLASSES[config.cell](
             config.embedding_dim,
             config.hidden_size,
             num_layers=config.num_layers,
@@ -107,8 +112,8 @@ class LSTMLanguageModel(nn.Module):
             bound = self.config.hidden_size**-0.5
             nn.init.uniform_(self.embedding.weight, -bound, bound)
         nn.init.zeros_(self.head.bias)
-        for name, param in self.lstm.named_parameters():
-            if name.startswith("bias"):
+        for name, param in self.rnn.named_parameters():
+            if name.startswith("bias") and self.config.cell == "lstm":
                 # A forget-gate bias of 1 (0.5 in each of the layer's two bias vectors) keeps the
                 # cell path open early in training. PyTorch orders the gates (i, f, g, o).
                 nn.init.zeros_(param)
@@ -122,44 +127,59 @@ class LSTMLanguageModel(nn.Module):
         """A zero hidden state on the model's device and dtype."""
         weight = self.head.weight
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
-        return (weight.new_zeros(shape), weight.new_zeros(shape))
+        return tuple(weight.new_zeros(shape) for _ in range(2 if self.config.cell == "lstm" else 1))
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """``ids`` (T, B) token ids -> logits (T, B, vocab_size) and the state after the last step."""
         x = self.embedding(ids)  # (T, B, embedding_dim)
-        out, state = self.lstm(x, state)  # (T, B, hidden_size)
+        lstm = self.config.cell == "lstm"
+        if state is not None and not lstm:
+            state = state[0]  # nn.GRU / nn.RNN take h alone
+        out, state = self.rnn(x, state)  # (T, B, hidden_size)
         logits = self.head(self.dropout(out))  # (T, B, vocab_size)
-        return logits, state
+        return logits, (state if lstm else (state,))
 
 
 def detach_state(state: State) -> State:
     """Cut the graph at the window boundary: keep the values, stop gradients flowing further back."""
-    return (state[0].detach(), state[1].detach())
+    return tuple(t.detach() for t in state)
+
+
+def upgrade_state_dict(state: dict) -> dict:
+    """Weights saved before the cell type was a setting named the layer ``lstm``; it is ``rnn`` now."""
+    return {("rnn." + k[5:] if k.startswith("lstm.") else k): v for k, v in state.items()}
 
 
 class TokenStepper:
-    """Runs the model one token at a time for generation, without ``nn.LSTM``'s per-call cost.
+    """Runs the model one token at a time for generation, without the fused layer's per-call cost.
 
     The fused layer is fastest over long sequences; at one token per call its fixed cost dominates
     (on a 2-core CPU a 2 x 512 ``nn.LSTM`` manages a few hundred calls a second). This computes
-    the same equations as ``nn.LSTM`` with one matrix product per layer, on weights laid out once:
+    the same equations with one matrix product per layer, on weights laid out once. For the LSTM:
 
         gates = [x, h_{t-1}] @ [W_ih; W_hh]^T + (b_ih + b_hh)     (B, 4H), in the order i, f, g, o
         c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
         h_t = sigmoid(o) * tanh(c_t)
 
-    Inference only (no dropout). Build it again if the weights change.
+    (the GRU keeps its two products apart: its reset gate scales only the recurrent part of the
+    candidate). Inference only (no dropout). Build it again if the weights change.
     """
 
     def __init__(self, model: LSTMLanguageModel):
-        lstm = model.lstm
+        rnn = model.rnn
+        self.cell = model.config.cell
         self.embedding = model.embedding.weight.detach()  # (V, E)
         self.layers = []
         for layer in range(model.config.num_layers):
-            w_ih = getattr(lstm, f"weight_ih_l{layer}").detach()  # (4H, in)
-            w_hh = getattr(lstm, f"weight_hh_l{layer}").detach()  # (4H, H)
-            bias = (getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")).detach()
-            self.layers.append((torch.cat([w_ih, w_hh], dim=1).t().contiguous(), bias))  # (in+H, 4H)
+            w_ih = getattr(rnn, f"weight_ih_l{layer}").detach()  # (G*H, in)
+            w_hh = getattr(rnn, f"weight_hh_l{layer}").detach()  # (G*H, H)
+            b_ih = getattr(rnn, f"bias_ih_l{layer}").detach()
+            b_hh = getattr(rnn, f"bias_hh_l{layer}").detach()
+            if self.cell == "gru":
+                self.layers.append((w_ih.t().contiguous(), b_ih, w_hh.t().contiguous(), b_hh))
+            else:
+                weight = torch.cat([w_ih, w_hh], dim=1).t().contiguous()  # (in + H, G*H)
+                self.layers.append((weight, b_ih + b_hh))
         self.head_weight = model.head.weight.detach().t().contiguous()  # (H, V)
         self.head_bias = model.head.bias.detach()
 
@@ -167,12 +187,25 @@ class TokenStepper:
         """``ids`` (B,) -> logits (B, V) and the next state."""
         x = self.embedding[ids]  # (B, E)
         hs, cs = [], []
-        for layer, (weight, bias) in enumerate(self.layers):
-            gates = torch.addmm(bias, torch.cat([x, state[0][layer]], dim=1), weight)  # (B, 4H)
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.sigmoid(f) * state[1][layer] + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
-            x = torch.sigmoid(o) * torch.tanh(c)  # (B, H)
+        for layer, weights in enumerate(self.layers):
+            h = state[0][layer]  # (B, H)
+            if self.cell == "lstm":
+                weight, bias = weights
+                gates = torch.addmm(bias, torch.cat([x, h], dim=1), weight)  # (B, 4H)
+                i, f, g, o = gates.chunk(4, dim=1)
+                c = torch.sigmoid(f) * state[1][layer] + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
+                x = torch.sigmoid(o) * torch.tanh(c)  # (B, H)
+                cs.append(c)
+            elif self.cell == "gru":
+                w_ih, b_ih, w_hh, b_hh = weights
+                xr, xz, xn = torch.addmm(b_ih, x, w_ih).chunk(3, dim=1)  # (B, H) each
+                hr, hz, hn = torch.addmm(b_hh, h, w_hh).chunk(3, dim=1)
+                r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+                n = torch.tanh(xn + r * hn)
+                x = (1 - z) * n + z * h
+            else:
+                weight, bias = weights
+                x = torch.tanh(torch.addmm(bias, torch.cat([x, h], dim=1), weight))
             hs.append(x)
-            cs.append(c)
         logits = torch.addmm(self.head_bias, x, self.head_weight)  # (B, V)
-        return logits, (torch.stack(hs), torch.stack(cs))
+        return logits, (torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),)

@@ -37,7 +37,13 @@ from charlstm.corpus import (
 )
 from charlstm.errors import CheckpointError, ConfigError, DataError, NumericalError, RunDirectoryError
 from charlstm.evaluate import stream_loss
-from charlstm.model import LSTMLanguageModel, detach_state, resolve_precision, select_device
+from charlstm.model import (
+    LSTMLanguageModel,
+    detach_state,
+    resolve_precision,
+    select_device,
+    upgrade_state_dict,
+)
 from charlstm.tokenizers import Tokenizer, tokenizer_from_state, train_tokenizer
 
 RUN_FILES = ("config.json", "metrics.jsonl", BEST, LAST)
@@ -388,7 +394,7 @@ class Trainer:
         return cls(source, config, model_options, events=events, resume_from=payload, run_dir=run_dir)
 
     def _restore(self, payload: dict) -> None:
-        self.model.load_state_dict(payload["model"])
+        self.model.load_state_dict(upgrade_state_dict(payload["model"]))
         self.optimizer.load_state_dict(payload["optimizer"])
         # Settings that may change on resume win over the saved optimizer's.
         self.optimizer.param_groups[0]["weight_decay"] = self.config.weight_decay

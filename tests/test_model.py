@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from charlstm.config import ModelConfig
@@ -52,22 +53,44 @@ def test_init_state_follows_device_and_dtype():
     assert h.dtype == torch.float64 and h.abs().sum() == 0
 
 
-def test_token_stepper_matches_the_fused_layer_over_a_long_sequence():
-    model = tiny(num_layers=3).eval()
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_token_stepper_matches_the_fused_layer_over_a_long_sequence(cell):
+    model = tiny(num_layers=3, cell=cell).eval()
     ids = torch.randint(0, 11, (300, 2))
     with torch.no_grad():
-        full, (h_full, c_full) = model(ids)
+        full, final = model(ids)
         step = TokenStepper(model)
         state = model.init_state(2)
         for t in range(300):
             logits, state = step(ids[t], state)
             assert torch.allclose(logits, full[t], atol=1e-5)
-    assert torch.allclose(state[0], h_full, atol=1e-5) and torch.allclose(state[1], c_full, atol=1e-5)
+    assert len(state) == len(final) == (2 if cell == "lstm" else 1)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(state, final))
+
+
+@pytest.mark.parametrize("cell, layer_class", [("gru", torch.nn.GRU), ("rnn", torch.nn.RNN)])
+def test_other_cells_carry_a_one_tensor_state(cell, layer_class):
+    model = tiny(cell=cell).eval()
+    assert type(model.rnn) is layer_class
+    assert cell != "rnn" or model.rnn.nonlinearity == "tanh"
+    ids = torch.randint(0, 11, (5, 3))
+    logits, state = model(ids, model.init_state(3))
+    assert logits.shape == (5, 3, 11) and len(state) == 1 and state[0].shape == (2, 3, 12)
+    _, first = model(ids[:2])
+    rest, _ = model(ids[2:], detach_state(first))  # carried across a window boundary
+    assert torch.allclose(rest, logits[2:], atol=1e-6)
+
+
+def test_weights_saved_under_the_old_layer_name_still_load():
+    from charlstm.model import upgrade_state_dict
+
+    model = tiny()
+    old = {k.replace("rnn.", "lstm.", 1): v for k, v in model.state_dict().items()}
+    assert any(k.startswith("lstm.") for k in old)
+    tiny().load_state_dict(upgrade_state_dict(old))
 
 
 def test_precision_auto_follows_the_cpu(monkeypatch):
-    import pytest
-
     import charlstm.model as m
     from charlstm.errors import ConfigError
 

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from charlstm.cells import GATES, QUANTITIES, layer_gates, lstm_step, trace
+from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+from charlstm.config import ModelConfig
+from charlstm.model import LSTMLanguageModel
+
+
+def test_reference_lstm_reproduces_a_trained_fused_layer(tiny_run, small_text):
+    model, tokenizer = model_from_checkpoint(load_checkpoint(tiny_run))
+    model.eval()
+    ids = torch.from_numpy(tokenizer.encode(small_text[:1500]).astype("int64"))  # 1,500 steps
+    with torch.no_grad():
+        logits, (h, c) = model(ids.view(-1, 1))
+    seen = trace(model, ids)
+    assert torch.allclose(seen.logits, logits[:, 0], atol=1e-4)
+    assert torch.allclose(seen.layers[-1]["hidden"][-1], h[-1, 0], atol=1e-5)
+    assert torch.allclose(seen.layers[-1]["cell"][-1], c[-1, 0], atol=1e-5)
+    # The gates are probabilities, and the cell obeys c_t = f * c_{t-1} + i * g at every step.
+    layer = seen.layers[0]
+    for gate in GATES["lstm"]:
+        assert 0 <= layer[gate].min() and layer[gate].max() <= 1
+    c_prev = torch.cat([torch.zeros(1, layer["cell"].shape[1]), layer["cell"][:-1]])
+    assert torch.allclose(layer["cell"], layer["forget"] * c_prev + layer["input"] * layer["candidate"], atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_reference_gru_and_rnn_reproduce_the_fused_layers(cell):
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(ModelConfig(30, 8, 24, 2, dropout=0.0, cell=cell)).eval()
+    ids = torch.randint(0, 30, (1000,))
+    with torch.no_grad():
+        logits, (h,) = model(ids.view(-1, 1))
+    seen = trace(model, ids)
+    assert set(seen.layers[0]) == set(QUANTITIES[cell])
+    assert torch.allclose(seen.logits, logits[:, 0], atol=1e-4)
+    assert torch.allclose(seen.layers[1]["hidden"][-1], h[1, 0], atol=1e-5)
+
+
+def test_lstm_step_is_the_written_equations():
+    """A hand-made one-unit LSTM: forget gate open, input shut: the cell keeps its value."""
+    lstm = torch.nn.LSTM(1, 1)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.zero_()
+        lstm.bias_ih_l0.copy_(torch.tensor([-20.0, 20.0, 0.0, 20.0]))  # i shut, f open, g, o open
+    gates = layer_gates(lstm, 0, ("input", "forget", "candidate", "output"))
+    h, c, seen = lstm_step(torch.ones(1, 1), torch.zeros(1, 1), torch.full((1, 1), 0.7), gates)
+    assert torch.allclose(c, torch.tensor([[0.7]]), atol=1e-6)  # c_t = 1 * 0.7 + 0 * g
+    assert torch.allclose(h, torch.tanh(torch.tensor([[0.7]])), atol=1e-6)  # h_t = 1 * tanh(c_t)
+    assert seen["forget"].item() > 0.999 and seen["input"].item() < 1e-6

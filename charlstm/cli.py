@@ -174,20 +174,29 @@ def train(file: str | None, out: str | None, resume: str | None, **options) -> N
         with _TrainProgress() as progress:
             result = run_training(source, config, model_options, out=out, events=progress)
     if result.stopped_by in EXIT_SIGNAL:
-        click.echo(
-            f"stopped by {result.stopped_by}: checkpoint saved to {result.last_path}; "
-            f"continue with: charlstm train --resume {result.run_dir}; "
-            f"try it with: charlstm sample {result.run_dir}",
-            err=True,
-        )
+        if _is_main_process():
+            click.echo(
+                f"stopped by {result.stopped_by}: checkpoint saved to {result.last_path}; "
+                f"continue with: charlstm train --resume {result.run_dir}; "
+                f"try it with: charlstm sample {result.run_dir}",
+                err=True,
+            )
         sys.exit(EXIT_SIGNAL[result.stopped_by])
+
+
+def _is_main_process() -> bool:
+    """False in the torchrun processes other than rank 0: they train but print nothing."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _text_source(file: str | None, encoding_errors: str = "strict"):
     from charlstm.corpus import BUILTIN_NAME, TextSource
 
     if file is None:
-        click.echo(f"No FILE given: training on the built-in corpus, {BUILTIN_NAME}.", err=True)
+        if _is_main_process():
+            click.echo(f"No FILE given: training on the built-in corpus, {BUILTIN_NAME}.", err=True)
         return TextSource.builtin()
     return TextSource.from_file(file, encoding_errors)
 
@@ -226,6 +235,11 @@ class _TrainProgress:
             )
             + f"  {info['steps_per_epoch']:,} steps per epoch"
         )
+        if info.get("world_size", 1) > 1:
+            self.console.print(
+                f"data parallel: {info['world_size']} processes ({info['backend']}) x batch "
+                f"{info['global_batch'] // info['world_size']} = global batch {info['global_batch']} streams"
+            )
         if info.get("replacements"):
             self.console.print(f"invalid UTF-8: {info['replacements']:,} byte sequences replaced by U+FFFD")
         if info.get("resumed_from_step") is not None:
@@ -430,6 +444,257 @@ def _print_report(report, file: str) -> None:
     if report.replacements:
         table.add_row("invalid UTF-8 replaced", f"{report.replacements:,}")
     Console(highlight=False).print(table)
+
+
+# -------------------------------------------------------------------------------------- inspect
+
+_QUANTITY_CHOICES = ["cell", "hidden", "forget", "input", "output", "candidate", "update", "reset"]
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("file", required=False, type=click.Path())
+@click.option("--text", help="The text to run the model over (instead of FILE).")
+@click.option(
+    "--max-chars", default=2000, show_default=True, type=click.IntRange(1), help="Read this much of FILE."
+)
+@click.option(
+    "--show",
+    "quantity",
+    type=click.Choice(_QUANTITY_CHOICES),
+    help="What to search and colour by  [default: cell for an LSTM, hidden otherwise]",
+)
+@click.option("--layer", type=click.IntRange(1), help="Only this layer (1 = the first).")
+@click.option(
+    "--unit", type=click.IntRange(0), help="Show this unit instead of searching for interpretable ones."
+)
+@click.option(
+    "--at", type=click.IntRange(0), help="Token index for the top-5 predictions  [default: the last]"
+)
+@click.option(
+    "--html", "html_out", type=click.Path(dir_okay=False), help="Also write the pictures to this page."
+)
+def inspect(checkpoint, file, text, max_chars, quantity, layer, unit, at, html_out) -> None:
+    """See inside a model: activations over a text, interpretable units, gates and predictions.
+
+    \b
+      charlstm inspect checkpoints/my_text --text 'He said "yes" (twice).'
+      charlstm inspect checkpoints/my_text notes.txt --show forget --layer 2 --unit 17
+      charlstm inspect checkpoints/my_text notes.txt --html inside.html
+    """
+    from pathlib import Path
+
+    if (text is None) == (file is None):
+        raise click.UsageError("give FILE or --text (one of them)")
+    if html_out is not None and Path(html_out).exists():
+        raise CharlstmError(f"--html {html_out}: already exists; choose another name or remove it first")
+    from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    model, tokenizer = model_from_checkpoint(payload, "cpu", checkpoint)
+    config = model.config
+    from charlstm.cells import QUANTITIES
+
+    problems = []
+    if quantity is not None and quantity not in QUANTITIES[config.cell]:
+        problems.append(f"--show {quantity}: a {config.cell} has {', '.join(QUANTITIES[config.cell])}")
+    if layer is not None and layer > config.num_layers:
+        problems.append(f"--layer {layer}: the model has {config.num_layers} layers")
+    if unit is not None and unit >= config.hidden_size:
+        problems.append(f"--unit {unit}: layers have units 0-{config.hidden_size - 1}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if text is None:
+        from charlstm.corpus import TextSource
+
+        text = ""
+        for chunk in TextSource.from_file(file).chunks():
+            text += chunk[: max_chars - len(text)]
+            if len(text) >= max_chars:
+                break
+    if tokenizer.kind == "char":
+        unknown = tokenizer.unknown_chars(text)
+        if unknown:
+            click.echo(
+                f"note: {len(unknown)} characters not in the model's vocabulary are read as unknown", err=True
+            )
+    if len(tokenizer.encode(text)) < 2:
+        raise CharlstmError("the text is too short to inspect: give at least 2 tokens")
+    n_tokens = len(tokenizer.encode(text))
+    if at is not None and at >= n_tokens:
+        raise ConfigError(f"--at {at}: the text has tokens 0-{n_tokens - 1}")
+
+    from charlstm.inspection import inspect_text, to_html
+
+    report = inspect_text(model, tokenizer, text, quantity, None if layer is None else layer - 1, unit, at)
+    _print_inspection(report, config)
+    if html_out is not None:
+        import os
+
+        tmp = Path(html_out).with_name(".tmp-" + Path(html_out).name)
+        tmp.write_text(to_html(report, f"charlstm inspect {checkpoint}"), encoding="utf-8")
+        os.replace(tmp, html_out)
+        click.echo(f"wrote {html_out}", err=True)
+
+
+def _print_inspection(report, config) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from charlstm.inspection import OPEN, SHUT, colour, describe_saturation, scale_of, visible
+
+    console = Console(highlight=False)
+    console.print(
+        f"[bold]{config.cell.upper()}[/], {config.num_layers} x {config.hidden_size}, "
+        f"{len(report.pieces):,} tokens. Background: the unit's value after each character "
+        "(red positive, blue negative, white zero)."
+    )
+    for unit in report.units:
+        scale = scale_of(unit.values)
+        line = Text()
+        for piece, value in zip(report.pieces, unit.values.tolist()):
+            r, g, b = colour(value, scale)
+            line.append(visible(piece), style=f"black on rgb({r},{g},{b})")
+        console.rule(unit.label)
+        console.print(line)
+    if report.skipped_features:
+        console.print(f"not searched (constant in this text): {', '.join(report.skipped_features)}")
+    if report.gate_stats:
+        table = Table(title="gate saturation", title_justify="left")
+        for column in (
+            "layer",
+            "gate",
+            f"open > {OPEN}",
+            f"shut < {SHUT}",
+            "units mostly open",
+            "units mostly shut",
+        ):
+            table.add_column(column, justify="right")
+        for s in report.gate_stats:
+            table.add_row(
+                str(s.layer + 1),
+                s.gate,
+                f"{s.open_fraction:.1%}",
+                f"{s.shut_fraction:.1%}",
+                f"{s.units_mostly_open}/{s.units}",
+                f"{s.units_mostly_shut}/{s.units}",
+            )
+        console.print(table)
+        if sentence := describe_saturation(report.gate_stats):
+            console.print(sentence)
+    p = report.prediction
+    table = Table()
+    table.add_column("token")
+    table.add_column("probability", justify="right")
+    for piece, prob in p.top:
+        table.add_row(repr(piece), f"{prob:.3f}")
+    console.print(f"top {len(p.top)} next tokens after token {p.position}:")
+    console.print(Text("..." + visible(p.context[-60:])))
+    console.print(table)
+    if p.actual is not None:
+        console.print(f"the text goes on with {p.actual!r}")
+
+
+# ----------------------------------------------------------------------------------- experiment
+
+
+@cli.group()
+def experiment() -> None:
+    """Experiments on how recurrent cells behave (see the README's long-range section)."""
+
+
+@experiment.command("long-range")
+@click.option(
+    "--quick", is_flag=True, help="Seconds, not minutes: distances 10 and 30, few steps, tiny models."
+)
+@click.option("--distances", help="Comma-separated distances  [default: 10,30,100,300,1000]")
+@click.option("--steps", type=click.IntRange(1), help="Training steps per model  [default: 500]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--png", type=click.Path(dir_okay=False), help="Also plot to this PNG (needs matplotlib).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
+def long_range(quick: bool, distances: str | None, steps: int | None, seed: int, png, json_out) -> None:
+    """Can LSTM, GRU and tanh-RNN models recall a symbol seen d steps ago? And how fast do their
+    gradients vanish with distance?
+
+    Trains one small model per cell and distance (equal parameter budgets, equal steps) on a
+    synthetic recall task and reports accuracy per distance, then ||dloss/dh(T-k)|| against k.
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from charlstm.experiment import ExperimentConfig, plot, run_long_range
+
+    config = ExperimentConfig.quick() if quick else ExperimentConfig()
+    changes: dict = {"seed": seed}
+    if distances:
+        try:
+            changes["distances"] = tuple(sorted({int(d) for d in distances.split(",")}))
+        except ValueError:
+            raise ConfigError(f"--distances {distances}: give whole numbers separated by commas") from None
+        if min(changes["distances"]) < 1:
+            raise ConfigError("--distances must be at least 1")
+    if steps:
+        changes["steps"] = steps
+    config = dataclasses.replace(config, **changes)
+    for path in (png, json_out):
+        if path is not None and Path(path).exists():
+            raise CharlstmError(f"{path}: already exists; choose another name or remove it first")
+    console = _stderr_console()
+    console.print(
+        f"long-range recall: distances {', '.join(map(str, config.distances))}; {config.steps} steps "
+        f"of batch {config.batch_size} per model; chance = {1 / config.num_symbols:.1%}"
+    )
+    report = run_long_range(config, progress=lambda message: console.print("  " + message))
+    _print_long_range(report)
+    if json_out is not None:
+        import json
+
+        Path(json_out).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        click.echo(f"wrote {json_out}", err=True)
+    if png is not None:
+        if plot(report, png):
+            click.echo(f"wrote {png}", err=True)
+        else:
+            click.echo(
+                f"--png {png}: matplotlib is not installed (pip install matplotlib); tables only", err=True
+            )
+
+
+def _print_long_range(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    config = report.config
+    table = Table(title="recall accuracy by distance d (held-out sequences)", title_justify="left")
+    table.add_column("model")
+    table.add_column("hidden", justify="right")
+    table.add_column("parameters", justify="right")
+    for d in config.distances:
+        table.add_column(f"d={d}", justify="right")
+    for label, _, _ in config.variants():
+        rows = [r for r in report.results if r.model == label]
+        table.add_row(
+            label,
+            str(rows[0].hidden_size),
+            f"{rows[0].parameters:,}",
+            *(f"{report.accuracy(label, d):.0%}" for d in config.distances),
+        )
+    console.print(table)
+    ks = sorted({k for norms in report.gradient_norms.values() for k, _ in norms})
+    table = Table(
+        title=f"mean ||dloss/dh(T-k)||: models trained at d={report.gradient_trained_at}, "
+        f"sequences of d={report.gradient_distance}",
+        title_justify="left",
+    )
+    table.add_column("k", justify="right")
+    by_label = {label: dict(norms) for label, norms in report.gradient_norms.items()}
+    for label in by_label:
+        table.add_column(label.replace("LSTM, forget bias", "LSTM fb"), justify="right")
+    for k in ks:
+        table.add_row(str(k), *(f"{norms[k]:.1e}" if k in norms else "" for norms in by_label.values()))
+    console.print(table)
 
 
 # ----------------------------------------------------------------------------------------- demo

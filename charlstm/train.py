@@ -35,7 +35,15 @@ from charlstm.corpus import (
     token_dtype,
     windows,
 )
-from charlstm.errors import CheckpointError, ConfigError, DataError, NumericalError, RunDirectoryError
+from charlstm.distributed import device_for, from_environment, shutdown
+from charlstm.errors import (
+    CharlstmError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NumericalError,
+    RunDirectoryError,
+)
 from charlstm.evaluate import stream_loss
 from charlstm.model import (
     LSTMLanguageModel,
@@ -49,6 +57,7 @@ from charlstm.tokenizers import Tokenizer, tokenizer_from_state, train_tokenizer
 RUN_FILES = ("config.json", "metrics.jsonl", BEST, LAST)
 TOKENS, TOKENS_META = "tokens.bin", "tokens.json"  # the memory-mapped token cache of a run
 MAX_BAD_STEPS = 3  # non-finite steps in a row before training gives up
+_STOP_REASONS = ("epochs", "max_steps", "max_time", "SIGINT", "SIGTERM")  # in order of precedence
 
 
 @dataclass
@@ -224,37 +233,53 @@ class Trainer:
     ):
         self.source = source
         self.config = config
-        self.events = events or TrainingEvents()
-        self.device = select_device(config.device)
+        # Under torchrun: one process per device, each training on its own shard of the text.
+        self.dist = from_environment(config.device)
+        self.events = (events or TrainingEvents()) if self.dist.is_main else TrainingEvents()
+        self.device = device_for(self.dist, select_device(config.device))
         self.amp_dtype, precision = resolve_precision(config.precision, self.device)
         # fp16 needs its loss scaled so small gradients do not underflow; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         torch.manual_seed(config.seed)
 
+        created = None
         if resume_from is None:
-            # Pass 1 over the text: train the tokenizer, check every byte. Nothing is written yet.
-            self.tokenizer = train_tokenizer(
-                config.tokenizer, source.chunks(), config.vocab_size, size_hint=source.size_hint()
-            )
-            self.run_dir, created = prepare_run_dir(out, source.stem)
+            # Pass 1 over the text (rank 0): train the tokenizer, check every byte. Nothing is
+            # written before that has worked.
+            def first_pass():
+                tokenizer = train_tokenizer(
+                    config.tokenizer, source.chunks(), config.vocab_size, size_hint=source.size_hint()
+                )
+                return tokenizer.to_state(), *prepare_run_dir(out, source.stem)
+
+            state, run_dir, created = self._on_main(first_pass)
+            created = created if self.dist.is_main else None  # only rank 0 made (and may remove) it
+            self.tokenizer = tokenizer_from_state(state)
+            self.run_dir = Path(run_dir)
         else:
             self.tokenizer = tokenizer_from_state(resume_from["tokenizer"])
-            self.run_dir, created = Path(run_dir), None
+            self.run_dir = Path(run_dir)
         try:
-            ids = self._token_ids(
-                expected_sha256=None if resume_from is None else resume_from["corpus"]["sha256"]
-            )
+            expected = None if resume_from is None else resume_from["corpus"]["sha256"]
+            ids = self._on_main(lambda: self._token_ids(expected))
+            if not self.dist.is_main:  # rank 0 has written the token file; read it, or make one here
+                ids = self._token_ids(expected, shared=True)
             train_ids, val_ids = split_train_val(ids, config.val_fraction)
+            self.val_tokens_total = len(val_ids)
+            # Each rank trains on one contiguous shard and validates on one; all shards are the
+            # same length, so every rank runs the same number of windows (DDP needs that).
+            train_ids, val_ids = self._shard(train_ids), self._shard(val_ids)
             # A huge corpus's validation split would take longer to score than training between
             # evaluations: score its first --eval-tokens (charlstm eval measures a whole file).
-            self.val_ids = val_ids[: config.eval_tokens]
+            self.val_ids = val_ids[: max(2, config.eval_tokens // self.dist.world_size)]
             needed = min_train_tokens(config.batch_size, config.bptt)
             if len(train_ids) < needed:
+                per_rank = f" per process ({self.dist.world_size} processes)" if self.dist.enabled else ""
                 raise DataError(
                     f"{source.name}: too short for one batch of windows: training needs at least {needed} "
-                    f"tokens (--batch-size {config.batch_size} x (--bptt {config.bptt} + 1)) and this text "
-                    f"gives {len(train_ids)} after holding out --val-fraction {config.val_fraction}; use a "
-                    "longer text or a smaller --batch-size / --bptt"
+                    f"tokens{per_rank} (--batch-size {config.batch_size} x (--bptt {config.bptt} + 1)) and "
+                    f"this text gives {len(train_ids)} after holding out --val-fraction "
+                    f"{config.val_fraction}; use a longer text or a smaller --batch-size / --bptt"
                 )
         except BaseException:
             if created is not None:  # leave nothing behind for a text that cannot be trained on
@@ -275,6 +300,9 @@ class Trainer:
             # One fused kernel for all parameters: ~8x faster than the per-tensor loop on CPU.
             fused=self.device.type in ("cpu", "cuda"),
         )
+        # Dropout masks differ between ranks; the initial weights (drawn above) do not.
+        if self.dist.enabled:
+            torch.manual_seed(config.seed + self.dist.rank)
         # On the CPU the (T, B) stream stays a view of the memory-mapped token file.
         self.data = batchify(train_ids, config.batch_size).to(self.device)  # (T, B)
         self.epoch_windows = windows(self.data.size(0), config.bptt)
@@ -299,6 +327,14 @@ class Trainer:
         self.bad_steps: list[int] = []  # the current run of non-finite steps
         if resume_from is not None:
             self._restore(resume_from)
+        # DDP averages the gradients of all ranks in backward(); rank 0's weights are copied to
+        # the others when it is built, so every rank starts from (and stays at) the same weights.
+        self.net = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.info = {
             "run_dir": str(self.run_dir),
             "corpus": source.name,
@@ -307,9 +343,12 @@ class Trainer:
             "tokenizer": self.tokenizer.kind,
             "vocab_size": self.tokenizer.vocab_size,
             "num_parameters": self.model.num_parameters(),
-            "train_tokens": len(train_ids),
-            "val_tokens": len(val_ids),
-            "val_tokens_scored": len(self.val_ids),
+            "train_tokens": len(train_ids) * self.dist.world_size,
+            "val_tokens": self.val_tokens_total,
+            "val_tokens_scored": len(self.val_ids) * self.dist.world_size,
+            "world_size": self.dist.world_size,
+            "backend": self.dist.backend,
+            "global_batch": config.batch_size * self.dist.world_size,
             "token_cache": self.token_cache,
             "replacements": self.text_stats["replacements"],
             "steps_per_epoch": len(self.epoch_windows),
@@ -389,6 +428,19 @@ class Trainer:
                 f"--resume {run_dir}: the run already reached {done} (step {state['step']}, epoch "
                 f"{state['epoch']}); raise --epochs, --max-steps or --max-time to train further"
             )
+        saved_world = state.get("world_size", 1)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if saved_world != world:
+            raise ConfigError(
+                f"cannot resume {run_dir} with {world} process(es): it was trained with {saved_world}, and "
+                "the processes' shares of the text and their carried states depend on that number; "
+                + (
+                    "run it without torchrun"
+                    if saved_world == 1
+                    else f"use torchrun --nproc-per-node {saved_world}"
+                )
+                + " (a checkpoint loads for sample and eval in a single process either way)"
+            )
         if source is None:
             source = _source_of(payload["corpus"], config.encoding_errors)
         return cls(source, config, model_options, events=events, resume_from=payload, run_dir=run_dir)
@@ -406,26 +458,58 @@ class Trainer:
         self.best_val = state["best_val_loss"]
         self.metrics = list(payload.get("metrics", []))
         self.last_val = self.metrics[-1]["val_loss"] if self.metrics else math.nan
-        if state.get("hidden") is not None:
-            self.carried_state = tuple(t.to(self.device) for t in state["hidden"])
+        rank = self.dist.rank
+        hidden = state["hidden_by_rank"][rank] if "hidden_by_rank" in state else state.get("hidden")
+        if hidden is not None:
+            self.carried_state = tuple(t.to(self.device) for t in hidden)
         # Last, so nothing above draws from the generators: the run goes on with the same numbers.
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(
+            state["torch_rng_by_rank"][rank] if "torch_rng_by_rank" in state else state["torch_rng"]
+        )
         if self.device.type == "cuda" and state.get("cuda_rng"):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.resumed_from = self.step
-        with open(self.run_dir / "metrics.jsonl", "w") as f:  # drop records newer than the checkpoint
-            f.writelines(json.dumps(record) + "\n" for record in self.metrics)
+        if self.dist.is_main:
+            with open(self.run_dir / "metrics.jsonl", "w") as f:  # drop records newer than the checkpoint
+                f.writelines(json.dumps(record) + "\n" for record in self.metrics)
+
+    # ------------------------------------------------------------------------------ processes
+
+    def _on_main(self, work):
+        """``work()`` on rank 0 only, its result on every rank; a user error raised there is
+        raised on every rank, so no process waits for one that has given up."""
+        result = error = None
+        if self.dist.is_main:
+            try:
+                result = work()
+            except CharlstmError as e:
+                error = e
+        if self.dist.enabled:
+            shared, error = self.dist.broadcast((None if error else _portable(result), error))
+            if not self.dist.is_main:
+                result = shared
+        if error is not None:
+            raise error
+        return result
+
+    def _shard(self, ids):
+        """This rank's contiguous share of ``ids``; every share has the same length."""
+        length = len(ids) // self.dist.world_size
+        return ids[self.dist.rank * length : (self.dist.rank + 1) * length]
 
     # ------------------------------------------------------------------------------ the tokens
 
-    def _token_ids(self, expected_sha256: str | None):
+    def _token_ids(self, expected_sha256: str | None, shared: bool = False):
         """The text's ids, memory-mapped from the run's token cache (``tokens.bin``).
 
         The cache is reused when the text and tokenizer are those it was made from; a resumed run
-        whose text has changed is refused.
+        whose text has changed is refused. ``shared``: a rank other than 0 reads rank 0's file
+        when it sees it (one machine), else encodes its own copy in a temporary directory.
         """
         dtype = np.dtype(token_dtype(self.tokenizer.vocab_size))
         path, meta_path = self.run_dir / TOKENS, self.run_dir / TOKENS_META
+        if shared:
+            expected_sha256 = expected_sha256 or self.source.sha256()
         key = {
             "text_sha256": self.source.sha256() if expected_sha256 else None,
             "tokenizer_sha256": _tokenizer_sha256(self.tokenizer),
@@ -449,6 +533,16 @@ class Trainer:
                     return open_tokens(path, dtype, meta["count"])
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # no usable cache: encode again
+        if shared:  # rank 0's file is not visible here (another machine): encode a private copy
+            import tempfile
+
+            path = Path(tempfile.mkdtemp(prefix=f"charlstm-rank{self.dist.rank}-")) / TOKENS
+            encoded = encode_to_file(self.source, self.tokenizer, path)
+            self.text_stats = {
+                k: getattr(encoded.stats, k) for k in ("chars", "bytes", "replacements", "sha256")
+            }
+            self.token_cache = f"wrote {path}"
+            return encoded.ids
         encoded = encode_to_file(self.source, self.tokenizer, path)
         stats = encoded.stats
         self.text_stats = {
@@ -467,17 +561,24 @@ class Trainer:
         return time.perf_counter() - self.start
 
     def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            shutdown(self.dist)
+
+    def _run(self) -> TrainResult:
         config = self.config
-        _write_json(
-            self.run_dir / "config.json",
-            {
-                "model": self.model_config.to_dict(),
-                "train": config.to_dict(),
-                "corpus": self._corpus_record(),
-                "info": self.info,
-                "versions": {"charlstm": __version__, "torch": torch.__version__},
-            },
-        )
+        if self.dist.is_main:
+            _write_json(
+                self.run_dir / "config.json",
+                {
+                    "model": self.model_config.to_dict(),
+                    "train": config.to_dict(),
+                    "corpus": self._corpus_record(),
+                    "info": self.info,
+                    "versions": {"charlstm": __version__, "torch": torch.__version__},
+                },
+            )
         self.events.on_start(self.info)
         self.start = time.perf_counter() - self.elapsed_before
         self.model.train()
@@ -500,17 +601,26 @@ class Trainer:
                     self.window_index = 0
             if stopped_by in ("SIGINT", "SIGTERM"):
                 # Someone is waiting for the stop: save where training is, without a validation pass.
-                save_checkpoint(self.run_dir / LAST, self._payload(state))
+                payload = self._payload(state)
+                if self.dist.is_main:
+                    save_checkpoint(self.run_dir / LAST, payload)
             elif self.loss_count or not self.metrics:
                 self._evaluate_and_save(state)
         return self._finish(stopped_by)
 
     def _stop_reason(self, stop: _StopRequest) -> str:
+        """Why training stops now ("epochs": it does not). All ranks agree: a signal or the clock
+        seen by one rank stops every rank at the same step."""
+        reason = "epochs"
         if self.config.max_steps is not None and self.step >= self.config.max_steps:
-            return "max_steps"
-        if self.config.max_time is not None and self.elapsed() >= self.config.max_time:
-            return "max_time"
-        return stop.signal_name or "epochs"
+            reason = "max_steps"
+        elif self.config.max_time is not None and self.elapsed() >= self.config.max_time:
+            reason = "max_time"
+        if stop.signal_name:
+            reason = stop.signal_name
+        if self.dist.enabled:
+            reason = _STOP_REASONS[self.dist.max(_STOP_REASONS.index(reason), self.device)]
+        return reason
 
     def train_step(self, window, state):
         """One optimizer step on one window; returns the carried (detached) state.
@@ -523,7 +633,7 @@ class Trainer:
             group["lr"] = self.lr
         x, y = get_window(self.data, window)  # (t, B) each
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            logits, state = self.model(x, state)  # (t, B, V)
+            logits, state = self.net(x, state)  # (t, B, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -534,6 +644,8 @@ class Trainer:
         # and lowers the scale; only a non-finite loss counts as a fault.)
         fp16 = self.scaler.is_enabled()
         finite = bool(torch.isfinite(loss if fp16 else grad_norm))
+        if self.dist.enabled:  # a fault on any rank is a fault on all: they skip the step together
+            finite = not self.dist.max(int(not finite), self.device)
         if finite or fp16:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -573,6 +685,11 @@ class Trainer:
         val_sum, val_count = stream_loss(
             self.model, self.val_ids, self.config.batch_size, self.config.bptt, self.device, self.amp_dtype
         )
+        if self.dist.enabled:  # every rank scored its own share of the validation text
+            totals = self.dist.sum(
+                torch.tensor([val_sum, val_count], dtype=torch.float64, device=self.device)
+            )
+            val_sum, val_count = float(totals[0]), int(totals[1])
         self.last_val = val_sum / val_count
         elapsed = self.elapsed()
         record = {
@@ -586,14 +703,15 @@ class Trainer:
         }
         self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
         self.metrics.append(record)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
         improved = self.last_val < self.best_val
         self.best_val = min(self.best_val, self.last_val)
-        payload = self._payload(state)
-        save_checkpoint(self.run_dir / LAST, payload)
-        if improved:
-            save_checkpoint(self.run_dir / BEST, payload)
+        payload = self._payload(state)  # on every rank: it gathers their states
+        if self.dist.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            save_checkpoint(self.run_dir / LAST, payload)
+            if improved:
+                save_checkpoint(self.run_dir / BEST, payload)
         self.events.on_eval(record)
 
     def _corpus_record(self) -> dict:
@@ -619,6 +737,22 @@ class Trainer:
         }
         if self.device.type == "cuda":
             train_state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.dist.enabled:
+            # Each rank carries its own streams' state and draws its own dropout masks: keep all of
+            # them, so a resumed run goes on exactly on every rank.
+            shape = (len(self.model.init_state(1)), *self.model.init_state(self.config.batch_size)[0].shape)
+            hidden = (
+                torch.stack(list(state))
+                if state is not None
+                else torch.full(shape, math.nan, device=self.device)
+            )
+            rng = torch.get_rng_state().to(self.device)
+            gathered = self.dist.gather([hidden, rng])
+            train_state["hidden_by_rank"] = [
+                None if torch.isnan(h).all() else [t.cpu() for t in h] for h, _ in gathered
+            ]
+            train_state["torch_rng_by_rank"] = [r.cpu() for _, r in gathered]
+            train_state["world_size"] = self.dist.world_size
         return {
             "model_config": self.model_config.to_dict(),
             "train_config": self.config.to_dict(),
@@ -649,6 +783,13 @@ class Trainer:
         )
         self.events.on_end(result)
         return result
+
+
+def _portable(result):
+    """Rank 0's results as plain data for the other ranks (a memory map does not travel)."""
+    if isinstance(result, np.ndarray):
+        return None
+    return result
 
 
 def _source_of(corpus: dict, encoding_errors: str) -> TextSource:

@@ -22,7 +22,9 @@ def test_reference_lstm_reproduces_a_trained_fused_layer(tiny_run, small_text):
     for gate in GATES["lstm"]:
         assert 0 <= layer[gate].min() and layer[gate].max() <= 1
     c_prev = torch.cat([torch.zeros(1, layer["cell"].shape[1]), layer["cell"][:-1]])
-    assert torch.allclose(layer["cell"], layer["forget"] * c_prev + layer["input"] * layer["candidate"], atol=1e-6)
+    assert torch.allclose(
+        layer["cell"], layer["forget"] * c_prev + layer["input"] * layer["candidate"], atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])

@@ -330,3 +330,51 @@ def test_one_long_line_without_newlines_trains(tmp_path, small_text, tokenizer):
     assert result.returncode == 0, result.stderr
     evaluated = charlstm("eval", tmp_path / "run", path, "--json")
     assert json.loads(evaluated.stdout)["bytes"] == path.stat().st_size
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_train_sample_eval_inspect(tmp_path, text_file, cell):
+    run_dir = tmp_path / cell
+    result = charlstm("train", text_file, "--out", run_dir, "--cell", cell, *TINY_MODEL, "--max-steps", "5")
+    assert result.returncode == 0, result.stderr
+    from charlstm.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run_dir)["model_config"]["cell"] == cell
+    sample = charlstm("sample", run_dir, "--length", "30", "--seed", "0")
+    assert sample.returncode == 0 and len(sample.stdout) == 31
+    report = json.loads(charlstm("eval", run_dir, text_file, "--json").stdout)
+    assert report["tokens"] > 0
+    seen = charlstm("inspect", run_dir, "--text", 'a "quoted" word (here)\nand more')
+    assert seen.returncode == 0, seen.stderr
+    assert "hidden unit" in seen.stdout and ("update" in seen.stdout) == (cell == "gru")
+
+
+def test_inspect_command(tiny_run, tmp_path, text_file):
+    page = tmp_path / "inside.html"
+    result = charlstm("inspect", tiny_run, text_file, "--max-chars", "400", "--html", page, "--at", "5")
+    assert result.returncode == 0, result.stderr
+    assert "gate saturation" in result.stdout and "top 5 next tokens after token 5" in result.stdout
+    assert "layer 1 cell unit" in result.stdout and page.read_text().startswith("<!DOCTYPE html>")
+    again = charlstm("inspect", tiny_run, text_file, "--html", page)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    one = charlstm("inspect", tiny_run, "--text", "hello there", "--show", "forget", "--unit", "3")
+    assert one.returncode == 0 and "layer 1 forget unit 3" in one.stdout
+    bad = charlstm("inspect", tiny_run, "--text", "hello", "--unit", "999", "--show", "update")
+    assert bad.returncode == 2 and "--unit 999" in bad.stderr and "--show update" in bad.stderr
+    neither = charlstm("inspect", tiny_run)
+    assert neither.returncode == 2 and "give FILE or --text" in neither.stderr
+
+
+def test_long_range_experiment_command(tmp_path):
+    out = tmp_path / "lr.json"
+    result = charlstm("experiment", "long-range", "--quick", "--json", out, "--png", tmp_path / "lr.png")
+    assert result.returncode == 0, result.stderr
+    assert "recall accuracy by distance" in result.stdout and "d=30" in result.stdout
+    assert len(json.loads(out.read_text())["results"]) == 8
+    png = tmp_path / "lr.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in result.stderr and not png.exists()
+    else:
+        assert png.read_bytes().startswith(b"\x89PNG")

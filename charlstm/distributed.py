@@ -1,0 +1,96 @@
+"""Data-parallel training with PyTorch's own engine: torchrun + DistributedDataParallel.
+
+Under ``torchrun`` every process runs ``charlstm train`` with the same arguments; torchrun's
+environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) says which one it is. The
+backend is NCCL on GPUs and gloo on CPUs. Without torchrun, ``Dist`` is a world of one and every
+method here is a no-op, so the single-process path pays nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes the run directory, checkpoints, metrics and progress; the others only train."""
+        return self.rank == 0
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over all ranks (in place), for validation losses and token counts."""
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def max(self, value: int, device: torch.device) -> int:
+        """The largest ``value`` over all ranks: how ranks agree on stopping together."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank (small Python objects: a tokenizer state, a path)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Every rank's ``tensors`` (same shapes on every rank), indexed by rank."""
+        if not self.enabled:
+            return [tensors]
+        out = []
+        for t in tensors:
+            parts = [torch.empty_like(t) for _ in range(self.world_size)]
+            dist.all_gather(parts, t.contiguous())
+            out.append(parts)
+        return [[parts[r] for parts in out] for r in range(self.world_size)]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def from_environment(device_name: str) -> Dist:
+    """Join the process group torchrun set up, if any (a world of one otherwise)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Dist(rank, world_size, local_rank, backend)
+
+
+def device_for(context: Dist, device: torch.device) -> torch.device:
+    """Each process drives its own GPU (LOCAL_RANK); CPU processes share the CPU."""
+    if device.type == "cuda" and context.enabled:
+        return torch.device("cuda", context.local_rank)
+    return device
+
+
+def shutdown(context: Dist) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()

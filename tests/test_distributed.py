@@ -1,0 +1,128 @@
+"""Data-parallel training on CPU with gloo: two processes on one machine."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from charlstm.config import TrainConfig
+from charlstm.corpus import TextSource
+from charlstm.train import Trainer
+from tests.conftest import TINY_MODEL
+
+OPTIONS = {"embedding_dim": 8, "hidden_size": 16, "num_layers": 2, "dropout": 0.0}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _one_step(text, batch_size, out):
+    config = TrainConfig(batch_size=batch_size, bptt=16, device="cpu", clip=1e9, seed=5)
+    trainer = Trainer(TextSource.from_text(text, "t", "t"), config, OPTIONS, out=out)
+    trainer.train_step(trainer.epoch_windows[0], None)
+    return {name: p.grad.clone() for name, p in trainer.model.named_parameters()}
+
+
+def _rank_main(rank, world_size, port, text, out, results):
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    grads = _one_step(text, 4, out)
+    torch.save(grads, results / f"grads{rank}.pt")
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+def test_two_ranks_of_b_streams_give_the_gradients_of_one_process_with_2b(tmp_path, small_text):
+    text = small_text[:2000]  # 1,800 training tokens: two shards of 900, each 4 streams of 225
+    mp.start_processes(
+        _rank_main, args=(2, _free_port(), text, tmp_path / "ddp", tmp_path), nprocs=2, start_method="spawn"
+    )
+    ranks = [torch.load(tmp_path / f"grads{r}.pt", weights_only=True) for r in (0, 1)]
+    single = _one_step(text, 8, tmp_path / "single")
+    for name, grad in single.items():
+        assert torch.equal(ranks[0][name], ranks[1][name])  # DDP gave both ranks the same average
+        assert torch.allclose(ranks[0][name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def _torchrun(*args, cwd):
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "charlstm",
+        ]
+        + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+
+
+def _charlstm(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "charlstm", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_torchrun_run_writes_one_checkpoint_that_a_single_process_uses(tmp_path, text_file):
+    run_dir = tmp_path / "run"
+    result = _torchrun(
+        "train",
+        text_file,
+        "--out",
+        run_dir,
+        *TINY_MODEL,
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data parallel: 2 processes (gloo) x batch 4 = global batch 8 streams" in result.stderr
+    assert result.stderr.count("charlstm train") == 1  # one summary: rank 0's
+    info = json.loads((run_dir / "config.json").read_text())["info"]
+    assert info["world_size"] == 2 and info["global_batch"] == 8
+    assert sorted(p.name for p in run_dir.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
+
+    sample = _charlstm("sample", run_dir, "--length", "20", "--seed", "0")
+    assert sample.returncode == 0 and len(sample.stdout) == 21, sample.stderr
+    evaluated = _charlstm("eval", run_dir, text_file, "--json")
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["tokens"] > 0
+
+    refused = _charlstm("train", "--resume", run_dir, "--max-steps", "6")
+    assert refused.returncode == 2 and "trained with 2" in refused.stderr
+    resumed = _torchrun("train", "--resume", run_dir, "--max-steps", "6", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = torch.load(run_dir / "last.pt", weights_only=True)["train_state"]
+    assert state["step"] == 6 and len(state["hidden_by_rank"]) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_step(tmp_path, small_text):
+    config = TrainConfig(batch_size=4, bptt=16, device="cuda", max_steps=3, eval_every=3)
+    trainer = Trainer(TextSource.from_text(small_text, "t", "t"), config, OPTIONS, out=tmp_path / "gpu")
+    result = trainer.run()
+    assert result.steps == 3 and next(trainer.model.parameters()).is_cuda

@@ -606,6 +606,8 @@ class Trainer:
                     save_checkpoint(self.run_dir / LAST, payload)
             elif self.loss_count or not self.metrics:
                 self._evaluate_and_save(state)
+            # No rank leaves before rank 0 has written: torchrun stops the rest when one exits.
+            self.dist.barrier()
         return self._finish(stopped_by)
 
     def _stop_reason(self, stop: _StopRequest) -> str:

@@ -59,6 +59,46 @@ def test_two_ranks_of_b_streams_give_the_gradients_of_one_process_with_2b(tmp_pa
         assert torch.allclose(ranks[0][name], grad, rtol=1e-4, atol=1e-6), name
 
 
+def _poisoned_rank_main(rank, world_size, port, text, out, results):
+    """Rank 1's loss is NaN on the first step; rank 0's is fine."""
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    config = TrainConfig(batch_size=4, bptt=16, device="cpu", seed=5)
+    trainer = Trainer(TextSource.from_text(text, "t", "t"), config, OPTIONS, out=out)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    forward = trainer.model.forward
+
+    def poisoned(x, state=None):
+        logits, state = forward(x, state)
+        return (logits * float("nan") if rank == 1 else logits), state
+
+    trainer.model.forward = poisoned
+    trainer.train_step(trainer.epoch_windows[0], None)
+    unchanged = all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    torch.save({"unchanged": unchanged, "bad_steps": list(trainer.bad_steps)}, results / f"poison{rank}.pt")
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+def test_a_non_finite_loss_on_one_rank_skips_the_step_on_all(tmp_path, small_text):
+    mp.start_processes(
+        _poisoned_rank_main,
+        args=(2, _free_port(), small_text[:2000], tmp_path / "ddp", tmp_path),
+        nprocs=2,
+        start_method="spawn",
+    )
+    for rank in (0, 1):
+        seen = torch.load(tmp_path / f"poison{rank}.pt", weights_only=True)
+        assert seen == {"unchanged": True, "bad_steps": [1]}, rank
+
+
 def _torchrun(*args, cwd):
     return subprocess.run(
         [
@@ -118,6 +158,42 @@ def test_torchrun_run_writes_one_checkpoint_that_a_single_process_uses(tmp_path,
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     state = torch.load(run_dir / "last.pt", weights_only=True)["train_state"]
     assert state["step"] == 6 and len(state["hidden_by_rank"]) == 2
+
+
+def test_a_signal_to_one_rank_stops_all_of_them_with_one_checkpoint(tmp_path, text_file):
+    import signal
+    import time
+    from pathlib import Path
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "charlstm", "train", str(text_file), "--out", str(run_dir), *TINY_MODEL]
+    command += ["--max-steps", "1000000", "--eval-every", "1000000"]
+    agent = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    deadline = time.time() + 120
+    while not (run_dir / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # some steps
+    workers = [
+        int(pid)
+        for pid in Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
+        if b"charlstm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    ranks = {}
+    for pid in workers:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        ranks[next(int(e[5:]) for e in env if e.startswith(b"RANK="))] = pid
+    os.kill(ranks[1], signal.SIGTERM)  # not rank 0, the one that writes: it must hear of it
+    _, stderr = agent.communicate(timeout=120)  # no deadlock: every rank stops
+    assert "checkpoint saved" in stderr, stderr[-3000:]
+    state = torch.load(run_dir / "last.pt", weights_only=True)["train_state"]
+    assert state["step"] > 0 and len(state["hidden_by_rank"]) == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -6,7 +6,6 @@ No Click and no terminal output here: progress goes to a ``TrainingEvents`` obje
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -24,15 +23,11 @@ from charlstm import __version__
 from charlstm.checkpoint import BEST, LAST, cleanup_temp_files, load_checkpoint, save_checkpoint
 from charlstm.config import FIXED_ON_RESUME, ModelConfig, TrainConfig
 from charlstm.corpus import (
-    BUILTIN_NAME,
     TextSource,
     batchify,
-    encode_to_file,
     get_window,
     min_train_tokens,
-    open_tokens,
     split_train_val,
-    token_dtype,
     windows,
 )
 from charlstm.distributed import device_for, from_environment, shutdown
@@ -52,10 +47,9 @@ from charlstm.model import (
     select_device,
     upgrade_state_dict,
 )
-from charlstm.tokenizers import Tokenizer, tokenizer_from_state, train_tokenizer
+from charlstm.runs import corpus_record, prepare_run_dir, source_of, token_ids, write_json
+from charlstm.tokenizers import tokenizer_from_state, train_tokenizer
 
-RUN_FILES = ("config.json", "metrics.jsonl", BEST, LAST)
-TOKENS, TOKENS_META = "tokens.bin", "tokens.json"  # the memory-mapped token cache of a run
 MAX_BAD_STEPS = 3  # non-finite steps in a row before training gives up
 _STOP_REASONS = ("epochs", "max_steps", "max_time", "SIGINT", "SIGTERM")  # in order of precedence
 
@@ -88,47 +82,6 @@ class TrainingEvents:
     def on_eval(self, record: dict) -> None: ...
 
     def on_end(self, result: TrainResult) -> None: ...
-
-
-def holds_run(directory: Path) -> bool:
-    return directory.is_dir() and any((directory / name).exists() for name in RUN_FILES)
-
-
-def prepare_run_dir(
-    out: str | os.PathLike | None, stem: str, root: str | os.PathLike = "checkpoints"
-) -> tuple[Path, Path | None]:
-    """The run directory to write to, and the outermost directory created for it (or None);
-    never a directory that already holds a run.
-
-    An explicit ``--out`` that holds a run is refused. The default ``checkpoints/<stem>`` moves on
-    to ``<stem>-2``, ``<stem>-3``, ... so a second run never overwrites the first.
-    """
-    if out is not None:
-        run_dir = Path(out)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise RunDirectoryError(f"--out {run_dir}: exists and is not a directory")
-        if holds_run(run_dir):
-            raise RunDirectoryError(
-                f"--out {run_dir}: already holds a run; choose another --out or move that run away"
-            )
-    else:
-        run_dir = Path(root) / stem
-        n = 2
-        while holds_run(run_dir):
-            run_dir = Path(root) / f"{stem}-{n}"
-            n += 1
-    # The outermost directory this call creates: removing it undoes everything it made.
-    created = None
-    for directory in [run_dir, *run_dir.parents]:
-        if directory.exists():
-            break
-        created = directory
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunDirectoryError(f"{run_dir}: cannot create the run directory ({e.strerror})") from None
-    cleanup_temp_files(run_dir)
-    return run_dir, created
 
 
 def learning_rate(config: TrainConfig, step: int, planned_steps: int, elapsed: float) -> float:
@@ -176,12 +129,6 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def train(
     source: TextSource,
     config: TrainConfig,
@@ -205,11 +152,6 @@ def resume(
 ) -> TrainResult:
     """Continue a run exactly where its last checkpoint left it (see ``Trainer.resuming``)."""
     return Trainer.resuming(run, source, changes or {}, events).run()
-
-
-def _tokenizer_sha256(tokenizer: Tokenizer) -> str:
-    state = tokenizer.to_state()
-    return hashlib.sha256(repr(sorted(state.items())).encode()).hexdigest()
 
 
 class Trainer:
@@ -442,7 +384,7 @@ class Trainer:
                 + " (a checkpoint loads for sample and eval in a single process either way)"
             )
         if source is None:
-            source = _source_of(payload["corpus"], config.encoding_errors)
+            source = source_of(payload["corpus"], config.encoding_errors)
         return cls(source, config, model_options, events=events, resume_from=payload, run_dir=run_dir)
 
     def _restore(self, payload: dict) -> None:
@@ -500,60 +442,12 @@ class Trainer:
     # ------------------------------------------------------------------------------ the tokens
 
     def _token_ids(self, expected_sha256: str | None, shared: bool = False):
-        """The text's ids, memory-mapped from the run's token cache (``tokens.bin``).
-
-        The cache is reused when the text and tokenizer are those it was made from; a resumed run
-        whose text has changed is refused. ``shared``: a rank other than 0 reads rank 0's file
-        when it sees it (one machine), else encodes its own copy in a temporary directory.
-        """
-        dtype = np.dtype(token_dtype(self.tokenizer.vocab_size))
-        path, meta_path = self.run_dir / TOKENS, self.run_dir / TOKENS_META
-        if shared:
-            expected_sha256 = expected_sha256 or self.source.sha256()
-        key = {
-            "text_sha256": self.source.sha256() if expected_sha256 else None,
-            "tokenizer_sha256": _tokenizer_sha256(self.tokenizer),
-            "encoding_errors": self.source.encoding_errors,
-            "dtype": dtype.str,
-        }
-        if expected_sha256 and key["text_sha256"] != expected_sha256:
-            raise DataError(
-                f"{self.source.name}: this text has changed since the run started (its SHA-256 differs), "
-                "so resuming would not continue the same data; start a new run on it instead"
-            )
-        if expected_sha256:
-            try:
-                meta = json.loads(meta_path.read_text())
-                if (
-                    all(meta.get(k) == v for k, v in key.items())
-                    and path.stat().st_size == meta["count"] * dtype.itemsize
-                ):
-                    self.token_cache = f"reused {path}"
-                    self.text_stats = {k: meta[k] for k in ("chars", "bytes", "replacements", "sha256")}
-                    return open_tokens(path, dtype, meta["count"])
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # no usable cache: encode again
-        if shared:  # rank 0's file is not visible here (another machine): encode a private copy
-            import tempfile
-
-            path = Path(tempfile.mkdtemp(prefix=f"charlstm-rank{self.dist.rank}-")) / TOKENS
-            encoded = encode_to_file(self.source, self.tokenizer, path)
-            self.text_stats = {
-                k: getattr(encoded.stats, k) for k in ("chars", "bytes", "replacements", "sha256")
-            }
-            self.token_cache = f"wrote {path}"
-            return encoded.ids
-        encoded = encode_to_file(self.source, self.tokenizer, path)
-        stats = encoded.stats
-        self.text_stats = {
-            "chars": stats.chars,
-            "bytes": stats.bytes,
-            "replacements": stats.replacements,
-            "sha256": stats.sha256,
-        }
-        _write_json(meta_path, dict(key, text_sha256=stats.sha256, count=len(encoded.ids), **self.text_stats))
-        self.token_cache = f"wrote {path}"
-        return encoded.ids
+        """The text's ids from the run's token file (see ``runs.token_ids``)."""
+        private = f"charlstm-rank{self.dist.rank}-" if shared else None
+        ids, self.text_stats, self.token_cache = token_ids(
+            self.run_dir, self.source, self.tokenizer, expected_sha256, private
+        )
+        return ids
 
     # ------------------------------------------------------------------------------ training
 
@@ -569,7 +463,7 @@ class Trainer:
     def _run(self) -> TrainResult:
         config = self.config
         if self.dist.is_main:
-            _write_json(
+            write_json(
                 self.run_dir / "config.json",
                 {
                     "model": self.model_config.to_dict(),
@@ -717,14 +611,7 @@ class Trainer:
         self.events.on_eval(record)
 
     def _corpus_record(self) -> dict:
-        source = self.source
-        return {
-            "name": source.name,
-            "path": None if source.path is None else str(source.path.resolve()),
-            "builtin": source.name == BUILTIN_NAME,
-            "encoding_errors": source.encoding_errors,
-            **self.text_stats,
-        }
+        return corpus_record(self.source, self.text_stats)
 
     def _payload(self, state) -> dict:
         train_state = {
@@ -792,17 +679,3 @@ def _portable(result):
     if isinstance(result, np.ndarray):
         return None
     return result
-
-
-def _source_of(corpus: dict, encoding_errors: str) -> TextSource:
-    """The text a run was trained on, from its checkpoint's record."""
-    if corpus.get("builtin"):
-        return TextSource.builtin()
-    path = corpus.get("path")
-    if not path or not Path(path).is_file():
-        where = f"which is no longer at {path}" if path else "which was not a file"
-        raise DataError(
-            f"the run was trained on {corpus.get('name')}, {where}; give the text: "
-            "charlstm train FILE --resume RUN"
-        )
-    return TextSource.from_file(path, encoding_errors)

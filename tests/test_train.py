@@ -9,7 +9,7 @@ import torch
 from charlstm.config import TrainConfig
 from charlstm.corpus import TextSource
 from charlstm.errors import ConfigError, DataError, NumericalError, RunDirectoryError
-from charlstm.train import Trainer, TrainingEvents, learning_rate, prepare_run_dir, resume, train
+from charlstm.train import Trainer, TrainingEvents, learning_rate, resume, train
 
 TINY = {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1}
 
@@ -69,13 +69,6 @@ def test_existing_run_is_never_overwritten(tmp_path, small_text):
     with pytest.raises(RunDirectoryError, match="already holds a run"):
         run(tmp_path, small_text, max_steps=2)
     assert first.last_path.read_bytes() == before
-
-
-def test_default_run_directory_moves_on(tmp_path):
-    a, created = prepare_run_dir(None, "text", root=tmp_path)
-    (a / "config.json").write_text("{}")
-    b, _ = prepare_run_dir(None, "text", root=tmp_path)
-    assert (a.name, b.name, created) == ("text", "text-2", a)
 
 
 def test_learning_rate_schedule():

@@ -219,24 +219,11 @@ def test_pickle_checkpoint_does_not_run(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_a_checkpoint_and_exits(tmp_path, text_file, sig, code):
-    run_dir = tmp_path / "run"
+def _training_in_background(text_file, run_dir, settle: float):
+    """`charlstm train` with no end in sight, once it has started training (plus ``settle`` s)."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "charlstm",
-            "train",
-            text_file,
-            "--out",
-            run_dir,
-            *TINY_MODEL,
-            "--max-steps",
-            "1000000",
-            "--eval-every",
-            "1000000",
-        ],
+        [sys.executable, "-m", "charlstm", "train", str(text_file), "--out", str(run_dir), *TINY_MODEL]
+        + ["--max-steps", "1000000", "--eval-every", "1000000"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -244,7 +231,14 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, text_file, sig, code):
     deadline = time.time() + 60
     while not (run_dir / "config.json").exists() and time.time() < deadline:
         time.sleep(0.1)
-    time.sleep(1.0)  # some steps
+    time.sleep(settle)
+    return proc
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_checkpoint_and_exits(tmp_path, text_file, sig, code):
+    run_dir = tmp_path / "run"
+    proc = _training_in_background(text_file, run_dir, settle=1.0)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
@@ -267,17 +261,7 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, text_file, sig, code):
 
 def test_a_second_signal_stops_at_once(tmp_path, text_file):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "charlstm", "train", text_file, "--out", run_dir, *TINY_MODEL]
-        + ["--max-steps", "1000000", "--eval-every", "1000000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 60
-    while not (run_dir / "config.json").exists() and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
+    proc = _training_in_background(text_file, run_dir, settle=0.5)
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)

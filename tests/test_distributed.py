@@ -31,7 +31,8 @@ def _one_step(text, batch_size, out):
     return {name: p.grad.clone() for name, p in trainer.model.named_parameters()}
 
 
-def _rank_main(rank, world_size, port, text, out, results):
+def _join(rank, world_size, port):
+    """Be rank ``rank`` of a local world, as torchrun's environment would say."""
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world_size),
@@ -40,6 +41,10 @@ def _rank_main(rank, world_size, port, text, out, results):
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
+
+
+def _rank_main(rank, world_size, port, text, out, results):
+    _join(rank, world_size, port)
     grads = _one_step(text, 4, out)
     torch.save(grads, results / f"grads{rank}.pt")
     import torch.distributed as dist
@@ -61,14 +66,7 @@ def test_two_ranks_of_b_streams_give_the_gradients_of_one_process_with_2b(tmp_pa
 
 def _poisoned_rank_main(rank, world_size, port, text, out, results):
     """Rank 1's loss is NaN on the first step; rank 0's is fine."""
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    _join(rank, world_size, port)
     config = TrainConfig(batch_size=4, bptt=16, device="cpu", seed=5)
     trainer = Trainer(TextSource.from_text(text, "t", "t"), config, OPTIONS, out=out)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}

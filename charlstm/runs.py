@@ -92,10 +92,10 @@ def token_ids(
     """
     dtype = np.dtype(token_dtype(tokenizer.vocab_size))
     path, meta_path = run_dir / TOKENS, run_dir / TOKENS_META
-    if private and not expected_sha256:
-        expected_sha256 = source.sha256()
+    text_sha256 = source.sha256() if expected_sha256 or private else None  # one read of the file
+    expected_sha256 = expected_sha256 or text_sha256
     key = {
-        "text_sha256": source.sha256() if expected_sha256 else None,
+        "text_sha256": text_sha256,
         "tokenizer_sha256": tokenizer_sha256(tokenizer),
         "encoding_errors": source.encoding_errors,
         "dtype": dtype.str,

@@ -106,11 +106,31 @@ def rnn_step(x: torch.Tensor, h: torch.Tensor, g: dict[str, Gate]):
     return h, {}
 
 
-_GATE_ORDER = {
+# How PyTorch stacks each cell's gate weights in ``weight_ih`` / ``weight_hh``.
+STACK_ORDER = {
     "lstm": ("input", "forget", "candidate", "output"),
     "gru": ("reset", "update", "candidate"),
     "rnn": ("hidden",),
 }
+
+
+def cell_gates(rnn: nn.RNNBase, cell: str) -> list[dict[str, Gate]]:
+    """Every layer's gates of a fused ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``."""
+    return [layer_gates(rnn, layer, STACK_ORDER[cell]) for layer in range(rnn.num_layers)]
+
+
+def step(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, gates: dict[str, Gate]):
+    """One step of any cell: ``h_t, c_t`` (``c`` passes through unchanged for GRU and RNN) and
+    everything ``QUANTITIES[cell]`` names, each (B, H)."""
+    if cell == "lstm":
+        h, c, seen = lstm_step(x, h, c, gates)
+        seen["cell"] = c
+    elif cell == "gru":
+        h, seen = gru_step(x, h, gates)
+    else:
+        h, seen = rnn_step(x, h, gates)
+    seen["hidden"] = h
+    return h, c, seen
 
 
 @dataclass
@@ -128,7 +148,7 @@ def trace(model, ids: torch.Tensor) -> Trace:
     """Run ``model`` (a charlstm language model, any cell) over ``ids`` (T,) one step at a time
     with the reference cells, recording every gate and state. Batch 1, no dropout."""
     cell, rnn = model.config.cell, model.rnn
-    gates = [layer_gates(rnn, layer, _GATE_ORDER[cell]) for layer in range(rnn.num_layers)]
+    gates = cell_gates(rnn, cell)
     x_all = model.embedding(ids.view(-1, 1))[:, 0]  # (T, E)
     hidden = rnn.hidden_size
     h = [x_all.new_zeros(1, hidden) for _ in gates]
@@ -138,14 +158,7 @@ def trace(model, ids: torch.Tensor) -> Trace:
     for x in x_all:
         x = x.view(1, -1)  # (1, E)
         for layer, g in enumerate(gates):
-            if cell == "lstm":
-                h[layer], c[layer], seen = lstm_step(x, h[layer], c[layer], g)
-                seen["cell"] = c[layer]
-            elif cell == "gru":
-                h[layer], seen = gru_step(x, h[layer], g)
-            else:
-                h[layer], seen = rnn_step(x, h[layer], g)
-            seen["hidden"] = h[layer]
+            h[layer], c[layer], seen = step(cell, x, h[layer], c[layer], g)
             for name in QUANTITIES[cell]:
                 records[layer][name].append(seen[name][0])
             x = h[layer]

@@ -518,9 +518,9 @@ def inspect(checkpoint, file, text, max_chars, quantity, layer, unit, at, html_o
             click.echo(
                 f"note: {len(unknown)} characters not in the model's vocabulary are read as unknown", err=True
             )
-    if len(tokenizer.encode(text)) < 2:
-        raise CharlstmError("the text is too short to inspect: give at least 2 tokens")
     n_tokens = len(tokenizer.encode(text))
+    if n_tokens < 2:
+        raise CharlstmError("the text is too short to inspect: give at least 2 tokens")
     if at is not None and at >= n_tokens:
         raise ConfigError(f"--at {at}: the text has tokens 0-{n_tokens - 1}")
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlstm.cells import _GATE_ORDER, gru_step, layer_gates, lstm_step, rnn_step
+from charlstm.cells import cell_gates, step
 
 GATE_COUNT = {"lstm": 4, "gru": 3, "rnn": 1}
 
@@ -219,7 +219,7 @@ def gradient_norms(model: Recaller, distance: int, config: ExperimentConfig) -> 
     """Mean over a batch of ||∂loss/∂h_{T-k}|| for k = 0, 1, 3, 10, 30, ... up to the sequence start."""
     generator = torch.Generator().manual_seed(20_000 + distance)
     ids, target = make_batch(distance, 64, config, generator)
-    gates = layer_gates(model.rnn, 0, _GATE_ORDER[model.cell])
+    gates = cell_gates(model.rnn, model.cell)[0]
     x_all = model.embedding(ids).detach()  # (T, B, E)
     h = x_all.new_zeros(ids.shape[1], model.rnn.hidden_size)
     c = torch.zeros_like(h)
@@ -228,12 +228,7 @@ def gradient_norms(model: Recaller, distance: int, config: ExperimentConfig) -> 
         h = h.detach().requires_grad_() if not hs else h
         h.retain_grad()
         hs.append(h)
-        if model.cell == "lstm":
-            h, c, _ = lstm_step(x, h, c, gates)
-        elif model.cell == "gru":
-            h, _ = gru_step(x, h, gates)
-        else:
-            h, _ = rnn_step(x, h, gates)
+        h, c, _ = step(model.cell, x, h, c, gates)
     h.retain_grad()
     hs.append(h)  # h_T, read by the classifier
     loss = F.cross_entropy(model.head(h), target)

@@ -29,14 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import corpus_text, machine, print_table, stats, write_json  # noqa: E402
 
-from charlstm.corpus import TextSource, encode_to_file  # noqa: E402
+from charlstm.batches import encode_to_file
+from charlstm.text import TextSource  # noqa: E402
 from charlstm.tokenizers import CharTokenizer  # noqa: E402
 
 _PROBE = """
 import json, sys, time
 import torch
-from charlstm.config import TrainConfig
-from charlstm.corpus import TextSource
+from charlstm.config import ModelShape, TrainConfig
+from charlstm.distributed import Dist
+from charlstm.prepare import prepare_new
+from charlstm.text import TextSource
 from charlstm.train import Trainer
 
 def status():
@@ -54,7 +57,8 @@ with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 before = status()
 start = time.perf_counter()
-trainer = Trainer(TextSource.from_file(path), config, {}, out=out)
+setup = prepare_new(TextSource.from_file(path), config, ModelShape(), out, Dist())
+trainer = Trainer(setup)
 setup_s = time.perf_counter() - start
 after_setup = status()
 start = time.perf_counter()
@@ -62,7 +66,7 @@ trainer.run()
 train_s = time.perf_counter() - start
 end = status()
 print(json.dumps({
-    "tokens": trainer.info["train_tokens"] + trainer.info["val_tokens"],
+    "tokens": setup.info["train_tokens"] + setup.info["val_tokens"],
     "setup_s": setup_s, "train_s": train_s, "steps": trainer.step,
     "peak_added_mb": end["VmHWM"] - before["VmRSS"],
     "peak_added_after_setup_mb": after_setup["VmHWM"] - before["VmRSS"],

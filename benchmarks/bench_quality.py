@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_DATA, machine, print_table, write_json  # noqa: E402
 
 from charlstm.config import TrainConfig  # noqa: E402
-from charlstm.corpus import TextSource  # noqa: E402
+from charlstm.text import TextSource  # noqa: E402
 from charlstm.train import train  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def main() -> None:
         sys.exit(f"{path} is not here; this benchmark needs tinyshakespeare")
     config = TrainConfig(max_time=args.max_time, eval_every=args.eval_every, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(TextSource.from_file(path), config, {}, out=Path(tmp) / "run")
+        result = train(TextSource.from_file(path), config, out=Path(tmp) / "run")
     rows = [
         (f"{m['time']:.0f}", m["step"], f"{m['val_loss']:.4f}", f"{m['tokens_per_s']:,.0f}")
         for m in result.metrics

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from _common import REFERENCE, corpus_text, interleave, machine, print_table, stats, write_json  # noqa: E402
 
 from charlstm.config import ModelConfig, SampleConfig  # noqa: E402
-from charlstm.model import LSTMLanguageModel  # noqa: E402
+from charlstm.model import LanguageModel  # noqa: E402
 from charlstm.sampling import generate  # noqa: E402
 from charlstm.tokenizers import CharTokenizer  # noqa: E402
 
@@ -41,7 +41,7 @@ def main() -> None:
     text, name = corpus_text()
     tok = CharTokenizer.train(text)
     torch.manual_seed(0)
-    model = LSTMLanguageModel(
+    model = LanguageModel(
         ModelConfig(
             vocab_size=tok.vocab_size,
             embedding_dim=REFERENCE["embedding_dim"],
@@ -70,7 +70,7 @@ def main() -> None:
                     g = torch.Generator().manual_seed(1)
                     start = time.perf_counter()
                     for _ in range(args.length):
-                        out, state = model.lstm(model.embedding(x), state)
+                        out, state = model.rnn(model.embedding(x), state)
                         probs = model.head(out[0]).softmax(-1)
                         x = torch.multinomial(probs, 1, generator=g).view(1, 1)
                     return args.length / (time.perf_counter() - start)

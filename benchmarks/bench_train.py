@@ -3,10 +3,11 @@
 charlstm's step is ``Trainer.train_step``: its data pipeline (windows of the (T, B) stream), the
 carried and detached hidden state, gradient-norm clipping, the learning-rate schedule and AdamW.
 The bare loop is nn.Embedding -> nn.LSTM -> nn.Linear with AdamW on random windows of the same
-shape, nothing else. The two alternate block by block in one process; the ratio is taken per
-round. Evaluation speed (charlstm's ``stream_loss``, inference mode) is measured in the same run.
+shape, nothing else, in the same precision (``--precision fp32``, or ``bf16``: both under bf16
+autocast). The two alternate block by block in one process; the ratio is taken per round.
+Evaluation speed (charlstm's ``stream_loss``, inference mode) is measured in the same run.
 
-    python benchmarks/bench_train.py [--rounds 5] [--steps 3] [--json out.json]
+    python benchmarks/bench_train.py [--rounds 5] [--steps 3] [--precision fp32|bf16] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _common import REFERENCE, corpus_text, interleave, machine, print_table, stats, timed, write_json  # noqa: E402
 
-from charlstm.config import TrainConfig  # noqa: E402
+from charlstm.config import ModelShape, TrainConfig  # noqa: E402
+from charlstm.distributed import Dist  # noqa: E402
 from charlstm.evaluate import stream_loss  # noqa: E402
-from charlstm.corpus import TextSource  # noqa: E402
+from charlstm.prepare import prepare_new  # noqa: E402
+from charlstm.text import TextSource  # noqa: E402
 from charlstm.train import Trainer  # noqa: E402
 
 
@@ -50,19 +53,25 @@ def main() -> None:
     parser.add_argument(
         "--dropout", type=float, default=0.0, help="charlstm's dropout (the bare loop has none)"
     )
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="for both contenders")
     parser.add_argument("--json")
     args = parser.parse_args()
     shape = dict(REFERENCE, hidden_size=args.hidden_size)
     B, T = shape["batch_size"], shape["bptt"]
 
     text, name = corpus_text()
-    config = TrainConfig(batch_size=B, bptt=T, device="cpu", seed=0, max_time=1e9)
-    options = {k: shape[k] for k in ("embedding_dim", "hidden_size", "num_layers")}
-    options["dropout"] = args.dropout
+    config = TrainConfig(batch_size=B, bptt=T, device="cpu", seed=0, max_time=1e9, precision=args.precision)
+    model_shape = ModelShape(
+        embedding_dim=shape["embedding_dim"],
+        hidden_size=shape["hidden_size"],
+        num_layers=shape["num_layers"],
+        dropout=args.dropout,
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(TextSource.from_text(text, name, "bench"), config, options, out=Path(tmp) / "run")
-    vocab = trainer.tokenizer.vocab_size
-    windows = trainer.epoch_windows
+        setup = prepare_new(TextSource.from_text(text, name, "bench"), config, model_shape, Path(tmp) / "run", Dist())
+        trainer = Trainer(setup)
+    vocab = setup.tokenizer.vocab_size
+    windows = setup.data.windows
     position = {"i": 0, "state": None}
 
     def charlstm_block():
@@ -75,19 +84,21 @@ def main() -> None:
     bare = Bare(vocab, shape["embedding_dim"], shape["hidden_size"], shape["num_layers"])
     bare_opt = torch.optim.AdamW(bare.parameters(), lr=1e-3)
     x = torch.randint(0, vocab, (T + 1, B))
+    amp = args.precision == "bf16"
 
     def bare_block():
         for _ in range(args.steps):
-            logits = bare(x[:-1])
-            loss = F.cross_entropy(logits.flatten(0, 1), x[1:].flatten())
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                logits = bare(x[:-1])
+            loss = F.cross_entropy(logits.float().flatten(0, 1), x[1:].flatten())
             bare_opt.zero_grad()
             loss.backward()
             bare_opt.step()
 
-    val = trainer.val_ids
+    val = setup.data.val_ids
 
     def eval_block():
-        stream_loss(trainer.model, val, 256, T, "cpu")
+        stream_loss(setup.model, val, 256, T, "cpu", setup.precision)
 
     tokens = args.steps * B * T
     charlstm_block(), bare_block()  # warm-up
@@ -113,13 +124,14 @@ def main() -> None:
     rows.append(
         ("ratio eval / train (per round)", *(f"{stats(eval_ratio)[k]:.2f}" for k in ("min", "median", "max")))
     )
-    title = f"training throughput, tokens/s ({name}, vocab {vocab}, {shape}, charlstm dropout {args.dropout}, fp32, {args.rounds} rounds)"
+    title = f"training throughput, tokens/s ({name}, vocab {vocab}, {shape}, charlstm dropout {args.dropout}, {args.precision}, {args.rounds} rounds)"
     print_table(title, rows, ("", "min", "median", "max"))
     write_json(
         args.json,
         {
             "shape": shape,
             "dropout": args.dropout,
+            "precision": args.precision,
             "machine": machine(),
             "rates": {k: stats(v) for k, v in rates.items()},
             "ratio": stats(ratio),

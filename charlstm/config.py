@@ -1,14 +1,19 @@
-"""Typed configuration objects, validated on construction.
+"""Typed settings, validated on construction, and the choice lists the command line uses.
 
-Each field has the same name as its command-line flag (``hidden_size`` <-> ``--hidden-size``), so
-an error can name the flag to change. All problems with a config are reported at once.
+Each field has the name of its command-line flag (``hidden_size`` <-> ``--hidden-size``), so an
+error can name the flag to change, and the CLI builds its options from these fields: a choice list,
+a default or a help text is written once, here. All problems with a config are reported at once.
+
+The model's settings come in two steps: ``ModelShape`` is what the user chooses (cell, sizes,
+dropout); ``ModelConfig`` adds ``vocab_size``, known once the tokenizer is, and is what a
+checkpoint stores.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from charlstm.errors import ConfigError
@@ -19,17 +24,23 @@ LR_SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CELLS = ("lstm", "gru", "rnn")
 ENCODING_ERRORS = ("strict", "replace")
-
-# Settings a resumed run must keep: they fix the model's shape, the tokens or the order of the
-# data. Everything else (--lr, --max-steps, --dropout, --device, ...) may change on --resume.
-FIXED_ON_RESUME = {
-    "model": ("cell", "embedding_dim", "hidden_size", "num_layers", "tie_weights"),
-    "train": ("tokenizer", "vocab_size", "val_fraction", "batch_size", "bptt", "seed", "encoding_errors"),
-}
+SENTENCEPIECE_VOCAB_SIZE = 512  # --vocab-size when bpe/unigram is asked for without one
 
 
-def _flag(name: str) -> str:
+def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, fixed: bool = False):
+    """A config field with what the command line shows for it. ``fixed``: a resumed run must keep
+    it (it fixes the model's shape, the tokens or the order of the data)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "fixed": fixed})
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a field: ``hidden_size`` -> ``--hidden-size``."""
     return "--" + name.replace("_", "-")
+
+
+def fixed_on_resume(*classes) -> tuple[str, ...]:
+    """The fields of ``classes`` that a resumed run cannot change."""
+    return tuple(f.name for cls in classes for f in dataclasses.fields(cls) if f.metadata.get("fixed"))
 
 
 class _Checks:
@@ -40,7 +51,10 @@ class _Checks:
 
     def require(self, ok: bool, name: str, message: str) -> None:
         if not ok:
-            self.problems.append(f"{_flag(name)} {message}")
+            self.problems.append(f"{flag(name)} {message}")
+
+    def choice(self, value: str, name: str, choices: tuple[str, ...]) -> None:
+        self.require(value in choices, name, f"must be one of {', '.join(choices)} (got {value!r})")
 
     def raise_if_any(self) -> None:
         if self.problems:
@@ -53,27 +67,37 @@ class _Serializable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        """Build from a dict, ignoring keys this version does not know (older/newer runs)."""
+        """Build from a dict, ignoring keys this class does not know (older/newer runs, or a
+        ``ModelConfig`` dict read as a ``ModelShape``)."""
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
 
-@dataclass
-class ModelConfig(_Serializable):
-    """Shape of the language model: embedding -> stacked LSTM -> dropout -> projection."""
 
-    vocab_size: int
-    embedding_dim: int = 64
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.1
-    tie_weights: bool = False
-    cell: str = "lstm"  # "gru" and "rnn" (tanh) for comparison
+@dataclass(kw_only=True)
+class ModelShape(_Serializable):
+    """The language model the user asks for: embedding -> stacked recurrent layers -> dropout ->
+    projection. Everything but the vocabulary, which comes from the tokenizer."""
+
+    cell: str = setting("lstm", "Recurrent cell: LSTM, or GRU / tanh RNN for comparison.", choices=CELLS, fixed=True)
+    embedding_dim: int = setting(64, "Embedding size.", fixed=True)
+    hidden_size: int = setting(256, "Units per recurrent layer.", fixed=True)
+    num_layers: int = setting(2, "Stacked recurrent layers.", fixed=True)
+    dropout: float = setting(0.1, "Dropout between layers and before the projection.")
+    tie_weights: bool = setting(
+        False, "Share embedding and projection weights (needs --embedding-dim = --hidden-size).", fixed=True
+    )
 
     def __post_init__(self) -> None:
         c = _Checks()
-        c.require(self.cell in CELLS, "cell", f"must be one of {', '.join(CELLS)}")
-        c.require(self.vocab_size >= 2, "vocab_size", f"must be at least 2 (got {self.vocab_size})")
+        self._check(c)
+        c.raise_if_any()
+
+    def _check(self, c: _Checks) -> None:
+        c.choice(self.cell, "cell", CELLS)
         c.require(self.embedding_dim >= 1, "embedding_dim", f"must be at least 1 (got {self.embedding_dim})")
         c.require(self.hidden_size >= 1, "hidden_size", f"must be at least 1 (got {self.hidden_size})")
         c.require(self.num_layers >= 1, "num_layers", f"must be at least 1 (got {self.num_layers})")
@@ -83,52 +107,80 @@ class ModelConfig(_Serializable):
             "tie_weights",
             f"needs --embedding-dim equal to --hidden-size (got {self.embedding_dim} and {self.hidden_size})",
         )
-        c.raise_if_any()
+
+
+@dataclass(kw_only=True)
+class ModelConfig(ModelShape):
+    """A ``ModelShape`` with its vocabulary: everything needed to build the model."""
+
+    vocab_size: int
+
+    def _check(self, c: _Checks) -> None:
+        super()._check(c)
+        c.require(self.vocab_size >= 2, "vocab_size", f"must be at least 2 (got {self.vocab_size})")
+
+    @classmethod
+    def of(cls, shape: ModelShape, vocab_size: int) -> ModelConfig:
+        return cls(vocab_size=vocab_size, **shape.to_dict())
+
+    @property
+    def shape(self) -> ModelShape:
+        return ModelShape.from_dict(self.to_dict())
 
 
 @dataclass
 class TrainConfig(_Serializable):
-    """How to train: data layout, optimisation, stopping, evaluation and output."""
+    """How to train: tokens, data layout, optimisation, stopping, evaluation and hardware."""
 
-    tokenizer: str = "char"
-    vocab_size: int = 512  # SentencePiece tokenizers only
-    val_fraction: float = 0.1
-    batch_size: int = 32
-    bptt: int = 64
-    lr: float = 4e-3
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
-    clip: float = 1.0
-    epochs: int = 10
-    max_steps: int | None = None
-    max_time: float | None = None
-    eval_every: int = 200
-    eval_tokens: int = 1_000_000  # validation during training reads at most this many tokens
-    seed: int = 1337
-    device: str = "auto"
-    precision: str = "auto"
-    encoding_errors: str = "strict"  # "replace": invalid UTF-8 becomes U+FFFD, counted
+    tokenizer: str = setting("char", "Token unit.", choices=TOKENIZERS, fixed=True)
+    # The vocabulary's size is a setting only for SentencePiece; char and byte fix their own.
+    vocab_size: int | None = setting(
+        None, f"Vocabulary size for bpe/unigram [default: {SENTENCEPIECE_VOCAB_SIZE}].", fixed=True
+    )
+    val_fraction: float = setting(0.1, "Last fraction of the text held out for validation.", fixed=True)
+    batch_size: int = setting(32, "Parallel streams per step.", fixed=True)
+    bptt: int = setting(64, "Window length: steps of backpropagation through time.", fixed=True)
+    lr: float = setting(4e-3, "Peak learning rate (AdamW).")
+    lr_schedule: str = setting("cosine", "Learning-rate schedule.", choices=LR_SCHEDULES)
+    warmup_steps: int = setting(20, "Linear warm-up steps.")
+    weight_decay: float = setting(0.01, "AdamW weight decay (weight matrices only).")
+    clip: float = setting(1.0, "Gradient-norm clipping threshold.")
+    epochs: int = setting(10, "Stop after this many passes over the text...")
+    max_steps: int | None = setting(None, "...or this many steps...")
+    max_time: float | None = setting(None, "...or this many seconds, whichever comes first.")
+    eval_every: int = setting(200, "Validate and checkpoint every N steps (and at the end).")
+    eval_tokens: int = setting(1_000_000, "Validate on at most this many held-out tokens.")
+    seed: int = setting(1337, "Random seed (a CPU run with the same seed repeats exactly).", fixed=True)
+    device: str = setting("auto", "Where to train.", choices=DEVICES)
+    precision: str = setting(
+        "auto",
+        "auto: bf16 autocast where the hardware runs it fast, fp16 on older GPUs, else fp32.",
+        choices=PRECISIONS,
+    )
+    encoding_errors: str = setting(
+        "strict",
+        "Invalid UTF-8: stop with its byte offset, or replace it with U+FFFD (counted).",
+        choices=ENCODING_ERRORS,
+        fixed=True,
+    )
 
     def __post_init__(self) -> None:
         c = _Checks()
+        c.choice(self.encoding_errors, "encoding_errors", ENCODING_ERRORS)
+        c.choice(self.precision, "precision", PRECISIONS)
+        c.choice(self.tokenizer, "tokenizer", TOKENIZERS)
         c.require(
-            self.encoding_errors in ENCODING_ERRORS,
-            "encoding_errors",
-            f"must be one of {', '.join(ENCODING_ERRORS)}",
+            self.vocab_size is None or self.vocab_size >= 2,
+            "vocab_size",
+            f"must be at least 2 (got {self.vocab_size})",
         )
-        c.require(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
-        c.require(self.tokenizer in TOKENIZERS, "tokenizer", f"must be one of {', '.join(TOKENIZERS)}")
-        c.require(self.vocab_size >= 2, "vocab_size", f"must be at least 2 (got {self.vocab_size})")
         c.require(
             0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1) (got {self.val_fraction})"
         )
         c.require(self.batch_size >= 1, "batch_size", f"must be at least 1 (got {self.batch_size})")
         c.require(self.bptt >= 1, "bptt", f"must be at least 1 (got {self.bptt})")
         c.require(self.lr > 0 and math.isfinite(self.lr), "lr", f"must be a positive number (got {self.lr})")
-        c.require(
-            self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}"
-        )
+        c.choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         c.require(self.warmup_steps >= 0, "warmup_steps", f"must be 0 or more (got {self.warmup_steps})")
         c.require(self.weight_decay >= 0, "weight_decay", f"must be 0 or more (got {self.weight_decay})")
         c.require(self.clip > 0, "clip", f"must be positive (got {self.clip})")
@@ -145,7 +197,38 @@ class TrainConfig(_Serializable):
         )
         c.require(self.eval_every >= 1, "eval_every", f"must be at least 1 (got {self.eval_every})")
         c.require(self.eval_tokens >= 2, "eval_tokens", f"must be at least 2 (got {self.eval_tokens})")
-        c.require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
+        c.choice(self.device, "device", DEVICES)
+        c.raise_if_any()
+
+    @property
+    def sentencepiece_vocab_size(self) -> int:
+        return self.vocab_size or SENTENCEPIECE_VOCAB_SIZE
+
+
+# Settings a resumed run must keep (the others, --lr, --max-steps, --dropout, --device, ... may
+# change on --resume): marked ``fixed`` on their fields above.
+FIXED_ON_RESUME = fixed_on_resume(ModelShape, TrainConfig)
+
+
+@dataclass
+class EvalConfig(_Serializable):
+    """How ``charlstm eval`` runs the model over a file."""
+
+    batch_size: int = setting(64, "Parallel streams.")
+    bptt: int | None = setting(None, "Window length [default: the checkpoint's].")
+    device: str = setting("auto", "Where to run.", choices=DEVICES)
+    encoding_errors: str = setting(
+        "strict",
+        "Invalid UTF-8: stop with its byte offset, or replace it with U+FFFD (counted).",
+        choices=ENCODING_ERRORS,
+    )
+
+    def __post_init__(self) -> None:
+        c = _Checks()
+        c.require(self.batch_size >= 1, "batch_size", f"must be at least 1 (got {self.batch_size})")
+        c.require(self.bptt is None or self.bptt >= 1, "bptt", f"must be at least 1 (got {self.bptt})")
+        c.choice(self.device, "device", DEVICES)
+        c.choice(self.encoding_errors, "encoding_errors", ENCODING_ERRORS)
         c.raise_if_any()
 
 

@@ -1,9 +1,10 @@
 """Data-parallel training with PyTorch's own engine: torchrun + DistributedDataParallel.
 
 Under ``torchrun`` every process runs ``charlstm train`` with the same arguments; torchrun's
-environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) says which one it is. The
-backend is NCCL on GPUs and gloo on CPUs. Without torchrun, ``Dist`` is a world of one and every
-method here is a no-op, so the single-process path pays nothing.
+environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) says which one it is, and this
+module is the only reader of it. The backend is NCCL on GPUs and gloo on CPUs. Without torchrun,
+``Dist`` is a world of one and every method here is a no-op, so the single-process path pays
+nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from charlstm.errors import CharlstmError
+
+
+def world_size_from_environment() -> int:
+    """How many processes torchrun started (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """False in the torchrun processes other than rank 0: they train but print nothing."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 @dataclass
@@ -68,10 +81,28 @@ class Dist:
         if self.enabled:
             dist.barrier()
 
+    def on_main(self, work, share: bool = True):
+        """``work()`` on rank 0 only; its result on every rank when ``share`` (plain data only:
+        a memory map does not travel), else None on the others. A user error raised there is
+        raised on every rank, so no process waits for one that has given up."""
+        result = error = None
+        if self.is_main:
+            try:
+                result = work()
+            except CharlstmError as e:
+                error = e
+        if self.enabled:
+            shared, error = self.broadcast((result if share and error is None else None, error))
+            if not self.is_main:
+                result = shared
+        if error is not None:
+            raise error
+        return result
+
 
 def from_environment(device_name: str) -> Dist:
     """Join the process group torchrun set up, if any (a world of one otherwise)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = world_size_from_environment()
     if world_size <= 1:
         return Dist()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

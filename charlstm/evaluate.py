@@ -11,8 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlstm.corpus import TextSource, encode_to_file, windows
+from charlstm.batches import encode_to_file, windows
+from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+from charlstm.config import EvalConfig
 from charlstm.errors import DataError
+from charlstm.hardware import FP32, Precision, select_device
+from charlstm.text import TextSource
 
 
 @dataclass
@@ -33,7 +37,7 @@ class EvalReport:
 
 @torch.inference_mode()
 def stream_loss(
-    model, ids: np.ndarray, batch_size: int, bptt: int, device, amp_dtype: torch.dtype | None = None
+    model, ids: np.ndarray, batch_size: int, bptt: int, device, precision: Precision | None = None
 ) -> tuple[float, int]:
     """Sum of next-token negative log-likelihoods over ``ids``, and how many tokens were scored.
 
@@ -50,7 +54,8 @@ def stream_loss(
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    state = None
+    hidden = None
+    device = torch.device(device)
     for window in windows(rows, bptt):
         # Gather one window of rows (inputs plus the next row of targets) straight from ``ids``,
         # which may be a memory-mapped file: nothing the size of the text is ever built.
@@ -58,8 +63,8 @@ def stream_loss(
         valid = torch.from_numpy(index[1:] < n).to(device)  # (t, B); the last stream is short
         block = torch.from_numpy(np.asarray(ids[np.minimum(index, n - 1)]).astype(np.int64)).to(device)
         x, y = block[:-1], block[1:]  # (t, B) each
-        with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits, state = model(x, state)  # (t, B, V)
+        with (precision or FP32).autocast(device):
+            logits, hidden = model(x, hidden)  # (t, B, V)
         nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")  # (t*B,)
         total += (nll * valid.flatten()).sum(dtype=torch.float64)
         count += int(valid.sum())
@@ -101,3 +106,13 @@ def evaluate_source(model, tokenizer, source: TextSource, batch_size: int, bptt:
 def evaluate_text(model, tokenizer, text: str, batch_size: int, bptt: int, device) -> EvalReport:
     """``evaluate_source`` for a text in memory."""
     return evaluate_source(model, tokenizer, TextSource.from_text(text), batch_size, bptt, device)
+
+
+def evaluate_checkpoint(checkpoint: str, source: TextSource, config: EvalConfig) -> EvalReport:
+    """``charlstm eval``: load ``checkpoint`` (checked before the text is read) and score ``source``
+    with windows of ``config.bptt`` (default: the length the model was trained with)."""
+    device = select_device(config.device)
+    payload = load_checkpoint(checkpoint)
+    model, tokenizer = model_from_checkpoint(payload, device, checkpoint)
+    bptt = config.bptt or payload.get("train_config", {}).get("bptt", 128)
+    return evaluate_source(model, tokenizer, source, config.batch_size, bptt, device)

@@ -16,7 +16,6 @@ of the graph.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -24,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlstm.cells import cell_gates, step
-
-GATE_COUNT = {"lstm": 4, "gru": 3, "rnn": 1}
+from charlstm.cells import STACK_ORDER, cell_gates, init_forget_bias, step
+from charlstm.model import RNN_CLASSES
 
 
 @dataclass
@@ -78,14 +76,10 @@ class Recaller(nn.Module):
         super().__init__()
         self.cell = cell
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        layer = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
-        self.rnn = layer(embedding_dim, hidden_size)
+        self.rnn = RNN_CLASSES[cell](embedding_dim, hidden_size)
         self.head = nn.Linear(hidden_size, num_symbols)
-        if cell == "lstm":  # forget-gate bias split over the layer's two bias vectors (i, f, g, o)
-            for name, p in self.rnn.named_parameters():
-                if name.startswith("bias"):
-                    nn.init.zeros_(p)
-                    p.data[hidden_size : 2 * hidden_size].fill_(forget_bias / 2)
+        if cell == "lstm":
+            init_forget_bias(self.rnn, forget_bias)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(self.embedding(ids))  # (T, B, H)
@@ -103,7 +97,7 @@ def hidden_for_budget(cell: str, budget: int, config: ExperimentConfig) -> int:
 
 def _count(cell: str, hidden: int, config: ExperimentConfig) -> int:
     vocab = config.num_symbols + config.num_distractors + 1
-    recurrent = GATE_COUNT[cell] * (hidden * (config.embedding_dim + hidden) + 2 * hidden)
+    recurrent = len(STACK_ORDER[cell]) * (hidden * (config.embedding_dim + hidden) + 2 * hidden)
     return vocab * config.embedding_dim + recurrent + hidden * config.num_symbols + config.num_symbols
 
 
@@ -236,36 +230,3 @@ def gradient_norms(model: Recaller, distance: int, config: ExperimentConfig) -> 
     last = len(hs) - 1
     ks = sorted({0, 1, 3} | {k for k in (10, 30, 100, 300, 1000, 3000) if k <= last} | {last})
     return [(k, float(hs[last - k].grad.norm(dim=1).mean())) for k in ks]
-
-
-def plot(report: Report, path: str) -> bool:
-    """Write a PNG of accuracy and gradient norm against distance; False when matplotlib is not
-    installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, _, _ in report.config.variants():
-        distances = [r.distance for r in report.results if r.model == label]
-        left.plot(distances, [report.accuracy(label, d) for d in distances], marker="o", label=label)
-        ks, norms = zip(*report.gradient_norms.get(label, [(0, math.nan)]))
-        right.plot([max(k, 0.5) for k in ks], norms, marker="o", label=label)
-    left.axhline(1 / report.config.num_symbols, color="grey", linestyle=":", label="chance")
-    left.set(xscale="log", xlabel="distance d (steps to remember across)", ylabel="accuracy", ylim=(0, 1.05))
-    right.set(
-        xscale="log",
-        yscale="log",
-        xlabel="k (steps before the query)",
-        ylabel="mean ||dloss / dh(T-k)||",
-        title=f"trained at d = {report.gradient_trained_at}, sequences of d = {report.gradient_distance}",
-    )
-    left.legend()
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True

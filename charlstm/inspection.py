@@ -4,18 +4,19 @@
 ``charlstm inspect`` shows: every gate and state per step, units whose activation tracks simple
 properties of the text (as in Karpathy, Johnson & Fei-Fei, "Visualizing and Understanding
 Recurrent Networks", 2015), gate saturation per layer, and the model's top predictions. The
-terminal rendering lives in ``cli.py``; ``to_html`` writes the same pictures as one page.
+terminal and HTML pictures are drawn by ``charlstm.display``.
 """
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from charlstm.cells import GATES, QUANTITIES, Trace, trace
+from charlstm.config import ModelConfig
+from charlstm.errors import ConfigError, DataError
 
 OPEN, SHUT = 0.9, 0.1  # a gate value above OPEN lets (nearly) everything through; below SHUT, nothing
 
@@ -113,6 +114,20 @@ class Inspection:
     units: list[Unit]  # the units to show: those asked for, or the best found per feature
     prediction: Prediction
     skipped_features: list[str] = field(default_factory=list)  # constant in this text
+    unknown_chars: list[str] = field(default_factory=list)  # read as the char vocabulary's unknown
+
+
+def check_request(config: ModelConfig, quantity: str | None, layer: int | None, unit: int | None) -> None:
+    """Refuse, all at once, a ``--show``, ``--layer`` (1-based) or ``--unit`` this model lacks."""
+    problems = []
+    if quantity is not None and quantity not in QUANTITIES[config.cell]:
+        problems.append(f"--show {quantity}: a {config.cell} has {', '.join(QUANTITIES[config.cell])}")
+    if layer is not None and not 1 <= layer <= config.num_layers:
+        problems.append(f"--layer {layer}: the model has {config.num_layers} layers")
+    if unit is not None and not 0 <= unit < config.hidden_size:
+        problems.append(f"--unit {unit}: layers have units 0-{config.hidden_size - 1}")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def inspect_text(
@@ -132,11 +147,15 @@ def inspect_text(
     ``at`` is the token index after which the top predictions are shown (default: the last).
     """
     cell = model.config.cell
+    check_request(model.config, quantity, None if layer is None else layer + 1, unit)
     quantity = quantity or ("cell" if cell == "lstm" else "hidden")
-    if quantity not in QUANTITIES[cell]:
-        raise ValueError(f"{cell} has no {quantity!r}; choose from {', '.join(QUANTITIES[cell])}")
     model.eval()
     ids = torch.from_numpy(np.asarray(tokenizer.encode(text), dtype=np.int64))
+    if len(ids) < 2:
+        raise DataError("the text is too short to inspect: give at least 2 tokens")
+    if at is not None and not 0 <= at < len(ids):
+        raise ConfigError(f"--at {at}: the text has tokens 0-{len(ids) - 1}")
+    unknown = tokenizer.unknown_chars(text) if tokenizer.kind == "char" else []
     table = tokenizer.token_bytes()
     pieces = [table[i].decode("utf-8", "replace") for i in ids.tolist()]
     seen = trace(model, ids)
@@ -186,94 +205,4 @@ def inspect_text(
         actual=pieces[at + 1] if at + 1 < len(pieces) else None,
         top=[(table[i].decode("utf-8", "replace"), float(q)) for i, q in zip(idx.tolist(), p.tolist())],
     )
-    return Inspection(cell, pieces, seen, stats, units, prediction, skipped)
-
-
-# ------------------------------------------------------------------------------ colours and HTML
-
-
-def colour(value: float, scale: float) -> tuple[int, int, int]:
-    """White at 0, red for positive, blue for negative, saturating at ``scale``."""
-    x = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
-    fade = int(round(255 * (1 - abs(x))))
-    return (255, fade, fade) if x >= 0 else (fade, fade, 255)
-
-
-def scale_of(values: np.ndarray) -> float:
-    """The activation that gets full colour: 1 for gates and tanh outputs, the largest magnitude
-    seen for an LSTM cell state (which is not bounded)."""
-    peak = float(np.abs(values).max()) if len(values) else 1.0
-    return 1.0 if peak <= 1.0 else peak
-
-
-def visible(piece: str) -> str:
-    """Show whitespace that would otherwise vanish: a newline as ↵ (then the line break)."""
-    return piece.replace("\t", "→").replace("\r", "␍").replace("\n", "↵\n")
-
-
-def to_html(report: Inspection, title: str) -> str:
-    """One self-contained page (inline CSS, no scripts, no network resources)."""
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{e(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}"
-        "pre.text{font-family:monospace;white-space:pre-wrap;line-height:1.5;border:1px solid #ccc;padding:.5em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
-        "th{background:#eee}</style></head><body>",
-        f"<h1>{e(title)}</h1>",
-        f"<p>{e(report.cell.upper())}, {len(report.trace.layers)} layers, {len(report.pieces):,} tokens. "
-        "Each character's background is the unit's activation after reading it: "
-        "red positive, blue negative, white zero.</p>",
-    ]
-    for unit in report.units:
-        scale = scale_of(unit.values)
-        parts.append(f'<h2 class="unit">{e(unit.label)}</h2>')
-        spans = []
-        for piece, value in zip(report.pieces, unit.values.tolist()):
-            r, g, b = colour(value, scale)
-            spans.append(
-                f'<span style="background:rgb({r},{g},{b})" title="{value:+.3f}">{e(visible(piece))}</span>'
-            )
-        parts.append('<pre class="text">' + "".join(spans) + "</pre>")
-    if report.skipped_features:
-        parts.append(f"<p>Not searched (constant in this text): {e(', '.join(report.skipped_features))}.</p>")
-    if report.gate_stats:
-        parts.append(
-            '<h2>Gate saturation</h2><table id="gates"><tr><th>layer</th><th>gate</th>'
-            f"<th>open &gt; {OPEN}</th><th>shut &lt; {SHUT}</th><th>units mostly open</th>"
-            "<th>units mostly shut</th></tr>"
-        )
-        for s in report.gate_stats:
-            parts.append(
-                f"<tr><td>{s.layer + 1}</td><td>{e(s.gate)}</td><td>{s.open_fraction:.1%}</td>"
-                f"<td>{s.shut_fraction:.1%}</td><td>{s.units_mostly_open}/{s.units}</td>"
-                f"<td>{s.units_mostly_shut}/{s.units}</td></tr>"
-            )
-        parts.append("</table>")
-    p = report.prediction
-    parts.append(
-        f'<h2>Next-token predictions after token {p.position}</h2><pre class="text">{e(visible(p.context))}</pre>'
-        '<table id="predictions"><tr><th>token</th><th>probability</th></tr>'
-    )
-    for piece, prob in p.top:
-        parts.append(f"<tr><td>{e(repr(piece))}</td><td>{prob:.3f}</td></tr>")
-    parts.append("</table>")
-    if p.actual is not None:
-        parts.append(f"<p>The text goes on with {e(repr(p.actual))}.</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def describe_saturation(stats: list[GateStats]) -> str:
-    """One sentence on the forget gates, the LSTM's memory: how many units keep their cell."""
-    forget = [s for s in stats if s.gate == "forget"]
-    if not forget:
-        return ""
-    kept = sum(s.units_mostly_open for s in forget)
-    total = sum(s.units for s in forget)
-    return (
-        f"{kept} of {total} cells keep their forget gate above {OPEN} most of the time "
-        f"(long memory); {sum(s.units_mostly_shut for s in forget)} reset below {SHUT} most of the time."
-    )
+    return Inspection(cell, pieces, seen, stats, units, prediction, skipped, unknown)

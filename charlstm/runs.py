@@ -1,5 +1,5 @@
 """Where a run lives: its directory (never one that holds another run), its memory-mapped token
-file, its JSON files, and the record of the text it was trained on.
+file, its JSON files, the record of the text it was trained on, and planning a resume.
 """
 
 from __future__ import annotations
@@ -8,18 +8,23 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from charlstm.checkpoint import BEST, LAST, cleanup_temp_files
-from charlstm.corpus import BUILTIN_NAME, TextSource, encode_to_file, open_tokens, token_dtype
-from charlstm.errors import DataError, RunDirectoryError
-from charlstm.tokenizers import Tokenizer
+from charlstm.atomic import atomic_write, cleanup_temp_files
+from charlstm.batches import encode_to_file, held_out_text, open_tokens
+from charlstm.checkpoint import BEST, LAST, find_checkpoint, load_checkpoint
+from charlstm.config import FIXED_ON_RESUME, ModelShape, TrainConfig, flag
+from charlstm.distributed import world_size_from_environment
+from charlstm.errors import CheckpointError, ConfigError, DataError, RunDirectoryError
+from charlstm.text import TextSource, TextStats
+from charlstm.tokenizers import Tokenizer, id_dtype, tokenizer_from_dict
 
-RUN_FILES = ("config.json", "metrics.jsonl", BEST, LAST)
+CONFIG, METRICS = "config.json", "metrics.jsonl"
+RUN_FILES = (CONFIG, METRICS, BEST, LAST)
 TOKENS, TOKENS_META = "tokens.bin", "tokens.json"  # the memory-mapped token file of a run
-_STATS = ("chars", "bytes", "replacements", "sha256")
 
 
 def holds_run(directory: Path) -> bool:
@@ -64,33 +69,51 @@ def prepare_run_dir(
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically: a temporary file beside it, then a rename."""
-    tmp = path.with_name(".tmp-" + path.name)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_metrics(run_dir: Path, records: list[dict]) -> None:
+    """``metrics.jsonl`` as exactly ``records`` (a resumed run drops those newer than its checkpoint)."""
+    atomic_write(run_dir / METRICS, "".join(json.dumps(record) + "\n" for record in records))
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    with open(run_dir / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------------------------- the token file
+
+
+@dataclass
+class TokenFile:
+    """A run's text as token ids (memory-mapped), what the text held, and where the ids came from."""
+
+    ids: np.ndarray
+    stats: TextStats
+    how: str  # "wrote PATH" or "reused PATH"
 
 
 def tokenizer_sha256(tokenizer: Tokenizer) -> str:
-    state = tokenizer.to_state()
-    return hashlib.sha256(repr(sorted(state.items())).encode()).hexdigest()
+    record = tokenizer.to_dict()
+    return hashlib.sha256(repr(sorted(record.items())).encode()).hexdigest()
 
 
-def token_ids(
+def token_file(
     run_dir: Path,
     source: TextSource,
     tokenizer: Tokenizer,
     expected_sha256: str | None = None,
     private: str | None = None,
-) -> tuple[np.ndarray, dict, str]:
-    """The text's ids, memory-mapped from the run's token file (``tokens.bin``); with what the
-    text held (chars, bytes, replacements, sha256) and a line saying where the ids came from.
+) -> TokenFile:
+    """The text's ids, memory-mapped from the run's token file (``tokens.bin``).
 
     With ``expected_sha256`` (a resumed run, or another torchrun rank), the file is reused when
     the text and tokenizer are those it was made from, and a text that has changed is refused.
     ``private`` (a prefix): when the run's file cannot be used, encode into a new temporary
     directory instead of the run directory (a rank on another machine).
     """
-    dtype = np.dtype(token_dtype(tokenizer.vocab_size))
+    dtype = id_dtype(tokenizer.vocab_size)
     path, meta_path = run_dir / TOKENS, run_dir / TOKENS_META
     text_sha256 = source.sha256() if expected_sha256 or private else None  # one read of the file
     expected_sha256 = expected_sha256 or text_sha256
@@ -112,26 +135,40 @@ def token_ids(
                 all(meta.get(k) == v for k, v in key.items())
                 and path.stat().st_size == meta["count"] * dtype.itemsize
             ):
-                return open_tokens(path, dtype, meta["count"]), {k: meta[k] for k in _STATS}, f"reused {path}"
+                stats = TextStats(meta["chars"], meta["bytes"], meta["replacements"], meta["sha256"])
+                return TokenFile(open_tokens(path, dtype, meta["count"]), stats, f"reused {path}")
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no usable file: encode again
     if private:
         path = Path(tempfile.mkdtemp(prefix=private)) / TOKENS
     encoded = encode_to_file(source, tokenizer, path)
-    stats = {k: getattr(encoded.stats, k) for k in _STATS}
     if not private:
+        stats = encoded.stats.to_dict()
         write_json(meta_path, dict(key, text_sha256=stats["sha256"], count=len(encoded.ids), **stats))
-    return encoded.ids, stats, f"wrote {path}"
+    return TokenFile(encoded.ids, encoded.stats, f"wrote {path}")
 
 
-def corpus_record(source: TextSource, stats: dict) -> dict:
+def validation_text(run_dir: Path) -> str:
+    """The held-out text a run validated on, from its token file (the same split whatever the
+    tokenizer: the last ``--val-fraction`` of the tokens)."""
+    payload = load_checkpoint(run_dir)
+    tokenizer = tokenizer_from_dict(payload["tokenizer"])
+    count = json.loads((run_dir / TOKENS_META).read_text())["count"]
+    ids = open_tokens(run_dir / TOKENS, id_dtype(tokenizer.vocab_size), count)
+    return held_out_text(ids, payload["train_config"]["val_fraction"], tokenizer)
+
+
+# --------------------------------------------------------------------------------- the text record
+
+
+def corpus_record(source: TextSource, stats: TextStats) -> dict:
     """What a checkpoint records of its text, for ``--resume`` to find and check it."""
     return {
         "name": source.name,
         "path": None if source.path is None else str(source.path.resolve()),
-        "builtin": source.name == BUILTIN_NAME,
+        "builtin": source.is_builtin,
         "encoding_errors": source.encoding_errors,
-        **stats,
+        **stats.to_dict(),
     }
 
 
@@ -147,3 +184,84 @@ def source_of(corpus: dict, encoding_errors: str) -> TextSource:
             "charlstm train FILE --resume RUN"
         )
     return TextSource.from_file(path, encoding_errors)
+
+
+# ------------------------------------------------------------------------------------- resuming
+
+
+@dataclass
+class ResumePlan:
+    """A checked request to continue a run: its checkpoint and the settings it goes on with."""
+
+    run_dir: Path
+    payload: dict  # the loaded LAST checkpoint
+    config: TrainConfig
+    shape: ModelShape
+    source: TextSource
+
+
+def plan_resume(run: str | os.PathLike, source: TextSource | None = None, changes: dict | None = None) -> ResumePlan:
+    """Check that ``run`` (a run directory, or one of its checkpoint files) can continue with the
+    settings the user gave now (``changes``: ``TrainConfig``/``ModelShape`` field names).
+
+    Settings that fix the model's shape, the tokens or the data order must match the run; every
+    difference is listed. ``source`` defaults to the text the run was trained on.
+    """
+    changes = dict(changes or {})
+    path = Path(run)
+    if not path.exists():
+        raise RunDirectoryError(f"--resume {run}: no such run directory")
+    try:
+        checkpoint = find_checkpoint(path, prefer=(LAST,))
+    except CheckpointError:
+        raise RunDirectoryError(
+            f"--resume {run}: no {LAST} in this directory, so there is nothing to resume "
+            "(is it a charlstm run directory?)"
+        ) from None
+    run_dir = checkpoint.parent
+    cleanup_temp_files(run_dir)  # what an interrupted save left is never a checkpoint
+    payload = load_checkpoint(checkpoint)
+    if not isinstance(payload.get("train_state"), dict) or "optimizer" not in payload:
+        raise CheckpointError(f"{checkpoint}: holds no training state, so it cannot be resumed")
+
+    saved = {**payload["model_config"], **payload["train_config"]}
+    differences = [
+        f"{flag(name)} {changes[name]!r} (the run has {saved.get(name)!r})"
+        for name in FIXED_ON_RESUME
+        if name in changes and changes[name] != saved.get(name)
+    ]
+    if differences:
+        raise ConfigError(
+            f"cannot resume {run_dir} with changed settings: {'; '.join(differences)}. These fix the "
+            "model, its tokens or the order of the data; leave them out, or start a new run"
+        )
+    shape = ModelShape.from_dict({**payload["model_config"], **changes})
+    config = TrainConfig.from_dict({**payload["train_config"], **changes})
+
+    state = payload["train_state"]
+    done = (
+        f"--epochs {config.epochs}"
+        if state["epoch"] >= config.epochs
+        else f"--max-steps {config.max_steps}"
+        if config.max_steps is not None and state["step"] >= config.max_steps
+        else f"--max-time {config.max_time:g}"
+        if config.max_time is not None and state["elapsed"] >= config.max_time
+        else None
+    )
+    if done:
+        raise RunDirectoryError(
+            f"--resume {run_dir}: the run already reached {done} (step {state['step']}, epoch "
+            f"{state['epoch']}); raise --epochs, --max-steps or --max-time to train further"
+        )
+    saved_world = state.get("world_size", 1)
+    world = world_size_from_environment()
+    if saved_world != world:
+        raise ConfigError(
+            f"cannot resume {run_dir} with {world} process(es): it was trained with {saved_world}, and "
+            "the processes' shares of the text and their carried states depend on that number; "
+            + ("run it without torchrun" if saved_world == 1 else f"use torchrun --nproc-per-node {saved_world}")
+            + " (a checkpoint loads for sample and eval in a single process either way)"
+        )
+    if source is None:
+        source = source_of(payload["corpus"], config.encoding_errors)
+    return ResumePlan(run_dir, payload, config, shape, source)

@@ -12,7 +12,7 @@ import torch
 
 from charlstm.config import SampleConfig
 from charlstm.errors import ConfigError
-from charlstm.model import TokenStepper
+from charlstm.cells import TokenStepper
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -142,7 +142,7 @@ def generate(model, tokenizer, config: SampleConfig, device) -> Iterator[list[st
         return
     prime = torch.tensor(encode_prime(tokenizer, config.prime), dtype=torch.long, device=device)
     ids = prime.unsqueeze(1).expand(-1, config.num_samples)  # (T, B)
-    logits, state = model(ids, model.init_state(config.num_samples))  # (T, B, V): the prime, once
+    logits, hidden = model(ids, model.init_hidden(config.num_samples))  # (T, B, V): the prime, once
     logits = logits[-1]  # (B, V)
     step = TokenStepper(model)
     # Each token is at least one byte, and --length counts characters of at most 4 bytes, but a
@@ -156,5 +156,5 @@ def generate(model, tokenizer, config: SampleConfig, device) -> Iterator[list[st
         yield pieces
         if all(stream.done for stream in streams):
             return
-        logits, state = step(tok, state)  # (B, V)
+        logits, hidden = step(tok, hidden)  # (B, V)
     yield [stream.finish() for stream in streams]

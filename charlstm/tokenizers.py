@@ -36,11 +36,14 @@ class Tokenizer(Protocol):
 
     def token_bytes(self) -> list[bytes]: ...
 
-    def to_state(self) -> dict: ...
+    def to_dict(self) -> dict: ...
 
 
-def _id_dtype(vocab_size: int):
-    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The one rule for token ids in memory and in token files: the smallest integer type that
+    holds every id and that torch can index with (uint8, int16 or int32; torch has no uint16
+    indexing)."""
+    return np.dtype(np.uint8 if vocab_size <= 256 else np.int16 if vocab_size <= 32768 else np.int32)
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -65,7 +68,7 @@ class CharTokenizer:
         self.chars = chars
         self.unk_id = len(chars)
         self.vocab_size = len(chars) + 1
-        self._dtype = _id_dtype(self.vocab_size)
+        self._dtype = id_dtype(self.vocab_size)
         self._lut: np.ndarray | None = None
 
     @classmethod
@@ -113,7 +116,7 @@ class CharTokenizer:
         positions = np.flatnonzero(ids == self.unk_id)
         return sorted({text[i] for i in positions.tolist()})
 
-    def to_state(self) -> dict:
+    def to_dict(self) -> dict:
         return {"kind": self.kind, "chars": self.chars}
 
 
@@ -134,7 +137,7 @@ class ByteTokenizer:
     def token_bytes(self) -> list[bytes]:
         return [bytes([i]) for i in range(256)]
 
-    def to_state(self) -> dict:
+    def to_dict(self) -> dict:
         return {"kind": self.kind}
 
 
@@ -201,7 +204,7 @@ class SentencePieceTokenizer:
         self.model_proto = bytes(model_proto)
         self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
         self.vocab_size = self._sp.vocab_size()
-        self._dtype = _id_dtype(self.vocab_size)
+        self._dtype = id_dtype(self.vocab_size)
 
     @classmethod
     def train(cls, text, kind: str, vocab_size: int, size_hint: int | None = None) -> SentencePieceTokenizer:
@@ -294,7 +297,7 @@ class SentencePieceTokenizer:
                 table.append(piece.replace("\u2581", " ").encode("utf-8"))
         return table
 
-    def to_state(self) -> dict:
+    def to_dict(self) -> dict:
         return {"kind": self.kind, "model_proto": self.model_proto}
 
 
@@ -328,13 +331,14 @@ def train_tokenizer(kind: str, text, vocab_size: int = 512, size_hint: int | Non
     return SentencePieceTokenizer.train(text, kind, vocab_size, size_hint)
 
 
-def tokenizer_from_state(state: dict) -> Tokenizer:
-    kind = state.get("kind")
+def tokenizer_from_dict(record: dict) -> Tokenizer:
+    """The tokenizer a checkpoint recorded (``Tokenizer.to_dict``)."""
+    kind = record.get("kind")
     if kind == "char":
-        return CharTokenizer(state["chars"])
+        return CharTokenizer(record["chars"])
     if kind == "byte":
         return ByteTokenizer()
     if kind in ("bpe", "unigram"):
-        proto = state["model_proto"]
+        proto = record["model_proto"]
         return SentencePieceTokenizer(proto if isinstance(proto, bytes) else bytes(proto), kind)
     raise ValueError(f"unknown tokenizer kind {kind!r}")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from charlstm.corpus import builtin_text
+from charlstm.text import builtin_text
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_MODEL = [
@@ -35,14 +35,14 @@ def text_file(tmp_path, small_text) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, small_text):
     """A tiny model trained for a few steps; returns its run directory."""
-    from charlstm.config import TrainConfig
-    from charlstm.corpus import TextSource
+    from charlstm.config import ModelShape, TrainConfig
+    from charlstm.text import TextSource
     from charlstm.train import train
 
     out = tmp_path_factory.mktemp("run") / "tiny"
     config = TrainConfig(batch_size=4, bptt=16, max_steps=20, eval_every=10, device="cpu", seed=1)
-    options = {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1}
-    result = train(TextSource.from_text(small_text, "small", "small"), config, options, out=out)
+    shape = ModelShape(embedding_dim=16, hidden_size=32, num_layers=1)
+    result = train(TextSource.from_text(small_text, "small", "small"), config, shape, out=out)
     return result.run_dir
 
 

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from charlstm.cells import GATES, QUANTITIES, layer_gates, lstm_step, trace
+from charlstm.cells import GATES, QUANTITIES, TokenStepper, layer_gates, lstm_step, trace
 from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.config import ModelConfig
-from charlstm.model import LSTMLanguageModel
+from charlstm.model import LanguageModel
 
 
 def test_reference_lstm_reproduces_a_trained_fused_layer(tiny_run, small_text):
@@ -30,7 +30,7 @@ def test_reference_lstm_reproduces_a_trained_fused_layer(tiny_run, small_text):
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_reference_gru_and_rnn_reproduce_the_fused_layers(cell):
     torch.manual_seed(0)
-    model = LSTMLanguageModel(ModelConfig(30, 8, 24, 2, dropout=0.0, cell=cell)).eval()
+    model = LanguageModel(ModelConfig(vocab_size=30, embedding_dim=8, hidden_size=24, num_layers=2, dropout=0.0, cell=cell)).eval()
     ids = torch.randint(0, 30, (1000,))
     with torch.no_grad():
         logits, (h,) = model(ids.view(-1, 1))
@@ -52,3 +52,20 @@ def test_lstm_step_is_the_written_equations():
     assert torch.allclose(c, torch.tensor([[0.7]]), atol=1e-6)  # c_t = 1 * 0.7 + 0 * g
     assert torch.allclose(h, torch.tanh(torch.tensor([[0.7]])), atol=1e-6)  # h_t = 1 * tanh(c_t)
     assert seen["forget"].item() > 0.999 and seen["input"].item() < 1e-6
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_token_stepper_matches_the_fused_layer_over_a_long_sequence(cell):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=11, embedding_dim=8, hidden_size=12, num_layers=3, dropout=0.0, cell=cell)
+    model = LanguageModel(config).eval()
+    ids = torch.randint(0, 11, (300, 2))
+    with torch.no_grad():
+        full, final = model(ids)
+        step = TokenStepper(model)
+        state = model.init_hidden(2)
+        for t in range(300):
+            logits, state = step(ids[t], state)
+            assert torch.allclose(logits, full[t], atol=1e-5)
+    assert len(state) == len(final) == (2 if cell == "lstm" else 1)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(state, final))

@@ -7,8 +7,9 @@ import torch
 from charlstm.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
+    upgrade_state_dict,
     model_from_checkpoint,
-    resolve_checkpoint,
+    find_checkpoint,
     save_checkpoint,
 )
 from charlstm.errors import CheckpointError
@@ -34,7 +35,8 @@ def test_round_trip_is_self_contained(tiny_run, small_text):
 
 
 def test_directory_resolves_to_best(tiny_run):
-    assert resolve_checkpoint(tiny_run).name == "best.pt"
+    assert find_checkpoint(tiny_run).name == "best.pt"
+    assert find_checkpoint(tiny_run, prefer=("last.pt",)).name == "last.pt"
 
 
 def test_save_is_atomic_and_leaves_no_temp_files(tiny_run, tmp_path):
@@ -171,3 +173,18 @@ def test_kill_trials_never_lose_a_checkpoint(tmp_path):
     assert counts["checkpoints_bad"] == 0 and counts["checkpoints_checked"] >= 2
     assert counts["final_step"] == counts["final_target"]
     assert not list((tmp_path / "run").glob(".tmp-*"))  # the last run cleaned up what kills left
+
+
+def _tiny_model():
+    from charlstm.config import ModelConfig
+    from charlstm.model import LanguageModel
+
+    torch.manual_seed(0)
+    return LanguageModel(ModelConfig(vocab_size=11, embedding_dim=8, hidden_size=12, num_layers=2))
+
+
+def test_weights_saved_under_the_old_layer_name_still_load():
+    model = _tiny_model()
+    old = {k.replace("rnn.", "lstm.", 1): v for k, v in model.state_dict().items()}
+    assert any(k.startswith("lstm.") for k in old)
+    _tiny_model().load_state_dict(upgrade_state_dict(old))

@@ -10,12 +10,19 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from charlstm.config import TrainConfig
-from charlstm.corpus import TextSource
+from charlstm.config import ModelShape, TrainConfig
+from charlstm.distributed import from_environment
+from charlstm.prepare import prepare_new
+from charlstm.text import TextSource
 from charlstm.train import Trainer
 from tests.conftest import TINY_MODEL
 
-OPTIONS = {"embedding_dim": 8, "hidden_size": 16, "num_layers": 2, "dropout": 0.0}
+OPTIONS = ModelShape(embedding_dim=8, hidden_size=16, num_layers=2, dropout=0.0)
+
+
+def _trainer(text, config, out):
+    """A Trainer through the public seams, in this process's place in torchrun's world."""
+    return Trainer(prepare_new(TextSource.from_text(text, "t", "t"), config, OPTIONS, out, from_environment("cpu")))
 
 
 def _free_port() -> int:
@@ -25,9 +32,9 @@ def _free_port() -> int:
 
 
 def _one_step(text, batch_size, out):
-    config = TrainConfig(batch_size=batch_size, bptt=16, device="cpu", clip=1e9, seed=5)
-    trainer = Trainer(TextSource.from_text(text, "t", "t"), config, OPTIONS, out=out)
-    trainer.train_step(trainer.epoch_windows[0], None)
+    config = TrainConfig(batch_size=batch_size, bptt=16, device="cpu", clip=1e9, seed=5, precision="fp32")
+    trainer = _trainer(text, config, out)
+    trainer.train_step(trainer.data.windows[0], None)
     return {name: p.grad.clone() for name, p in trainer.model.named_parameters()}
 
 
@@ -68,16 +75,16 @@ def _poisoned_rank_main(rank, world_size, port, text, out, results):
     """Rank 1's loss is NaN on the first step; rank 0's is fine."""
     _join(rank, world_size, port)
     config = TrainConfig(batch_size=4, bptt=16, device="cpu", seed=5)
-    trainer = Trainer(TextSource.from_text(text, "t", "t"), config, OPTIONS, out=out)
+    trainer = _trainer(text, config, out)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     forward = trainer.model.forward
 
-    def poisoned(x, state=None):
-        logits, state = forward(x, state)
-        return (logits * float("nan") if rank == 1 else logits), state
+    def poisoned(x, hidden=None):
+        logits, hidden = forward(x, hidden)
+        return (logits * float("nan") if rank == 1 else logits), hidden
 
     trainer.model.forward = poisoned
-    trainer.train_step(trainer.epoch_windows[0], None)
+    trainer.train_step(trainer.data.windows[0], None)
     unchanged = all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     torch.save({"unchanged": unchanged, "bad_steps": list(trainer.bad_steps)}, results / f"poison{rank}.pt")
     import torch.distributed as dist
@@ -197,6 +204,6 @@ def test_a_signal_to_one_rank_stops_all_of_them_with_one_checkpoint(tmp_path, te
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_training_step(tmp_path, small_text):
     config = TrainConfig(batch_size=4, bptt=16, device="cuda", max_steps=3, eval_every=3)
-    trainer = Trainer(TextSource.from_text(small_text, "t", "t"), config, OPTIONS, out=tmp_path / "gpu")
+    trainer = _trainer(small_text, config, tmp_path / "gpu")
     result = trainer.run()
     assert result.steps == 3 and next(trainer.model.parameters()).is_cuda

@@ -8,12 +8,12 @@ from hypothesis import strategies as st
 from charlstm.config import ModelConfig
 from charlstm.errors import DataError
 from charlstm.evaluate import evaluate_text, stream_loss
-from charlstm.model import LSTMLanguageModel
+from charlstm.model import LanguageModel
 from charlstm.tokenizers import ByteTokenizer, CharTokenizer
 
 
-def uniform_model(vocab_size: int) -> LSTMLanguageModel:
-    model = LSTMLanguageModel(
+def uniform_model(vocab_size: int) -> LanguageModel:
+    model = LanguageModel(
         ModelConfig(vocab_size=vocab_size, embedding_dim=4, hidden_size=4, num_layers=1)
     )
     with torch.no_grad():
@@ -32,7 +32,7 @@ def test_uniform_model_scores_log_vocab_for_every_scored_token():
 
 def test_stream_loss_is_independent_of_windowing():
     torch.manual_seed(0)
-    model = LSTMLanguageModel(ModelConfig(vocab_size=9, embedding_dim=4, hidden_size=6, num_layers=2))
+    model = LanguageModel(ModelConfig(vocab_size=9, embedding_dim=4, hidden_size=6, num_layers=2))
     ids = np.random.default_rng(1).integers(0, 9, size=500)
     a = stream_loss(model, ids, batch_size=3, bptt=500, device="cpu")
     b = stream_loss(model, ids, batch_size=3, bptt=7, device="cpu")
@@ -72,7 +72,7 @@ def test_eval_on_arbitrary_text_never_crashes(text, batch_size, bptt):
     global _CHAR_MODEL
     if _CHAR_MODEL is None:
         tok = CharTokenizer.train("abc \n")
-        _CHAR_MODEL = (tok, LSTMLanguageModel(ModelConfig(tok.vocab_size, 4, 8, 1)))
+        _CHAR_MODEL = (tok, LanguageModel(ModelConfig(vocab_size=tok.vocab_size, embedding_dim=4, hidden_size=8, num_layers=1)))
     tok, model = _CHAR_MODEL
     try:
         report = evaluate_text(model, tok, text, batch_size=batch_size, bptt=bptt, device="cpu")

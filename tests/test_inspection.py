@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
-from charlstm.inspection import OPEN, colour, inspect_text, text_features, to_html
+from charlstm.display import colour, inspection_html
+from charlstm.errors import ConfigError, DataError
+from charlstm.inspection import OPEN, check_request, inspect_text, text_features
 
 TEXT = 'He said "yes" (twice), and then\nhe left the room; "no" was never said (or written).\n' * 3
 
@@ -78,7 +80,24 @@ class _Page(HTMLParser):
 
 def test_html_page_is_self_contained_and_complete(report):
     page = _Page()
-    page.feed(to_html(report, "inspect <test>"))
+    page.feed(inspection_html(report, "inspect <test>"))
     assert "script" not in page.tags and "link" not in page.tags and page.external == []
     assert page.spans == len(report.units) * len(report.pieces)  # every character of every unit
     assert page.tables == ["gates", "predictions"]
+
+
+def test_requests_the_model_cannot_answer_are_refused_together(tiny_run):
+    model, tokenizer = model_from_checkpoint(load_checkpoint(tiny_run))
+    with pytest.raises(ConfigError) as e:
+        check_request(model.config, "update", 2, 32)
+    assert str(e.value) == (
+        "--show update: a lstm has cell, hidden, forget, input, output, candidate; "
+        "--layer 2: the model has 1 layers; --unit 32: layers have units 0-31"
+    )
+    check_request(model.config, "forget", 1, 31)  # all within the model: no error
+    with pytest.raises(DataError, match="too short to inspect: give at least 2 tokens"):
+        inspect_text(model, tokenizer, "a")
+    with pytest.raises(ConfigError, match=r"--at 9: the text has tokens 0-4"):
+        inspect_text(model, tokenizer, "hello", at=9)
+    assert inspect_text(model, tokenizer, "snow ☃ here").unknown_chars == ["☃"]
+

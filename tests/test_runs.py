@@ -1,5 +1,7 @@
-from charlstm.corpus import TextSource
-from charlstm.runs import prepare_run_dir, source_of, token_ids
+import json
+
+from charlstm.runs import prepare_run_dir, source_of, token_file, validation_text
+from charlstm.text import TextSource
 from charlstm.tokenizers import CharTokenizer
 
 
@@ -15,11 +17,17 @@ def test_token_file_is_reused_only_for_the_same_text_and_tokenizer(tmp_path):
     path.write_text("hello world\n" * 50)
     source = TextSource.from_file(path)
     tok = CharTokenizer.train(source.read())
-    ids, stats, how = token_ids(tmp_path, source, tok)
-    assert how.startswith("wrote") and stats["chars"] == 600 and len(ids) == 600
-    again, _, how = token_ids(tmp_path, source, tok, expected_sha256=source.sha256())
-    assert how.startswith("reused") and again.tolist() == ids.tolist()
+    first = token_file(tmp_path, source, tok)
+    assert first.how == f"wrote {tmp_path / 'tokens.bin'}" and first.stats.chars == 600 and len(first.ids) == 600
+    assert json.loads((tmp_path / "tokens.json").read_text())["count"] == 600
+    again = token_file(tmp_path, source, tok, expected_sha256=source.sha256())
+    assert again.how.startswith("reused") and again.ids.tolist() == first.ids.tolist()
+    assert again.stats == first.stats
     other = CharTokenizer.train("hello world\n!")  # another vocabulary: the file is not reused
-    _, _, how = token_ids(tmp_path, source, other, expected_sha256=source.sha256())
-    assert how.startswith("wrote")
+    assert token_file(tmp_path, source, other, expected_sha256=source.sha256()).how.startswith("wrote")
     assert source_of({"path": str(path), "name": "t"}, "strict").path == path
+
+
+def test_validation_text_is_what_training_held_out(tiny_run, small_text):
+    # The tiny run trained on small_text with the default --val-fraction 0.1.
+    assert validation_text(tiny_run) == small_text[-2000:]

@@ -7,7 +7,7 @@ from charlstm.errors import DataError
 from charlstm.tokenizers import (
     ByteTokenizer,
     CharTokenizer,
-    tokenizer_from_state,
+    tokenizer_from_dict,
     train_tokenizer,
 )
 
@@ -40,7 +40,7 @@ def test_char_encode_crosses_chunk_boundaries(monkeypatch):
 
 def test_char_state_round_trip():
     tok = CharTokenizer.train("zyx 日本")
-    again = tokenizer_from_state(tok.to_state())
+    again = tokenizer_from_dict(tok.to_dict())
     assert again.encode("x日").tolist() == tok.encode("x日").tolist()
 
 
@@ -77,7 +77,7 @@ def test_sentencepiece_round_trip_and_state(kind, small_text):
     assert tok.decode(ids) == sample
     table = tok.token_bytes()
     assert b"".join(table[i] for i in ids.tolist()).decode() == sample
-    again = tokenizer_from_state(tok.to_state())
+    again = tokenizer_from_dict(tok.to_dict())
     assert again.encode(sample).tolist() == ids.tolist()
     # Encoding in newline-cut parts gives the same ids as one whole piece.
     whole = np.asarray(tok._sp.encode(small_text[:3000]))

@@ -6,12 +6,20 @@ import signal
 import pytest
 import torch
 
-from charlstm.config import TrainConfig
-from charlstm.corpus import TextSource
+from charlstm.config import ModelShape, TrainConfig
+from charlstm.distributed import Dist
 from charlstm.errors import ConfigError, DataError, NumericalError, RunDirectoryError
+from charlstm.prepare import prepare_new, prepare_resume
+from charlstm.runs import plan_resume
+from charlstm.text import TextSource
 from charlstm.train import Trainer, TrainingEvents, learning_rate, resume, train
 
-TINY = {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1}
+TINY = ModelShape(embedding_dim=16, hidden_size=32, num_layers=1)
+
+
+def make_trainer(source, config, shape, out):
+    """A Trainer through the public seams: prepare a run, hand it over."""
+    return Trainer(prepare_new(source, config, shape, out, Dist()))
 
 
 def run(tmp_path, text, name="run", **kwargs):
@@ -44,11 +52,22 @@ def test_seeded_cpu_runs_repeat_exactly(tmp_path, small_text):
 
 
 def test_epochs_stop_and_state_reset(tmp_path, small_text):
-    text = small_text[:2000]
-    result = run(tmp_path, text, epochs=2, eval_every=1000)
-    steps_per_epoch = math.ceil((len(text) - 200) // 4 - 1) // 16 + 1
-    assert result.stopped_by == "epochs"
-    assert result.steps == 2 * steps_per_epoch
+    """The hidden state is carried from window to window and reset to zeros at each epoch's start."""
+    text = small_text[:2000]  # 1,800 training chars: 450 rows of 4 streams, 449 / 16 -> 29 windows
+    config = TrainConfig(batch_size=4, bptt=16, device="cpu", seed=1, epochs=2, eval_every=1000)
+    trainer = make_trainer(TextSource.from_text(text, "t", "t"), config, TINY, tmp_path / "run")
+    starts = []  # for every training window: did it start from a zero state (None)?
+    forward = trainer.model.forward
+
+    def recording(x, hidden=None):
+        if trainer.model.training:
+            starts.append(hidden is None)
+        return forward(x, hidden)
+
+    trainer.model.forward = recording
+    result = trainer.run()
+    assert result.stopped_by == "epochs" and result.steps == 2 * 29 == len(starts)
+    assert [i for i, fresh in enumerate(starts) if fresh] == [0, 29]  # each epoch's first window only
 
 
 def test_max_time_stops(tmp_path, small_text):
@@ -86,13 +105,13 @@ def test_a_small_model_learns_real_text(tmp_path, shakespeare):
     """A fixed budget takes validation loss at least 1 nat/char below the unigram baseline."""
     from collections import Counter
 
-    from charlstm.corpus import read_text
+    from charlstm.text import read_text
 
     text = read_text(shakespeare)
     counts = Counter(text)
     unigram = -sum(c / len(text) * math.log(c / len(text)) for c in counts.values())  # 3.31 nats/char
     config = TrainConfig(batch_size=32, bptt=64, max_steps=300, eval_every=300, lr=3e-3, device="cpu", seed=0)
-    options = {"embedding_dim": 32, "hidden_size": 128, "num_layers": 1, "dropout": 0.0}
+    options = ModelShape(embedding_dim=32, hidden_size=128, num_layers=1, dropout=0.0)
     result = train(
         TextSource.from_text(text, "tinyshakespeare", "ts"), config, options, out=tmp_path / "learn"
     )
@@ -106,8 +125,8 @@ def test_bf16_autocast_keeps_quality(tmp_path, small_text, monkeypatch):
     oneDNN off (the LSTM then stays fp32 and the embedding/projection run in bf16); on a CPU with
     AMX or AVX-512-bf16 it runs as in real use.
     """
-    import charlstm.model as m
-    from charlstm.corpus import builtin_text
+    import charlstm.hardware as m
+    from charlstm.text import builtin_text
 
     fast = m.cpu_has_fast_bf16()
     monkeypatch.setattr(m, "cpu_has_fast_bf16", lambda: True)
@@ -124,7 +143,7 @@ def test_bf16_autocast_keeps_quality(tmp_path, small_text, monkeypatch):
                 seed=1,
                 precision=precision,
             )
-            options = {"embedding_dim": 32, "hidden_size": 64, "num_layers": 1}
+            options = ModelShape(embedding_dim=32, hidden_size=64, num_layers=1)
             result = train(TextSource.from_text(text, "t", "t"), config, options, out=tmp_path / precision)
             losses[precision] = result.best_val_loss
     assert losses["fp32"] < 3.0  # well off the unigram plateau, so the comparison means something
@@ -182,12 +201,12 @@ def test_resume_reuses_the_token_cache_and_refuses_a_changed_text(tmp_path, smal
     path.write_text(small_text[:3000])
     config = TrainConfig(batch_size=4, bptt=16, device="cpu", max_steps=4)
     train(TextSource.from_file(path), config, TINY, out=tmp_path / "run")
-    trainer = Trainer.resuming(tmp_path / "run", changes={"max_steps": 8})
-    assert trainer.info["token_cache"].startswith("reused")
-    assert trainer.step == 4 and trainer.config.max_steps == 8
+    setup = prepare_resume(plan_resume(tmp_path / "run", changes={"max_steps": 8}), Dist())
+    assert setup.info["token_cache"] == f"reused {tmp_path / 'run' / 'tokens.bin'}"
+    assert setup.state.step == 4 and setup.config.max_steps == 8 and setup.info["resumed_from_step"] == 4
     path.write_text(small_text[:3000].upper())
     with pytest.raises(DataError, match="has changed since the run started"):
-        Trainer.resuming(tmp_path / "run", changes={"max_steps": 8})
+        prepare_resume(plan_resume(tmp_path / "run", changes={"max_steps": 8}), Dist())
 
 
 def test_resume_refuses_changes_that_cannot_work(tmp_path, small_text):
@@ -219,18 +238,18 @@ def _poison(trainer, bad_steps):
     """Make the model's output NaN on the given (1-based) steps."""
     forward = trainer.model.forward
 
-    def poisoned(x, state=None):
-        logits, state = forward(x, state)
-        if trainer.model.training and trainer.step + 1 in bad_steps:
+    def poisoned(x, hidden=None):
+        logits, hidden = forward(x, hidden)
+        if trainer.model.training and trainer.state.step + 1 in bad_steps:
             logits = logits * float("nan")
-        return logits, state
+        return logits, hidden
 
     trainer.model.forward = poisoned
 
 
 def test_a_non_finite_step_leaves_the_weights_alone(tmp_path, small_text):
     config = TrainConfig(batch_size=4, bptt=16, device="cpu", max_steps=3, eval_every=2)
-    trainer = Trainer(TextSource.from_text(small_text, "t", "t"), config, TINY, out=tmp_path / "run")
+    trainer = make_trainer(TextSource.from_text(small_text, "t", "t"), config, TINY, tmp_path / "run")
     _poison(trainer, {3})
     trainer.run()
     after_two = _weights(tmp_path / "run" / "best.pt")  # written at step 2
@@ -241,7 +260,7 @@ def test_a_non_finite_step_leaves_the_weights_alone(tmp_path, small_text):
 
 def test_repeated_non_finite_steps_stop_training_and_keep_the_checkpoint(tmp_path, small_text):
     config = TrainConfig(batch_size=4, bptt=16, device="cpu", max_steps=50, eval_every=4, lr=0.01)
-    trainer = Trainer(TextSource.from_text(small_text, "t", "t"), config, TINY, out=tmp_path / "run")
+    trainer = make_trainer(TextSource.from_text(small_text, "t", "t"), config, TINY, tmp_path / "run")
     _poison(trainer, set(range(6, 51)))
     with pytest.raises(
         NumericalError, match=r"steps 6-8.*last good checkpoint is .*last.pt \(step 4\).*--lr"
@@ -259,10 +278,15 @@ def test_resume_never_continues_from_a_damaged_checkpoint(tmp_path, small_text, 
     data = bytearray(last.read_bytes())
     if damage == "truncate":
         data = data[: len(data) // 2]
-    else:  # flip bytes inside the stored weights, where only the checksum can tell
-        at = data.find(b"model/data/") + 200
+    else:  # flip bytes inside the largest stored tensor (weights), where only the checksum can tell
+        import zipfile
+
+        with zipfile.ZipFile(last) as archive:
+            tensor = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        start = tensor.header_offset + 30 + len(tensor.filename.encode()) + len(tensor.extra)
+        at = start + tensor.file_size // 2
         data[at : at + 8] = bytes(b ^ 0xFF for b in data[at : at + 8])
     last.write_bytes(bytes(data))
     source = TextSource.from_text(small_text, "small", "small")
-    with pytest.raises(CheckpointError, match="truncated|corrupt|checksum"):
+    with pytest.raises(CheckpointError, match="truncated" if damage == "truncate" else "checksum mismatch"):
         resume(tmp_path / "run", source, changes={"max_steps": 6})

@@ -1,0 +1,60 @@
+"""Atomic file writes: a temporary file in the same directory, flushed and fsynced, then
+``os.replace`` over the target. A crash at any moment leaves the old file or the new one, never a
+mixture; what an interrupted write leaves behind starts with ``TEMP_PREFIX`` and is never read.
+
+Every file charlstm writes for the user goes through ``atomic_write``: checkpoints, the token file,
+``config.json``, the inspect page, the experiment's JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+TEMP_PREFIX = ".tmp-"
+
+
+def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[BinaryIO], None]) -> Path:
+    """Write ``content`` (bytes, text as UTF-8, or a function that writes to a binary file) to
+    ``path`` atomically. An ``OSError`` (disk full, permissions) leaves no temporary file behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="-" + path.name, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode("utf-8") if isinstance(content, str) else content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)  # make the rename itself durable
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def cleanup_temp_files(directory: str | os.PathLike) -> int:
+    """Remove what interrupted writes left in ``directory``; such files are never read."""
+    removed = 0
+    for tmp in Path(directory).glob(TEMP_PREFIX + "*"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -1,0 +1,403 @@
+"""All rendering: progress bars, tables, coloured text, the inspect page and plots.
+
+The library computes; this module shows. Only this module and ``cli`` know rich and tqdm (both
+imported inside functions, so ``charlstm --help`` stays fast). Progress and tables for people go
+to stderr; results (samples, ``eval``'s table, ``inspect``'s pictures) go to stdout.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import sys
+import time
+
+import numpy as np
+
+from charlstm.atomic import atomic_write
+from charlstm.inspection import OPEN, SHUT, GateStats, Inspection
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+# -------------------------------------------------------------------------------------- training
+
+
+class TrainProgress:
+    """``TrainingEvents`` for a terminal: a progress bar during training and a summary table at
+    the end, all on stderr."""
+
+    def __init__(self) -> None:
+        self.console = stderr_console()
+        self.bar = None
+        self.val_loss = math.nan
+        self.last_update = 0.0
+        self.info: dict = {}
+
+    def __enter__(self) -> TrainProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:  # an error ends the bar's line before its message is printed
+            self.bar.close()
+            self.bar = None
+
+    def on_start(self, info: dict) -> None:
+        from tqdm import tqdm
+
+        self.info = info
+        self.console.print(
+            f"run directory [bold]{info['run_dir']}[/]  device {info['device']}, {info['precision']}\n"
+            f"tokenizer {info['tokenizer']} (vocabulary {info['vocab_size']:,})\n"
+            f"model {info['num_parameters']:,} parameters  "
+            f"tokens {info['train_tokens']:,} train / {info['val_tokens']:,} validation"
+            + (
+                f" (scored: the first {info['val_tokens_scored']:,})"
+                if info["val_tokens_scored"] < info["val_tokens"]
+                else ""
+            )
+            + f"  {info['steps_per_epoch']:,} steps per epoch"
+        )
+        if info.get("world_size", 1) > 1:
+            self.console.print(
+                f"data parallel: {info['world_size']} processes ({info['backend']}) x batch "
+                f"{info['global_batch'] // info['world_size']} = global batch {info['global_batch']} streams"
+            )
+        if info.get("replacements"):
+            self.console.print(f"invalid UTF-8: {info['replacements']:,} byte sequences replaced by U+FFFD")
+        if info.get("resumed_from_step") is not None:
+            self.console.print(f"resuming from step {info['resumed_from_step']:,} ({info['token_cache']})")
+        self.bar = tqdm(
+            total=info["planned_steps"],
+            initial=info.get("resumed_from_step") or 0,
+            file=sys.stderr,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line every 10 s
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+        )
+
+    def on_step(self, step: int, train_loss, tokens_per_s: float, elapsed: float) -> None:
+        self.bar.update(1)
+        now = time.monotonic()
+        if now - self.last_update < 0.5:
+            return
+        self.last_update = now
+        eta = (self.info["planned_steps"] - step) * elapsed / step
+        if self.info.get("max_time"):
+            eta = min(eta, max(0.0, self.info["max_time"] - elapsed))
+        val = f"{self.val_loss:.3f}" if math.isfinite(self.val_loss) else "-"  # none measured yet
+        self.bar.set_postfix_str(
+            f"loss {float(train_loss):.3f}, val {val}, {tokens_per_s:,.0f} tok/s, ETA {duration(eta)}",
+            refresh=False,
+        )
+
+    def on_eval(self, record: dict) -> None:
+        self.val_loss = record["val_loss"]
+
+    def on_end(self, result) -> None:
+        from rich.table import Table
+
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        table = Table(title="charlstm train", show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row(
+            "steps", f"{result.steps:,} ({result.epochs_done:.2f} epochs, stopped by {result.stopped_by})"
+        )
+        table.add_row("time", duration(result.elapsed))
+        table.add_row("tokens/s", f"{result.tokens_per_s:,.0f}")
+        table.add_row("parameters", f"{result.num_parameters:,}")
+        unit = "char" if self.info.get("tokenizer") == "char" else "token"
+        if math.isfinite(result.best_val_loss):
+            best = result.best_val_loss
+            table.add_row(
+                "best validation loss", f"{best:.4f} nats/{unit} = {best / math.log(2):.4f} bits/{unit}"
+            )
+            table.add_row("last validation loss", f"{result.last_val_loss:.4f} nats/{unit}")
+            table.add_row("best checkpoint", str(result.best_path))
+        else:
+            table.add_row("validation loss", "not measured yet")
+        table.add_row("last checkpoint", str(result.last_path))
+        if result.metrics:
+            table.add_row("metrics", str(result.run_dir / "metrics.jsonl"))
+        self.console.print(table)
+
+
+# -------------------------------------------------------------------------------------- sampling
+
+
+def stream_samples(pieces_per_token, prime: str, num_samples: int, out=None) -> None:
+    """Write samples to ``out`` (stdout): the first streams as it is generated, the others follow
+    when done, separated by a blank line. ``pieces_per_token`` yields each sample's new text."""
+    out = out or sys.stdout
+    held = [[] for _ in range(num_samples)]
+    out.write(prime)
+    for pieces in pieces_per_token:
+        if pieces[0]:
+            out.write(pieces[0])
+            out.flush()
+        for buffer, piece in zip(held[1:], pieces[1:]):
+            buffer.append(piece)
+    for buffer in held[1:]:
+        out.write("\n\n")
+        out.write(prime + "".join(buffer))
+    out.write("\n")
+    out.flush()
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def print_eval_report(report, name: str) -> None:
+    from rich.table import Table
+
+    table = Table(title="charlstm eval", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("text", name)
+    table.add_row("tokens", f"{report.tokens:,}")
+    table.add_row("characters", f"{report.chars:,}")
+    table.add_row("bytes", f"{report.bytes:,}")
+    table.add_row("loss (nats/token)", f"{report.loss:.4f}")
+    table.add_row("perplexity (per token)", f"{report.perplexity:.3f}")
+    table.add_row("bits per character", f"{report.bits_per_char:.4f}")
+    table.add_row("bits per byte", f"{report.bits_per_byte:.4f}")
+    table.add_row("unknown characters", f"{report.unknown:,}")
+    if report.replacements:
+        table.add_row("invalid UTF-8 replaced", f"{report.replacements:,}")
+    stdout_console().print(table)
+
+
+# ------------------------------------------------------------------------------------ inspection
+
+
+def colour(value: float, scale: float) -> tuple[int, int, int]:
+    """White at 0, red for positive, blue for negative, saturating at ``scale``."""
+    x = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
+    fade = int(round(255 * (1 - abs(x))))
+    return (255, fade, fade) if x >= 0 else (fade, fade, 255)
+
+
+def scale_of(values: np.ndarray) -> float:
+    """The activation that gets full colour: 1 for gates and tanh outputs, the largest magnitude
+    seen for an LSTM cell state (which is not bounded)."""
+    peak = float(np.abs(values).max()) if len(values) else 1.0
+    return 1.0 if peak <= 1.0 else peak
+
+
+def visible(piece: str) -> str:
+    """Show whitespace that would otherwise vanish: a newline as ↵ (then the line break)."""
+    return piece.replace("\t", "→").replace("\r", "␍").replace("\n", "↵\n")
+
+
+def describe_saturation(stats: list[GateStats]) -> str:
+    """One sentence on the forget gates, the LSTM's memory: how many units keep their cell."""
+    forget = [s for s in stats if s.gate == "forget"]
+    if not forget:
+        return ""
+    kept = sum(s.units_mostly_open for s in forget)
+    total = sum(s.units for s in forget)
+    return (
+        f"{kept} of {total} cells keep their forget gate above {OPEN} most of the time "
+        f"(long memory); {sum(s.units_mostly_shut for s in forget)} reset below {SHUT} most of the time."
+    )
+
+
+_GATE_COLUMNS = ("layer", "gate", f"open > {OPEN}", f"shut < {SHUT}", "units mostly open", "units mostly shut")
+
+
+def _gate_row(s: GateStats) -> tuple[str, ...]:
+    return (
+        str(s.layer + 1),
+        s.gate,
+        f"{s.open_fraction:.1%}",
+        f"{s.shut_fraction:.1%}",
+        f"{s.units_mostly_open}/{s.units}",
+        f"{s.units_mostly_shut}/{s.units}",
+    )
+
+
+def print_inspection(report: Inspection, config) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if report.unknown_chars:
+        print(
+            f"note: {len(report.unknown_chars)} characters not in the model's vocabulary are read as unknown",
+            file=sys.stderr,
+        )
+    console = stdout_console()
+    console.print(
+        f"[bold]{config.cell.upper()}[/], {config.num_layers} x {config.hidden_size}, "
+        f"{len(report.pieces):,} tokens. Background: the unit's value after each character "
+        "(red positive, blue negative, white zero)."
+    )
+    for unit in report.units:
+        scale = scale_of(unit.values)
+        line = Text()
+        for piece, value in zip(report.pieces, unit.values.tolist()):
+            r, g, b = colour(value, scale)
+            line.append(visible(piece), style=f"black on rgb({r},{g},{b})")
+        console.rule(unit.label)
+        console.print(line)
+    if report.skipped_features:
+        console.print(f"not searched (constant in this text): {', '.join(report.skipped_features)}")
+    if report.gate_stats:
+        table = Table(title="gate saturation", title_justify="left")
+        for column in _GATE_COLUMNS:
+            table.add_column(column, justify="right")
+        for s in report.gate_stats:
+            table.add_row(*_gate_row(s))
+        console.print(table)
+        if sentence := describe_saturation(report.gate_stats):
+            console.print(sentence)
+    p = report.prediction
+    table = Table()
+    table.add_column("token")
+    table.add_column("probability", justify="right")
+    for piece, prob in p.top:
+        table.add_row(repr(piece), f"{prob:.3f}")
+    console.print(f"top {len(p.top)} next tokens after token {p.position}:")
+    console.print(Text("..." + visible(p.context[-60:])))
+    console.print(table)
+    if p.actual is not None:
+        console.print(f"the text goes on with {p.actual!r}")
+
+
+def inspection_html(report: Inspection, title: str) -> str:
+    """The inspection as one self-contained page (inline CSS, no scripts, no network resources)."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}"
+        "pre.text{font-family:monospace;white-space:pre-wrap;line-height:1.5;border:1px solid #ccc;padding:.5em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
+        "th{background:#eee}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p>{e(report.cell.upper())}, {len(report.trace.layers)} layers, {len(report.pieces):,} tokens. "
+        "Each character's background is the unit's activation after reading it: "
+        "red positive, blue negative, white zero.</p>",
+    ]
+    for unit in report.units:
+        scale = scale_of(unit.values)
+        parts.append(f'<h2 class="unit">{e(unit.label)}</h2>')
+        spans = []
+        for piece, value in zip(report.pieces, unit.values.tolist()):
+            r, g, b = colour(value, scale)
+            spans.append(
+                f'<span style="background:rgb({r},{g},{b})" title="{value:+.3f}">{e(visible(piece))}</span>'
+            )
+        parts.append('<pre class="text">' + "".join(spans) + "</pre>")
+    if report.skipped_features:
+        parts.append(f"<p>Not searched (constant in this text): {e(', '.join(report.skipped_features))}.</p>")
+    if report.gate_stats:
+        header = "".join(f"<th>{e(c)}</th>" for c in _GATE_COLUMNS)
+        parts.append(f'<h2>Gate saturation</h2><table id="gates"><tr>{header}</tr>')
+        for s in report.gate_stats:
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in _gate_row(s)) + "</tr>")
+        parts.append("</table>")
+    p = report.prediction
+    parts.append(
+        f'<h2>Next-token predictions after token {p.position}</h2><pre class="text">{e(visible(p.context))}</pre>'
+        '<table id="predictions"><tr><th>token</th><th>probability</th></tr>'
+    )
+    for piece, prob in p.top:
+        parts.append(f"<tr><td>{e(repr(piece))}</td><td>{prob:.3f}</td></tr>")
+    parts.append("</table>")
+    if p.actual is not None:
+        parts.append(f"<p>The text goes on with {e(repr(p.actual))}.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------ experiment
+
+
+def print_long_range(report) -> None:
+    from rich.table import Table
+
+    console = stdout_console()
+    config = report.config
+    table = Table(title="recall accuracy by distance d (held-out sequences)", title_justify="left")
+    table.add_column("model")
+    table.add_column("hidden", justify="right")
+    table.add_column("parameters", justify="right")
+    for d in config.distances:
+        table.add_column(f"d={d}", justify="right")
+    for label, _, _ in config.variants():
+        rows = [r for r in report.results if r.model == label]
+        table.add_row(
+            label,
+            str(rows[0].hidden_size),
+            f"{rows[0].parameters:,}",
+            *(f"{report.accuracy(label, d):.0%}" for d in config.distances),
+        )
+    console.print(table)
+    ks = sorted({k for norms in report.gradient_norms.values() for k, _ in norms})
+    table = Table(
+        title=f"mean ||dloss/dh(T-k)||: models trained at d={report.gradient_trained_at}, "
+        f"sequences of d={report.gradient_distance}",
+        title_justify="left",
+    )
+    table.add_column("k", justify="right")
+    by_label = {label: dict(norms) for label, norms in report.gradient_norms.items()}
+    for label in by_label:
+        table.add_column(label.replace("LSTM, forget bias", "LSTM fb"), justify="right")
+    for k in ks:
+        table.add_row(str(k), *(f"{norms[k]:.1e}" if k in norms else "" for norms in by_label.values()))
+    console.print(table)
+
+
+def plot_long_range(report, path: str) -> bool:
+    """Write a PNG of accuracy and gradient norm against distance; False when matplotlib is not
+    installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, _, _ in report.config.variants():
+        distances = [r.distance for r in report.results if r.model == label]
+        left.plot(distances, [report.accuracy(label, d) for d in distances], marker="o", label=label)
+        ks, norms = zip(*report.gradient_norms.get(label, [(0, math.nan)]))
+        right.plot([max(k, 0.5) for k in ks], norms, marker="o", label=label)
+    left.axhline(1 / report.config.num_symbols, color="grey", linestyle=":", label="chance")
+    left.set(xscale="log", xlabel="distance d (steps to remember across)", ylabel="accuracy", ylim=(0, 1.05))
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="k (steps before the query)",
+        ylabel="mean ||dloss / dh(T-k)||",
+        title=f"trained at d = {report.gradient_trained_at}, sequences of d = {report.gradient_distance}",
+    )
+    left.legend()
+    right.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return True

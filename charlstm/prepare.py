@@ -1,0 +1,206 @@
+"""Getting a training run ready: everything the ``Trainer`` is handed, checked and built.
+
+A new run trains its tokenizer on the text (one pass that also checks every byte) before anything
+is written, then makes the run directory, writes the token file, lays the data out, and builds
+the model and optimizer. A resumed run takes the tokenizer, weights, optimizer and training state
+from its checkpoint (``runs.plan_resume`` has checked it). Under torchrun, rank 0 does the
+writing and the other ranks follow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from charlstm.batches import TrainData, lay_out, min_train_tokens
+from charlstm.checkpoint import TrainState
+from charlstm.config import ModelConfig, ModelShape, TrainConfig
+from charlstm.distributed import Dist, device_for
+from charlstm.errors import DataError
+from charlstm.hardware import Precision, resolve_precision, select_device
+from charlstm.model import LanguageModel
+from charlstm.runs import ResumePlan, corpus_record, prepare_run_dir, token_file, write_metrics
+from charlstm.text import TextSource
+from charlstm.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+
+
+@dataclass
+class TrainingSetup:
+    """What a training run starts from: its settings, files, data, model, optimizer and state."""
+
+    config: TrainConfig
+    model_config: ModelConfig
+    tokenizer: Tokenizer
+    source: TextSource
+    run_dir: Path
+    corpus: dict  # what checkpoints record of the text (``runs.corpus_record``)
+    data: TrainData
+    model: LanguageModel
+    optimizer: torch.optim.Optimizer
+    state: TrainState
+    device: torch.device
+    precision: Precision
+    dist: Dist = field(default_factory=Dist)
+    info: dict = field(default_factory=dict)  # what the start of training shows
+
+
+def prepare_new(
+    source: TextSource, config: TrainConfig, shape: ModelShape, out: str | os.PathLike | None, dist: Dist
+) -> TrainingSetup:
+    """A new run on ``source`` in ``out`` (default: ``checkpoints/<stem>``, never over a run)."""
+    device, precision = _hardware(config, dist)
+    torch.manual_seed(config.seed)
+
+    # Pass 1 over the text (rank 0): train the tokenizer, check every byte. Nothing is written
+    # before that has worked.
+    def first_pass():
+        tokenizer = train_tokenizer(
+            config.tokenizer, source.chunks(), config.sentencepiece_vocab_size, size_hint=source.size_hint()
+        )
+        return tokenizer.to_dict(), *prepare_run_dir(out, source.stem)
+
+    record, run_dir, created = dist.on_main(first_pass)
+    created = created if dist.is_main else None  # only rank 0 made (and may remove) it
+    tokenizer = tokenizer_from_dict(record)
+    try:
+        setup = _build(source, config, shape, tokenizer, Path(run_dir), None, dist, device, precision)
+    except BaseException:
+        if created is not None:  # leave nothing behind for a text that cannot be trained on
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    return setup
+
+
+def prepare_resume(plan: ResumePlan, dist: Dist) -> TrainingSetup:
+    """The run of ``plan`` set up to go on exactly where its last checkpoint left it."""
+    device, precision = _hardware(plan.config, dist)
+    torch.manual_seed(plan.config.seed)
+    tokenizer = tokenizer_from_dict(plan.payload["tokenizer"])
+    return _build(plan.source, plan.config, plan.shape, tokenizer, plan.run_dir, plan.payload, dist, device, precision)
+
+
+def _hardware(config: TrainConfig, dist: Dist) -> tuple[torch.device, Precision]:
+    device = device_for(dist, select_device(config.device))
+    return device, resolve_precision(config.precision, device)
+
+
+def _build(
+    source: TextSource,
+    config: TrainConfig,
+    shape: ModelShape,
+    tokenizer: Tokenizer,
+    run_dir: Path,
+    payload: dict | None,
+    dist: Dist,
+    device: torch.device,
+    precision: Precision,
+) -> TrainingSetup:
+    """Tokens, data layout, model, optimizer and state; ``payload``: the checkpoint to resume."""
+    expected = None if payload is None else payload["corpus"]["sha256"]
+    tokens = dist.on_main(lambda: token_file(run_dir, source, tokenizer, expected), share=False)
+    if not dist.is_main:  # rank 0 has written the token file; read it, or make one here
+        tokens = token_file(run_dir, source, tokenizer, expected, private=f"charlstm-rank{dist.rank}-")
+    data = lay_out(
+        tokens.ids, config.val_fraction, config.batch_size, config.bptt, config.eval_tokens, dist.rank, dist.world_size
+    )
+    needed = min_train_tokens(config.batch_size, config.bptt)
+    per_rank = data.train_tokens // dist.world_size
+    if per_rank < needed:
+        in_each = f" per process ({dist.world_size} processes)" if dist.enabled else ""
+        raise DataError(
+            f"{source.name}: too short for one batch of windows: training needs at least {needed} "
+            f"tokens{in_each} (--batch-size {config.batch_size} x (--bptt {config.bptt} + 1)) and "
+            f"this text gives {per_rank} after holding out --val-fraction "
+            f"{config.val_fraction}; use a longer text or a smaller --batch-size / --bptt"
+        )
+
+    model_config = ModelConfig.of(shape, tokenizer.vocab_size)
+    model = LanguageModel(model_config).to(device)  # draws the initial weights (same on every rank)
+    optimizer = _adamw(model, config, device)
+    if dist.enabled:  # dropout masks differ between ranks
+        torch.manual_seed(config.seed + dist.rank)
+    data.stream = data.stream.to(device)  # on the CPU: still a view of the memory-mapped file
+    state = TrainState(hidden_by_rank=[None] * dist.world_size, torch_rng_by_rank=[None] * dist.world_size)
+    if payload is not None:
+        state = _restore(payload, model, optimizer, config, len(data.windows), dist, device, run_dir)
+
+    info = {
+        "run_dir": str(run_dir),
+        "corpus": source.name,
+        "device": str(device),
+        "precision": precision.description,
+        "tokenizer": tokenizer.kind,
+        "vocab_size": tokenizer.vocab_size,
+        "num_parameters": model.num_parameters(),
+        "train_tokens": data.train_tokens,
+        "val_tokens": data.val_tokens,
+        "val_tokens_scored": data.val_tokens_scored,
+        "world_size": dist.world_size,
+        "backend": dist.backend,
+        "global_batch": config.batch_size * dist.world_size,
+        "token_cache": tokens.how,
+        "replacements": tokens.stats.replacements,
+        "steps_per_epoch": len(data.windows),
+        "planned_steps": planned_steps(config, len(data.windows)),
+        "max_time": config.max_time,
+        "resumed_from_step": None if payload is None else state.step,
+    }
+    return TrainingSetup(
+        config=config,
+        model_config=model_config,
+        tokenizer=tokenizer,
+        source=source,
+        run_dir=run_dir,
+        corpus=corpus_record(source, tokens.stats),
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        state=state,
+        device=device,
+        precision=precision,
+        dist=dist,
+        info=info,
+    )
+
+
+def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The steps the run is planned for (``--max-time`` may end it sooner)."""
+    steps = config.epochs * steps_per_epoch
+    return steps if config.max_steps is None else min(steps, config.max_steps)
+
+
+def _adamw(model: LanguageModel, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on the weight matrices only (not biases or the embedding)."""
+    named = list(model.named_parameters())
+    decay = [p for n, p in named if p.dim() >= 2 and not n.startswith("embedding")]
+    no_decay = [p for n, p in named if p.dim() < 2 or n.startswith("embedding")]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        # One fused kernel for all parameters: ~8x faster than the per-tensor loop on CPU.
+        fused=device.type in ("cpu", "cuda"),
+    )
+
+
+def _restore(payload, model, optimizer, config, steps_per_epoch, dist, device, run_dir) -> TrainState:
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    # Settings that may change on resume win over the saved optimizer's.
+    optimizer.param_groups[0]["weight_decay"] = config.weight_decay
+    state = TrainState.from_checkpoint(payload, steps_per_epoch)
+    hidden = state.hidden_by_rank[dist.rank]
+    state.hidden_by_rank[dist.rank] = None if hidden is None else tuple(t.to(device) for t in hidden)
+    # Last, so nothing above draws from the generators: the run goes on with the same numbers.
+    torch.set_rng_state(state.torch_rng_by_rank[dist.rank])
+    if device.type == "cuda" and state.cuda_rng:
+        torch.cuda.set_rng_state_all(state.cuda_rng)
+    if dist.is_main:
+        write_metrics(run_dir, state.metrics)  # drop records newer than the checkpoint
+    return state

@@ -273,8 +273,8 @@ def default_start_id(tokenizer) -> int:
 class Generation:
     """One call of ``generate``: iterate over it for the text, then read what it measured.
 
-    Iterating yields, after each generated token, the new text of every sample (a list of
-    ``num_samples`` strings, some of them empty); it runs once. While and after it runs:
+    It is an iterator: it yields, after each generated token, the new text of every sample (a
+    list of ``num_samples`` strings, some of them empty), and runs once. While and after it runs:
 
     ``hidden``
         The model's state after reading the prime and every token yielded so far, one row per
@@ -295,8 +295,11 @@ class Generation:
         self.tokens = [0] * config.num_samples
         self._steps = self._run(model, tokenizer, config, device, hidden)
 
-    def __iter__(self) -> Iterator[list[str]]:
-        return self._steps
+    def __iter__(self) -> Generation:
+        return self
+
+    def __next__(self) -> list[str]:
+        return next(self._steps)
 
     @property
     def mean_logprob(self) -> list[float]:

@@ -235,8 +235,11 @@ def test_generate_records_the_models_logprob_of_each_sample(tiny_run):
     prime_ids = encode_prime(tok, "The ")
     run = generate(model, tok, SampleConfig(prime="The ", length=30, temperature=0), "cpu")
     assert run.tokens == [0] and run.logprob == [0.0]
-    (text,) = _texts(run)
-    assert run.tokens == [30]
+    head = next(run)  # an iterator, as the generator it replaces was
+    assert len(head) == 1 and run.tokens == [1]
+    (rest,) = _texts(run)
+    text = head[0] + rest
+    assert run.tokens == [30] and len(text) == 30
     expected = continuation_logprob(model, prime_ids, tok.encode(text).tolist())
     assert math.isclose(run.logprob[0], expected, rel_tol=1e-5)
     assert run.mean_logprob == [run.logprob[0] / 30]

@@ -245,6 +245,11 @@ class SampleConfig(_Serializable):
     seed: int | None = None
     stop: str | None = None
     device: str = "auto"
+    min_p: float | None = None  # keep tokens at least this fraction as likely as the top one
+    repetition_penalty: float = 1.0  # 1 is off; above 1 makes recently seen tokens less likely
+    repetition_window: int = 64  # how many recent tokens (prime included) the penalty looks at
+    no_repeat_ngram: int | None = None  # never repeat an n-gram of this many tokens
+    beam_width: int | None = None  # beam search instead of sampling: one deterministic sample
 
     def __post_init__(self) -> None:
         c = _Checks()
@@ -261,4 +266,32 @@ class SampleConfig(_Serializable):
         c.require(self.num_samples >= 1, "num_samples", f"must be at least 1 (got {self.num_samples})")
         c.require(self.stop is None or self.stop != "", "stop", "must not be empty")
         c.require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
+        c.require(
+            self.min_p is None or 0.0 < self.min_p <= 1.0, "min_p", f"must be in (0, 1] (got {self.min_p})"
+        )
+        c.require(
+            self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty),
+            "repetition_penalty",
+            f"must be a positive number, 1 means off (got {self.repetition_penalty})",
+        )
+        c.require(
+            self.repetition_window >= 1,
+            "repetition_window",
+            f"must be at least 1 (got {self.repetition_window})",
+        )
+        c.require(
+            self.no_repeat_ngram is None or self.no_repeat_ngram >= 1,
+            "no_repeat_ngram",
+            f"must be at least 1 (got {self.no_repeat_ngram})",
+        )
+        c.require(
+            self.beam_width is None or self.beam_width >= 1,
+            "beam_width",
+            f"must be at least 1 (got {self.beam_width})",
+        )
+        c.require(
+            self.beam_width is None or self.num_samples == 1,
+            "beam_width",
+            "gives one deterministic sample; leave out --num-samples",
+        )
         c.raise_if_any()

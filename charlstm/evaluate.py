@@ -35,6 +35,13 @@ class EvalReport:
         return asdict(self)
 
 
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood (nats) of each target: ``logits`` (T, B, V), ``targets`` (T, B)
+    -> (T, B), computed in float32 whatever the logits' dtype. Shared by ``eval`` and ``score``."""
+    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")  # (T*B,)
+    return nll.view(targets.shape)  # (T, B)
+
+
 @torch.inference_mode()
 def stream_loss(
     model, ids: np.ndarray, batch_size: int, bptt: int, device, precision: Precision | None = None
@@ -65,8 +72,7 @@ def stream_loss(
         x, y = block[:-1], block[1:]  # (t, B) each
         with (precision or FP32).autocast(device):
             logits, hidden = model(x, hidden)  # (t, B, V)
-        nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")  # (t*B,)
-        total += (nll * valid.flatten()).sum(dtype=torch.float64)
+        total += (token_nll(logits, y) * valid).sum(dtype=torch.float64)
         count += int(valid.sum())
     model.train(was_training)
     return float(total), count

@@ -1,18 +1,36 @@
 """Sampling: pure functions on logits, and a generator that streams text from a model.
 
 The hidden state is carried one token at a time; the prime is read once and never fed again.
+
+``next_tokens`` applies the filters in one fixed order:
+
+    1. repetition penalty    --repetition-penalty, over the last --repetition-window tokens
+    2. no-repeat n-gram ban  --no-repeat-ngram
+    3. temperature           --temperature; 0 stops here and takes the most likely token left
+    4. top-k                 --top-k
+    5. top-p                 --top-p
+    6. min-p                 --min-p, relative to the most likely token after temperature
+    7. sample                one token per row from what is left
+
+The penalty and the ban come first because they decide which tokens may follow at all, so that
+greedy decoding (temperature 0) respects them too. Temperature comes before the truncations so
+that top-k, top-p and min-p cut the distribution that is actually sampled from. Each truncation
+keeps the most likely token, so only the ban can leave a row empty, and it is lifted for a row it
+would empty (see ``NgramBlocker.apply``).
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
+import math
+from collections import deque
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from charlstm.config import SampleConfig
 from charlstm.errors import ConfigError
-from charlstm.cells import TokenStepper
+from charlstm.cells import Hidden, TokenStepper
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -36,15 +54,140 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def min_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the tokens whose probability is at least ``p`` times that of the row's most likely
+    token (llama.cpp's ``--min-p``); the most likely token always stays."""
+    # prob_i >= p * prob_max  <=>  logit_i >= logit_max + log(p): the softmax normaliser cancels,
+    # and comparing logits avoids underflow in the tail.
+    threshold = logits.max(dim=-1, keepdim=True).values + math.log(p)  # (B, 1)
+    return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Make the tokens in each row's ``history`` (B, N) less likely (the CTRL rule): a positive
+    logit is divided by ``penalty``, a negative one multiplied by it. A token counts once however
+    often it appears; ``penalty`` 1 changes nothing and below 1 favours repeats."""
+    if penalty == 1.0:
+        return logits
+    seen = logits.gather(-1, history)  # (B, N)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)  # (B, N)
+    # A token repeated in the history gets the same value at each of its places, so the order
+    # in which scatter writes them does not matter.
+    return logits.scatter(-1, history, seen)  # (B, V)
+
+
+_penalise = repetition_penalty  # next_tokens has an argument of that name, which hides the function
+
+
+class NgramBlocker:
+    """Bans, for each of ``batch`` sequences, every token that would repeat an n-gram already in
+    that sequence (transformers' ``no_repeat_ngram_size``).
+
+    It keeps an index per sequence, from each (n-1)-gram seen to the set of tokens that followed
+    it, updated one token at a time, so a step costs the same at token 10 and at token 10,000.
+    With ``n`` 1 no token may appear twice.
+    """
+
+    def __init__(self, n: int, batch: int):
+        if n < 1:
+            raise ValueError(f"n-gram size must be at least 1 (got {n})")
+        self.n = n
+        self._tails = [deque(maxlen=n - 1) for _ in range(batch)]  # each sequence's last n-1 tokens
+        self._next: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(batch)]
+
+    @classmethod
+    def from_history(cls, n: int, history: Sequence[Sequence[int]] | torch.Tensor) -> NgramBlocker:
+        """A blocker that has read each row of ``history`` (lists of ids, or a (B, T) tensor)."""
+        rows = history.tolist() if isinstance(history, torch.Tensor) else [list(row) for row in history]
+        blocker = cls(n, len(rows))
+        for row, (tail, following) in zip(rows, zip(blocker._tails, blocker._next)):
+            for token in row:
+                _record(tail, following, n, int(token))
+        return blocker
+
+    def update(self, tokens: Sequence[int] | torch.Tensor) -> None:
+        """Append one token to each sequence (``tokens`` has one id per row)."""
+        values = tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens
+        for tail, following, token in zip(self._tails, self._next, values):
+            _record(tail, following, self.n, int(token))
+
+    def banned(self) -> list[set[int]]:
+        """For each sequence, the tokens that would complete an n-gram it already holds."""
+        return [
+            following.get(tuple(tail), set()) if len(tail) == self.n - 1 else set()
+            for tail, following in zip(self._tails, self._next)
+        ]
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` (B, V) with the banned tokens set to -inf. A row where that would leave no
+        token at all keeps its logits: something has to be written, and the ban is the only
+        filter that can empty a row."""
+        banned = self.banned()
+        rows = [row for row, tokens in enumerate(banned) for _ in tokens]
+        if not rows:
+            return logits
+        cols = [token for tokens in banned for token in tokens]
+        index = (torch.tensor(rows, device=logits.device), torch.tensor(cols, device=logits.device))
+        out = logits.index_put(index, torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device))
+        emptied = (out == float("-inf")).all(dim=-1, keepdim=True)  # (B, 1)
+        return torch.where(emptied, logits, out)
+
+    def select(self, rows: Sequence[int] | torch.Tensor) -> None:
+        """Keep the sequences ``rows`` (in that order, repeats allowed), as beam search does when
+        it reorders its beams. A sequence kept twice is copied; once, it is moved."""
+        rows = rows.tolist() if isinstance(rows, torch.Tensor) else list(rows)
+        tails, nexts, used = [], [], set()
+        for row in rows:
+            if row in used:
+                tails.append(deque(self._tails[row], maxlen=self.n - 1))
+                nexts.append({key: set(tokens) for key, tokens in self._next[row].items()})
+            else:
+                tails.append(self._tails[row])
+                nexts.append(self._next[row])
+                used.add(row)
+        self._tails, self._next = tails, nexts
+
+
+def _record(tail: deque, following: dict, n: int, token: int) -> None:
+    """Note that ``token`` followed the sequence's current (n-1)-gram, then move the window on."""
+    if len(tail) == n - 1:
+        following.setdefault(tuple(tail), set()).add(token)
+    tail.append(token)
+
+
+def no_repeat_ngram_filter(
+    logits: torch.Tensor, history: Sequence[Sequence[int]] | torch.Tensor, n: int
+) -> torch.Tensor:
+    """``logits`` (B, V) with every token banned that would repeat an n-gram of its row's
+    ``history`` (each row's whole sequence so far). Generation keeps an ``NgramBlocker`` instead
+    of rebuilding one per step."""
+    return NgramBlocker.from_history(n, history).apply(logits)
+
+
 def next_tokens(
     logits: torch.Tensor,
     temperature: float,
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    *,
+    min_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    history: torch.Tensor | None = None,
+    ngram_blocker: NgramBlocker | None = None,
 ) -> torch.Tensor:
-    """Pick the next token for each row of ``logits`` (B, V); temperature 0 means greedy."""
+    """Pick the next token for each row of ``logits`` (B, V); temperature 0 means greedy.
+
+    The filters run in the order the module docstring gives. ``history`` (B, N) holds the recent
+    token ids the repetition penalty looks at; ``ngram_blocker`` knows each row's whole sequence.
+    """
     logits = logits.float()
+    if repetition_penalty != 1.0:
+        if history is None:
+            raise ValueError("a repetition penalty needs the history of recent tokens")
+        logits = _penalise(logits, history, repetition_penalty)
+    if ngram_blocker is not None:
+        logits = ngram_blocker.apply(logits)
     if temperature == 0:
         return logits.argmax(dim=-1)  # (B,)
     logits = apply_temperature(logits, temperature)
@@ -52,6 +195,8 @@ def next_tokens(
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
+    if min_p is not None:
+        logits = min_p_filter(logits, min_p)
     probs = logits.softmax(dim=-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 
@@ -125,36 +270,130 @@ def default_start_id(tokenizer) -> int:
     return int(tokenizer.encode("\n")[0])
 
 
-@torch.inference_mode()
-def generate(model, tokenizer, config: SampleConfig, device) -> Iterator[list[str]]:
-    """Yield, after each generated token, the new text of every sample (``num_samples`` of them,
-    generated together as one batch). Stops when every sample has its length or its stop string.
+class Generation:
+    """One call of ``generate``: iterate over it for the text, then read what it measured.
+
+    It is an iterator: it yields, after each generated token, the new text of every sample (a
+    list of ``num_samples`` strings, some of them empty), and runs once. While and after it runs:
+
+    ``hidden``
+        The model's state after reading the prime and every token yielded so far, one row per
+        sample. A sample that has finished (its length, or its stop string) keeps its state from
+        that moment, so the tokens a batch draws for it afterwards, and throws away, leave no
+        trace. Pass it as ``generate(..., hidden=...)`` to go on where this left off; the text
+        cut off by ``--length`` or held back as the stop string has been read too.
+    ``logprob``, ``tokens``
+        Per sample, the sum of the log-probabilities (nats) of the tokens it drew, under the
+        model's own softmax at temperature 1 before any filter, and how many tokens that is:
+        every token drawn while the sample was running, the one that finished it included.
+        ``mean_logprob`` divides the two.
     """
-    model.eval()
-    generator = torch.Generator(device=device)
-    if config.seed is not None:
-        generator.manual_seed(config.seed)
-    else:
-        generator.seed()
-    token_bytes = tokenizer.token_bytes()
-    streams = [TextStream(config.length, config.stop) for _ in range(config.num_samples)]
-    if config.length == 0:
-        return
-    prime = torch.tensor(encode_prime(tokenizer, config.prime), dtype=torch.long, device=device)
-    ids = prime.unsqueeze(1).expand(-1, config.num_samples)  # (T, B)
-    logits, hidden = model(ids, model.init_hidden(config.num_samples))  # (T, B, V): the prime, once
-    logits = logits[-1]  # (B, V)
-    step = TokenStepper(model)
-    # Each token is at least one byte, and --length counts characters of at most 4 bytes, but a
-    # subword piece may be longer; cap the token budget generously against runaway loops.
-    budget = config.length * 4 + 64
-    for _ in range(budget):
-        if tokenizer.unk_id is not None:
-            logits[:, tokenizer.unk_id] = float("-inf")  # never write the unknown symbol
-        tok = next_tokens(logits, config.temperature, config.top_k, config.top_p, generator)  # (B,)
-        pieces = [stream.feed(token_bytes[t]) for stream, t in zip(streams, tok.tolist())]
-        yield pieces
-        if all(stream.done for stream in streams):
+
+    def __init__(self, model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None):
+        self.hidden: Hidden | None = hidden
+        self.logprob = [0.0] * config.num_samples
+        self.tokens = [0] * config.num_samples
+        self._steps = self._run(model, tokenizer, config, device, hidden)
+
+    def __iter__(self) -> Generation:
+        return self
+
+    def __next__(self) -> list[str]:
+        return next(self._steps)
+
+    @property
+    def mean_logprob(self) -> list[float]:
+        """Per sample, the mean log-probability per token (nan before any token)."""
+        return [lp / n if n else math.nan for lp, n in zip(self.logprob, self.tokens)]
+
+    @torch.inference_mode()
+    def _run(self, model, tokenizer, config: SampleConfig, device, hidden) -> Iterator[list[str]]:
+        model.eval()
+        batch = config.num_samples
+        generator = torch.Generator(device=device)
+        if config.seed is not None:
+            generator.manual_seed(config.seed)
+        else:
+            generator.seed()
+        token_bytes = tokenizer.token_bytes()
+        streams = [TextStream(config.length, config.stop) for _ in range(batch)]
+        if config.length == 0:
             return
-        logits, hidden = step(tok, hidden)  # (B, V)
-    yield [stream.finish() for stream in streams]
+        prime_ids = encode_prime(tokenizer, config.prime)
+        prime = torch.tensor(prime_ids, dtype=torch.long, device=device)
+        ids = prime.unsqueeze(1).expand(-1, batch)  # (T, B)
+        if hidden is not None:
+            hidden = tuple(h.expand(-1, batch, -1).contiguous() for h in hidden)  # (layers, B, H) each
+        logits, hidden = model(ids, hidden)  # (T, B, V): the prime, once
+        logits = logits[-1]  # (B, V)
+        self.hidden = hidden
+        step = TokenStepper(model)
+
+        # The penalty looks at the last ``window`` ids, kept in a ring overwritten oldest-first
+        # from slot 0. Until the prime and the output fill it, the spare slots repeat the oldest
+        # id it holds: a token counts once however often it appears, so the copies change nothing.
+        window = config.repetition_window
+        recent = prime[-window:]
+        history = torch.cat([recent[:1].expand(window - len(recent)), recent])  # (window,)
+        history = history.unsqueeze(0).repeat(batch, 1)  # (B, window)
+        blocker = None
+        if config.no_repeat_ngram is not None:
+            blocker = NgramBlocker.from_history(config.no_repeat_ngram, [prime_ids] * batch)
+
+        # Each token is at least one byte, and --length counts characters of at most 4 bytes, but
+        # a subword piece may be longer; cap the token budget generously against runaway loops.
+        budget = config.length * 4 + 64
+        for position in range(budget):
+            logprobs = logits.float().log_softmax(dim=-1)  # (B, V): the model's own, unfiltered
+            if tokenizer.unk_id is not None:
+                logits[:, tokenizer.unk_id] = float("-inf")  # never write the unknown symbol
+            tok = next_tokens(
+                logits,
+                config.temperature,
+                config.top_k,
+                config.top_p,
+                generator,
+                min_p=config.min_p,
+                repetition_penalty=config.repetition_penalty,
+                history=history,
+                ngram_blocker=blocker,
+            )  # (B,)
+            finished = [stream.done for stream in streams]  # these samples throw this token away
+            chosen = logprobs.gather(1, tok.unsqueeze(1)).squeeze(1).tolist()  # (B,)
+            for row, lp in enumerate(chosen):
+                if not finished[row]:
+                    self.logprob[row] += lp
+                    self.tokens[row] += 1
+            pieces = [stream.feed(token_bytes[t]) for stream, t in zip(streams, tok.tolist())]
+            history[:, position % window] = tok
+            if blocker is not None:
+                blocker.update(tok)
+            # Read the token before yielding it, so ``hidden`` always covers what was yielded.
+            logits, new_hidden = step(tok, hidden)  # (B, V)
+            if any(finished):
+                keep = torch.tensor(finished, device=tok.device).view(1, -1, 1)  # (1, B, 1)
+                new_hidden = tuple(torch.where(keep, old, new) for old, new in zip(hidden, new_hidden))
+            hidden = self.hidden = new_hidden
+            yield pieces
+            if all(stream.done for stream in streams):
+                return
+        yield [stream.finish() for stream in streams]
+
+
+def generate(model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None) -> Generation:
+    """Stream ``config.num_samples`` samples, generated together as one batch (see ``Generation``
+    for what it yields and records). Stops when every sample has its length or its stop string.
+
+    ``hidden`` is a state to start from instead of zeros, such as an earlier ``Generation``'s
+    ``hidden``, with one row or one per sample; the prime is read on top of it (an empty prime
+    reads a newline, as always). The repetition penalty and the n-gram ban see this call's prime
+    and output only. ``config.beam_width`` is for ``charlstm.beam.beam_search``, not for this.
+    """
+    if config.beam_width is not None:
+        raise ValueError("generate() samples; beam search is charlstm.beam.beam_search")
+    if hidden is not None and hidden[0].size(1) not in (1, config.num_samples):
+        raise ValueError(
+            f"the start state has {hidden[0].size(1)} rows; it needs 1 or one per sample "
+            f"({config.num_samples})"
+        )
+    return Generation(model, tokenizer, config, device, hidden)

@@ -1,14 +1,42 @@
+import math
+import random
+
+import pytest
 import torch
 
 from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.config import SampleConfig
 from charlstm.sampling import (
+    NgramBlocker,
     TextStream,
+    encode_prime,
     generate,
+    min_p_filter,
     next_tokens,
+    no_repeat_ngram_filter,
+    repetition_penalty,
     top_k_filter,
     top_p_filter,
 )
+
+INF = float("inf")
+
+
+def continuation_logprob(model, prime_ids: list[int], ids: list[int]) -> float:
+    """Sum of log-softmax of each of ``ids`` after ``prime_ids``, from one pass of the fused model."""
+    model.eval()
+    with torch.no_grad():
+        seq = torch.tensor(prime_ids + ids).unsqueeze(1)  # (T, 1)
+        logits, _ = model(seq[:-1])  # (T-1, 1, V)
+        logprobs = logits[:, 0].double().log_softmax(-1)  # (T-1, V)
+        picked = logprobs[len(prime_ids) - 1 :].gather(1, torch.tensor(ids).unsqueeze(1))  # (len(ids), 1)
+    return float(picked.sum())
+
+
+def final_state(model, ids: list[int]):
+    """The fused model's state after reading ``ids`` from zeros."""
+    with torch.no_grad():
+        return model(torch.tensor(ids).unsqueeze(1))[1]
 
 
 def test_top_k_is_clamped_to_the_vocabulary():
@@ -86,3 +114,224 @@ def test_prime_is_read_once_then_state_is_carried(tiny_run):
     model.forward = spy
     list(generate(model, tok, SampleConfig(prime="The cat", length=10, temperature=0), "cpu"))
     assert calls == [(7, 1)]  # the prime, once; each new token then goes through TokenStepper
+
+
+def test_min_p_keeps_tokens_at_least_p_times_as_likely_as_the_top():
+    logits = torch.tensor([[0.5, 0.25, 0.15, 0.1], [0.25, 0.25, 0.25, 0.25]]).log()
+    kept = min_p_filter(logits, 0.4)  # row 0: at least 0.2
+    assert torch.equal(torch.isinf(kept), torch.tensor([[False, False, True, True], [False] * 4]))
+    assert torch.equal(kept[0, :2], logits[0, :2]) and torch.equal(kept[1], logits[1])
+    # p = 1 keeps the top token and its equals; any p keeps the top token.
+    only_top = min_p_filter(logits, 1.0)
+    assert torch.equal(torch.isfinite(only_top), torch.tensor([[True, False, False, False], [True] * 4]))
+    assert torch.equal(min_p_filter(logits, 1e-9), logits)
+    # Masked entries stay masked; logits 1 and 0 are a probability ratio of 1/e = 0.37.
+    masked = torch.tensor([[-INF, 1.0, 0.0]])
+    assert torch.equal(min_p_filter(masked, 0.36), torch.tensor([[-INF, 1.0, 0.0]]))
+    assert torch.equal(min_p_filter(masked, 0.38), torch.tensor([[-INF, 1.0, -INF]]))
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0, 0.0], [2.0, -1.0, 0.5, 3.0, 0.0]])
+    history = torch.tensor([[0, 1, 1, 4], [3, 3, 3, 3]])  # repeats count once
+    out = repetition_penalty(logits, history, 2.0)
+    assert torch.equal(out, torch.tensor([[1.0, -2.0, 0.5, 3.0, 0.0], [2.0, -1.0, 0.5, 1.5, 0.0]]))
+    assert torch.equal(logits[0], torch.tensor([2.0, -1.0, 0.5, 3.0, 0.0]))  # the input is unchanged
+    favoured = repetition_penalty(logits[:1], history[:1], 0.5)  # below 1: repeats more likely
+    assert torch.equal(favoured, torch.tensor([[4.0, -0.5, 0.5, 3.0, 0.0]]))
+    assert repetition_penalty(logits, history, 1.0) is logits
+    masked = repetition_penalty(torch.tensor([[-INF, 1.0]]), torch.tensor([[0, 1]]), 1.5)
+    assert masked[0, 0] == -INF and math.isclose(masked[0, 1].item(), 1 / 1.5, rel_tol=1e-6)
+
+
+def test_no_repeat_ngram_bans_what_would_repeat_an_ngram():
+    logits = torch.zeros(4, 5)
+    histories = [[1, 2, 3, 1, 2], [4, 4, 4], [0], []]
+    banned = torch.isinf(no_repeat_ngram_filter(logits, histories, 3))
+    assert banned.nonzero().tolist() == [[0, 3], [1, 4]]  # (1, 2) -> 3 seen; (4, 4) -> 4 seen
+    # n = 2: whatever followed the last token before; n = 1: nothing seen may come again.
+    assert torch.isinf(no_repeat_ngram_filter(logits[:1], [[1, 2, 1, 4, 1]], 2)).nonzero().tolist() == [
+        [0, 2],
+        [0, 4],
+    ]
+    assert torch.isinf(no_repeat_ngram_filter(logits[:1], [[3, 1, 3]], 1)).nonzero().tolist() == [
+        [0, 1],
+        [0, 3],
+    ]
+    # A (B, T) tensor works the same as lists.
+    as_tensor = no_repeat_ngram_filter(logits[:2], torch.tensor([[1, 2, 3, 1, 2], [0, 4, 4, 4, 4]]), 3)
+    assert torch.isinf(as_tensor).nonzero().tolist() == [[0, 3], [1, 4]]
+
+
+def test_ngram_ban_is_lifted_for_a_row_it_would_empty():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    out = no_repeat_ngram_filter(logits, [[0, 1, 2], [0]], 1)
+    assert torch.equal(out, torch.tensor([[1.0, 2.0, 3.0], [-INF, 2.0, 3.0]]))
+    # Tokens already masked (the unknown symbol) count as gone.
+    out = no_repeat_ngram_filter(torch.tensor([[1.0, 2.0, -INF]]), [[0, 1]], 1)
+    assert torch.equal(out, torch.tensor([[1.0, 2.0, -INF]]))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_ngram_blocker_step_by_step_matches_a_full_rescan(n):
+    rng = random.Random(n)
+    rows = [[rng.randrange(4) for _ in range(60)] for _ in range(3)]
+    blocker = NgramBlocker(n, 3)
+    for t in range(60):
+        prefixes = [row[:t] for row in rows]
+        expected = [
+            {seq[i + n - 1] for i in range(len(seq) - n + 1) if seq[i : i + n - 1] == seq[len(seq) - n + 1 :]}
+            if len(seq) >= n - 1
+            else set()
+            for seq in prefixes
+        ]
+        assert blocker.banned() == expected
+        assert NgramBlocker.from_history(n, prefixes).banned() == expected
+        blocker.update(torch.tensor([row[t] for row in rows]))
+
+
+def test_ngram_blocker_select_reorders_and_copies_rows():
+    blocker = NgramBlocker.from_history(2, [[1, 2, 1], [3, 0, 3]])
+    assert blocker.banned() == [{2}, {0}]
+    blocker.select([1, 1, 0])
+    assert blocker.banned() == [{0}, {0}, {2}]
+    blocker.update([4, 1, 2])  # the two copies of row 1 now differ
+    assert blocker.banned() == [set(), set(), {1}]
+    blocker.update([3, 3, 1])
+    assert blocker.banned() == [{0, 4}, {0, 1}, {2}]  # each copy saw only its own tokens
+
+
+def test_next_tokens_filter_order():
+    # The penalty and the ban come before greedy decoding.
+    logits = torch.tensor([[3.0, 2.0, 0.0]])
+    assert next_tokens(logits, 0.0, repetition_penalty=2.0, history=torch.tensor([[0]])).tolist() == [1]
+    assert next_tokens(logits, 0.0, ngram_blocker=NgramBlocker.from_history(1, [[0]])).tolist() == [1]
+    # ... and before top-k, which then keeps the best token that is still allowed.
+    g = torch.Generator().manual_seed(0)
+    blocker, history = NgramBlocker.from_history(1, [[0]]), torch.tensor([[0]])
+    for _ in range(20):
+        assert next_tokens(logits, 1.0, top_k=1, generator=g, ngram_blocker=blocker).tolist() == [1]
+        picked = next_tokens(logits, 1.0, top_k=1, generator=g, repetition_penalty=2.0, history=history)
+        assert picked.tolist() == [1]
+    # Min-p cuts after temperature: at temperature 2, p = (0.6, 0.3, 0.1) flattens to ratios
+    # (1, 0.71, 0.41) of the top, so min-p 0.4 keeps all three (before it, 0.1 / 0.6 < 0.4).
+    logits = torch.tensor([[0.6, 0.3, 0.1]]).log()
+    drawn = {next_tokens(logits, 2.0, generator=g, min_p=0.4).item() for _ in range(200)}
+    assert drawn == {0, 1, 2}
+    drawn = {next_tokens(logits, 1.0, generator=g, min_p=0.4).item() for _ in range(200)}
+    assert drawn == {0, 1}
+    assert {next_tokens(logits, 1.0, generator=g, min_p=1.0).item() for _ in range(50)} == {0}
+    with pytest.raises(ValueError, match="^a repetition penalty needs the history of recent tokens$"):
+        next_tokens(logits, 1.0, repetition_penalty=1.2)
+
+
+def _texts(generation) -> list[str]:
+    pieces = list(generation)
+    return ["".join(p[i] for p in pieces) for i in range(len(pieces[0]))]
+
+
+def test_generate_records_the_models_logprob_of_each_sample(tiny_run):
+    model, tok = model_from_checkpoint(load_checkpoint(tiny_run))
+    prime_ids = encode_prime(tok, "The ")
+    run = generate(model, tok, SampleConfig(prime="The ", length=30, temperature=0), "cpu")
+    assert run.tokens == [0] and run.logprob == [0.0]
+    head = next(run)  # an iterator, as the generator it replaces was
+    assert len(head) == 1 and run.tokens == [1]
+    (rest,) = _texts(run)
+    text = head[0] + rest
+    assert run.tokens == [30] and len(text) == 30
+    expected = continuation_logprob(model, prime_ids, tok.encode(text).tolist())
+    assert math.isclose(run.logprob[0], expected, rel_tol=1e-5)
+    assert run.mean_logprob == [run.logprob[0] / 30]
+    # Sampled with filters, each sample is still scored under the model's own softmax.
+    config = SampleConfig(prime="The ", length=25, temperature=1.3, top_k=5, num_samples=3, seed=4)
+    run = generate(model, tok, config, "cpu")
+    texts = _texts(run)
+    assert run.tokens == [25, 25, 25]
+    for text, logprob in zip(texts, run.logprob):
+        expected = continuation_logprob(model, prime_ids, tok.encode(text).tolist())
+        assert math.isclose(logprob, expected, rel_tol=1e-5)
+
+
+def test_generate_hidden_continues_where_it_left_off(tiny_run):
+    model, tok = model_from_checkpoint(load_checkpoint(tiny_run))
+    first = generate(model, tok, SampleConfig(prime="The ", length=20, temperature=0), "cpu")
+    (a,) = _texts(first)
+    # The state has read the prime and every generated token, the last one included.
+    for got, want in zip(first.hidden, final_state(model, encode_prime(tok, "The " + a))):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    config = SampleConfig(prime="x", length=15, temperature=0)
+    (b,) = _texts(generate(model, tok, config, "cpu", first.hidden))
+    config = SampleConfig(prime="The " + a + "x", length=15, temperature=0)
+    (whole,) = _texts(generate(model, tok, config, "cpu"))
+    assert b == whole
+    # One start row serves several samples.
+    config = SampleConfig(prime="x", length=15, temperature=0, num_samples=2)
+    assert _texts(generate(model, tok, config, "cpu", first.hidden)) == [whole, whole]
+
+
+def test_generate_freezes_the_state_of_a_finished_sample(tiny_run):
+    model, tok = model_from_checkpoint(load_checkpoint(tiny_run))
+    config = SampleConfig(prime="The ", length=200, temperature=1.0, num_samples=3, seed=2, stop="e")
+    run = generate(model, tok, config, "cpu")
+    texts = _texts(run)
+    assert len(set(run.tokens)) > 1  # the samples stop at different steps, so some wait
+    for row, text in enumerate(texts):
+        drawn = tok.encode(text + "e").tolist()  # the stop string was drawn and read, not written
+        assert run.tokens[row] == len(drawn)
+        expected = continuation_logprob(model, encode_prime(tok, "The "), drawn)
+        assert math.isclose(run.logprob[row], expected, rel_tol=1e-5)
+        for got, want in zip(run.hidden, final_state(model, encode_prime(tok, "The " + text + "e"))):
+            torch.testing.assert_close(got[:, row], want[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_generate_applies_penalty_window_and_ngram_ban(tiny_run):
+    model, tok = model_from_checkpoint(load_checkpoint(tiny_run))
+    model.eval()
+
+    def greedy(prime, length, penalty=1.0, window=64, ngram=None):
+        """A slow reference: reread everything each step, rescan the whole history."""
+        ids = encode_prime(tok, prime)
+        start = len(ids)
+        for _ in range(length):
+            with torch.no_grad():
+                logits = model(torch.tensor(ids).unsqueeze(1))[0][-1]  # (1, V)
+            logits[:, tok.unk_id] = -INF
+            logits = repetition_penalty(logits, torch.tensor([ids[-window:]]), penalty)
+            if ngram is not None:
+                logits = no_repeat_ngram_filter(logits, [ids], ngram)
+            ids.append(int(logits.argmax()))
+        return tok.decode(ids[start:])
+
+    def run(**kwargs):
+        (text,) = _texts(generate(model, tok, SampleConfig(temperature=0, **kwargs), "cpu"))
+        return text
+
+    plain = run(prime="The ", length=80)
+    assert plain == greedy("The ", 80)
+    penalised = run(prime="The ", length=80, repetition_penalty=1.5, repetition_window=6)
+    assert penalised == greedy("The ", 80, penalty=1.5, window=6) != plain
+    # A window longer than the prime, filled as it goes.
+    assert run(prime="a", length=60, repetition_penalty=3.0, repetition_window=20) == greedy(
+        "a", 60, penalty=3.0, window=20
+    )
+    banned = run(prime="The ", length=80, no_repeat_ngram=3)
+    assert banned == greedy("The ", 80, ngram=3) != plain
+    ids = encode_prime(tok, "The " + banned)
+    trigrams = [tuple(ids[i : i + 3]) for i in range(len(ids) - 2)]
+    assert len(trigrams) == len(set(trigrams))
+    # min-p 1 leaves only the most likely token: sampling becomes greedy.
+    assert run(prime="The ", length=40) == _texts(
+        generate(model, tok, SampleConfig(prime="The ", length=40, temperature=1.0, min_p=1.0, seed=9), "cpu")
+    )[0]
+
+
+def test_generate_refuses_beam_width_and_a_state_of_the_wrong_batch(tiny_run):
+    model, tok = model_from_checkpoint(load_checkpoint(tiny_run))
+    with pytest.raises(ValueError) as e:
+        generate(model, tok, SampleConfig(beam_width=2), "cpu")
+    assert str(e.value) == "generate() samples; beam search is charlstm.beam.beam_search"
+    hidden = tuple(torch.zeros(1, 2, 32) for _ in range(2))
+    with pytest.raises(ValueError) as e:
+        generate(model, tok, SampleConfig(num_samples=3), "cpu", hidden)
+    assert str(e.value) == "the start state has 2 rows; it needs 1 or one per sample (3)"

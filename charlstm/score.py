@@ -1,0 +1,84 @@
+"""Scoring lines: how likely the model finds each line of a text, in nats and bits per character.
+
+Each line is scored on its own, from a zero state, every one of its tokens included: the first
+token is predicted after a newline token (``sampling.default_start_id``), as if the line began a
+line of the training text, so a one-character line gets a score too. The line's end (a newline
+after it) is not scored. Characters the char vocabulary lacks are scored as the unknown symbol,
+as evaluation does. A line with no tokens (the empty line) is not run: its logprob is 0 and its
+bits per character nan.
+
+Lines are sorted by length and run in batches of similar lengths, padded and masked, so a
+thousand short lines take a few dozen model calls at most, not a thousand; long lines are read in
+windows of ``bptt`` tokens, carrying the state, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from charlstm.batches import get_window, windows
+from charlstm.evaluate import token_nll
+from charlstm.sampling import default_start_id
+
+
+@dataclass
+class LineScore:
+    text: str
+    tokens: int  # tokens in the line, all scored
+    chars: int  # Unicode characters in the line
+    logprob: float  # log-probability of the line's tokens, nats (0 for an empty line)
+    bits_per_char: float  # -logprob in bits per character (nan for an empty line)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.inference_mode()
+def score_lines(
+    model, tokenizer, lines: Sequence[str], device, batch_size: int = 64, bptt: int = 256
+) -> list[LineScore]:
+    """A ``LineScore`` for each of ``lines`` (without their newlines), in the same order.
+
+    ``batch_size`` lines of similar length run side by side, in windows of ``bptt`` tokens. The
+    results do not depend on either, up to float rounding.
+    """
+    encoded = [np.asarray(tokenizer.encode(line), dtype=np.int64) for line in lines]
+    start = default_start_id(tokenizer)
+    results: list[LineScore | None] = [None] * len(lines)
+    for i, line in enumerate(lines):
+        if len(encoded[i]) == 0:
+            results[i] = LineScore(line, 0, len(line), 0.0, math.nan)
+    # Shortest first, so each batch pads its lines only up to a length close to their own.
+    order = sorted((i for i in range(len(lines)) if len(encoded[i])), key=lambda i: len(encoded[i]))
+
+    was_training = model.training
+    model.eval()
+    for first in range(0, len(order), batch_size):
+        group = order[first : first + batch_size]
+        lengths = torch.tensor([len(encoded[i]) for i in group], device=device)  # (B,)
+        longest = int(lengths.max())
+        # Row 0 is the start token; padding repeats it (any id would do: it is masked out).
+        block = np.full((longest + 1, len(group)), start, dtype=np.int64)  # (T+1, B)
+        for column, i in enumerate(group):
+            block[1 : len(encoded[i]) + 1, column] = encoded[i]
+        block = torch.from_numpy(block).to(device)
+        real = torch.arange(longest, device=device).unsqueeze(1) < lengths  # (T, B): not padding
+        total = torch.zeros(len(group), dtype=torch.float64, device=device)  # (B,)
+        hidden = None
+        for window in windows(longest + 1, bptt):
+            x, y = get_window(block, window)  # (t, B) each
+            logits, hidden = model(x, hidden)  # (t, B, V)
+            nll = token_nll(logits, y)  # (t, B)
+            valid = real[window.start : window.start + window.length]  # (t, B)
+            total += (nll.double() * valid).sum(dim=0)
+        for column, i in enumerate(group):
+            logprob, chars = -float(total[column]), len(lines[i])
+            bits_per_char = -logprob / math.log(2) / chars
+            results[i] = LineScore(lines[i], int(lengths[column]), chars, logprob, bits_per_char)
+    model.train(was_training)
+    return results  # type: ignore[return-value]

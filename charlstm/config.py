@@ -234,22 +234,32 @@ class EvalConfig(_Serializable):
 
 @dataclass
 class SampleConfig(_Serializable):
-    """How to generate text from a trained model."""
+    """How to generate text from a trained model (``sample`` and ``chat``)."""
 
-    prime: str = ""
-    length: int = 500
-    temperature: float = 0.8
-    top_k: int | None = None
-    top_p: float | None = None
-    num_samples: int = 1
-    seed: int | None = None
-    stop: str | None = None
-    device: str = "auto"
-    min_p: float | None = None  # keep tokens at least this fraction as likely as the top one
-    repetition_penalty: float = 1.0  # 1 is off; above 1 makes recently seen tokens less likely
-    repetition_window: int = 64  # how many recent tokens (prime included) the penalty looks at
-    no_repeat_ngram: int | None = None  # never repeat an n-gram of this many tokens
-    beam_width: int | None = None  # beam search instead of sampling: one deterministic sample
+    prime: str = setting("", "Text to start from (written out first).")
+    length: int = setting(500, "Characters of new text per sample (tokens for --beam-width).")
+    temperature: float = setting(0.8, "Sampling temperature; 0 is greedy.")
+    top_k: int | None = setting(None, "Sample only from the K most likely tokens.")
+    top_p: float | None = setting(None, "Sample only from the most likely tokens making up probability P.")
+    min_p: float | None = setting(
+        None, "Keep only tokens at least P times as likely as the most likely one (0 < P <= 1)."
+    )
+    repetition_penalty: float = setting(
+        1.0,
+        "Make tokens seen in the last --repetition-window tokens less likely (>1; 1 is off). For a "
+        "char model it also punishes spaces and common letters: prefer --no-repeat-ngram there.",
+    )
+    repetition_window: int = setting(64, "How many recent tokens (prime included) the penalty looks at.")
+    no_repeat_ngram: int | None = setting(
+        None, "Never write a token that would repeat an N-token sequence already in the sample (char models: 8-20)."
+    )
+    beam_width: int | None = setting(
+        None, "Beam search: the most likely continuation of --length tokens, deterministic (one sample)."
+    )
+    num_samples: int = setting(1, "Samples generated together as one batch.")
+    seed: int | None = setting(None, "Random seed [default: a new one, recorded by --json].")
+    stop: str | None = setting(None, "End a sample where this string appears (it is not written).")
+    device: str = setting("auto", "Where to run.", choices=DEVICES)
 
     def __post_init__(self) -> None:
         c = _Checks()

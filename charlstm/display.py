@@ -143,28 +143,6 @@ class TrainProgress:
         self.console.print(table)
 
 
-# -------------------------------------------------------------------------------------- sampling
-
-
-def stream_samples(pieces_per_token, prime: str, num_samples: int, out=None) -> None:
-    """Write samples to ``out`` (stdout): the first streams as it is generated, the others follow
-    when done, separated by a blank line. ``pieces_per_token`` yields each sample's new text."""
-    out = out or sys.stdout
-    held = [[] for _ in range(num_samples)]
-    out.write(prime)
-    for pieces in pieces_per_token:
-        if pieces[0]:
-            out.write(pieces[0])
-            out.flush()
-        for buffer, piece in zip(held[1:], pieces[1:]):
-            buffer.append(piece)
-    for buffer in held[1:]:
-        out.write("\n\n")
-        out.write(prime + "".join(buffer))
-    out.write("\n")
-    out.flush()
-
-
 # ------------------------------------------------------------------------------------ evaluation
 
 
@@ -186,6 +164,20 @@ def print_eval_report(report, name: str) -> None:
     if report.replacements:
         table.add_row("invalid UTF-8 replaced", f"{report.replacements:,}")
     stdout_console().print(table)
+
+
+def print_scores(results, as_json: bool) -> None:
+    """``charlstm score``: one line per input line, in order (JSON lines with --json)."""
+    import json
+
+    if as_json:
+        for r in results:
+            sys.stdout.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        return
+    sys.stdout.write(f"{'logprob':>10}  {'bits/char':>9}  text\n")
+    for r in results:
+        bits = "-" if r.tokens == 0 else f"{r.bits_per_char:9.4f}"
+        sys.stdout.write(f"{r.logprob:10.3f}  {bits:>9}  {r.text}\n")
 
 
 # ------------------------------------------------------------------------------------ inspection

@@ -291,6 +291,7 @@ class Generation:
 
     def __init__(self, model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None):
         self.hidden: Hidden | None = hidden
+        self.logits: torch.Tensor | None = None  # (B, V): the next token's, given ``hidden``
         self.logprob = [0.0] * config.num_samples
         self.tokens = [0] * config.num_samples
         self._steps = self._run(model, tokenizer, config, device, hidden)
@@ -326,7 +327,7 @@ class Generation:
             hidden = tuple(h.expand(-1, batch, -1).contiguous() for h in hidden)  # (layers, B, H) each
         logits, hidden = model(ids, hidden)  # (T, B, V): the prime, once
         logits = logits[-1]  # (B, V)
-        self.hidden = hidden
+        self.hidden, self.logits = hidden, logits
         step = TokenStepper(model)
 
         # The penalty looks at the last ``window`` ids, kept in a ring overwritten oldest-first
@@ -374,6 +375,7 @@ class Generation:
                 keep = torch.tensor(finished, device=tok.device).view(1, -1, 1)  # (1, B, 1)
                 new_hidden = tuple(torch.where(keep, old, new) for old, new in zip(hidden, new_hidden))
             hidden = self.hidden = new_hidden
+            self.logits = logits
             yield pieces
             if all(stream.done for stream in streams):
                 return

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -88,7 +89,8 @@ def test_other_tokenizers_train_sample_eval(tmp_path, text_file, tokenizer):
     assert result.exit_code == 0 and len(result.stdout) == 31
     result = invoke("eval", run_dir, text_file, "--json")
     report = json.loads(result.stdout)
-    assert report["bits_per_byte"] > 0 and report["unknown"] == 0
+    assert report["bytes"] == len(text_file.read_bytes()) and report["unknown"] == 0
+    assert report["bits_per_byte"] == pytest.approx(report["loss"] * report["tokens"] / math.log(2) / report["bytes"])
 
 
 def test_eval_counts_unknown_characters(tiny_run, tmp_path):
@@ -173,6 +175,32 @@ BAD_INPUTS = {
         2,
         "'lots' is not a valid integer",
     ),
+    "min-p zero": (lambda p: ["sample", p / "nope", "--min-p", "0"], 2, "--min-p must be in (0, 1] (got 0.0)"),
+    "min-p above one": (lambda p: ["sample", p / "nope", "--min-p", "1.5"], 2, "--min-p must be in (0, 1]"),
+    "negative penalty": (
+        lambda p: ["sample", p / "nope", "--repetition-penalty", "-1"],
+        2,
+        "--repetition-penalty must be a positive number, 1 means off (got -1.0)",
+    ),
+    "window zero": (
+        lambda p: ["sample", p / "nope", "--repetition-window", "0"],
+        2,
+        "--repetition-window must be at least 1 (got 0)",
+    ),
+    "ngram zero": (lambda p: ["sample", p / "nope", "--no-repeat-ngram", "0"], 2, "--no-repeat-ngram must be at least 1"),
+    "beam with samples": (
+        lambda p: ["sample", p / "nope", "--beam-width", "3", "--num-samples", "2"],
+        2,
+        "--beam-width gives one deterministic sample; leave out --num-samples",
+    ),
+    "prime and prime file": (
+        lambda p: ["sample", p / "nope", "--prime", "a", "--prime-file", p / "x.txt"],
+        2,
+        "give --prime or --prime-file, not both",
+    ),
+    "prime file missing": (lambda p: ["sample", p / "nope", "--prime-file", p / "x.txt"], 1, "x.txt: no such file"),
+    "score missing checkpoint": (lambda p: ["score", p / "nope", "--file", p / "x.txt"], 1, "no such checkpoint"),
+    "chat negative length": (lambda p: ["chat", p / "nope", "--length", "-3"], 2, "--length must be 0 or more"),
 }
 
 
@@ -327,7 +355,7 @@ def test_other_cells_train_sample_eval_inspect(tmp_path, text_file, cell):
     sample = charlstm("sample", run_dir, "--length", "30", "--seed", "0")
     assert sample.returncode == 0 and len(sample.stdout) == 31
     report = json.loads(charlstm("eval", run_dir, text_file, "--json").stdout)
-    assert report["tokens"] > 0
+    assert report["tokens"] == report["chars"] == len(text_file.read_text())
     seen = charlstm("inspect", run_dir, "--text", 'a "quoted" word (here)\nand more')
     assert seen.returncode == 0, seen.stderr
     assert "hidden unit" in seen.stdout and ("update" in seen.stdout) == (cell == "gru")
@@ -362,3 +390,91 @@ def test_long_range_experiment_command(tmp_path):
         assert "matplotlib is not installed" in result.stderr and not png.exists()
     else:
         assert png.read_bytes().startswith(b"\x89PNG")
+
+
+# ------------------------------------------------------------------------------ generation options
+
+
+def _json_lines(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_sample_json_records_everything_and_reproduces_from_its_seed(tiny_run):
+    args = ["sample", tiny_run, "--prime", "The ", "--length", "30", "--num-samples", "2"]
+    args += ["--min-p", "0.05", "--no-repeat-ngram", "6", "--json"]
+    first = charlstm(*args)  # no --seed: one is drawn and recorded
+    assert first.returncode == 0, first.stderr
+    records = _json_lines(first.stdout)
+    assert len(records) == 2 and set(records[0]) == {"text", "prime", "seed", "temperature", "tokens", "mean_logprob", "settings"}
+    assert records[0]["prime"] == "The " and len(records[0]["text"]) == 30 and records[0]["tokens"] == 30
+    assert records[0]["settings"]["min_p"] == 0.05 and records[0]["settings"]["no_repeat_ngram"] == 6
+    assert -10 < records[0]["mean_logprob"] < 0 and records[0]["seed"] == records[1]["seed"]
+    again = charlstm(*args, "--seed", records[0]["seed"])
+    assert _json_lines(again.stdout) == records  # the recorded seed makes every sample again
+
+
+def test_several_temperatures_share_one_seed_and_are_labelled(tiny_run):
+    both = charlstm("sample", tiny_run, "--prime", "a", "--length", "20", "--seed", "3", "--temperature", "0.5", "--temperature", "1.2")
+    assert both.returncode == 0, both.stderr
+    blocks = both.stdout.split("\n\n")
+    assert blocks[0].startswith("== temperature 0.5 ==\na") and blocks[1].startswith("== temperature 1.2 ==\na")
+    alone = charlstm("sample", tiny_run, "--prime", "a", "--length", "20", "--seed", "3", "--temperature", "1.2")
+    assert blocks[1].split("\n", 1)[1] == alone.stdout
+
+
+def test_beam_search_is_at_least_as_likely_as_greedy(tiny_run):
+    common = ["sample", tiny_run, "--prime", "The ", "--length", "40", "--json"]
+    greedy = _json_lines(charlstm(*common, "--temperature", "0").stdout)[0]
+    beam = _json_lines(charlstm(*common, "--beam-width", "6").stdout)[0]
+    assert greedy["tokens"] == beam["tokens"] == 40
+    assert beam["mean_logprob"] * beam["tokens"] >= greedy["mean_logprob"] * greedy["tokens"] - 1e-6
+    twice = _json_lines(charlstm(*common, "--beam-width", "6").stdout)[0]
+    assert twice["text"] == beam["text"]  # deterministic
+
+
+def test_prime_from_a_file_or_stdin_keeps_newlines_and_output_is_never_overwritten(tiny_run, tmp_path):
+    prime = tmp_path / "prime.txt"
+    prime.write_text("def f():\n    return 1\n")
+    out = tmp_path / "out.txt"
+    result = charlstm("sample", tiny_run, "--prime-file", prime, "--length", "25", "--seed", "1", "--output", out)
+    assert result.returncode == 0 and result.stdout == "" and f"wrote {out}" in result.stderr
+    written = out.read_text()
+    assert written.startswith("def f():\n    return 1\n") and len(written) == len(prime.read_text()) + 25 + 1
+    piped = charlstm("sample", tiny_run, "--prime", "-", "--length", "25", "--seed", "1", input=prime.read_text())
+    assert piped.stdout == written  # --prime - reads the same prime from stdin
+    refused = charlstm("sample", tiny_run, "--length", "5", "--output", out)
+    assert refused.returncode == 1 and "already exists; pass --force" in refused.stderr and out.read_text() == written
+    forced = charlstm("sample", tiny_run, "--length", "5", "--seed", "1", "--output", out, "--force")
+    assert forced.returncode == 0 and len(out.read_text()) == 5 + 1
+
+
+def test_score_ranks_lines_and_shares_evals_loss(tiny_run, tmp_path, small_text):
+    lines = [next(line for line in small_text.splitlines() if len(line) > 30), "zqxj vvkw qqzx", "", "the statement"]
+    source = tmp_path / "lines.txt"
+    source.write_text("\n".join(lines) + "\n")
+    result = charlstm("score", tiny_run, "--file", source, "--json")
+    assert result.returncode == 0, result.stderr
+    scores = _json_lines(result.stdout)
+    assert [s["text"] for s in scores] == lines and scores[2]["tokens"] == 0
+    assert scores[0]["bits_per_char"] < scores[1]["bits_per_char"]  # real prose beats junk
+    piped = charlstm("score", tiny_run, input="\n".join(lines) + "\n")
+    table = piped.stdout.splitlines()
+    assert table[0].split() == ["logprob", "bits/char", "text"] and len(table) == 1 + len(lines)
+    assert table[3].split()[1] == "-"  # the blank line: no tokens, no score
+
+
+
+def test_demo_trains_samples_and_evaluates_the_held_out_tenth(tmp_path):
+    result = charlstm("demo", "--max-time", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "checkpoints" / "python-reference"
+    assert {"best.pt", "last.pt", "config.json", "metrics.jsonl"} <= {p.name for p in run_dir.iterdir()}
+    assert "stopped by max_time" in result.stderr and "Next: charlstm train your_text.txt" in result.stderr
+    sample, _, table = result.stdout.partition("\ncharlstm eval")
+    assert sample.startswith("The ") and len(sample) == len("The ") + 400
+    from charlstm.runs import validation_text
+
+    held_out = validation_text(run_dir)
+    assert len(held_out) == 46_505  # the last tenth of the built-in corpus's 465,048 characters
+    assert "built-in corpus, held-out tenth" in table and f"{len(held_out):,}" in table
+    assert "bits per character" in table

@@ -1,0 +1,109 @@
+"""Interactive generation: a text that goes on turn after turn.
+
+A ``ChatSession`` keeps the model's hidden state between turns: each line the user gives is read
+on top of what came before, and the model continues it, so the text goes on where it left off
+until ``reset``. Settings (temperature, length, top-k/top-p/min-p, seed, ...) change between
+turns through ``set``, validated as ``SampleConfig`` validates them. ``charlstm chat`` drives it
+(``cli.py``); nothing here reads a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+
+import torch
+
+from charlstm.cells import Hidden
+from charlstm.config import SampleConfig, flag
+from charlstm.errors import ConfigError
+from charlstm.sampling import Generation, default_start_id, generate
+
+# What a turn can change, by the name typed after "/" (the flags' names), and how to read it.
+SETTINGS = {
+    "temperature": float,
+    "length": int,
+    "top-k": int,
+    "top-p": float,
+    "min-p": float,
+    "repetition-penalty": float,
+    "repetition-window": int,
+    "no-repeat-ngram": int,
+    "seed": int,
+}
+_OFF = ("off", "none")  # "/top-k off": back to no filter
+
+
+class ChatSession:
+    """The state of one conversation with a model: its hidden state, the next token's logits and
+    the sampling settings. One sample at a time."""
+
+    def __init__(self, model, tokenizer, config: SampleConfig, device):
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
+        self.config = dataclasses.replace(config, num_samples=1, seed=seed, prime="", beam_width=None)
+        self.turns = 0  # a new seed per turn, derived from --seed: replies differ, yet repeat exactly
+        self.hidden: Hidden | None = None
+        self.logits: torch.Tensor | None = None  # (V,): the next token's, after the text so far
+
+    def reply(self, text: str) -> Generation:
+        """Read ``text`` after everything so far and continue it; iterate over the result for
+        the new text. Stopping early (Ctrl-C) keeps what was generated up to there."""
+        config = dataclasses.replace(self.config, prime=text or "\n", seed=self.config.seed + self.turns)
+        generation = generate(self.model, self.tokenizer, config, self.device, hidden=self.hidden)
+        self.turns += 1
+        return _Tracked(generation, self)
+
+    def reset(self) -> None:
+        """Start again: forget the text so far, and count turns (and their seeds) from the first."""
+        self.hidden, self.logits, self.turns = None, None, 0
+
+    @torch.inference_mode()
+    def top_next(self, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` most likely next tokens after the text so far, with their probabilities."""
+        logits = self.logits
+        if logits is None:  # nothing read yet: what follows the start of a text
+            start = torch.tensor([[default_start_id(self.tokenizer)]], device=self.device)  # (1, 1)
+            logits = self.model(start, self.hidden)[0][-1, 0]  # (V,)
+        probs = logits.float().softmax(-1)  # (V,)
+        if self.tokenizer.unk_id is not None:
+            probs[self.tokenizer.unk_id] = 0.0  # never written, so never shown
+        p, ids = probs.topk(min(k, probs.numel()))
+        table = self.tokenizer.token_bytes()
+        return [(table[i].decode("utf-8", "replace"), float(q)) for i, q in zip(ids.tolist(), p.tolist())]
+
+    def set(self, name: str, value: str) -> None:
+        """Change one setting (``name`` as in ``SETTINGS``); a bad value raises ``ConfigError``
+        naming its flag, and changes nothing."""
+        if name not in SETTINGS:
+            raise ConfigError(f"/{name}: not a setting; settings are {', '.join('/' + n for n in SETTINGS)}")
+        field = name.replace("-", "_")
+        if value.lower() in _OFF and field in ("top_k", "top_p", "min_p", "no_repeat_ngram"):
+            parsed = None
+        else:
+            try:
+                parsed = SETTINGS[name](value)
+            except ValueError:
+                raise ConfigError(f"{flag(field)} {value!r} is not a {SETTINGS[name].__name__}") from None
+        self.config = dataclasses.replace(self.config, **{field: parsed})
+        if field == "seed":
+            self.turns = 0
+
+    def settings(self) -> dict:
+        return {name: getattr(self.config, name.replace("-", "_")) for name in SETTINGS}
+
+
+class _Tracked:
+    """A ``Generation`` whose final state (also when stopped early) becomes the session's."""
+
+    def __init__(self, generation: Generation, session: ChatSession):
+        self.generation, self.session = generation, session
+
+    def __iter__(self):
+        try:
+            for pieces in self.generation:
+                yield pieces[0]
+        finally:
+            self.session.hidden = self.generation.hidden
+            if self.generation.logits is not None:
+                self.session.logits = self.generation.logits[0]

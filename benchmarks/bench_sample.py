@@ -8,7 +8,9 @@ weights (speed does not depend on them), CPU. Contenders, alternating round by r
   softmax + multinomial (what a straightforward sampler does), and the same with oneDNN disabled;
 - charlstm ``generate`` with 16 samples in one batch (total characters per second).
 
-Also: time to first character after the checkpoint is loaded.
+Also: time to first character after the checkpoint is loaded; ``charlstm chat``'s latency (time
+from Enter to the reply's first character, the session already holding a text); and beam search
+throughput (tokens of the continuation per second) at several widths.
 
     python benchmarks/bench_sample.py [--rounds 5] [--length 1000] [--json out.json]
 """
@@ -25,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import REFERENCE, corpus_text, interleave, machine, print_table, stats, write_json  # noqa: E402
 
+from charlstm.beam import beam_search  # noqa: E402
+from charlstm.chat import ChatSession  # noqa: E402
 from charlstm.config import ModelConfig, SampleConfig  # noqa: E402
 from charlstm.model import LanguageModel  # noqa: E402
 from charlstm.sampling import generate  # noqa: E402
@@ -97,6 +101,27 @@ def main() -> None:
                 first.append(time.perf_counter() - start)
                 break
 
+    # charlstm chat: a session that has written a few turns; Enter on a 40-character line.
+    session = ChatSession(model, tok, SampleConfig(length=200, seed=1, device="cpu"), "cpu")
+    for _ in range(3):
+        "".join(session.reply("ROMEO: what say you to this, my lord?"))
+    latency = []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        for piece in session.reply("JULIET: and what of the night, my love?"):
+            if piece:
+                latency.append(time.perf_counter() - start)
+                break
+    beam_rates = {}
+    prime_ids = tok.encode("ROMEO:").tolist()
+    for width in (1, 4, 8):
+        runs = []
+        for _ in range(max(1, args.rounds // 2)):
+            start = time.perf_counter()
+            ids, _ = beam_search(model, tok, prime_ids, 200, width, "cpu")
+            runs.append(len(ids) / (time.perf_counter() - start))
+        beam_rates[f"beam search, width {width}, tokens/s"] = runs
+
     base = rates["nn.LSTM per token, defaults"]
     speedup = [a / b for a, b in zip(rates["charlstm generate, 1 sample"], base)]
     batch_gain = [
@@ -119,6 +144,10 @@ def main() -> None:
     rows.append(
         ("time to first character, ms", *(f"{stats(first)[s] * 1000:.1f}" for s in ("min", "median", "max")))
     )
+    rows.append(
+        ("chat: Enter to first character, ms", *(f"{stats(latency)[s] * 1000:.1f}" for s in ("min", "median", "max")))
+    )
+    rows += [(k, *(f"{stats(v)[s]:,.0f}" for s in ("min", "median", "max"))) for k, v in beam_rates.items()]
     print_table(
         f"generation, characters/s ({name} vocabulary, 2 x 512, CPU, {args.rounds} rounds)",
         rows,
@@ -132,6 +161,8 @@ def main() -> None:
             "speedup": stats(speedup),
             "batch_gain": stats(batch_gain),
             "first_char_s": stats(first),
+            "chat_latency_s": stats(latency),
+            "beam_tokens_per_s": {k: stats(v) for k, v in beam_rates.items()},
         },
     )
 

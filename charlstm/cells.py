@@ -19,12 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# What each cell exposes per layer, in display order; every entry is (T, H) in a ``Trace``.
-QUANTITIES = {
-    "lstm": ("cell", "hidden", "forget", "input", "output", "candidate"),
-    "gru": ("hidden", "update", "reset", "candidate"),
-    "rnn": ("hidden",),
-}
+from charlstm.config import QUANTITIES
+
+# What each cell exposes per layer (``config.QUANTITIES``); every entry is (T, H) in a ``Trace``.
 GATES = {"lstm": ("forget", "input", "output"), "gru": ("update", "reset"), "rnn": ()}
 # How PyTorch stacks each cell's gate weights in ``weight_ih`` / ``weight_hh``.
 STACK_ORDER = {

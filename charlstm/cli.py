@@ -16,6 +16,7 @@ import click
 from charlstm import __version__
 from charlstm.config import (
     DEVICES,
+    SHOW_CHOICES,
     EvalConfig,
     ModelShape,
     SampleConfig,
@@ -458,7 +459,7 @@ def _evaluate(checkpoint: str, source, config: EvalConfig, as_json: bool) -> Non
 @click.option(
     "--show",
     "quantity",
-    type=click.Choice(["cell", "hidden", "forget", "input", "output", "candidate", "update", "reset"]),
+    type=click.Choice(SHOW_CHOICES),
     help="What to search and colour by  [default: cell for an LSTM, hidden otherwise]",
 )
 @click.option("--layer", type=click.IntRange(1), help="Only this layer (1 = the first).")

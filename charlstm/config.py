@@ -24,6 +24,13 @@ LR_SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CELLS = ("lstm", "gru", "rnn")
 ENCODING_ERRORS = ("strict", "replace")
+# What ``inspect --show`` can colour by, per cell, in display order (``cells.trace`` records each).
+QUANTITIES = {
+    "lstm": ("cell", "hidden", "forget", "input", "output", "candidate"),
+    "gru": ("hidden", "update", "reset", "candidate"),
+    "rnn": ("hidden",),
+}
+SHOW_CHOICES = tuple(dict.fromkeys(q for names in QUANTITIES.values() for q in names))
 SENTENCEPIECE_VOCAB_SIZE = 512  # --vocab-size when bpe/unigram is asked for without one
 
 

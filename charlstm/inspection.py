@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from charlstm.cells import GATES, QUANTITIES, Trace, trace
-from charlstm.config import ModelConfig
+from charlstm.cells import GATES, Trace, trace
+from charlstm.config import QUANTITIES, ModelConfig
 from charlstm.errors import ConfigError, DataError
 
 OPEN, SHUT = 0.9, 0.1  # a gate value above OPEN lets (nearly) everything through; below SHUT, nothing

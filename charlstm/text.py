@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from charlstm.config import ENCODING_ERRORS
 from charlstm.errors import DataError
 
 BUILTIN_NAME = "the Python Language Reference (pydoc_data.topics, shipped with Python)"
@@ -56,7 +57,6 @@ def _replace_and_count(error: UnicodeDecodeError):
 
 
 codecs.register_error("charlstm.replace", _replace_and_count)
-_CODEC_ERRORS = {"strict": "strict", "replace": "charlstm.replace"}
 
 
 class TextSource:
@@ -72,8 +72,8 @@ class TextSource:
     ):
         if (path is None) == (text is None):
             raise ValueError("give exactly one of path and text")
-        if encoding_errors not in _CODEC_ERRORS:
-            raise ValueError(f"encoding_errors must be one of {sorted(_CODEC_ERRORS)}")
+        if encoding_errors not in ENCODING_ERRORS:
+            raise ValueError(f"encoding_errors must be one of {', '.join(ENCODING_ERRORS)}")
         self.name = name  # shown to the user: a path, or the built-in corpus's description
         self.stem = stem  # default run directory name
         self.path = None if path is None else Path(path)
@@ -145,7 +145,8 @@ class TextSource:
     def _file_chunks(self, stats: TextStats) -> Iterator[str]:
         name = self.name
         digest = hashlib.sha256()
-        decoder = codecs.getincrementaldecoder("utf-8")(_CODEC_ERRORS[self.encoding_errors])
+        codec_errors = "charlstm.replace" if self.encoding_errors == "replace" else "strict"
+        decoder = codecs.getincrementaldecoder("utf-8")(codec_errors)
         offset = 0  # bytes of the file consumed so far
         seen_text = False
         first = True

@@ -14,7 +14,7 @@ import secrets
 
 import torch
 
-from charlstm.cells import Hidden
+from charlstm.cells import Hidden, TokenStepper
 from charlstm.config import SampleConfig, flag
 from charlstm.errors import ConfigError
 from charlstm.sampling import Generation, default_start_id, generate
@@ -40,6 +40,7 @@ class ChatSession:
 
     def __init__(self, model, tokenizer, config: SampleConfig, device):
         self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.stepper = TokenStepper(model)  # built once: its weights are laid out for one-token steps
         seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
         self.config = dataclasses.replace(config, num_samples=1, seed=seed, prime="", beam_width=None)
         self.turns = 0  # a new seed per turn, derived from --seed: replies differ, yet repeat exactly
@@ -50,7 +51,7 @@ class ChatSession:
         """Read ``text`` after everything so far and continue it; iterate over the result for
         the new text. Stopping early (Ctrl-C) keeps what was generated up to there."""
         config = dataclasses.replace(self.config, prime=text or "\n", seed=self.config.seed + self.turns)
-        generation = generate(self.model, self.tokenizer, config, self.device, hidden=self.hidden)
+        generation = generate(self.model, self.tokenizer, config, self.device, hidden=self.hidden, stepper=self.stepper)
         self.turns += 1
         return _Tracked(generation, self)
 

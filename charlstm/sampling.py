@@ -289,12 +289,14 @@ class Generation:
         ``mean_logprob`` divides the two.
     """
 
-    def __init__(self, model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None):
+    def __init__(
+        self, model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None, stepper=None
+    ):
         self.hidden: Hidden | None = hidden
         self.logits: torch.Tensor | None = None  # (B, V): the next token's, given ``hidden``
         self.logprob = [0.0] * config.num_samples
         self.tokens = [0] * config.num_samples
-        self._steps = self._run(model, tokenizer, config, device, hidden)
+        self._steps = self._run(model, tokenizer, config, device, hidden, stepper)
 
     def __iter__(self) -> Generation:
         return self
@@ -308,7 +310,7 @@ class Generation:
         return [lp / n if n else math.nan for lp, n in zip(self.logprob, self.tokens)]
 
     @torch.inference_mode()
-    def _run(self, model, tokenizer, config: SampleConfig, device, hidden) -> Iterator[list[str]]:
+    def _run(self, model, tokenizer, config: SampleConfig, device, hidden, stepper) -> Iterator[list[str]]:
         model.eval()
         batch = config.num_samples
         generator = torch.Generator(device=device)
@@ -325,10 +327,9 @@ class Generation:
         ids = prime.unsqueeze(1).expand(-1, batch)  # (T, B)
         if hidden is not None:
             hidden = tuple(h.expand(-1, batch, -1).contiguous() for h in hidden)  # (layers, B, H) each
-        logits, hidden = model(ids, hidden)  # (T, B, V): the prime, once
-        logits = logits[-1]  # (B, V)
+        step = stepper or TokenStepper(model)
+        logits, hidden = read_prime(model, step, ids, hidden)  # (B, V): the prime, once
         self.hidden, self.logits = hidden, logits
-        step = TokenStepper(model)
 
         # The penalty looks at the last ``window`` ids, kept in a ring overwritten oldest-first
         # from slot 0. Until the prime and the output fill it, the spare slots repeat the oldest
@@ -382,11 +383,31 @@ class Generation:
         yield [stream.finish() for stream in streams]
 
 
-def generate(model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None) -> Generation:
+# A prime up to this many tokens is read by the stepper, one token at a time: at batch 1 the fused
+# layer's fixed cost per call (and per new sequence length) is larger than a few hundred steps.
+STEPPED_PRIME = 256
+
+
+def read_prime(model, step: TokenStepper, ids: torch.Tensor, hidden: Hidden | None) -> tuple[torch.Tensor, Hidden]:
+    """Run the model over ``ids`` (T, B) from ``hidden`` (None: zeros); the last step's logits
+    (B, V) and the hidden state after it. Both paths compute the same equations."""
+    if len(ids) > STEPPED_PRIME:
+        logits, hidden = model(ids, hidden)  # (T, B, V)
+        return logits[-1], hidden
+    hidden = hidden if hidden is not None else model.init_hidden(ids.size(1))
+    for token in ids:  # (B,)
+        logits, hidden = step(token, hidden)  # (B, V)
+    return logits, hidden
+
+
+def generate(
+    model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None, stepper: TokenStepper | None = None
+) -> Generation:
     """Stream ``config.num_samples`` samples, generated together as one batch (see ``Generation``
     for what it yields and records). Stops when every sample has its length or its stop string.
 
-    ``hidden`` is a state to start from instead of zeros, such as an earlier ``Generation``'s
+    ``stepper``: a ``TokenStepper`` of ``model`` to reuse (built here otherwise; an interactive
+    session keeps one). ``hidden`` is a state to start from instead of zeros, such as an earlier ``Generation``'s
     ``hidden``, with one row or one per sample; the prime is read on top of it (an empty prime
     reads a newline, as always). The repetition penalty and the n-gram ban see this call's prime
     and output only. ``config.beam_width`` is for ``charlstm.beam.beam_search``, not for this.
@@ -398,4 +419,4 @@ def generate(model, tokenizer, config: SampleConfig, device, hidden: Hidden | No
             f"the start state has {hidden[0].size(1)} rows; it needs 1 or one per sample "
             f"({config.num_samples})"
         )
-    return Generation(model, tokenizer, config, device, hidden)
+    return Generation(model, tokenizer, config, device, hidden, stepper)

@@ -104,6 +104,21 @@ def _read_until(fd, marker: bytes, timeout: float = 60) -> bytes:
     return seen
 
 
+def _read_until_quiet(fd, quiet: float = 1.5, timeout: float = 60) -> bytes:
+    """What the terminal shows until it has been quiet for ``quiet`` seconds."""
+    seen = b""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ready, _, _ = select.select([fd], [], [], quiet)
+        if not ready:
+            break
+        try:
+            seen += os.read(fd, 4096)
+        except OSError:
+            break
+    return seen
+
+
 def test_chat_in_a_terminal_ctrl_c_stops_a_reply_and_ctrl_d_leaves(tiny_run):
     pid, fd = pty.fork()
     if pid == 0:  # the child: charlstm chat on a real terminal
@@ -115,7 +130,7 @@ def test_chat_in_a_terminal_ctrl_c_stops_a_reply_and_ctrl_d_leaves(tiny_run):
         os.write(fd, b"The \r")
         time.sleep(1.0)  # a reply of a million characters is under way
         os.write(fd, b"\x03")  # Ctrl-C: the terminal sends SIGINT
-        assert _read_until(fd, b"> ").endswith(b"> ")  # back at the prompt
+        assert _read_until_quiet(fd).endswith(b"\r\n> ")  # the reply stopped; back at the prompt
         os.write(fd, b"\x04")  # Ctrl-D: leave
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -100,20 +100,45 @@ def test_generate_length_seed_and_batch(tiny_run):
     assert greedy[0] == greedy[1]
 
 
-def test_prime_is_read_once_then_state_is_carried(tiny_run):
+def test_prime_is_read_once_then_state_is_carried(tiny_run, small_text):
+    """Each token is read once: a short prime and every new token by the stepper, a long prime
+    by the fused layer in one call; the prefix is never fed again. Both paths agree."""
+    from charlstm.cells import TokenStepper
+    from charlstm.sampling import STEPPED_PRIME
+
     payload = load_checkpoint(tiny_run)
     model, tok = model_from_checkpoint(payload)
     model.eval()
-    calls = []
+    fused, stepped = [], []
     original = model.forward
 
-    def spy(ids, state=None):
-        calls.append(tuple(ids.shape))
-        return original(ids, state)
+    def spy(ids, hidden=None):
+        fused.append(tuple(ids.shape))
+        return original(ids, hidden)
+
+    class Counting(TokenStepper):
+        def __call__(self, ids, hidden):
+            stepped.append(tuple(ids.shape))
+            return super().__call__(ids, hidden)
 
     model.forward = spy
-    list(generate(model, tok, SampleConfig(prime="The cat", length=10, temperature=0), "cpu"))
-    assert calls == [(7, 1)]  # the prime, once; each new token then goes through TokenStepper
+    greedy = SampleConfig(prime="The cat", length=10, temperature=0)
+    short = "".join(p[0] for p in generate(model, tok, greedy, "cpu", stepper=Counting(model)))
+    assert fused == [] and len(stepped) == 7 + 10  # the prime's 7 tokens, then one per new token
+    long_prime = small_text[: STEPPED_PRIME + 44]
+    fused.clear(), stepped.clear()
+    config = SampleConfig(prime=long_prime, length=10, temperature=0)
+    long_text = "".join(p[0] for p in generate(model, tok, config, "cpu", stepper=Counting(model)))
+    assert fused == [(STEPPED_PRIME + 44, 1)] and len(stepped) == 10
+    model.forward = original  # the same continuation when the long prime is read token by token
+    from charlstm import sampling
+
+    sampling_limit, sampling.STEPPED_PRIME = sampling.STEPPED_PRIME, 10**6
+    try:
+        assert "".join(p[0] for p in generate(model, tok, config, "cpu")) == long_text
+    finally:
+        sampling.STEPPED_PRIME = sampling_limit
+    assert len(short) == 10
 
 
 def test_min_p_keeps_tokens_at_least_p_times_as_likely_as_the_top():

@@ -96,15 +96,42 @@ def _given(options: dict) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _text_source(file: str | None, encoding_errors: str = "strict"):
+def _text_source(
+    files: tuple[str, ...] | str | None,
+    encoding_errors: str = "strict",
+    separator: str | None = None,
+    val_files: tuple[str, ...] = (),
+    skip_bad_files: bool = False,
+):
+    """What FILE arguments name: the built-in corpus (none), one file as it is, or a ``Corpus``
+    (several files, a directory, a pattern, or --val-files)."""
+    from pathlib import Path
+
     from charlstm.distributed import is_main_process
     from charlstm.text import BUILTIN_NAME, TextSource
 
-    if file is None:
+    files = (files,) if isinstance(files, str) else tuple(files or ())
+    if not files:
+        if val_files:
+            raise click.UsageError("--val-files needs FILE arguments to train on")
         if is_main_process():
             click.echo(f"No FILE given: training on the built-in corpus, {BUILTIN_NAME}.", err=True)
         return TextSource.builtin()
-    return TextSource.from_file(file, encoding_errors)
+    from charlstm.corpus import DEFAULT_SEPARATOR, Corpus, is_pattern, unescape
+
+    single = len(files) == 1 and not val_files and not Path(files[0]).is_dir()
+    if single and (Path(files[0]).exists() or not is_pattern(files[0])):
+        return TextSource.from_file(files[0], encoding_errors)
+    separator = DEFAULT_SEPARATOR if separator is None else unescape(separator)
+    corpus = Corpus.from_args(files, separator, val_files, encoding_errors)
+    if skip_bad_files:
+        skipped = corpus.check(skip_bad=True)
+        if is_main_process():
+            for entry in skipped:
+                click.echo(f"warning: skipped {entry['reason']}", err=True)
+            if skipped:
+                click.echo(f"skipped {len(skipped)} bad file(s) of {len(skipped) + len(corpus.paths)}", err=True)
+    return corpus
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -136,9 +163,24 @@ def _train_options(function):
 
 
 @cli.command()
-@click.argument("file", required=False, type=click.Path())
+@click.argument("files", nargs=-1, type=click.Path())
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Run directory  [default: checkpoints/<file stem>]"
+)
+@click.option(
+    "--separator",
+    help="Put between files (backslash escapes read; completed, not repeated, after a file's final "
+    "newline)  [default: '\\n\\n', a blank line]",
+)
+@click.option(
+    "--val-files",
+    multiple=True,
+    type=click.Path(),
+    help="Validate on these whole files (repeat it; directories and patterns too) instead of the "
+    "last --val-fraction of the text.",
+)
+@click.option(
+    "--skip-bad-files", is_flag=True, help="Leave out files that are not usable text (a warning each)."
 )
 @click.option(
     "--resume",
@@ -146,20 +188,31 @@ def _train_options(function):
     help="Continue the run in this directory exactly where it stopped (FILE defaults to its text).",
 )
 @_train_options
-def train(file: str | None, out: str | None, resume: str | None, **options) -> None:
-    """Train a model on FILE (a UTF-8 text file; default: the built-in corpus).
+def train(
+    files: tuple[str, ...],
+    out: str | None,
+    resume: str | None,
+    separator: str | None,
+    val_files: tuple[str, ...],
+    skip_bad_files: bool,
+    **options,
+) -> None:
+    """Train a model on FILES (UTF-8 text files, directories of them, or quoted patterns such as
+    'poems/**/*.md'; default: the built-in corpus).
 
-    Line ends are kept as they are (CRLF text is learnt, sampled and measured with its CRs).
+    Several files are read one after another, joined by --separator. Line ends are kept as they
+    are (CRLF text is learnt, sampled and measured with its CRs).
     """
     from charlstm.display import TrainProgress
 
     given = _given(options)
+    corpus_options = (separator, val_files, skip_bad_files)
     if resume is not None:
         if out is not None:
             raise click.UsageError("--out cannot be used with --resume: a resumed run stays in its directory")
         from charlstm.train import resume as resume_training
 
-        source = None if file is None else _text_source(file, given.get("encoding_errors", "strict"))
+        source = None if not files else _text_source(files, given.get("encoding_errors", "strict"), *corpus_options)
         with TrainProgress() as progress:
             result = resume_training(resume, source, given, events=progress)
     else:
@@ -167,7 +220,7 @@ def train(file: str | None, out: str | None, resume: str | None, **options) -> N
         shape = ModelShape.from_dict(given)  # bad model options are reported before any work
         from charlstm.train import train as run_training
 
-        source = _text_source(file, config.encoding_errors)
+        source = _text_source(files, config.encoding_errors, *corpus_options)
         with TrainProgress() as progress:
             result = run_training(source, config, shape, out=out, events=progress)
     _exit_if_stopped_by_signal(result)

@@ -75,6 +75,9 @@ class TrainProgress:
             )
             + f"  {info['steps_per_epoch']:,} steps per epoch"
         )
+        if info.get("files"):
+            skipped = f" ({info['skipped']} skipped)" if info.get("skipped") else ""
+            self.console.print(f"corpus {info['files']} files{skipped}  validation: {info['validation']}")
         if info.get("world_size", 1) > 1:
             self.console.print(
                 f"data parallel: {info['world_size']} processes ({info['backend']}) x batch "

@@ -19,6 +19,7 @@ import torch
 from charlstm.batches import TrainData, lay_out, min_train_tokens
 from charlstm.checkpoint import TrainState
 from charlstm.config import ModelConfig, ModelShape, TrainConfig
+from charlstm.corpus import Corpus
 from charlstm.distributed import Dist, device_for
 from charlstm.errors import DataError
 from charlstm.hardware import Precision, resolve_precision, select_device
@@ -105,7 +106,8 @@ def _build(
     if not dist.is_main:  # rank 0 has written the token file; read it, or make one here
         tokens = token_file(run_dir, source, tokenizer, expected, private=f"charlstm-rank{dist.rank}-")
     data = lay_out(
-        tokens.ids, config.val_fraction, config.batch_size, config.bptt, config.eval_tokens, dist.rank, dist.world_size
+        tokens.ids, config.val_fraction, config.batch_size, config.bptt, config.eval_tokens, dist.rank,
+        dist.world_size, tokens.val_start,
     )
     needed = min_train_tokens(config.batch_size, config.bptt)
     per_rank = data.train_tokens // dist.world_size
@@ -149,6 +151,14 @@ def _build(
         "max_time": config.max_time,
         "resumed_from_step": None if payload is None else state.step,
     }
+    if isinstance(source, Corpus):
+        info["files"] = len(source.paths)
+        info["skipped"] = len(source.skipped)
+        info["validation"] = (
+            f"files {', '.join(map(str, source.val_paths))}"
+            if source.val_paths
+            else f"the last {config.val_fraction * 100:g}% of the joined text"
+        )
     return TrainingSetup(
         config=config,
         model_config=model_config,

@@ -183,6 +183,16 @@ def _train_options(function):
     "--skip-bad-files", is_flag=True, help="Leave out files that are not usable text (a warning each)."
 )
 @click.option(
+    "--init-from",
+    type=click.Path(),
+    help="Fine-tune: start a new run from this run's (or checkpoint's) weights and tokenizer.",
+)
+@click.option(
+    "--strict-vocab",
+    is_flag=True,
+    help="With --init-from: refuse a text with characters a char model has never seen.",
+)
+@click.option(
     "--resume",
     type=click.Path(),
     help="Continue the run in this directory exactly where it stopped (FILE defaults to its text).",
@@ -195,6 +205,8 @@ def train(
     separator: str | None,
     val_files: tuple[str, ...],
     skip_bad_files: bool,
+    init_from: str | None,
+    strict_vocab: bool,
     **options,
 ) -> None:
     """Train a model on FILES (UTF-8 text files, directories of them, or quoted patterns such as
@@ -210,20 +222,36 @@ def train(
     if resume is not None:
         if out is not None:
             raise click.UsageError("--out cannot be used with --resume: a resumed run stays in its directory")
+        if init_from is not None:
+            raise click.UsageError("--init-from cannot be used with --resume: a resumed run goes on from its own weights")
         from charlstm.train import resume as resume_training
 
         source = None if not files else _text_source(files, given.get("encoding_errors", "strict"), *corpus_options)
         with TrainProgress() as progress:
-            result = resume_training(resume, source, given, events=progress)
+            result = resume_training(resume, source, given, events=progress, command=_command_line())
     else:
         config = TrainConfig.from_dict(given)
         shape = ModelShape.from_dict(given)  # bad model options are reported before any work
+        init = None
+        if init_from is not None:
+            from charlstm.finetune import plan_init
+
+            init = plan_init(init_from, given, strict_vocab)
+            config = TrainConfig.from_dict({**given, **init.train_settings})
+            shape = init.shape
+        elif strict_vocab:
+            raise click.UsageError("--strict-vocab goes with --init-from")
         from charlstm.train import train as run_training
 
         source = _text_source(files, config.encoding_errors, *corpus_options)
         with TrainProgress() as progress:
-            result = run_training(source, config, shape, out=out, events=progress)
+            result = run_training(source, config, shape, out=out, events=progress, init=init, command=_command_line())
     _exit_if_stopped_by_signal(result)
+
+
+def _command_line() -> list[str]:
+    """The command line as typed (recorded in the run's config.json)."""
+    return ["charlstm", *sys.argv[1:]]
 
 
 def _exit_if_stopped_by_signal(result) -> None:

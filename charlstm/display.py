@@ -75,6 +75,19 @@ class TrainProgress:
             )
             + f"  {info['steps_per_epoch']:,} steps per epoch"
         )
+        if info.get("init_from"):
+            start = info["init_from"]
+            self.console.print(f"starting from {start['path']} (step {start['step']:,}): its weights and tokenizer, a fresh optimizer")
+        if info.get("unknown_chars"):
+            from charlstm.finetune import describe_unknown
+
+            self.console.print(
+                f"note: {describe_unknown(info['unknown_chars'])} of the text are not in the model's vocabulary: "
+                f"they are trained as the unknown symbol ({info.get('unknown_tokens', 0):,} places). "
+                "--strict-vocab refuses such a text; for a text in new scripts, train a new model with "
+                "--tokenizer byte or --tokenizer bpe",
+                markup=False,
+            )
         if info.get("files"):
             skipped = f" ({info['skipped']} skipped)" if info.get("skipped") else ""
             self.console.print(f"corpus {info['files']} files{skipped}  validation: {info['validation']}")
@@ -114,6 +127,18 @@ class TrainProgress:
 
     def on_eval(self, record: dict) -> None:
         self.val_loss = record["val_loss"]
+
+    @property
+    def wants_samples(self) -> bool:
+        """By default, samples are shown where someone is watching: stderr is a terminal."""
+        return sys.stderr.isatty()
+
+    def on_sample(self, step: int, val_loss: float, text: str) -> None:
+        header = f"--- sample at step {step:,}, validation loss {val_loss:.4f}"
+        if self.bar is not None:
+            self.bar.write(f"{header}\n{text}", file=sys.stderr)  # above the bar, which stays
+        else:
+            print(f"{header}\n{text}", file=sys.stderr)
 
     def on_end(self, result) -> None:
         from rich.table import Table

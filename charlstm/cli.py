@@ -82,6 +82,56 @@ def config_option(cls, name: str, **kwargs):
     return click.option(flag(name), name, default=None, help=help_text, **kwargs)
 
 
+def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``--config FILE``: the command's table of a TOML file becomes Click's ``default_map``, so
+    the command line and ``CHARLSTM_<COMMAND>_<OPTION>`` variables win over it and it wins over
+    the defaults. Keys are named as the flags (``hidden-size`` or ``hidden_size``); a key that is
+    not an option of the command is an error naming it."""
+    if value is None:
+        return None
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(value, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"--config {value}: cannot read ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config {value}: not valid TOML ({e})") from None
+    name = ctx.info_name
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"--config {value}: [{name}] must be a table of options")
+    options = {}
+    for p in ctx.command.params:
+        if isinstance(p, click.Option) and p.name != "config":
+            for opt in p.opts:
+                if opt.startswith("--"):
+                    options[opt[2:]] = options[opt[2:].replace("-", "_")] = p.name
+    unknown = [key for key in table if key not in options]
+    if unknown:
+        raise ConfigError(
+            f"--config {value}: [{name}] {', '.join(unknown)}: not an option of charlstm {ctx.command_path.split(' ', 1)[-1]} "
+            "(keys are named as the flags, without the leading --)"
+        )
+    ctx.default_map = {**(ctx.default_map or {}), **{options[k]: v for k, v in table.items()}}
+    return value
+
+
+def config_file_option(function):
+    return click.option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        is_eager=True,
+        expose_value=False,
+        callback=_load_config_file,
+        help="Take option values from this TOML file's [command] table (the command line and "
+        "CHARLSTM_* variables win over it).",
+    )(function)
+
+
 def device_option(function):
     return click.option(
         "--device", default="auto", show_default=True, type=click.Choice(DEVICES), help="Where to run."
@@ -134,7 +184,15 @@ def _text_source(
     return corpus
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=_Group,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        # CHARLSTM_TRAIN_HIDDEN_SIZE=512 is --hidden-size 512 for charlstm train
+        "auto_envvar_prefix": "CHARLSTM",
+    },
+)
 @click.version_option(__version__, prog_name="charlstm")
 def cli() -> None:
     """Train LSTM language models on your own text, generate text from them, and measure them.
@@ -163,6 +221,7 @@ def _train_options(function):
 
 
 @cli.command()
+@config_file_option
 @click.argument("files", nargs=-1, type=click.Path())
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Run directory  [default: checkpoints/<file stem>]"
@@ -279,6 +338,7 @@ def _sample_option(name: str, help: str, **kwargs):
 
 
 @cli.command()
+@config_file_option
 @click.argument("checkpoint", type=click.Path())
 @_sample_option("prime", "Text to start from (written out first).", type=str)
 @_sample_option("length", "Characters of new text per sample.", type=int)
@@ -320,6 +380,7 @@ def _write_samples(checkpoint: str, config: SampleConfig, echo_prime: bool) -> N
 
 
 @cli.command(name="eval")
+@config_file_option
 @click.argument("checkpoint", type=click.Path())
 @click.argument("file", type=click.Path())
 @json_option
@@ -359,6 +420,7 @@ def _evaluate(checkpoint: str, source, config: EvalConfig, as_json: bool) -> Non
 
 
 @cli.command()
+@config_file_option
 @click.argument("checkpoint", type=click.Path())
 @click.argument("file", required=False, type=click.Path())
 @click.option("--text", help="The text to run the model over (instead of FILE).")
@@ -422,6 +484,7 @@ def experiment() -> None:
 
 
 @experiment.command("long-range")
+@config_file_option
 @click.option(
     "--quick", is_flag=True, help="Seconds, not minutes: distances 10 and 30, few steps, tiny models."
 )
@@ -490,6 +553,7 @@ def _summaries(runs: tuple[str, ...]):
 
 
 @cli.command()
+@config_file_option
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @json_option
 def info(runs: tuple[str, ...], as_json: bool) -> None:
@@ -510,6 +574,7 @@ def info(runs: tuple[str, ...], as_json: bool) -> None:
 
 
 @cli.command()
+@config_file_option
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(dir_okay=False), help="Write a PNG here (needs matplotlib).")
 def plot(runs: tuple[str, ...], out: str | None) -> None:
@@ -541,6 +606,7 @@ def plot(runs: tuple[str, ...], out: str | None) -> None:
 
 
 @cli.command()
+@config_file_option
 @click.option("--max-time", default=120.0, show_default=True, type=float, help="Seconds of training.")
 @device_option
 def demo(max_time: float, device: str) -> None:

@@ -99,11 +99,13 @@ def main() -> None:
         "finetune": f"fine-tuned from the base, {steps} steps",
     }
     rows = [
-        (labels[name], f"{r['loss']:.4f}", f"{r['bits_per_char']:.4f}", f"{r['unknown']:,}")
+        (labels[name], f"{r['loss']:.4f}", f"{r['bits_per_char']:.4f}", f"{r['bits_per_byte']:.4f}", f"{r['unknown']:,}")
         for name, r in report["results"].items()
     ]
     print_table(
-        "second text, held-out last tenth (charlstm eval)", rows, ("model", "nats/char", "bits/char", "unknown")
+        "second text, held-out last tenth (charlstm eval)",
+        rows,
+        ("model", "loss (nats/token)", "bits/char", "bits/byte", "unknown"),
     )
     write_json(args.json, {"machine": machine(), **report})
 

@@ -444,33 +444,32 @@ def one_line(text: str | None, width: int = 60) -> str:
 
 
 def print_runs(summaries) -> None:
-    """``charlstm info``: one row per run."""
+    """``charlstm info``: one row per run, then the command line each was started with."""
     from rich.table import Table
 
     table = Table(title="charlstm info", title_justify="left")
-    for column in ("run", "status", "command", "model", "tokenizer", "data", "steps", "time", "best val", "last sample"):
-        table.add_column(column, overflow="fold", justify="right" if column in ("steps", "time") else "left")
+    columns = ("run", "status", "model", "tokenizer", "data", "steps", "time", "best val", "bits/char", "last sample")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("steps", "time", "best val", "bits/char") else "left")
     for s in summaries:
-        model = f"{s.model}, {s.num_parameters:,} params" if s.num_parameters else (s.model or "-")
-        best = (
-            f"{s.best_val_loss:.4f} nats = {s.best_bits_per_char:.4f} bits/char"
-            if s.best_val_loss is not None
-            else "-"
-        )
+        params = f" ({s.num_parameters:,})" if s.num_parameters else ""
+        data = (s.data or "-") + (f", from {s.init_from}" if s.init_from else "")
         table.add_row(
             s.name,
             s.status,
-            s.command or "-",
-            model,
+            (s.model or "-") + params,
             s.tokenizer or "-",
-            (s.data or "-") + (f" (from {s.init_from})" if s.init_from else ""),
+            data,
             f"{s.steps:,}" if s.steps is not None else "-",
             duration(s.time) if s.time is not None else "-",
-            best,
-            one_line(s.last_sample),
-            end_section=False,
+            f"{s.best_val_loss:.4f}" if s.best_val_loss is not None else "-",
+            f"{s.best_bits_per_char:.4f}" if s.best_bits_per_char is not None else "-",
+            one_line(s.last_sample, 32),
         )
-    stdout_console().print(table)
+    console = stdout_console()
+    console.print(table)
+    for s in summaries:
+        console.print(f"{s.name}: {s.command or '(command not recorded)'}", markup=False, soft_wrap=True)
 
 
 def block_chart(values: list[float], width: int = 60, height: int = 6, low: float | None = None, high: float | None = None) -> list[str]:

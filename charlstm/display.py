@@ -77,7 +77,10 @@ class TrainProgress:
         )
         if info.get("init_from"):
             start = info["init_from"]
-            self.console.print(f"starting from {start['path']} (step {start['step']:,}): its weights and tokenizer, a fresh optimizer")
+            step = f" (step {start['step']:,})" if start.get("step") is not None else ""
+            self.console.print(
+                f"starting from {start['path']}{step}: its weights and tokenizer, a fresh optimizer", markup=False
+            )
         if info.get("unknown_chars"):
             from charlstm.finetune import describe_unknown
 

@@ -36,7 +36,7 @@ def test_info_on_a_finished_run(tmp_path, text_file):
     samples = (run / "samples.txt").read_text()
     assert row["last_sample"] == samples.split("\n", 1)[1][:-2] and len(row["last_sample"]) > 200
     table = invoke("info", run)
-    assert table.exit_code == 0 and "finished: max_steps" in table.stdout and f"{best:.4f} nats" in table.stdout
+    assert table.exit_code == 0 and "finished: max_steps" in table.stdout and f" {best:.4f} " in table.stdout
 
 
 def test_info_on_a_running_then_killed_run(tmp_path, text_file):

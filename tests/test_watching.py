@@ -78,3 +78,33 @@ def test_tensorboard_missing_is_one_clear_error(tmp_path, text_file, monkeypatch
         "Error: --tensorboard needs the tensorboard package, which is not installed: pip install tensorboard "
         "(or pip install 'charlstm[tensorboard]'), or leave out --tensorboard\n"
     )
+
+
+def test_a_terminal_gets_a_sample_at_each_evaluation(tmp_path, text_file):
+    import os
+    import pty
+    import subprocess
+
+    run = tmp_path / "run"
+    main, secondary = pty.openpty()  # stderr is a terminal, as when someone watches
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlstm", "train", str(text_file), "--out", str(run), *TINY_MODEL,
+         "--max-steps", "4", "--eval-every", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:  # the other end closed
+            break
+        if not data:
+            break
+        seen += data
+    assert proc.wait(timeout=120) == 0
+    os.close(main)
+    steps = re.findall(r"^--- step (\d+),", (run / "samples.txt").read_text(), re.M)
+    assert steps == ["2", "4"]
+    assert b"--- sample at step 4, validation loss" in seen

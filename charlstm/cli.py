@@ -167,12 +167,12 @@ def _text_source(
         if is_main_process():
             click.echo(f"No FILE given: training on the built-in corpus, {BUILTIN_NAME}.", err=True)
         return TextSource.builtin()
-    from charlstm.corpus import DEFAULT_SEPARATOR, Corpus, is_pattern, unescape
+    from charlstm.corpus import Corpus, is_pattern, unescape
 
     single = len(files) == 1 and not val_files and not Path(files[0]).is_dir()
     if single and (Path(files[0]).exists() or not is_pattern(files[0])):
         return TextSource.from_file(files[0], encoding_errors)
-    separator = DEFAULT_SEPARATOR if separator is None else unescape(separator)
+    separator = None if separator is None else unescape(separator)
     corpus = Corpus.from_args(files, separator, val_files, encoding_errors)
     if skip_bad_files:
         skipped = corpus.check(skip_bad=True)

@@ -157,7 +157,7 @@ class Corpus:
     def __init__(
         self,
         files: Sequence[str | os.PathLike],
-        separator: str = DEFAULT_SEPARATOR,
+        separator: str | None = None,
         val_files: Sequence[str | os.PathLike] = (),
         encoding_errors: str = "strict",
         stem: str | None = None,
@@ -169,7 +169,8 @@ class Corpus:
         self.val_paths = val
         if not self.train_paths:
             raise DataError("no files are left to train on: every file given is a --val-files file")
-        self.separator = separator
+        self.separator_given = separator is not None  # else a resumed run keeps its own
+        self.separator = DEFAULT_SEPARATOR if separator is None else separator
         self.encoding_errors = encoding_errors
         self.stem = stem or stem_of(self.train_paths[0])
         self.skipped = list(skipped)  # {"path", "reason"} of files --skip-bad-files left out
@@ -180,7 +181,7 @@ class Corpus:
     def from_args(
         cls,
         args: Sequence[str | os.PathLike],
-        separator: str = DEFAULT_SEPARATOR,
+        separator: str | None = None,
         val_args: Sequence[str | os.PathLike] = (),
         encoding_errors: str = "strict",
     ) -> Corpus:

@@ -328,5 +328,7 @@ def plan_resume(run: str | os.PathLike, source: TextSource | None = None, change
     if source is None:
         source = source_of(payload["corpus"], config.encoding_errors)
     else:
+        if isinstance(source, Corpus) and not source.separator_given and "separator" in payload["corpus"]:
+            source.separator = payload["corpus"]["separator"]  # the files given again, joined as before
         check_corpus_unchanged(payload["corpus"], source)
     return ResumePlan(run_dir, payload, config, shape, source)

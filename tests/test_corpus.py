@@ -10,7 +10,7 @@ from tests.conftest import TINY_MODEL
 
 
 def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+    return CliRunner().invoke(cli, [str(a) for a in args], env={"COLUMNS": "1000"})  # no wrapped lines
 
 
 @pytest.fixture
@@ -124,3 +124,18 @@ def test_an_empty_pattern_or_directory_is_one_clear_line(tree, monkeypatch):
     assert result.exit_code == 1 and result.stderr == "Error: poems/*.md: no file matches this pattern\n"
     result = invoke("train", "a.txt", "empty")
     assert result.exit_code == 1 and result.stderr.startswith("Error: empty: is a directory with no text files")
+
+
+def test_a_separator_is_read_with_escapes_and_kept_on_resume(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    run = tree / "run"
+    result = invoke("train", "a.txt", "b.txt", "--separator", "\\n---\\n", "--out", run, *TINY_MODEL, "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["corpus"]["separator"] == "\n---\n"
+    from charlstm.corpus import Corpus
+
+    assert Corpus(["a.txt", "b.txt"], "\n---\n").read() == (tree / "a.txt").read_text() + "---\n" + (tree / "b.txt").read_text()
+    # The files given again (say, moved): joined as the run joined them, the token file reused.
+    resumed = invoke("train", "a.txt", "b.txt", "--resume", run, "--max-steps", "3")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"(reused {run / 'tokens.bin'})" in resumed.stderr

@@ -113,7 +113,8 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     unknown = [key for key in table if key not in options]
     if unknown:
         raise ConfigError(
-            f"--config {value}: [{name}] {', '.join(unknown)}: not an option of charlstm {ctx.command_path.split(' ', 1)[-1]} "
+            f"--config {value}: [{name}] {', '.join(unknown)}: not an option of "
+            f"charlstm {ctx.command_path.split(' ', 1)[-1]} "
             "(keys are named as the flags, without the leading --)"
         )
     ctx.default_map = {**(ctx.default_map or {}), **{options[k]: v for k, v in table.items()}}
@@ -199,8 +200,14 @@ def cli() -> None:
 
     \b
       charlstm train my_text.txt          train (no FILE: the built-in corpus)
+      charlstm train a.txt notes/ 'poems/**/*.md'   train on many files
+      charlstm train new.txt --init-from checkpoints/my_text   fine-tune
       charlstm sample checkpoints/my_text generate text from the best checkpoint
       charlstm eval checkpoints/my_text held_out.txt
+      charlstm info checkpoints/*         what each run did (or is doing)
+      charlstm plot checkpoints/a checkpoints/b --out curves.png
+
+    Every command takes --config FILE.toml; CHARLSTM_TRAIN_HIDDEN_SIZE=512 sets --hidden-size.
     """
 
 

@@ -28,6 +28,7 @@ import codecs
 import glob
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -117,9 +118,13 @@ def stem_of(arg: str | os.PathLike) -> str:
     return Path(arg.rstrip("/") or "corpus").stem or "corpus"
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
 def unescape(separator: str) -> str:
-    """``--separator`` as typed, with backslash escapes (``\\n``, ``\\t``, ``\\\\``) read."""
-    return codecs.decode(separator.encode("utf-8", "surrogatepass"), "unicode_escape") if "\\" in separator else separator
+    """``--separator`` as typed, with the backslash escapes ``\\n``, ``\\t``, ``\\r`` and
+    ``\\\\`` read (any other backslash is kept as it is)."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), separator)
 
 
 def completion(tail: str, separator: str) -> str:
@@ -256,7 +261,9 @@ class Corpus:
             self.val_paths = [p for p in self.val_paths if p not in bad]
             self.skipped += skipped
             if not self.train_paths:
-                raise DataError(f"every file to train on was left out as bad ({len(skipped)} files); nothing to train on")
+                raise DataError(
+                    f"every file to train on was left out as bad ({len(skipped)} files); nothing to train on"
+                )
         return skipped
 
     def sections(self, stats: TextStats | None = None) -> list[Iterator[str]]:

@@ -475,7 +475,9 @@ def print_runs(summaries) -> None:
         console.print(f"{s.name}: {s.command or '(command not recorded)'}", markup=False, soft_wrap=True)
 
 
-def block_chart(values: list[float], width: int = 60, height: int = 6, low: float | None = None, high: float | None = None) -> list[str]:
+def block_chart(
+    values: list[float], width: int = 60, height: int = 6, low: float | None = None, high: float | None = None
+) -> list[str]:
     """``values`` as columns of unicode blocks, ``height`` lines high and at most ``width``
     columns wide (values are averaged into columns); higher values are taller."""
     if not values:
@@ -509,7 +511,10 @@ def print_curves(summaries, width: int = 60, height: int = 6) -> None:
     for s in runs:
         values = [m["val_loss"] for m in s.metrics if m.get("val_loss") is not None]
         steps = [m["step"] for m in s.metrics]
-        print(f"{s.name}: validation loss {values[0]:.3f} -> {values[-1]:.3f} (best {min(values):.3f}), steps {steps[0]:,}-{steps[-1]:,}")
+        print(
+            f"{s.name}: validation loss {values[0]:.3f} -> {values[-1]:.3f} (best {min(values):.3f}), "
+            f"steps {steps[0]:,}-{steps[-1]:,}"
+        )
         for i, line in enumerate(block_chart(values, width, height, low, high)):
             label = f"{high:7.3f} " if i == 0 else f"{low:7.3f} " if i == height - 1 else " " * 8
             print(label + "│" + line)
@@ -533,10 +538,9 @@ def plot_runs(summaries, path: str) -> None:
                 continue
             steps, times, values = zip(*points)
             marker = "o" if len(points) < 20 else None  # a run with few evaluations still shows
-            by_step.plot(steps, values, style, color=colour_, marker=marker, markersize=3, label=f"{s.name} {kind}")
-            by_time.plot(
-                [t / 60 for t in times], values, style, color=colour_, marker=marker, markersize=3, label=f"{s.name} {kind}"
-            )
+            look = {"color": colour_, "marker": marker, "markersize": 3, "label": f"{s.name} {kind}"}
+            by_step.plot(steps, values, style, **look)
+            by_time.plot([t / 60 for t in times], values, style, **look)
     by_step.set(xlabel="step", ylabel="loss (nats per token)", title="loss against steps")
     by_time.set(xlabel="minutes of training", ylabel="loss (nats per token)", title="loss against time")
     by_step.legend(fontsize="small")

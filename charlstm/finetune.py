@@ -20,7 +20,9 @@ from charlstm.text import file_sha256
 from charlstm.tokenizers import CharTokenizer, Tokenizer
 
 # The settings that come from the model started from; a different value is refused.
-FROM_THE_MODEL = ("embedding_dim", "hidden_size", "num_layers", "cell", "tie_weights", "tokenizer", "vocab_size")
+FROM_THE_MODEL = (
+    "embedding_dim", "hidden_size", "num_layers", "cell", "tie_weights", "tokenizer", "vocab_size"
+)
 SHOWN_UNKNOWN = 20  # characters named in the message about unknown ones
 
 
@@ -66,7 +68,10 @@ def plan_init(source: str | os.PathLike, changes: dict, strict_vocab: bool = Fal
         payload=payload,
         tokenizer=tokenizer,
         shape=shape,
-        train_settings={"tokenizer": tokenizer.kind, "vocab_size": saved.get("vocab_size") if tokenizer.kind in ("bpe", "unigram") else None},
+        train_settings={
+            "tokenizer": tokenizer.kind,
+            "vocab_size": saved.get("vocab_size") if tokenizer.kind in ("bpe", "unigram") else None,
+        },
         strict_vocab=strict_vocab,
         record={
             "path": str(checkpoint.resolve()),

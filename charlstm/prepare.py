@@ -96,7 +96,9 @@ def prepare_resume(plan: ResumePlan, dist: Dist) -> TrainingSetup:
     device, precision = _hardware(plan.config, dist)
     torch.manual_seed(plan.config.seed)
     tokenizer = tokenizer_from_dict(plan.payload["tokenizer"])
-    setup = _build(plan.source, plan.config, plan.shape, tokenizer, plan.run_dir, plan.payload, dist, device, precision)
+    setup = _build(
+        plan.source, plan.config, plan.shape, tokenizer, plan.run_dir, plan.payload, dist, device, precision
+    )
     setup.init_from = plan.payload.get("init_from")
     return setup
 

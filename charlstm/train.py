@@ -170,7 +170,9 @@ class Trainer:
     up to date as it goes.
     """
 
-    def __init__(self, setup: TrainingSetup, events: TrainingEvents | None = None, command: list[str] | None = None):
+    def __init__(
+        self, setup: TrainingSetup, events: TrainingEvents | None = None, command: list[str] | None = None
+    ):
         self.setup = setup
         self.command = command
         self.config, self.model, self.optimizer = setup.config, setup.model, setup.optimizer

@@ -23,6 +23,7 @@ class EncodedText:
     ids: np.ndarray  # 1-D, memory-mapped
     stats: TextStats
     unknown: int  # ids that are the tokenizer's unknown symbol
+    val_start: int | None = None  # where the validation files begin (a corpus with --val-files)
 
 
 def encode_to_file(source: TextSource, tokenizer, path: str | os.PathLike) -> EncodedText:
@@ -36,17 +37,24 @@ def encode_to_file(source: TextSource, tokenizer, path: str | os.PathLike) -> En
     dtype = id_dtype(tokenizer.vocab_size)
     stats = TextStats()
     counts = {"ids": 0, "unknown": 0}
+    # A corpus with validation files comes in two sections, encoded apart so that the ids of the
+    # validation files start at a known place.
+    sections = source.sections(stats) if hasattr(source, "sections") else [source.chunks(stats)]
+    starts = []
 
     def write(f) -> None:
-        for piece in _encodable_pieces(source.chunks(stats), tokenizer.cuts_anywhere):
-            ids = tokenizer.encode(piece).astype(dtype, copy=False)
-            f.write(ids.tobytes())
-            counts["ids"] += len(ids)
-            if tokenizer.unk_id is not None:
-                counts["unknown"] += int(np.count_nonzero(ids == tokenizer.unk_id))
+        for section in sections:
+            starts.append(counts["ids"])
+            for piece in _encodable_pieces(section, tokenizer.cuts_anywhere):
+                ids = tokenizer.encode(piece).astype(dtype, copy=False)
+                f.write(ids.tobytes())
+                counts["ids"] += len(ids)
+                if tokenizer.unk_id is not None:
+                    counts["unknown"] += int(np.count_nonzero(ids == tokenizer.unk_id))
 
     atomic_write(path, write)
-    return EncodedText(open_tokens(path, dtype, counts["ids"]), stats, counts["unknown"])
+    val_start = starts[1] if len(starts) > 1 else None
+    return EncodedText(open_tokens(path, dtype, counts["ids"]), stats, counts["unknown"], val_start)
 
 
 def _encodable_pieces(chunks, cuts_anywhere: bool):
@@ -74,8 +82,11 @@ def open_tokens(path: str | os.PathLike, dtype, count: int) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="c", shape=(count,))
 
 
-def split_train_val(ids, val_fraction: float):
-    """The last ``val_fraction`` of a token stream (or a text) is validation, the rest is training."""
+def split_train_val(ids, val_fraction: float, val_start: int | None = None):
+    """The last ``val_fraction`` of a token stream (or a text) is validation, the rest is training
+    (or, given ``val_start``, everything from there: a corpus's validation files)."""
+    if val_start is not None:
+        return ids[:val_start], ids[val_start:]
     n_val = int(round(len(ids) * val_fraction))
     n_val = max(n_val, 2)
     return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
@@ -169,7 +180,7 @@ class TrainData:
 
 
 def lay_out(ids: np.ndarray, val_fraction: float, batch_size: int, bptt: int, eval_tokens: int,
-            rank: int = 0, world_size: int = 1) -> TrainData:
+            rank: int = 0, world_size: int = 1, val_start: int | None = None) -> TrainData:
     """Split ``ids``, take this process's shard of each part and lay the training part out.
 
     Every process gets a contiguous shard of the same length, so all of them run the same number
@@ -177,7 +188,7 @@ def lay_out(ids: np.ndarray, val_fraction: float, batch_size: int, bptt: int, ev
     shard are scored at each evaluation: a huge corpus's validation split would take longer to
     score than training between evaluations (``charlstm eval`` measures a whole file).
     """
-    train_ids, val_ids = split_train_val(ids, val_fraction)
+    train_ids, val_ids = split_train_val(ids, val_fraction, val_start)
     val_total = len(val_ids)
     train_ids, val_ids = _shard(train_ids, rank, world_size), _shard(val_ids, rank, world_size)
     val_ids = val_ids[: max(2, eval_tokens // world_size)]
@@ -198,9 +209,9 @@ def _shard(ids, rank: int, world_size: int):
     return ids[rank * length : (rank + 1) * length]
 
 
-def held_out_text(ids: np.ndarray, val_fraction: float, tokenizer) -> str:
+def held_out_text(ids: np.ndarray, val_fraction: float, tokenizer, val_start: int | None = None) -> str:
     """The text of the validation split of ``ids`` (what training validated on), decoded from its
     tokens, so it is the same split whatever the tokenizer."""
-    _, val_ids = split_train_val(ids, val_fraction)
+    _, val_ids = split_train_val(ids, val_fraction, val_start)
     table = tokenizer.token_bytes()
     return b"".join(table[i] for i in np.asarray(val_ids).tolist()).decode("utf-8", "replace")

@@ -10,6 +10,7 @@ A checkpoint is one ``torch.save`` file holding only tensors, numbers, strings, 
     optimizer                     the optimizer's state_dict
     train_state                   ``TrainState``: step, epoch, data position, RNG states, ...
     metrics, corpus               the evaluation history and what the model was trained on
+    init_from                     (fine-tuned runs) path, sha256 and step of the checkpoint started from
 
 It is loaded with ``weights_only=True`` passed explicitly, so a pickle that would run code is
 refused, never run, and there is no fallback to an unsafe load. Writes are atomic
@@ -105,9 +106,14 @@ class TrainState:
         )
 
 
-def make_payload(*, model, model_config, train_config, tokenizer, optimizer, train_state: TrainState, corpus: dict) -> dict:
-    """Everything a checkpoint holds, as plain data (weights on the CPU, so any device loads it)."""
+def make_payload(
+    *, model, model_config, train_config, tokenizer, optimizer, train_state: TrainState, corpus: dict, **extra
+) -> dict:
+    """Everything a checkpoint holds, as plain data (weights on the CPU, so any device loads it).
+    ``extra``: further plain records (``init_from``: what a fine-tuned run started from; ``run``:
+    how the run was started and how it stopped)."""
     return {
+        **{k: v for k, v in extra.items() if v is not None},
         "model_config": model_config.to_dict(),
         "train_config": train_config.to_dict(),
         "tokenizer": tokenizer.to_dict(),

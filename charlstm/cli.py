@@ -83,6 +83,57 @@ def config_option(cls, name: str, **kwargs):
     return click.option(flag(name), name, default=None, help=help_text, **kwargs)
 
 
+def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``--config FILE``: the command's table of a TOML file becomes Click's ``default_map``, so
+    the command line and ``CHARLSTM_<COMMAND>_<OPTION>`` variables win over it and it wins over
+    the defaults. Keys are named as the flags (``hidden-size`` or ``hidden_size``); a key that is
+    not an option of the command is an error naming it."""
+    if value is None:
+        return None
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(value, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"--config {value}: cannot read ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config {value}: not valid TOML ({e})") from None
+    name = ctx.info_name
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"--config {value}: [{name}] must be a table of options")
+    options = {}
+    for p in ctx.command.params:
+        if isinstance(p, click.Option) and p.name != "config":
+            for opt in p.opts:
+                if opt.startswith("--"):
+                    options[opt[2:]] = options[opt[2:].replace("-", "_")] = p.name
+    unknown = [key for key in table if key not in options]
+    if unknown:
+        raise ConfigError(
+            f"--config {value}: [{name}] {', '.join(unknown)}: not an option of "
+            f"charlstm {ctx.command_path.split(' ', 1)[-1]} "
+            "(keys are named as the flags, without the leading --)"
+        )
+    ctx.default_map = {**(ctx.default_map or {}), **{options[k]: v for k, v in table.items()}}
+    return value
+
+
+def config_file_option(function):
+    return click.option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        is_eager=True,
+        expose_value=False,
+        callback=_load_config_file,
+        help="Take option values from this TOML file's [command] table (the command line and "
+        "CHARLSTM_* variables win over it).",
+    )(function)
+
+
 def device_option(function):
     return click.option(
         "--device", default="auto", show_default=True, type=click.Choice(DEVICES), help="Where to run."
@@ -97,26 +148,67 @@ def _given(options: dict) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _text_source(file: str | None, encoding_errors: str = "strict"):
+def _text_source(
+    files: tuple[str, ...] | str | None,
+    encoding_errors: str = "strict",
+    separator: str | None = None,
+    val_files: tuple[str, ...] = (),
+    skip_bad_files: bool = False,
+):
+    """What FILE arguments name: the built-in corpus (none), one file as it is, or a ``Corpus``
+    (several files, a directory, a pattern, or --val-files)."""
+    from pathlib import Path
+
     from charlstm.distributed import is_main_process
     from charlstm.text import BUILTIN_NAME, TextSource
 
-    if file is None:
+    files = (files,) if isinstance(files, str) else tuple(files or ())
+    if not files:
+        if val_files:
+            raise click.UsageError("--val-files needs FILE arguments to train on")
         if is_main_process():
             click.echo(f"No FILE given: training on the built-in corpus, {BUILTIN_NAME}.", err=True)
         return TextSource.builtin()
-    return TextSource.from_file(file, encoding_errors)
+    from charlstm.corpus import Corpus, is_pattern, unescape
+
+    single = len(files) == 1 and not val_files and not Path(files[0]).is_dir()
+    if single and (Path(files[0]).exists() or not is_pattern(files[0])):
+        return TextSource.from_file(files[0], encoding_errors)
+    separator = None if separator is None else unescape(separator)
+    corpus = Corpus.from_args(files, separator, val_files, encoding_errors)
+    if skip_bad_files:
+        skipped = corpus.check(skip_bad=True)
+        if is_main_process():
+            for entry in skipped:
+                click.echo(f"warning: skipped {entry['reason']}", err=True)
+            if skipped:
+                click.echo(f"skipped {len(skipped)} bad file(s) of {len(skipped) + len(corpus.paths)}", err=True)
+    return corpus
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=_Group,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        # CHARLSTM_TRAIN_HIDDEN_SIZE=512 is --hidden-size 512 for charlstm train
+        "auto_envvar_prefix": "CHARLSTM",
+    },
+)
 @click.version_option(__version__, prog_name="charlstm")
 def cli() -> None:
     """Train LSTM language models on your own text, generate text from them, and measure them.
 
     \b
       charlstm train my_text.txt          train (no FILE: the built-in corpus)
+      charlstm train a.txt notes/ 'poems/**/*.md'   train on many files
+      charlstm train new.txt --init-from checkpoints/my_text   fine-tune
       charlstm sample checkpoints/my_text generate text from the best checkpoint
       charlstm eval checkpoints/my_text held_out.txt
+      charlstm info checkpoints/*         what each run did (or is doing)
+      charlstm plot checkpoints/a checkpoints/b --out curves.png
+
+    Every command takes --config FILE.toml; CHARLSTM_TRAIN_HIDDEN_SIZE=512 sets --hidden-size.
     """
 
 
@@ -137,9 +229,35 @@ def _train_options(function):
 
 
 @cli.command()
-@click.argument("file", required=False, type=click.Path())
+@config_file_option
+@click.argument("files", nargs=-1, type=click.Path())
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Run directory  [default: checkpoints/<file stem>]"
+)
+@click.option(
+    "--separator",
+    help="Put between files (backslash escapes read; completed, not repeated, after a file's final "
+    "newline)  [default: '\\n\\n', a blank line]",
+)
+@click.option(
+    "--val-files",
+    multiple=True,
+    type=click.Path(),
+    help="Validate on these whole files (repeat it; directories and patterns too) instead of the "
+    "last --val-fraction of the text.",
+)
+@click.option(
+    "--skip-bad-files", is_flag=True, help="Leave out files that are not usable text (a warning each)."
+)
+@click.option(
+    "--init-from",
+    type=click.Path(),
+    help="Fine-tune: start a new run from this run's (or checkpoint's) weights and tokenizer.",
+)
+@click.option(
+    "--strict-vocab",
+    is_flag=True,
+    help="With --init-from: refuse a text with characters a char model has never seen.",
 )
 @click.option(
     "--resume",
@@ -147,31 +265,60 @@ def _train_options(function):
     help="Continue the run in this directory exactly where it stopped (FILE defaults to its text).",
 )
 @_train_options
-def train(file: str | None, out: str | None, resume: str | None, **options) -> None:
-    """Train a model on FILE (a UTF-8 text file; default: the built-in corpus).
+def train(
+    files: tuple[str, ...],
+    out: str | None,
+    resume: str | None,
+    separator: str | None,
+    val_files: tuple[str, ...],
+    skip_bad_files: bool,
+    init_from: str | None,
+    strict_vocab: bool,
+    **options,
+) -> None:
+    """Train a model on FILES (UTF-8 text files, directories of them, or quoted patterns such as
+    'poems/**/*.md'; default: the built-in corpus).
 
-    Line ends are kept as they are (CRLF text is learnt, sampled and measured with its CRs).
+    Several files are read one after another, joined by --separator. Line ends are kept as they
+    are (CRLF text is learnt, sampled and measured with its CRs).
     """
     from charlstm.display import TrainProgress
 
     given = _given(options)
+    corpus_options = (separator, val_files, skip_bad_files)
     if resume is not None:
         if out is not None:
             raise click.UsageError("--out cannot be used with --resume: a resumed run stays in its directory")
+        if init_from is not None:
+            raise click.UsageError("--init-from cannot be used with --resume: a resumed run goes on from its own weights")
         from charlstm.train import resume as resume_training
 
-        source = None if file is None else _text_source(file, given.get("encoding_errors", "strict"))
+        source = None if not files else _text_source(files, given.get("encoding_errors", "strict"), *corpus_options)
         with TrainProgress() as progress:
-            result = resume_training(resume, source, given, events=progress)
+            result = resume_training(resume, source, given, events=progress, command=_command_line())
     else:
         config = TrainConfig.from_dict(given)
         shape = ModelShape.from_dict(given)  # bad model options are reported before any work
+        init = None
+        if init_from is not None:
+            from charlstm.finetune import plan_init
+
+            init = plan_init(init_from, given, strict_vocab)
+            config = TrainConfig.from_dict({**given, **init.train_settings})
+            shape = init.shape
+        elif strict_vocab:
+            raise click.UsageError("--strict-vocab goes with --init-from")
         from charlstm.train import train as run_training
 
-        source = _text_source(file, config.encoding_errors)
+        source = _text_source(files, config.encoding_errors, *corpus_options)
         with TrainProgress() as progress:
-            result = run_training(source, config, shape, out=out, events=progress)
+            result = run_training(source, config, shape, out=out, events=progress, init=init, command=_command_line())
     _exit_if_stopped_by_signal(result)
+
+
+def _command_line() -> list[str]:
+    """The command line as typed (recorded in the run's config.json)."""
+    return ["charlstm", *sys.argv[1:]]
 
 
 def _exit_if_stopped_by_signal(result) -> None:
@@ -210,6 +357,7 @@ _GENERATION = ("length", "top_k", "top_p", "min_p", "repetition_penalty", "repet
 
 
 @cli.command()
+@config_file_option
 @click.argument("checkpoint", type=click.Path())
 @config_option(SampleConfig, "prime", type=str)
 @click.option(
@@ -411,6 +559,7 @@ def score(checkpoint: str, file: str | None, as_json: bool, device: str) -> None
 
 
 @cli.command(name="eval")
+@config_file_option
 @click.argument("checkpoint", type=click.Path())
 @click.argument("file", type=click.Path())
 @json_option
@@ -450,6 +599,7 @@ def _evaluate(checkpoint: str, source, config: EvalConfig, as_json: bool) -> Non
 
 
 @cli.command()
+@config_file_option
 @click.argument("checkpoint", type=click.Path())
 @click.argument("file", required=False, type=click.Path())
 @click.option("--text", help="The text to run the model over (instead of FILE).")
@@ -513,6 +663,7 @@ def experiment() -> None:
 
 
 @experiment.command("long-range")
+@config_file_option
 @click.option(
     "--quick", is_flag=True, help="Seconds, not minutes: distances 10 and 30, few steps, tiny models."
 )
@@ -571,10 +722,70 @@ def long_range(quick: bool, distances: str | None, steps: int | None, seed: int,
             )
 
 
+# ----------------------------------------------------------------------------------- info, plot
+
+
+def _summaries(runs: tuple[str, ...]):
+    from charlstm.runinfo import read_run
+
+    return [read_run(run) for run in runs]
+
+
+@cli.command()
+@config_file_option
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@json_option
+def info(runs: tuple[str, ...], as_json: bool) -> None:
+    """One row per run: how it was started, model, tokenizer, data, steps, time, best validation
+    loss, status (running, finished and why, killed) and its last sample.
+
+    Works on a finished run, a running one and a killed one (it reads only whole files).
+    """
+    summaries = _summaries(runs)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
+    else:
+        from charlstm.display import print_runs
+
+        print_runs(summaries)
+
+
+@cli.command()
+@config_file_option
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), help="Write a PNG here (needs matplotlib).")
+def plot(runs: tuple[str, ...], out: str | None) -> None:
+    """Loss curves of RUNS: a PNG of training and validation loss against steps and against time
+    with --out (needs matplotlib), else a small chart in the terminal."""
+    from pathlib import Path
+
+    summaries = _summaries(runs)
+    if out is None:
+        from charlstm.display import print_curves
+
+        print_curves(summaries)
+        return
+    if Path(out).exists():
+        raise CharlstmError(f"--out {out}: already exists; choose another name or remove it first")
+    from charlstm.display import plot_runs
+
+    try:
+        plot_runs(summaries, out)
+    except ImportError:
+        raise CharlstmError(
+            "plot --out needs matplotlib, which is not installed: pip install matplotlib "
+            "(or pip install 'charlstm[plot]'); without --out the curves are drawn in the terminal"
+        ) from None
+    click.echo(f"wrote {out}", err=True)
+
+
 # ----------------------------------------------------------------------------------------- demo
 
 
 @cli.command()
+@config_file_option
 @click.option("--max-time", default=120.0, show_default=True, type=float, help="Seconds of training.")
 @device_option
 def demo(max_time: float, device: str) -> None:

@@ -157,6 +157,18 @@ class TrainConfig(_Serializable):
     max_time: float | None = setting(None, "...or this many seconds, whichever comes first.")
     eval_every: int = setting(200, "Validate and checkpoint every N steps (and at the end).")
     eval_tokens: int = setting(1_000_000, "Validate on at most this many held-out tokens.")
+    patience: int | None = setting(
+        None, "Stop when the validation loss has not improved for this many evaluations."
+    )
+    sample_every: int | None = setting(
+        None,
+        "Write a short sample every N steps (under the progress bar and into RUN/samples.txt) "
+        "[default: at each evaluation when stderr is a terminal, else none].",
+    )
+    samples: bool = setting(True, "--no-samples: no samples while training, whatever else is set.")
+    tensorboard: bool = setting(
+        False, "Write TensorBoard event files into RUN/tensorboard/ (needs: pip install tensorboard)."
+    )
     seed: int = setting(1337, "Random seed (a CPU run with the same seed repeats exactly).", fixed=True)
     device: str = setting("auto", "Where to train.", choices=DEVICES)
     precision: str = setting(
@@ -204,6 +216,14 @@ class TrainConfig(_Serializable):
         )
         c.require(self.eval_every >= 1, "eval_every", f"must be at least 1 (got {self.eval_every})")
         c.require(self.eval_tokens >= 2, "eval_tokens", f"must be at least 2 (got {self.eval_tokens})")
+        c.require(
+            self.patience is None or self.patience >= 1, "patience", f"must be at least 1 (got {self.patience})"
+        )
+        c.require(
+            self.sample_every is None or self.sample_every >= 1,
+            "sample_every",
+            f"must be at least 1 (got {self.sample_every})",
+        )
         c.choice(self.device, "device", DEVICES)
         c.raise_if_any()
 

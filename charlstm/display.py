@@ -75,6 +75,25 @@ class TrainProgress:
             )
             + f"  {info['steps_per_epoch']:,} steps per epoch"
         )
+        if info.get("init_from"):
+            start = info["init_from"]
+            step = f" (step {start['step']:,})" if start.get("step") is not None else ""
+            self.console.print(
+                f"starting from {start['path']}{step}: its weights and tokenizer, a fresh optimizer", markup=False
+            )
+        if info.get("unknown_chars"):
+            from charlstm.finetune import describe_unknown
+
+            self.console.print(
+                f"note: {describe_unknown(info['unknown_chars'])} of the text are not in the model's vocabulary: "
+                f"they are trained as the unknown symbol ({info.get('unknown_tokens', 0):,} places). "
+                "--strict-vocab refuses such a text; for a text in new scripts, train a new model with "
+                "--tokenizer byte or --tokenizer bpe",
+                markup=False,
+            )
+        if info.get("files"):
+            skipped = f" ({info['skipped']} skipped)" if info.get("skipped") else ""
+            self.console.print(f"corpus {info['files']} files{skipped}  validation: {info['validation']}")
         if info.get("world_size", 1) > 1:
             self.console.print(
                 f"data parallel: {info['world_size']} processes ({info['backend']}) x batch "
@@ -111,6 +130,18 @@ class TrainProgress:
 
     def on_eval(self, record: dict) -> None:
         self.val_loss = record["val_loss"]
+
+    @property
+    def wants_samples(self) -> bool:
+        """By default, samples are shown where someone is watching: stderr is a terminal."""
+        return sys.stderr.isatty()
+
+    def on_sample(self, step: int, val_loss: float, text: str) -> None:
+        header = f"--- sample at step {step:,}, validation loss {val_loss:.4f}"
+        if self.bar is not None:
+            self.bar.write(f"{header}\n{text}", file=sys.stderr)  # above the bar, which stays
+        else:
+            print(f"{header}\n{text}", file=sys.stderr)
 
     def on_end(self, result) -> None:
         from rich.table import Table
@@ -393,3 +424,118 @@ def plot_long_range(report, path: str) -> bool:
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return True
+
+
+# ------------------------------------------------------------------------------------ run records
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def one_line(text: str | None, width: int = 60) -> str:
+    if not text:
+        return "-"
+    text = visible(text).replace("\n", "")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_runs(summaries) -> None:
+    """``charlstm info``: one row per run, then the command line each was started with."""
+    from rich.table import Table
+
+    table = Table(title="charlstm info", title_justify="left")
+    columns = ("run", "status", "model", "tokenizer", "data", "steps", "time", "best val", "bits/char", "last sample")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("steps", "time", "best val", "bits/char") else "left")
+    for s in summaries:
+        params = f" ({s.num_parameters:,})" if s.num_parameters else ""
+        data = (s.data or "-") + (f", from {s.init_from}" if s.init_from else "")
+        table.add_row(
+            s.name,
+            s.status,
+            (s.model or "-") + params,
+            s.tokenizer or "-",
+            data,
+            f"{s.steps:,}" if s.steps is not None else "-",
+            duration(s.time) if s.time is not None else "-",
+            f"{s.best_val_loss:.4f}" if s.best_val_loss is not None else "-",
+            f"{s.best_bits_per_char:.4f}" if s.best_bits_per_char is not None else "-",
+            one_line(s.last_sample, 32),
+        )
+    console = stdout_console()
+    console.print(table)
+    for s in summaries:
+        console.print(f"{s.name}: {s.command or '(command not recorded)'}", markup=False, soft_wrap=True)
+
+
+def block_chart(
+    values: list[float], width: int = 60, height: int = 6, low: float | None = None, high: float | None = None
+) -> list[str]:
+    """``values`` as columns of unicode blocks, ``height`` lines high and at most ``width``
+    columns wide (values are averaged into columns); higher values are taller."""
+    if not values:
+        return []
+    if len(values) > width:  # average neighbours into ``width`` columns
+        edges = [round(i * len(values) / width) for i in range(width + 1)]
+        values = [sum(values[a:b]) / (b - a) for a, b in zip(edges, edges[1:]) if b > a]
+    low = min(values) if low is None else low
+    high = max(values) if high is None else high
+    span = (high - low) or 1.0
+    levels = [max(1, round((v - low) / span * height * 8)) for v in values]  # eighths of a line
+    lines = []
+    for row in range(height - 1, -1, -1):
+        line = ""
+        for level in levels:
+            filled = level - row * 8
+            line += BLOCKS[max(0, min(8, filled))]
+        lines.append(line)
+    return lines
+
+
+def print_curves(summaries, width: int = 60, height: int = 6) -> None:
+    """``charlstm plot`` without ``--out``: each run's validation loss against steps, drawn with
+    unicode blocks on one scale, on stdout."""
+    runs = [s for s in summaries if s.metrics]
+    losses = [m["val_loss"] for s in runs for m in s.metrics if m.get("val_loss") is not None]
+    if not losses:
+        print("no evaluations recorded yet")
+        return
+    low, high = min(losses), max(losses)
+    for s in runs:
+        values = [m["val_loss"] for m in s.metrics if m.get("val_loss") is not None]
+        steps = [m["step"] for m in s.metrics]
+        print(
+            f"{s.name}: validation loss {values[0]:.3f} -> {values[-1]:.3f} (best {min(values):.3f}), "
+            f"steps {steps[0]:,}-{steps[-1]:,}"
+        )
+        for i, line in enumerate(block_chart(values, width, height, low, high)):
+            label = f"{high:7.3f} " if i == 0 else f"{low:7.3f} " if i == height - 1 else " " * 8
+            print(label + "│" + line)
+        print(" " * 8 + "└" + "─" * min(width, len(values)))
+
+
+def plot_runs(summaries, path: str) -> None:
+    """Training and validation loss against steps and against time, one colour per run, to a
+    PNG. Raises ImportError when matplotlib is not installed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, s in enumerate(summaries):
+        colour_ = f"C{i % 10}"
+        for key, style, kind in (("val_loss", "-", "validation"), ("train_loss", "--", "train")):
+            points = [(m["step"], m["time"], m[key]) for m in s.metrics if m.get(key) is not None]
+            if not points:
+                continue
+            steps, times, values = zip(*points)
+            marker = "o" if len(points) < 20 else None  # a run with few evaluations still shows
+            look = {"color": colour_, "marker": marker, "markersize": 3, "label": f"{s.name} {kind}"}
+            by_step.plot(steps, values, style, **look)
+            by_time.plot([t / 60 for t in times], values, style, **look)
+    by_step.set(xlabel="step", ylabel="loss (nats per token)", title="loss against steps")
+    by_time.set(xlabel="minutes of training", ylabel="loss (nats per token)", title="loss against time")
+    by_step.legend(fontsize="small")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)

@@ -19,12 +19,14 @@ import torch
 from charlstm.batches import TrainData, lay_out, min_train_tokens
 from charlstm.checkpoint import TrainState
 from charlstm.config import ModelConfig, ModelShape, TrainConfig
+from charlstm.corpus import Corpus
 from charlstm.distributed import Dist, device_for
 from charlstm.errors import DataError
+from charlstm.finetune import InitFrom, unknown_characters
 from charlstm.hardware import Precision, resolve_precision, select_device
 from charlstm.model import LanguageModel
 from charlstm.runs import ResumePlan, corpus_record, prepare_run_dir, token_file, write_metrics
-from charlstm.text import TextSource
+from charlstm.text import TextSource, read_head
 from charlstm.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 
 
@@ -46,28 +48,42 @@ class TrainingSetup:
     precision: Precision
     dist: Dist = field(default_factory=Dist)
     info: dict = field(default_factory=dict)  # what the start of training shows
+    init_from: dict | None = None  # the checkpoint a fine-tuned run started from (path, sha256, step)
+    sample_prime: str = "\n"  # what training samples start from: the text's first line
 
 
 def prepare_new(
-    source: TextSource, config: TrainConfig, shape: ModelShape, out: str | os.PathLike | None, dist: Dist
+    source: TextSource,
+    config: TrainConfig,
+    shape: ModelShape,
+    out: str | os.PathLike | None,
+    dist: Dist,
+    init: InitFrom | None = None,
 ) -> TrainingSetup:
-    """A new run on ``source`` in ``out`` (default: ``checkpoints/<stem>``, never over a run)."""
+    """A new run on ``source`` in ``out`` (default: ``checkpoints/<stem>``, never over a run);
+    with ``init``, starting from that model's weights and tokenizer (``finetune.plan_init``)."""
     device, precision = _hardware(config, dist)
     torch.manual_seed(config.seed)
 
-    # Pass 1 over the text (rank 0): train the tokenizer, check every byte. Nothing is written
-    # before that has worked.
+    # Pass 1 over the text (rank 0): train the tokenizer (or, fine-tuning, find the characters
+    # the model does not know), check every byte. Nothing is written before that has worked.
     def first_pass():
+        if init is not None:
+            unknown = unknown_characters(init, source.chunks(), source.name)
+            return init.tokenizer.to_dict(), unknown, *prepare_run_dir(out, source.stem)
         tokenizer = train_tokenizer(
             config.tokenizer, source.chunks(), config.sentencepiece_vocab_size, size_hint=source.size_hint()
         )
-        return tokenizer.to_dict(), *prepare_run_dir(out, source.stem)
+        return tokenizer.to_dict(), [], *prepare_run_dir(out, source.stem)
 
-    record, run_dir, created = dist.on_main(first_pass)
+    record, unknown, run_dir, created = dist.on_main(first_pass)
     created = created if dist.is_main else None  # only rank 0 made (and may remove) it
     tokenizer = tokenizer_from_dict(record)
     try:
-        setup = _build(source, config, shape, tokenizer, Path(run_dir), None, dist, device, precision)
+        setup = _build(source, config, shape, tokenizer, Path(run_dir), None, dist, device, precision, init)
+        if init is not None:
+            setup.info["init_from"] = init.record
+            setup.info["unknown_chars"] = unknown
     except BaseException:
         if created is not None:  # leave nothing behind for a text that cannot be trained on
             shutil.rmtree(created, ignore_errors=True)
@@ -80,7 +96,11 @@ def prepare_resume(plan: ResumePlan, dist: Dist) -> TrainingSetup:
     device, precision = _hardware(plan.config, dist)
     torch.manual_seed(plan.config.seed)
     tokenizer = tokenizer_from_dict(plan.payload["tokenizer"])
-    return _build(plan.source, plan.config, plan.shape, tokenizer, plan.run_dir, plan.payload, dist, device, precision)
+    setup = _build(
+        plan.source, plan.config, plan.shape, tokenizer, plan.run_dir, plan.payload, dist, device, precision
+    )
+    setup.init_from = plan.payload.get("init_from")
+    return setup
 
 
 def _hardware(config: TrainConfig, dist: Dist) -> tuple[torch.device, Precision]:
@@ -98,14 +118,17 @@ def _build(
     dist: Dist,
     device: torch.device,
     precision: Precision,
+    init: InitFrom | None = None,
 ) -> TrainingSetup:
-    """Tokens, data layout, model, optimizer and state; ``payload``: the checkpoint to resume."""
+    """Tokens, data layout, model, optimizer and state; ``payload``: the checkpoint to resume;
+    ``init``: the model a new run starts from."""
     expected = None if payload is None else payload["corpus"]["sha256"]
     tokens = dist.on_main(lambda: token_file(run_dir, source, tokenizer, expected), share=False)
     if not dist.is_main:  # rank 0 has written the token file; read it, or make one here
         tokens = token_file(run_dir, source, tokenizer, expected, private=f"charlstm-rank{dist.rank}-")
     data = lay_out(
-        tokens.ids, config.val_fraction, config.batch_size, config.bptt, config.eval_tokens, dist.rank, dist.world_size
+        tokens.ids, config.val_fraction, config.batch_size, config.bptt, config.eval_tokens, dist.rank,
+        dist.world_size, tokens.val_start,
     )
     needed = min_train_tokens(config.batch_size, config.bptt)
     per_rank = data.train_tokens // dist.world_size
@@ -120,6 +143,8 @@ def _build(
 
     model_config = ModelConfig.of(shape, tokenizer.vocab_size)
     model = LanguageModel(model_config).to(device)  # draws the initial weights (same on every rank)
+    if init is not None:  # fine-tuning: its weights; the optimizer below is a fresh one
+        model.load_state_dict(init.state_dict)
     optimizer = _adamw(model, config, device)
     if dist.enabled:  # dropout masks differ between ranks
         torch.manual_seed(config.seed + dist.rank)
@@ -148,7 +173,16 @@ def _build(
         "planned_steps": planned_steps(config, len(data.windows)),
         "max_time": config.max_time,
         "resumed_from_step": None if payload is None else state.step,
+        "unknown_tokens": tokens.unknown,
     }
+    if isinstance(source, Corpus):
+        info["files"] = len(source.paths)
+        info["skipped"] = len(source.skipped)
+        info["validation"] = (
+            f"files {', '.join(map(str, source.val_paths))}"
+            if source.val_paths
+            else f"the last {config.val_fraction * 100:g}% of the joined text"
+        )
     return TrainingSetup(
         config=config,
         model_config=model_config,
@@ -164,7 +198,18 @@ def _build(
         precision=precision,
         dist=dist,
         info=info,
+        init_from=None if init is None else init.record,
+        sample_prime=sample_prime(source, tokenizer),
     )
+
+
+def sample_prime(source, tokenizer, max_chars: int = 80) -> str:
+    """The prime of the samples written while training: the text's first line (at most
+    ``max_chars``, and only characters the tokenizer knows), or a newline."""
+    line = read_head(source, max_chars).split("\n")[0].rstrip("\r")
+    if not line.strip() or (tokenizer.kind == "char" and tokenizer.unknown_chars(line)):
+        return "\n"
+    return line
 
 
 def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:

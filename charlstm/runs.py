@@ -18,6 +18,7 @@ from charlstm.batches import encode_to_file, held_out_text, open_tokens
 from charlstm.checkpoint import BEST, LAST, find_checkpoint, load_checkpoint
 from charlstm.config import FIXED_ON_RESUME, ModelShape, TrainConfig, flag
 from charlstm.distributed import world_size_from_environment
+from charlstm.corpus import Corpus
 from charlstm.errors import CheckpointError, ConfigError, DataError, RunDirectoryError
 from charlstm.text import TextSource, TextStats
 from charlstm.tokenizers import Tokenizer, id_dtype, tokenizer_from_dict
@@ -92,6 +93,8 @@ class TokenFile:
     ids: np.ndarray
     stats: TextStats
     how: str  # "wrote PATH" or "reused PATH"
+    val_start: int | None = None  # where a corpus's validation files begin
+    unknown: int = 0  # ids that are the unknown symbol (counted when the file is written)
 
 
 def tokenizer_sha256(tokenizer: Tokenizer) -> str:
@@ -136,7 +139,8 @@ def token_file(
                 and path.stat().st_size == meta["count"] * dtype.itemsize
             ):
                 stats = TextStats(meta["chars"], meta["bytes"], meta["replacements"], meta["sha256"])
-                return TokenFile(open_tokens(path, dtype, meta["count"]), stats, f"reused {path}")
+                ids = open_tokens(path, dtype, meta["count"])
+                return TokenFile(ids, stats, f"reused {path}", meta.get("val_start"), meta.get("unknown", 0))
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no usable file: encode again
     if private:
@@ -144,8 +148,11 @@ def token_file(
     encoded = encode_to_file(source, tokenizer, path)
     if not private:
         stats = encoded.stats.to_dict()
-        write_json(meta_path, dict(key, text_sha256=stats["sha256"], count=len(encoded.ids), **stats))
-    return TokenFile(encoded.ids, encoded.stats, f"wrote {path}")
+        extra = {"unknown": encoded.unknown}
+        if encoded.val_start is not None:
+            extra["val_start"] = encoded.val_start
+        write_json(meta_path, dict(key, text_sha256=stats["sha256"], count=len(encoded.ids), **stats, **extra))
+    return TokenFile(encoded.ids, encoded.stats, f"wrote {path}", encoded.val_start, encoded.unknown)
 
 
 def validation_text(run_dir: Path) -> str:
@@ -153,29 +160,85 @@ def validation_text(run_dir: Path) -> str:
     tokenizer: the last ``--val-fraction`` of the tokens)."""
     payload = load_checkpoint(run_dir)
     tokenizer = tokenizer_from_dict(payload["tokenizer"])
-    count = json.loads((run_dir / TOKENS_META).read_text())["count"]
-    ids = open_tokens(run_dir / TOKENS, id_dtype(tokenizer.vocab_size), count)
-    return held_out_text(ids, payload["train_config"]["val_fraction"], tokenizer)
+    meta = json.loads((run_dir / TOKENS_META).read_text())
+    ids = open_tokens(run_dir / TOKENS, id_dtype(tokenizer.vocab_size), meta["count"])
+    return held_out_text(ids, payload["train_config"]["val_fraction"], tokenizer, meta.get("val_start"))
 
 
 # --------------------------------------------------------------------------------- the text record
 
 
-def corpus_record(source: TextSource, stats: TextStats) -> dict:
-    """What a checkpoint records of its text, for ``--resume`` to find and check it."""
-    return {
+def corpus_record(source: TextSource | Corpus, stats: TextStats) -> dict:
+    """What a checkpoint records of its text, for ``--resume`` to find and check it: for a file,
+    its path, and for a corpus, every file with its size and SHA-256."""
+    record = {
         "name": source.name,
         "path": None if source.path is None else str(source.path.resolve()),
         "builtin": source.is_builtin,
         "encoding_errors": source.encoding_errors,
         **stats.to_dict(),
     }
+    if isinstance(source, Corpus):
+        record["files"] = source.files_record()
+        record["val_files"] = [str(p.resolve()) for p in source.val_paths]
+        record["separator"] = source.separator
+        record["skipped"] = source.skipped
+        record["stem"] = source.stem
+    elif source.path is not None:
+        record["files"] = [
+            {"path": record["path"], "name": source.name, "size": source.path.stat().st_size, "sha256": stats.sha256}
+        ]
+    return record
 
 
-def source_of(corpus: dict, encoding_errors: str) -> TextSource:
+def check_corpus_unchanged(corpus: dict, source: TextSource | Corpus) -> None:
+    """Refuse a corpus whose files are not those a run was trained on, naming the first that
+    changed (or is missing)."""
+    files = corpus.get("files")
+    if not isinstance(source, Corpus) or not files:
+        return
+    now = source.paths
+    for i, entry in enumerate(files):
+        if i >= len(now):
+            raise DataError(
+                f"{entry['name']}: the run was trained on this file too and it is not given now; "
+                "resuming would not continue the same data"
+            )
+        if source.file_sha256(now[i]) != entry["sha256"]:
+            raise DataError(
+                f"{now[i]}: this file has changed since the run started (its SHA-256 differs), so "
+                "resuming would not continue the same data; start a new run on it instead"
+            )
+    if len(now) > len(files):
+        raise DataError(
+            f"{now[len(files)]}: the run was not trained on this file; resuming would not continue the "
+            "same data; start a new run instead"
+        )
+
+
+def source_of(corpus: dict, encoding_errors: str) -> TextSource | Corpus:
     """The text a run was trained on, from its checkpoint's record."""
     if corpus.get("builtin"):
         return TextSource.builtin()
+    if "separator" in corpus:  # a corpus of several files
+        missing = [f for f in corpus["files"] if not Path(f["path"]).is_file()]
+        if missing:
+            raise DataError(
+                f"the run was trained on {missing[0]['name']}, which is no longer at {missing[0]['path']}; "
+                "give the files: charlstm train FILE... --resume RUN"
+            )
+        val = set(corpus.get("val_files", []))
+        paths = [f["path"] for f in corpus["files"]]
+        source = Corpus(
+            [p for p in paths if p not in val],
+            corpus["separator"],
+            [p for p in paths if p in val],
+            encoding_errors,
+            stem=corpus.get("stem"),
+            skipped=corpus.get("skipped", ()),
+        )
+        check_corpus_unchanged(corpus, source)
+        return source
     path = corpus.get("path")
     if not path or not Path(path).is_file():
         where = f"which is no longer at {path}" if path else "which was not a file"
@@ -264,4 +327,8 @@ def plan_resume(run: str | os.PathLike, source: TextSource | None = None, change
         )
     if source is None:
         source = source_of(payload["corpus"], config.encoding_errors)
+    else:
+        if isinstance(source, Corpus) and not source.separator_given and "separator" in payload["corpus"]:
+            source.separator = payload["corpus"]["separator"]  # the files given again, joined as before
+        check_corpus_unchanged(payload["corpus"], source)
     return ResumePlan(run_dir, payload, config, shape, source)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,17 +23,24 @@ from charlstm import __version__
 from charlstm.batches import Window, get_window
 from charlstm.cells import Hidden
 from charlstm.checkpoint import BEST, LAST, make_payload, save_checkpoint
-from charlstm.config import ModelShape, TrainConfig
+from charlstm.config import ModelShape, SampleConfig, TrainConfig
 from charlstm.distributed import from_environment, shutdown
-from charlstm.errors import NumericalError
+from charlstm.errors import CharlstmError, NumericalError
 from charlstm.evaluate import stream_loss
+from charlstm.finetune import InitFrom
 from charlstm.model import detach_hidden
 from charlstm.prepare import TrainingSetup, planned_steps, prepare_new, prepare_resume
 from charlstm.runs import CONFIG, append_metrics, plan_resume, write_json
+from charlstm.sampling import generate
+from charlstm.tensorboard_log import TensorBoardLog
+from charlstm.tensorboard_log import check_available as check_tensorboard
 from charlstm.text import TextSource
 
 MAX_BAD_STEPS = 3  # non-finite steps in a row before training gives up
-_STOP_REASONS = ("epochs", "max_steps", "max_time", "SIGINT", "SIGTERM")  # in order of precedence
+_STOP_REASONS = ("epochs", "max_steps", "max_time", "patience", "SIGINT", "SIGTERM")  # in order of precedence
+SAMPLES = "samples.txt"  # the samples written while training, with their step and validation loss
+SAMPLE_LENGTH = 200  # characters of each training sample
+SAMPLE_SEED = 1234  # every training sample draws the same random numbers: only the model changes
 
 
 @dataclass
@@ -46,7 +54,7 @@ class TrainResult:
     last_val_loss: float
     best_path: Path
     last_path: Path
-    stopped_by: str  # "epochs", "max_steps", "max_time" or the signal's name
+    stopped_by: str  # "epochs", "max_steps", "max_time", "patience" or the signal's name
     num_parameters: int
     metrics: list[dict] = field(default_factory=list)
 
@@ -62,6 +70,11 @@ class TrainingEvents:
 
     def on_eval(self, record: dict) -> None: ...
 
+    wants_samples = False  # True: a sample at each evaluation unless --sample-every says otherwise
+
+    def on_sample(self, step: int, val_loss: float, text: str) -> None:
+        """A short sample from the model (``--sample-every``), prime included."""
+
     def on_end(self, result: TrainResult) -> None: ...
 
 
@@ -71,11 +84,17 @@ def train(
     shape: ModelShape | None = None,
     out: str | os.PathLike | None = None,
     events: TrainingEvents | None = None,
+    init: InitFrom | None = None,
+    command: list[str] | None = None,
 ) -> TrainResult:
-    """Train a new model on ``source`` and write checkpoints to the run directory."""
+    """Train a new model on ``source`` and write checkpoints to the run directory; with ``init``
+    (``finetune.plan_init``), starting from that model. ``command``: the command line to record."""
+    if config.tensorboard:
+        check_tensorboard()
     dist = from_environment(config.device)
     try:
-        return Trainer(prepare_new(source, config, shape or ModelShape(), out, dist), events).run()
+        setup = prepare_new(source, config, shape or ModelShape(), out, dist, init)
+        return Trainer(setup, events, command).run()
     finally:
         shutdown(dist)
 
@@ -85,12 +104,15 @@ def resume(
     source: TextSource | None = None,
     changes: dict | None = None,
     events: TrainingEvents | None = None,
+    command: list[str] | None = None,
 ) -> TrainResult:
     """Continue a run exactly where its last checkpoint left it (see ``runs.plan_resume``)."""
     plan = plan_resume(run, source, changes)
+    if plan.config.tensorboard:
+        check_tensorboard()
     dist = from_environment(plan.config.device)
     try:
-        return Trainer(prepare_resume(plan, dist), events).run()
+        return Trainer(prepare_resume(plan, dist), events, command).run()
     finally:
         shutdown(dist)
 
@@ -148,8 +170,11 @@ class Trainer:
     up to date as it goes.
     """
 
-    def __init__(self, setup: TrainingSetup, events: TrainingEvents | None = None):
+    def __init__(
+        self, setup: TrainingSetup, events: TrainingEvents | None = None, command: list[str] | None = None
+    ):
         self.setup = setup
+        self.command = command
         self.config, self.model, self.optimizer = setup.config, setup.model, setup.optimizer
         self.data, self.state, self.dist, self.device = setup.data, setup.state, setup.dist, setup.device
         self.run_dir = setup.run_dir
@@ -172,6 +197,15 @@ class Trainer:
         self.bad_steps: list[int] = []  # the current run of non-finite steps
         self.last_val = self.state.metrics[-1]["val_loss"] if self.state.metrics else math.nan
         self._start = time.perf_counter() - self.state.elapsed
+        # --sample-every N, or by default at each evaluation when the events ask for samples (a
+        # terminal shows them); --no-samples: never.
+        self.sample_every = self.config.sample_every if self.config.samples else None
+        if self.config.samples and self.sample_every is None and getattr(self.events, "wants_samples", False):
+            self.sample_every = self.config.eval_every
+        self.stop_reason: str | None = None  # known before the last checkpoint is written
+        self.last_sample_step: int | None = None
+        self.board: TensorBoardLog | None = None
+        self.record: dict = {}  # config.json
 
     def elapsed(self) -> float:
         """Seconds of training, counting those before a resume."""
@@ -180,16 +214,43 @@ class Trainer:
     def run(self) -> TrainResult:
         config, state = self.config, self.state
         if self.dist.is_main:
-            write_json(
-                self.run_dir / CONFIG,
-                {
-                    "model": self.setup.model_config.to_dict(),
-                    "train": config.to_dict(),
-                    "corpus": self.setup.corpus,
-                    "info": self.setup.info,
-                    "versions": {"charlstm": __version__, "torch": torch.__version__},
-                },
-            )
+            # status: "running" while a process trains (its pid and host say which), then
+            # "finished: <stop reason>" or "failed: <message>"; see runs.run_status.
+            self.record = {
+                "model": self.setup.model_config.to_dict(),
+                "train": config.to_dict(),
+                "corpus": self.setup.corpus,
+                "init_from": self.setup.init_from,
+                "info": self.setup.info,
+                "versions": {"charlstm": __version__, "torch": torch.__version__},
+                "command": self.command,
+                "status": "running",
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.time(),
+            }
+            write_json(self.run_dir / CONFIG, self.record)
+            if config.tensorboard:
+                self.board = TensorBoardLog(self.run_dir)
+        try:
+            return self._run()
+        except CharlstmError as e:
+            self._set_status(f"failed: {e}")
+            raise
+        finally:
+            if self.board is not None:
+                self.board.close()
+
+    def _set_status(self, status: str) -> None:
+        if self.dist.is_main and self.record:
+            self.record.update(status=status, ended=time.time())
+            try:
+                write_json(self.run_dir / CONFIG, self.record)
+            except OSError:
+                pass  # a full disk: the error being raised says so already
+
+    def _run(self) -> TrainResult:
+        config, state = self.config, self.state
         self.events.on_start(self.setup.info)
         self._start = time.perf_counter() - state.elapsed
         self.model.train()
@@ -207,14 +268,24 @@ class Trainer:
                     state.window += 1
                     if state.step % config.eval_every == 0:
                         self.evaluate_and_save(hidden)
+                    if self.sample_every and state.step % self.sample_every == 0:
+                        self.write_sample()
+                    if self.stop_reason == "patience":
+                        stopped_by = "patience"
+                        break
                 else:
                     state.epoch += 1
                     state.window = 0
+            self.stop_reason = stopped_by
             if stopped_by in ("SIGINT", "SIGTERM"):
                 # Someone is waiting for the stop: save where training is, without a validation pass.
                 self._save(hidden, improved=False)
             elif self.loss_count or not state.metrics:
                 self.evaluate_and_save(hidden)
+                if self.sample_every and self.last_sample_step != state.step:
+                    self.write_sample()
+            else:
+                self._save(hidden, improved=False)  # so that the last checkpoint says why it stopped
             # No rank leaves before rank 0 has written: torchrun stops the rest when one exits.
             self.dist.barrier()
         return self._finish(stopped_by)
@@ -319,11 +390,42 @@ class Trainer:
         state.metrics.append(record)
         improved = self.last_val < state.best_val_loss
         state.best_val_loss = min(state.best_val_loss, self.last_val)
+        if self.stop_reason is None and self.out_of_patience():
+            self.stop_reason = "patience"  # recorded in the checkpoint written now
         if self.dist.is_main:
             append_metrics(self.run_dir, record)
         self._save(hidden, improved)
+        if self.board is not None:
+            self.board.evaluation(record)
         self.events.on_eval(record)
         return record
+
+    def out_of_patience(self) -> bool:
+        """Whether the validation loss has not improved for ``--patience`` evaluations."""
+        patience, losses = self.config.patience, [m["val_loss"] for m in self.state.metrics]
+        if patience is None or not losses:
+            return False
+        since_best = len(losses) - 1 - min(range(len(losses)), key=losses.__getitem__)
+        return since_best >= patience
+
+    def write_sample(self) -> str | None:
+        """A short sample (fixed prime and seed, ``SAMPLE_LENGTH`` characters) shown through the
+        events, appended to ``RUN/samples.txt`` with its step and validation loss, and logged to
+        TensorBoard. Only rank 0 samples; the training random numbers are not touched."""
+        self.last_sample_step = self.state.step
+        if not self.dist.is_main:
+            return None
+        prime = self.setup.sample_prime
+        config = SampleConfig(prime=prime, length=SAMPLE_LENGTH, seed=SAMPLE_SEED, device=self.device.type)
+        text = prime + "".join(pieces[0] for pieces in generate(self.model, self.setup.tokenizer, config, self.device))
+        self.model.train()  # generate() put it in eval mode
+        step = self.state.step
+        with open(self.run_dir / SAMPLES, "a", encoding="utf-8") as f:
+            f.write(f"--- step {step}, validation loss {self.last_val:.4f}\n{text}\n\n")
+        if self.board is not None:
+            self.board.sample(step, text)
+        self.events.on_sample(step, self.last_val, text)
+        return text
 
     def _save(self, hidden: Hidden | None, improved: bool) -> None:
         """Write ``last.pt`` (and ``best.pt``); on every rank, since it gathers their states."""
@@ -342,6 +444,8 @@ class Trainer:
             optimizer=self.optimizer,
             train_state=state,
             corpus=self.setup.corpus,
+            init_from=self.setup.init_from,
+            run={"stopped_by": self.stop_reason, "command": self.command},
         )
         save_checkpoint(self.run_dir / LAST, payload)
         if improved:
@@ -378,5 +482,6 @@ class Trainer:
             num_parameters=self.model.num_parameters(),
             metrics=state.metrics,
         )
+        self._set_status(f"finished: {stopped_by}")
         self.events.on_end(result)
         return result

@@ -1,0 +1,86 @@
+"""charlstm info and charlstm plot, on finished, running and killed runs."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from click.testing import CliRunner
+
+from charlstm.cli import cli
+from tests.conftest import TINY_MODEL
+
+
+def invoke(*args, **kwargs):
+    return CliRunner().invoke(cli, [str(a) for a in args], env={"COLUMNS": "1000"}, **kwargs)
+
+
+def charlstm(*args):
+    return subprocess.run([sys.executable, "-m", "charlstm", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_info_on_a_finished_run(tmp_path, text_file):
+    run = tmp_path / "done"
+    args = ["train", text_file, "--out", run, *TINY_MODEL, "--max-steps", "4", "--eval-every", "2", "--sample-every", "4"]
+    assert charlstm(*args).returncode == 0
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    [row] = json.loads(invoke("info", run, "--json").stdout)
+    best = min(m["val_loss"] for m in metrics)
+    assert row["status"] == "finished: max_steps"
+    assert row["command"] == "charlstm " + " ".join(map(str, args))
+    assert (row["steps"], row["time"], row["best_val_loss"]) == (4, metrics[-1]["time"], best)
+    assert abs(row["best_bits_per_char"] - best / 0.6931471805599453) < 1e-9  # a char model
+    assert row["model"] == "lstm 1x32" and row["tokenizer"].startswith("char (")
+    assert row["data"] == str(text_file) and row["num_parameters"] > 0
+    samples = (run / "samples.txt").read_text()
+    assert row["last_sample"] == samples.split("\n", 1)[1][:-2] and len(row["last_sample"]) > 200
+    table = invoke("info", run)
+    assert table.exit_code == 0 and "finished: max_steps" in table.stdout and f" {best:.4f} " in table.stdout
+
+
+def test_info_on_a_running_then_killed_run(tmp_path, text_file):
+    run = tmp_path / "live"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlstm", "train", str(text_file), "--out", str(run), *TINY_MODEL,
+         "--max-steps", "1000000", "--eval-every", "3"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while not (run / "metrics.jsonl").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        [row] = json.loads(invoke("info", run, "--json").stdout)
+        assert row["status"] == "running" and row["steps"] >= 3
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    [row] = json.loads(invoke("info", run, "--json").stdout)
+    assert row["status"] == "killed"
+    missing = invoke("info", tmp_path / "nope")
+    assert missing.exit_code == 1 and missing.stderr == f"Error: {tmp_path / 'nope'}: no such run directory\n"
+
+
+def test_plot_png_terminal_chart_and_missing_matplotlib(tiny_run, tmp_path, monkeypatch):
+    chart = invoke("plot", tiny_run, tiny_run)
+    assert chart.exit_code == 0, chart.output
+    lines = chart.stdout.splitlines()
+    assert lines[0].startswith("tiny: validation loss ") and "steps 10-20" in lines[0]
+    assert set("".join(lines[1:7])) <= set(" ▁▂▃▄▅▆▇█│.0123456789")
+    png = tmp_path / "curves.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        pass  # an optional extra: only the message below can be checked
+    else:
+        written = invoke("plot", tiny_run, "--out", png)
+        assert written.exit_code == 0, written.output
+        assert png.read_bytes().startswith(b"\x89PNG") and written.stderr == f"wrote {png}\n"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    missing = invoke("plot", tiny_run, "--out", tmp_path / "other.png")
+    assert missing.exit_code == 1 and not (tmp_path / "other.png").exists()
+    assert missing.stderr == (
+        "Error: plot --out needs matplotlib, which is not installed: pip install matplotlib (or pip install "
+        "'charlstm[plot]'); without --out the curves are drawn in the terminal\n"
+    )

@@ -23,3 +23,7 @@ class RunDirectoryError(CharlstmError):
 
 class NumericalError(CharlstmError):
     """Training produced non-finite losses or gradients and stopped."""
+
+
+class RunLockedError(RunDirectoryError):
+    """Another process is training the run (it holds the run's lock)."""

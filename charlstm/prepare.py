@@ -22,6 +22,7 @@ from charlstm.config import ModelConfig, ModelShape, TrainConfig
 from charlstm.distributed import Dist, device_for
 from charlstm.errors import DataError
 from charlstm.hardware import Precision, resolve_precision, select_device
+from charlstm.lock import RunLock
 from charlstm.model import LanguageModel
 from charlstm.runs import ResumePlan, corpus_record, prepare_run_dir, token_file, write_metrics
 from charlstm.text import TextSource
@@ -49,9 +50,15 @@ class TrainingSetup:
 
 
 def prepare_new(
-    source: TextSource, config: TrainConfig, shape: ModelShape, out: str | os.PathLike | None, dist: Dist
+    source: TextSource,
+    config: TrainConfig,
+    shape: ModelShape,
+    out: str | os.PathLike | None,
+    dist: Dist,
+    lock: RunLock | None = None,
 ) -> TrainingSetup:
-    """A new run on ``source`` in ``out`` (default: ``checkpoints/<stem>``, never over a run)."""
+    """A new run on ``source`` in ``out`` (default: ``checkpoints/<stem>``, never over a run).
+    ``lock`` (rank 0's): taken on the run directory as soon as it exists; the caller releases it."""
     device, precision = _hardware(config, dist)
     torch.manual_seed(config.seed)
 
@@ -61,7 +68,7 @@ def prepare_new(
         tokenizer = train_tokenizer(
             config.tokenizer, source.chunks(), config.sentencepiece_vocab_size, size_hint=source.size_hint()
         )
-        return tokenizer.to_dict(), *prepare_run_dir(out, source.stem)
+        return tokenizer.to_dict(), *prepare_run_dir(out, source.stem, lock=lock)
 
     record, run_dir, created = dist.on_main(first_pass)
     created = created if dist.is_main else None  # only rank 0 made (and may remove) it
@@ -70,6 +77,8 @@ def prepare_new(
         setup = _build(source, config, shape, tokenizer, Path(run_dir), None, dist, device, precision)
     except BaseException:
         if created is not None:  # leave nothing behind for a text that cannot be trained on
+            if lock is not None:
+                lock.release()
             shutil.rmtree(created, ignore_errors=True)
         raise
     return setup

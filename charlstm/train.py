@@ -23,9 +23,10 @@ from charlstm.batches import Window, get_window
 from charlstm.cells import Hidden
 from charlstm.checkpoint import BEST, LAST, make_payload, save_checkpoint
 from charlstm.config import ModelShape, TrainConfig
-from charlstm.distributed import from_environment, shutdown
+from charlstm.distributed import from_environment, is_main_process, shutdown
 from charlstm.errors import NumericalError
 from charlstm.evaluate import stream_loss
+from charlstm.lock import RunLock
 from charlstm.model import detach_hidden
 from charlstm.prepare import TrainingSetup, planned_steps, prepare_new, prepare_resume
 from charlstm.runs import CONFIG, append_metrics, plan_resume, write_json
@@ -72,10 +73,15 @@ def train(
     out: str | os.PathLike | None = None,
     events: TrainingEvents | None = None,
 ) -> TrainResult:
-    """Train a new model on ``source`` and write checkpoints to the run directory."""
+    """Train a new model on ``source`` and write checkpoints to the run directory.
+
+    The run directory is locked (``charlstm.lock``, rank 0 only) from its creation to the end of
+    training, whether it ends normally, by an error or by a signal."""
     dist = from_environment(config.device)
     try:
-        return Trainer(prepare_new(source, config, shape or ModelShape(), out, dist), events).run()
+        with RunLock() as lock:
+            setup = prepare_new(source, config, shape or ModelShape(), out, dist, lock if dist.is_main else None)
+            return Trainer(setup, events).run()
     finally:
         shutdown(dist)
 
@@ -86,13 +92,15 @@ def resume(
     changes: dict | None = None,
     events: TrainingEvents | None = None,
 ) -> TrainResult:
-    """Continue a run exactly where its last checkpoint left it (see ``runs.plan_resume``)."""
-    plan = plan_resume(run, source, changes)
-    dist = from_environment(plan.config.device)
-    try:
-        return Trainer(prepare_resume(plan, dist), events).run()
-    finally:
-        shutdown(dist)
+    """Continue a run exactly where its last checkpoint left it (see ``runs.plan_resume``); the
+    run is locked before anything in it is written, and until training ends."""
+    with RunLock() as lock:
+        plan = plan_resume(run, source, changes, lock if is_main_process() else None)
+        dist = from_environment(plan.config.device)
+        try:
+            return Trainer(prepare_resume(plan, dist), events).run()
+        finally:
+            shutdown(dist)
 
 
 def learning_rate(config: TrainConfig, step: int, planned_steps: int, elapsed: float) -> float:

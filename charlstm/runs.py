@@ -16,7 +16,7 @@ import numpy as np
 
 from charlstm.atomic import atomic_write, cleanup_temp_files
 from charlstm.batches import encode_to_file, held_out_text, open_tokens
-from charlstm.checkpoint import BEST, LAST, find_checkpoint, load_checkpoint
+from charlstm.checkpoint import BEST, LAST, check_model, check_train_state, find_checkpoint, load_checkpoint
 from charlstm.config import FIXED_ON_RESUME, ModelShape, TrainConfig, flag
 from charlstm.distributed import world_size_from_environment
 from charlstm.errors import CheckpointError, ConfigError, DataError, RunDirectoryError, RunLockedError
@@ -259,8 +259,8 @@ def plan_resume(
         lock.acquire(run_dir)
     cleanup_temp_files(run_dir)  # what an interrupted save left is never a checkpoint
     payload = load_checkpoint(checkpoint)
-    if not isinstance(payload.get("train_state"), dict) or "optimizer" not in payload:
-        raise CheckpointError(f"{checkpoint}: holds no training state, so it cannot be resumed")
+    check_train_state(payload, checkpoint)
+    check_model(payload, checkpoint)  # the weights fit the config before any model is built
 
     saved = {**payload["model_config"], **payload["train_config"]}
     differences = [

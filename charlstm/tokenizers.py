@@ -332,13 +332,30 @@ def train_tokenizer(kind: str, text, vocab_size: int = 512, size_hint: int | Non
 
 
 def tokenizer_from_dict(record: dict) -> Tokenizer:
-    """The tokenizer a checkpoint recorded (``Tokenizer.to_dict``)."""
+    """The tokenizer a checkpoint recorded (``Tokenizer.to_dict``). A record that is not one a
+    tokenizer wrote (from a damaged or foreign checkpoint) raises ``ValueError`` saying what is
+    wrong with it; SentencePiece is never handed anything but bytes."""
+    if not isinstance(record, dict):
+        raise ValueError(f"the tokenizer record is a {type(record).__name__}, not a dict")
     kind = record.get("kind")
     if kind == "char":
-        return CharTokenizer(record["chars"])
+        chars = record.get("chars")
+        if not isinstance(chars, str):
+            raise ValueError(f"the char vocabulary is a {type(chars).__name__}, not a string")
+        if len(set(chars)) != len(chars):
+            raise ValueError("the char vocabulary repeats a character")
+        return CharTokenizer(chars)
     if kind == "byte":
         return ByteTokenizer()
     if kind in ("bpe", "unigram"):
-        proto = record["model_proto"]
-        return SentencePieceTokenizer(proto if isinstance(proto, bytes) else bytes(proto), kind)
-    raise ValueError(f"unknown tokenizer kind {kind!r}")
+        proto = record.get("model_proto")
+        if not isinstance(proto, (bytes, bytearray)):
+            raise ValueError(f"the SentencePiece model is a {type(proto).__name__}, not bytes")
+        try:
+            tokenizer = SentencePieceTokenizer(bytes(proto), kind)
+        except Exception as e:  # SentencePiece raises RuntimeError and others on a bad model
+            raise ValueError(f"the SentencePiece model cannot be read ({str(e).strip()[:200]})") from None
+        if tokenizer.vocab_size < 1:
+            raise ValueError("the SentencePiece model has no pieces")
+        return tokenizer
+    raise ValueError(f"unknown tokenizer kind {kind!r}"[:200])

@@ -21,6 +21,10 @@ class RunDirectoryError(CharlstmError):
     """A run directory that cannot be used (for example, it already holds a run)."""
 
 
+class WriteError(CharlstmError):
+    """A file that cannot be written: a full disk, a read-only file system, no permission."""
+
+
 class NumericalError(CharlstmError):
     """Training produced non-finite losses or gradients and stopped."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlstm.atomic import atomic_write, cleanup_temp_files
+from charlstm.atomic import atomic_write, cleanup_temp_files, write_error
 from charlstm.batches import encode_to_file, held_out_text, open_tokens
 from charlstm.checkpoint import BEST, LAST, check_model, check_train_state, find_checkpoint, load_checkpoint
 from charlstm.config import FIXED_ON_RESUME, ModelShape, TrainConfig, flag
@@ -107,8 +107,11 @@ def write_metrics(run_dir: Path, records: list[dict]) -> None:
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
-    with open(run_dir / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(run_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise write_error(run_dir / METRICS, e) from e
 
 
 # ---------------------------------------------------------------------------------- the token file

@@ -34,6 +34,8 @@ def main(test_one_input, short_runs: int = SHORT_RUNS) -> None:
     if args.short:
         flags += [f"-runs={short_runs}", "-seed=1"]
     elif args.long:
-        flags += [f"-max_total_time={int(args.long)}"]
+        # Inputs up to 1 KB from the start: each byte steers a structured mutation, so libFuzzer's
+        # usual slow growth from 4-byte inputs would keep them shallow for minutes.
+        flags += [f"-max_total_time={int(args.long)}", "-max_len=1024", "-len_control=0"]
     atheris.Setup([sys.argv[0], *flags, *rest, *args.inputs], test_one_input)
     atheris.Fuzz()

@@ -27,7 +27,7 @@ class UnsupportedData(ValueError):
 def tensor_bytes(tensor: torch.Tensor, where: str = "tensor") -> bytes:
     """A dense tensor's bytes (after ``check_tensor``)."""
     check_tensor(tensor, where)
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    flat = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
     return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
 

@@ -3,7 +3,9 @@
 mixture; what an interrupted write leaves behind starts with ``TEMP_PREFIX`` and is never read.
 
 Every file charlstm writes for the user goes through ``atomic_write``: checkpoints, the token file,
-``config.json``, the inspect page, the experiment's JSON.
+``config.json``, the inspect page, the experiment's JSON (the run's lock file, ``charlstm.lock``,
+is locked in place, so it is the one exception). A write that fails is one ``WriteError`` naming
+the file.
 """
 
 from __future__ import annotations
@@ -14,14 +16,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from charlstm.errors import WriteError
+
 TEMP_PREFIX = ".tmp-"
 
 
 def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[BinaryIO], None]) -> Path:
     """Write ``content`` (bytes, text as UTF-8, or a function that writes to a binary file) to
-    ``path`` atomically. An ``OSError`` (disk full, permissions) leaves no temporary file behind."""
+    ``path`` atomically. A failed write (disk full, read-only, permissions) leaves no temporary
+    file behind and the previous file as it was, and is raised as one ``WriteError`` naming the
+    file (its ``__cause__`` is the ``OSError``)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="-" + path.name, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="-" + path.name, dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(content):
@@ -31,11 +40,22 @@ def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[Binar
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise write_error(path, error) from error
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
     return path
+
+
+def write_error(path: Path, error: OSError) -> WriteError:
+    """The one line a failed write of ``path`` shows the user."""
+    kept = "the previous file is kept" if path.exists() else "nothing was written"
+    return WriteError(
+        f"{path}: cannot write ({error.strerror or error}); {kept}. Free some disk space, or make the "
+        "directory writable, and run again"
+    )
 
 
 def _fsync_dir(directory: Path) -> None:

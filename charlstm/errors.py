@@ -21,5 +21,13 @@ class RunDirectoryError(CharlstmError):
     """A run directory that cannot be used (for example, it already holds a run)."""
 
 
+class WriteError(CharlstmError):
+    """A file that cannot be written: a full disk, a read-only file system, no permission."""
+
+
 class NumericalError(CharlstmError):
     """Training produced non-finite losses or gradients and stopped."""
+
+
+class RunLockedError(RunDirectoryError):
+    """Another process is training the run (it holds the run's lock)."""

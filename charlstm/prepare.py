@@ -21,9 +21,10 @@ from charlstm.checkpoint import TrainState
 from charlstm.config import ModelConfig, ModelShape, TrainConfig
 from charlstm.corpus import Corpus
 from charlstm.distributed import Dist, device_for
-from charlstm.errors import DataError
+from charlstm.errors import CheckpointError, DataError
 from charlstm.finetune import InitFrom, unknown_characters
 from charlstm.hardware import Precision, resolve_precision, select_device
+from charlstm.lock import RunLock
 from charlstm.model import LanguageModel
 from charlstm.runs import ResumePlan, corpus_record, prepare_run_dir, token_file, write_metrics
 from charlstm.text import TextSource, read_head
@@ -59,9 +60,11 @@ def prepare_new(
     out: str | os.PathLike | None,
     dist: Dist,
     init: InitFrom | None = None,
+    lock: RunLock | None = None,
 ) -> TrainingSetup:
     """A new run on ``source`` in ``out`` (default: ``checkpoints/<stem>``, never over a run);
-    with ``init``, starting from that model's weights and tokenizer (``finetune.plan_init``)."""
+    with ``init``, starting from that model's weights and tokenizer (``finetune.plan_init``).
+    ``lock`` (rank 0's): taken on the run directory as soon as it exists; the caller releases it."""
     device, precision = _hardware(config, dist)
     torch.manual_seed(config.seed)
 
@@ -74,7 +77,7 @@ def prepare_new(
         tokenizer = train_tokenizer(
             config.tokenizer, source.chunks(), config.sentencepiece_vocab_size, size_hint=source.size_hint()
         )
-        return tokenizer.to_dict(), [], *prepare_run_dir(out, source.stem)
+        return tokenizer.to_dict(), [], *prepare_run_dir(out, source.stem, lock=lock)
 
     record, unknown, run_dir, created = dist.on_main(first_pass)
     created = created if dist.is_main else None  # only rank 0 made (and may remove) it
@@ -86,6 +89,8 @@ def prepare_new(
             setup.info["unknown_chars"] = unknown
     except BaseException:
         if created is not None:  # leave nothing behind for a text that cannot be trained on
+            if lock is not None:
+                lock.release()
             shutil.rmtree(created, ignore_errors=True)
         raise
     return setup
@@ -151,7 +156,14 @@ def _build(
     data.stream = data.stream.to(device)  # on the CPU: still a view of the memory-mapped file
     state = TrainState(hidden_by_rank=[None] * dist.world_size, torch_rng_by_rank=[None] * dist.world_size)
     if payload is not None:
-        state = _restore(payload, model, optimizer, config, len(data.windows), dist, device, run_dir)
+        try:
+            state = _restore(payload, model, optimizer, config, len(data.windows), dist, device, run_dir)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            # What check_train_state cannot see: an optimizer or hidden state of the wrong shape.
+            raise CheckpointError(
+                f"{run_dir}: refused: its training state does not fit the model ({str(e).strip()[:200]}); "
+                "it cannot be resumed (sample and eval can still use it)"
+            ) from None
 
     info = {
         "run_dir": str(run_dir),
@@ -237,10 +249,18 @@ def _adamw(model: LanguageModel, config: TrainConfig, device: torch.device) -> t
 def _restore(payload, model, optimizer, config, steps_per_epoch, dist, device, run_dir) -> TrainState:
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
+    for group in optimizer.param_groups:  # the moments must have their parameters' shapes
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != p.shape:
+                    raise ValueError(f"the optimizer's {name} has shape {tuple(value.shape)}, not {tuple(p.shape)}")
     # Settings that may change on resume win over the saved optimizer's.
     optimizer.param_groups[0]["weight_decay"] = config.weight_decay
     state = TrainState.from_checkpoint(payload, steps_per_epoch)
     hidden = state.hidden_by_rank[dist.rank]
+    zeros = model.init_hidden(config.batch_size)
+    if hidden is not None and [tuple(t.shape) for t in hidden] != [tuple(t.shape) for t in zeros]:
+        raise ValueError(f"the carried hidden state has shapes {[tuple(t.shape) for t in hidden]}")
     state.hidden_by_rank[dist.rank] = None if hidden is None else tuple(t.to(device) for t in hidden)
     # Last, so nothing above draws from the generators: the run goes on with the same numbers.
     torch.set_rng_state(state.torch_rng_by_rank[dist.rank])

@@ -7,19 +7,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from charlstm.atomic import atomic_write, cleanup_temp_files
+from charlstm.atomic import atomic_write, cleanup_temp_files, write_error
 from charlstm.batches import encode_to_file, held_out_text, open_tokens
-from charlstm.checkpoint import BEST, LAST, find_checkpoint, load_checkpoint
+from charlstm.checkpoint import BEST, LAST, check_model, check_train_state, find_checkpoint, load_checkpoint
 from charlstm.config import FIXED_ON_RESUME, ModelShape, TrainConfig, flag
 from charlstm.distributed import world_size_from_environment
 from charlstm.corpus import Corpus
-from charlstm.errors import CheckpointError, ConfigError, DataError, RunDirectoryError
+from charlstm.errors import CheckpointError, ConfigError, DataError, RunDirectoryError, RunLockedError
+from charlstm.lock import RunLock
 from charlstm.text import TextSource, TextStats
 from charlstm.tokenizers import Tokenizer, id_dtype, tokenizer_from_dict
 
@@ -33,29 +35,57 @@ def holds_run(directory: Path) -> bool:
 
 
 def prepare_run_dir(
-    out: str | os.PathLike | None, stem: str, root: str | os.PathLike = "checkpoints"
+    out: str | os.PathLike | None,
+    stem: str,
+    root: str | os.PathLike = "checkpoints",
+    lock: RunLock | None = None,
 ) -> tuple[Path, Path | None]:
     """The run directory to write to, and the outermost directory created for it (or None);
     never a directory that already holds a run.
 
     An explicit ``--out`` that holds a run is refused. The default ``checkpoints/<stem>`` moves on
-    to ``<stem>-2``, ``<stem>-3``, ... so a second run never overwrites the first.
+    to ``<stem>-2``, ``<stem>-3``, ... so a second run never overwrites the first. With ``lock``,
+    the directory is locked (``charlstm.lock``) before anything is written in it: an ``--out``
+    another process is training is refused, and the default moves on past it.
     """
-    if out is not None:
-        run_dir = Path(out)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise RunDirectoryError(f"--out {run_dir}: exists and is not a directory")
-        if holds_run(run_dir):
-            raise RunDirectoryError(
-                f"--out {run_dir}: already holds a run; choose another --out or move that run away"
-            )
-    else:
-        run_dir = Path(root) / stem
-        n = 2
-        while holds_run(run_dir):
-            run_dir = Path(root) / f"{stem}-{n}"
-            n += 1
-    # The outermost directory this call creates: removing it undoes everything it made.
+    taken: set[Path] = set()  # default directories another new run locked a moment ago
+    while True:
+        if out is not None:
+            run_dir = Path(out)
+            if run_dir.exists() and not run_dir.is_dir():
+                raise RunDirectoryError(f"--out {run_dir}: exists and is not a directory")
+            if holds_run(run_dir):
+                raise RunDirectoryError(
+                    f"--out {run_dir}: already holds a run; choose another --out or move that run away"
+                )
+        else:
+            run_dir, n = Path(root) / stem, 2
+            while holds_run(run_dir) or run_dir in taken:
+                run_dir = Path(root) / f"{stem}-{n}"
+                n += 1
+        created = _make_dir(run_dir)
+        if lock is None:
+            break
+        try:
+            lock.acquire(run_dir)
+        except RunLockedError:
+            if out is not None:
+                raise
+            taken.add(run_dir)
+            continue
+        except BaseException:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+        if not holds_run(run_dir):
+            break
+        lock.release()  # a run that ended between the check and the lock: look again
+    cleanup_temp_files(run_dir)
+    return run_dir, created
+
+
+def _make_dir(run_dir: Path) -> Path | None:
+    """Create ``run_dir``; the outermost directory created (removing it undoes everything), or None."""
     created = None
     for directory in [run_dir, *run_dir.parents]:
         if directory.exists():
@@ -65,8 +95,7 @@ def prepare_run_dir(
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunDirectoryError(f"{run_dir}: cannot create the run directory ({e.strerror})") from None
-    cleanup_temp_files(run_dir)
-    return run_dir, created
+    return created
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -79,8 +108,11 @@ def write_metrics(run_dir: Path, records: list[dict]) -> None:
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
-    with open(run_dir / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(run_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise write_error(run_dir / METRICS, e) from e
 
 
 # ---------------------------------------------------------------------------------- the token file
@@ -263,12 +295,19 @@ class ResumePlan:
     source: TextSource
 
 
-def plan_resume(run: str | os.PathLike, source: TextSource | None = None, changes: dict | None = None) -> ResumePlan:
+def plan_resume(
+    run: str | os.PathLike,
+    source: TextSource | None = None,
+    changes: dict | None = None,
+    lock: RunLock | None = None,
+) -> ResumePlan:
     """Check that ``run`` (a run directory, or one of its checkpoint files) can continue with the
     settings the user gave now (``changes``: ``TrainConfig``/``ModelShape`` field names).
 
     Settings that fix the model's shape, the tokens or the data order must match the run; every
-    difference is listed. ``source`` defaults to the text the run was trained on.
+    difference is listed. ``source`` defaults to the text the run was trained on. ``lock``: taken
+    on the run directory before anything in it is written (another process training the run is
+    named and refused).
     """
     changes = dict(changes or {})
     path = Path(run)
@@ -282,10 +321,12 @@ def plan_resume(run: str | os.PathLike, source: TextSource | None = None, change
             "(is it a charlstm run directory?)"
         ) from None
     run_dir = checkpoint.parent
+    if lock is not None:
+        lock.acquire(run_dir)
     cleanup_temp_files(run_dir)  # what an interrupted save left is never a checkpoint
     payload = load_checkpoint(checkpoint)
-    if not isinstance(payload.get("train_state"), dict) or "optimizer" not in payload:
-        raise CheckpointError(f"{checkpoint}: holds no training state, so it cannot be resumed")
+    check_train_state(payload, checkpoint)
+    check_model(payload, checkpoint)  # the weights fit the config before any model is built
 
     saved = {**payload["model_config"], **payload["train_config"]}
     differences = [

@@ -157,7 +157,7 @@ class TextSource:
         with f:
             while True:
                 try:
-                    data = f.read(READ_BYTES)
+                    data = f.read(max(READ_BYTES, 4) if first else READ_BYTES)  # a BOM is whole
                 except OSError as e:
                     raise DataError(f"{name}: cannot read ({e.strerror})") from None
                 if first:
@@ -170,6 +170,10 @@ class TextSource:
                 digest.update(data)
                 nul = data.find(b"\x00")
                 if nul != -1:
+                    # The first problem in the file is the one named, wherever the chunks were cut:
+                    # invalid UTF-8 before the NUL comes first.
+                    if self.encoding_errors == "strict":
+                        _decode_or_refuse(name, decoder, data[:nul], False, offset)
                     raise DataError(
                         f"{name}: looks binary (NUL byte at byte offset {offset + nul}); charlstm reads "
                         "UTF-8 text (convert UTF-16 files to UTF-8)"
@@ -178,14 +182,7 @@ class TextSource:
                 replaced = stats.replacements
                 token = _decoding.set(stats)
                 try:
-                    text = decoder.decode(data, final)
-                except UnicodeDecodeError as e:
-                    bad = (pending + data)[e.start]
-                    raise DataError(
-                        f"{name}: not valid UTF-8 (byte 0x{bad:02x} at byte offset "
-                        f"{offset - len(pending) + e.start}); convert it to UTF-8, or pass "
-                        "--encoding-errors replace to replace invalid bytes with U+FFFD"
-                    ) from None
+                    text = _decode_or_refuse(name, decoder, data, final, offset)
                 finally:
                     _decoding.reset(token)
                 offset += len(data)
@@ -202,6 +199,21 @@ class TextSource:
         if not seen_text:
             raise DataError(f"{name}: the file holds only whitespace; give a text file with some content")
         stats.sha256 = digest.hexdigest()
+
+
+def _decode_or_refuse(name: str, decoder, data: bytes, final: bool, offset: int) -> str:
+    """``decoder.decode(data, final)``; invalid UTF-8 is refused with its byte offset in the file
+    (``offset``: where ``data`` starts; the decoder may hold the start of a sequence before it)."""
+    pending = decoder.getstate()[0]
+    try:
+        return decoder.decode(data, final)
+    except UnicodeDecodeError as e:
+        bad = (pending + data)[e.start]
+        raise DataError(
+            f"{name}: not valid UTF-8 (byte 0x{bad:02x} at byte offset "
+            f"{offset - len(pending) + e.start}); convert it to UTF-8, or pass "
+            "--encoding-errors replace to replace invalid bytes with U+FFFD"
+        ) from None
 
 
 def _check_start(name: str, data: bytes) -> None:

@@ -51,6 +51,26 @@ def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
+def checked_ids(ids, vocab_size: int) -> np.ndarray:
+    """``ids`` as an int64 array, once every one is a whole number in ``0..vocab_size-1`` (a
+    tokenizer never makes others; decoding one would index past its tables)."""
+    array = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if array.dtype.kind not in "iu":
+        if array.dtype.kind != "O" or not all(type(i) is int for i in array.ravel().tolist()):
+            raise DataError(f"token ids must be whole numbers (got {array.dtype} values)")
+        values = array.ravel().tolist()
+        bad = next((i for i in values if not 0 <= i < vocab_size), None)
+        if bad is not None:
+            raise DataError(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})")
+        return np.asarray(values, dtype=np.int64).reshape(array.shape)
+    low, high = array.min(), array.max()
+    if low < 0 or high >= vocab_size:
+        raise DataError(f"token id {low if low < 0 else high} is outside the vocabulary (0..{vocab_size - 1})")
+    return array.astype(np.int64, copy=False)
+
+
 def _chunks(text, size: int = _CHUNK_CHARS):
     """``text`` (a string, or an iterable of strings) in pieces of at most ``size`` characters."""
     for part in [text] if isinstance(text, str) else text:
@@ -105,7 +125,7 @@ class CharTokenizer:
 
     def decode(self, ids) -> str:
         table = self.chars + UNKNOWN_TEXT
-        return "".join(table[i] for i in np.asarray(ids).tolist())
+        return "".join(table[i] for i in checked_ids(ids, self.vocab_size).tolist())
 
     def token_bytes(self) -> list[bytes]:
         return [c.encode("utf-8", "surrogatepass") for c in self.chars] + [UNKNOWN_TEXT.encode()]
@@ -132,7 +152,7 @@ class ByteTokenizer:
         return np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8).copy()
 
     def decode(self, ids) -> str:
-        return bytes(np.asarray(ids, dtype=np.uint8).tobytes()).decode("utf-8", "replace")
+        return checked_ids(ids, 256).astype(np.uint8).tobytes().decode("utf-8", "replace")
 
     def token_bytes(self) -> list[bytes]:
         return [bytes([i]) for i in range(256)]
@@ -283,7 +303,7 @@ class SentencePieceTokenizer:
         return [np.asarray(x, dtype=self._dtype) for x in ids]
 
     def decode(self, ids) -> str:
-        return self._sp.decode(np.asarray(ids).tolist())
+        return self._sp.decode(checked_ids(ids, self.vocab_size).tolist())
 
     def token_bytes(self) -> list[bytes]:
         table = []
@@ -332,13 +352,30 @@ def train_tokenizer(kind: str, text, vocab_size: int = 512, size_hint: int | Non
 
 
 def tokenizer_from_dict(record: dict) -> Tokenizer:
-    """The tokenizer a checkpoint recorded (``Tokenizer.to_dict``)."""
+    """The tokenizer a checkpoint recorded (``Tokenizer.to_dict``). A record that is not one a
+    tokenizer wrote (from a damaged or foreign checkpoint) raises ``ValueError`` saying what is
+    wrong with it; SentencePiece is never handed anything but bytes."""
+    if not isinstance(record, dict):
+        raise ValueError(f"the tokenizer record is a {type(record).__name__}, not a dict")
     kind = record.get("kind")
     if kind == "char":
-        return CharTokenizer(record["chars"])
+        chars = record.get("chars")
+        if not isinstance(chars, str):
+            raise ValueError(f"the char vocabulary is a {type(chars).__name__}, not a string")
+        if len(set(chars)) != len(chars):
+            raise ValueError("the char vocabulary repeats a character")
+        return CharTokenizer(chars)
     if kind == "byte":
         return ByteTokenizer()
     if kind in ("bpe", "unigram"):
-        proto = record["model_proto"]
-        return SentencePieceTokenizer(proto if isinstance(proto, bytes) else bytes(proto), kind)
-    raise ValueError(f"unknown tokenizer kind {kind!r}")
+        proto = record.get("model_proto")
+        if not isinstance(proto, (bytes, bytearray)):
+            raise ValueError(f"the SentencePiece model is a {type(proto).__name__}, not bytes")
+        try:
+            tokenizer = SentencePieceTokenizer(bytes(proto), kind)
+        except Exception as e:  # SentencePiece raises RuntimeError and others on a bad model
+            raise ValueError(f"the SentencePiece model cannot be read ({str(e).strip()[:200]})") from None
+        if tokenizer.vocab_size < 1:
+            raise ValueError("the SentencePiece model has no pieces")
+        return tokenizer
+    raise ValueError(f"unknown tokenizer kind {kind!r}"[:200])

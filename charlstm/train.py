@@ -24,10 +24,11 @@ from charlstm.batches import Window, get_window
 from charlstm.cells import Hidden
 from charlstm.checkpoint import BEST, LAST, make_payload, save_checkpoint
 from charlstm.config import ModelShape, SampleConfig, TrainConfig
-from charlstm.distributed import from_environment, shutdown
+from charlstm.distributed import from_environment, is_main_process, shutdown
 from charlstm.errors import CharlstmError, NumericalError
 from charlstm.evaluate import stream_loss
 from charlstm.finetune import InitFrom
+from charlstm.lock import RunLock
 from charlstm.model import detach_hidden
 from charlstm.prepare import TrainingSetup, planned_steps, prepare_new, prepare_resume
 from charlstm.runs import CONFIG, append_metrics, plan_resume, write_json
@@ -88,13 +89,17 @@ def train(
     command: list[str] | None = None,
 ) -> TrainResult:
     """Train a new model on ``source`` and write checkpoints to the run directory; with ``init``
-    (``finetune.plan_init``), starting from that model. ``command``: the command line to record."""
+    (``finetune.plan_init``), starting from that model. ``command``: the command line to record.
+
+    The run directory is locked (``charlstm.lock``, rank 0 only) from its creation to the end of
+    training, whether it ends normally, by an error or by a signal."""
     if config.tensorboard:
         check_tensorboard()
     dist = from_environment(config.device)
     try:
-        setup = prepare_new(source, config, shape or ModelShape(), out, dist, init)
-        return Trainer(setup, events, command).run()
+        with RunLock() as lock:
+            setup = prepare_new(source, config, shape or ModelShape(), out, dist, init, lock if dist.is_main else None)
+            return Trainer(setup, events, command).run()
     finally:
         shutdown(dist)
 
@@ -106,15 +111,17 @@ def resume(
     events: TrainingEvents | None = None,
     command: list[str] | None = None,
 ) -> TrainResult:
-    """Continue a run exactly where its last checkpoint left it (see ``runs.plan_resume``)."""
-    plan = plan_resume(run, source, changes)
-    if plan.config.tensorboard:
-        check_tensorboard()
-    dist = from_environment(plan.config.device)
-    try:
-        return Trainer(prepare_resume(plan, dist), events, command).run()
-    finally:
-        shutdown(dist)
+    """Continue a run exactly where its last checkpoint left it (see ``runs.plan_resume``); the
+    run is locked before anything in it is written, and until training ends."""
+    with RunLock() as lock:
+        plan = plan_resume(run, source, changes, lock if is_main_process() else None)
+        if plan.config.tensorboard:
+            check_tensorboard()
+        dist = from_environment(plan.config.device)
+        try:
+            return Trainer(prepare_resume(plan, dist), events, command).run()
+        finally:
+            shutdown(dist)
 
 
 def learning_rate(config: TrainConfig, step: int, planned_steps: int, elapsed: float) -> float:

@@ -121,3 +121,28 @@ def test_bom_makes_no_difference_to_the_model(tmp_path):
     assert wa["tokenizer"] == wb["tokenizer"]
     assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
 
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 1 << 20])
+def test_the_first_problem_is_named_whatever_the_chunks(tmp_path, monkeypatch, chunk):
+    """Found by tests/fuzz/fuzz_text.py: invalid UTF-8 before a NUL in the same chunk was reported
+    as the NUL; and a first chunk shorter than a BOM let a UTF-8 BOM through and hid a UTF-16 one."""
+    from charlstm import text as text_module
+
+    monkeypatch.setattr(text_module, "READ_BYTES", chunk)
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"\xc0\x00\x00")
+    with pytest.raises(DataError) as e:
+        read_text(path)
+    assert str(e.value) == (
+        f"{path}: not valid UTF-8 (byte 0xc0 at byte offset 0); convert it to UTF-8, or pass "
+        "--encoding-errors replace to replace invalid bytes with U+FFFD"
+    )
+    path.write_bytes(b"ab\x00\xc0")
+    with pytest.raises(DataError, match="NUL byte at byte offset 2"):
+        read_text(path)
+    path.write_bytes(codecs.BOM_UTF8 + b"ab")
+    assert read_text(path) == "ab"
+    path.write_bytes("hello".encode("utf-16"))
+    with pytest.raises(DataError, match="looks like UTF-16/UTF-32"):
+        read_text(path)

@@ -144,3 +144,24 @@ def test_sentencepiece_samples_a_large_text_evenly(small_text, monkeypatch):
     assert 4_000 < sum(map(len, seen)) < 6_000  # about the budget, from all over the text
     assert small_text.rfind(seen[-1]) > 0.8 * len(small_text) and small_text.find(seen[0]) < 2000
     assert tok.decode(tok.encode(small_text)) == small_text
+
+
+def test_decoding_ids_outside_the_vocabulary_is_one_clear_error(bpe):
+    """Found by tests/fuzz/fuzz_tokenizers.py: SentencePiece raised IndexError, the char tokenizer
+    IndexError (or the unknown symbol for -1), the byte tokenizer OverflowError."""
+    char = CharTokenizer("abc")
+    for tok, ids, bad in [
+        (char, [0, 4], 4),
+        (char, [-1], -1),
+        (ByteTokenizer(), [65, 256], 256),
+        (bpe, [5, bpe.vocab_size], bpe.vocab_size),
+        (bpe, [-3], -3),
+    ]:
+        with pytest.raises(DataError) as e:
+            tok.decode(ids)
+        assert str(e.value) == f"token id {bad} is outside the vocabulary (0..{tok.vocab_size - 1})"
+    with pytest.raises(DataError, match=r"token id 1267650600228229401496703205376 is outside"):
+        char.decode([2**100])
+    with pytest.raises(DataError, match="token ids must be whole numbers"):
+        char.decode([1.5])
+    assert char.decode(np.array([0, 3], dtype=np.uint8)) == "a\ufffd" and bpe.decode([]) == ""

@@ -1,0 +1,273 @@
+"""``charlstm sample``, ``chat`` and ``score``: generating text and measuring lines."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import click
+
+from charlstm.cli.base import (
+    _given,
+    cli,
+    config_file_option,
+    config_option,
+    device_option,
+    json_option,
+)
+from charlstm.config import (
+    SampleConfig,
+)
+from charlstm.errors import CharlstmError, ConfigError
+
+# --------------------------------------------------------------------------------------- sample
+
+
+def _sample_options(*names: str):
+    """The ``SampleConfig`` options ``names``, in that order (see ``config_option``)."""
+    types = {
+        "int": int,
+        "int | None": int,
+        "float": float,
+        "float | None": float,
+        "str": str,
+        "str | None": str,
+    }
+    fields = {f.name: f for f in dataclasses.fields(SampleConfig)}
+
+    def decorate(function):
+        for name in reversed(names):
+            kind = types.get(str(fields[name].type))
+            function = config_option(SampleConfig, name, **({"type": kind} if kind else {}))(function)
+        return function
+
+    return decorate
+
+
+_GENERATION = (
+    "length",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repetition_penalty",
+    "repetition_window",
+    "no_repeat_ngram",
+)
+
+
+@cli.command()
+@config_file_option
+@click.argument("checkpoint", type=click.Path())
+@config_option(SampleConfig, "prime", type=str)
+@click.option(
+    "--prime-file", type=click.Path(dir_okay=False), help="Start from the text of this file (newlines kept)."
+)
+@click.option(
+    "--temperature",
+    "temperatures",
+    type=float,
+    multiple=True,
+    help="Sampling temperature; 0 is greedy. Give it several times to compare, one sample set per "
+    "value, all with the same seed  [default: 0.8]",
+)
+@_sample_options(*_GENERATION, "beam_width", "num_samples", "seed", "stop", "device")
+@click.option(
+    "--echo-prime/--no-echo-prime",
+    default=True,
+    show_default=True,
+    help="Write the prime before the new text.",
+)
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the samples to this file, not stdout.")
+@click.option("--force", is_flag=True, help="Let --output replace a file that exists.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON line per sample: text, prime, settings, the seed used, tokens, mean log-probability.",
+)
+def sample(
+    checkpoint: str, prime_file, temperatures, echo_prime: bool, output, force, as_json, **options
+) -> None:
+    """Generate text from CHECKPOINT (a run directory or a .pt file).
+
+    Only the text goes to stdout (or --output); several samples are separated by a blank line.
+    Filters apply in this order: --repetition-penalty, --no-repeat-ngram, --temperature, --top-k,
+    --top-p, --min-p. `--prime -` reads the prime from stdin.
+    """
+    from pathlib import Path
+
+    given = _given(options)
+    given["prime"] = _read_prime(given.get("prime"), prime_file)
+    configs = [SampleConfig.from_dict({**given, "temperature": t}) for t in temperatures]
+    configs = configs or [SampleConfig.from_dict(given)]
+    if output is not None and Path(output).exists() and not force:
+        raise CharlstmError(f"--output {output}: already exists; pass --force to replace it")
+    from charlstm.samples import write_samples
+
+    if output is None:
+        write_samples(checkpoint, configs, echo_prime, as_json, sys.stdout)
+        return
+    import io
+
+    from charlstm.atomic import atomic_write
+
+    def write(f) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        write_samples(checkpoint, configs, echo_prime, as_json, text)
+        text.flush()
+        text.detach()
+
+    atomic_write(output, write)
+    click.echo(f"wrote {output}", err=True)
+
+
+def _read_prime(prime: str | None, prime_file: str | None) -> str:
+    """The prime from --prime TEXT, --prime - (stdin) or --prime-file FILE (newlines kept)."""
+    if prime is not None and prime_file is not None:
+        raise click.UsageError("give --prime or --prime-file, not both")
+    if prime_file is not None:
+        from charlstm.text import TextSource
+
+        return TextSource.from_file(prime_file).read()
+    if prime == "-":
+        return sys.stdin.read()
+    return prime or ""
+
+
+# ----------------------------------------------------------------------------------------- chat
+
+_CHAT_HELP = """commands (a line starting with / ; anything else is text to continue):
+  /temperature T  /length N  /top-k K|off  /top-p P|off  /min-p P|off  /seed N
+  /repetition-penalty R  /repetition-window N  /no-repeat-ngram N|off
+  /top [N]      the N most likely next tokens (default 10) with their probabilities
+  /reset        forget the text so far
+  /settings     show the settings
+  /help, /quit  (Ctrl-C stops a reply, Ctrl-D leaves)"""
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option(
+    "--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.  [default: 0.8]"
+)
+@_sample_options(
+    "length",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repetition_penalty",
+    "repetition_window",
+    "no_repeat_ngram",
+    "seed",
+    "device",
+)
+def chat(checkpoint: str, **options) -> None:
+    """Write with a model, turn by turn: each line you type is continued, and the text goes on
+    where it left off (the model keeps its state between turns) until /reset.
+
+    A separate command, not `sample --interactive`: it is a loop with its own commands and state,
+    while `sample` stays a one-shot command for pipes and scripts. When stdin is not a terminal,
+    each line read is answered in turn (no prompt), so it can be scripted. Type /help for the
+    commands.
+    """
+    from charlstm.chat import ChatSession
+    from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+    from charlstm.hardware import select_device
+
+    config = SampleConfig.from_dict({"length": 200, **_given(options)})
+    device = select_device(config.device)
+    model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint), device, checkpoint)
+    session = ChatSession(model, tokenizer, config, device)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401  (line editing and history for input())
+
+        click.echo(
+            f"charlstm chat {checkpoint} (seed {session.config.seed}); /help for commands, Ctrl-D to leave",
+            err=True,
+        )
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            break
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            continue
+        if line.startswith("/"):
+            if not _chat_command(session, line):
+                break
+            continue
+        try:
+            for piece in session.reply(line):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass  # the reply stops here; the text so far is kept
+        except ConfigError as e:
+            click.echo(f"error: {e}", err=True)
+            continue
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if interactive:
+        click.echo("", err=True)
+
+
+def _chat_command(session, line: str) -> bool:
+    """Carry out a /command; False to leave the loop."""
+    name, _, value = line[1:].strip().partition(" ")
+    value = value.strip()
+    if name in ("quit", "exit", "q"):
+        return False
+    if name == "help":
+        click.echo(_CHAT_HELP, err=True)
+    elif name == "reset":
+        session.reset()
+        click.echo("(the text so far is forgotten)", err=True)
+    elif name == "settings":
+        click.echo("  ".join(f"{k} {v}" for k, v in session.settings().items()), err=True)
+    elif name == "top":
+        try:
+            k = int(value) if value else 10
+        except ValueError:
+            click.echo(f"error: /top {value}: give a whole number", err=True)
+            return True
+        for piece, prob in session.top_next(max(1, k)):
+            click.echo(f"{prob:8.4f}  {piece!r}")
+    else:
+        try:
+            session.set(name, value)
+        except ConfigError as e:
+            click.echo(f"error: {e}", err=True)
+    return True
+
+
+# ---------------------------------------------------------------------------------------- score
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option(
+    "--file", "file", type=click.Path(dir_okay=False), help="Read the lines from FILE  [default: stdin]"
+)
+@json_option
+@device_option
+def score(checkpoint: str, file: str | None, as_json: bool, device: str) -> None:
+    """Score each line of the input under the model: its log-probability (nats) and bits per
+    character, to rank candidates or find unusual lines. Each line is scored on its own, from the
+    start of a text; blank lines are kept (no tokens, no score)."""
+    from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+    from charlstm.hardware import select_device
+    from charlstm.score import score_lines
+    from charlstm.text import TextSource
+
+    torch_device = select_device(device)
+    model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint), torch_device, checkpoint)
+    text = TextSource.from_file(file).read() if file is not None else sys.stdin.read()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line does not start another
+    results = score_lines(model, tokenizer, [line.rstrip("\r") for line in lines], torch_device)
+    from charlstm.display import print_scores
+
+    print_scores(results, as_json)

@@ -1,0 +1,70 @@
+"""``charlstm info`` and ``charlstm plot``: what runs did, read from their directories."""
+
+from __future__ import annotations
+
+import click
+
+from charlstm.cli.base import (
+    cli,
+    config_file_option,
+    json_option,
+)
+from charlstm.errors import CharlstmError
+
+# ----------------------------------------------------------------------------------- info, plot
+
+
+def _summaries(runs: tuple[str, ...]):
+    from charlstm.runinfo import read_run
+
+    return [read_run(run) for run in runs]
+
+
+@cli.command()
+@config_file_option
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@json_option
+def info(runs: tuple[str, ...], as_json: bool) -> None:
+    """One row per run: how it was started, model, tokenizer, data, steps, time, best validation
+    loss, status (running, finished and why, killed) and its last sample.
+
+    Works on a finished run, a running one and a killed one (it reads only whole files).
+    """
+    summaries = _summaries(runs)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
+    else:
+        from charlstm.display import print_runs
+
+        print_runs(summaries)
+
+
+@cli.command()
+@config_file_option
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), help="Write a PNG here (needs matplotlib).")
+def plot(runs: tuple[str, ...], out: str | None) -> None:
+    """Loss curves of RUNS: a PNG of training and validation loss against steps and against time
+    with --out (needs matplotlib), else a small chart in the terminal."""
+    from pathlib import Path
+
+    summaries = _summaries(runs)
+    if out is None:
+        from charlstm.display import print_curves
+
+        print_curves(summaries)
+        return
+    if Path(out).exists():
+        raise CharlstmError(f"--out {out}: already exists; choose another name or remove it first")
+    from charlstm.display import plot_runs
+
+    try:
+        plot_runs(summaries, out)
+    except ImportError:
+        raise CharlstmError(
+            "plot --out needs matplotlib, which is not installed: pip install matplotlib "
+            "(or pip install 'charlstm[plot]'); without --out the curves are drawn in the terminal"
+        ) from None
+    click.echo(f"wrote {out}", err=True)

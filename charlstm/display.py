@@ -439,32 +439,51 @@ def one_line(text: str | None, width: int = 60) -> str:
 
 
 def print_runs(summaries) -> None:
-    """``charlstm info``: one row per run, then the command line each was started with."""
+    """``charlstm info``: one row per run on a wide terminal (one table per run on a narrow one),
+    then the command line each was started with."""
     from rich.table import Table
 
-    table = Table(title="charlstm info", title_justify="left")
-    columns = ("run", "status", "model", "tokenizer", "data", "steps", "time", "best val", "bits/char", "last sample")
-    for column in columns:
-        table.add_column(column, justify="right" if column in ("steps", "time", "best val", "bits/char") else "left")
-    for s in summaries:
-        params = f" ({s.num_parameters:,})" if s.num_parameters else ""
-        data = (s.data or "-") + (f", from {s.init_from}" if s.init_from else "")
-        table.add_row(
-            s.name,
-            s.status,
-            (s.model or "-") + params,
-            s.tokenizer or "-",
-            data,
-            f"{s.steps:,}" if s.steps is not None else "-",
-            duration(s.time) if s.time is not None else "-",
-            f"{s.best_val_loss:.4f}" if s.best_val_loss is not None else "-",
-            f"{s.best_bits_per_char:.4f}" if s.best_bits_per_char is not None else "-",
-            one_line(s.last_sample, 32),
-        )
     console = stdout_console()
-    console.print(table)
+    columns = ("run", "status", "model", "tokenizer", "data", "steps", "time", "best val", "bits/char", "last sample")
+    numbers = ("steps", "time", "best val", "bits/char")
+    rows = [_run_row(s) for s in summaries]
+    if console.width >= 140:
+        table = Table(title="charlstm info", title_justify="left")
+        for column in columns:  # figures are never cut; words fold onto more lines when space is short
+            if column in numbers:
+                table.add_column(column, justify="right", no_wrap=True)
+            else:
+                table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        for row in rows:
+            table = Table(title=f"charlstm info {row[0]}", show_header=False, title_justify="left")
+            table.add_column(style="bold", no_wrap=True)
+            table.add_column(overflow="fold")
+            for column, value in zip(columns[1:], row[1:]):
+                table.add_row(column, value)
+            console.print(table)
     for s in summaries:
         console.print(f"{s.name}: {s.command or '(command not recorded)'}", markup=False, soft_wrap=True)
+
+
+def _run_row(s) -> tuple[str, ...]:
+    params = f" ({s.num_parameters:,})" if s.num_parameters else ""
+    data = (s.data or "-") + (f", from {s.init_from}" if s.init_from else "")
+    return (
+        s.name,
+        s.status,
+        (s.model or "-") + params,
+        s.tokenizer or "-",
+        data,
+        f"{s.steps:,}" if s.steps is not None else "-",
+        duration(s.time) if s.time is not None else "-",
+        f"{s.best_val_loss:.4f}" if s.best_val_loss is not None else "-",
+        f"{s.best_bits_per_char:.4f}" if s.best_bits_per_char is not None else "-",
+        one_line(s.last_sample, 32),
+    )
 
 
 def block_chart(

@@ -45,6 +45,16 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def differences(changes: dict, saved: dict, names, owner: str) -> list[str]:
+    """Each of ``names`` whose value in ``changes`` (what the user gave) differs from ``saved``,
+    as ``--flag new (the <owner> has old)``."""
+    return [
+        f"{flag(name)} {changes[name]!r} (the {owner} has {saved.get(name)!r})"
+        for name in names
+        if name in changes and changes[name] != saved.get(name)
+    ]
+
+
 def fixed_on_resume(*classes) -> tuple[str, ...]:
     """The fields of ``classes`` that a resumed run cannot change."""
     return tuple(f.name for cls in classes for f in dataclasses.fields(cls) if f.metadata.get("fixed"))

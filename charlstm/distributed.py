@@ -77,6 +77,20 @@ class Dist:
             out.append(parts)
         return [[parts[r] for parts in out] for r in range(self.world_size)]
 
+    def gather_carried(self, hidden, template, device: torch.device) -> tuple[list, list]:
+        """Every rank's carried hidden state (None where there is none) and torch RNG state,
+        indexed by rank, on the CPU: what a checkpoint keeps so each rank resumes exactly.
+        ``template``: a hidden state of this rank's shape (``model.init_hidden(batch_size)``)."""
+        if not self.enabled:
+            return [None if hidden is None else [t.detach().cpu() for t in hidden]], [torch.get_rng_state()]
+        # All ranks must send tensors of one shape: a rank without a carried state sends NaNs.
+        stacked = torch.stack(list(hidden if hidden is not None else template)).to(device)
+        if hidden is None:
+            stacked = torch.full_like(stacked, float("nan"))
+        gathered = self.gather([stacked, torch.get_rng_state().to(device)])
+        hidden_by_rank = [None if torch.isnan(h).all() else [t.cpu() for t in h] for h, _ in gathered]
+        return hidden_by_rank, [r.cpu() for _, r in gathered]
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

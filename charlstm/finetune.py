@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charlstm.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-from charlstm.config import ModelShape, flag
+from charlstm.config import ModelShape, differences
 from charlstm.errors import ConfigError, DataError
 from charlstm.text import file_sha256
 from charlstm.tokenizers import CharTokenizer, Tokenizer
@@ -51,11 +51,7 @@ def plan_init(source: str | os.PathLike, changes: dict, strict_vocab: bool = Fal
     model, tokenizer = model_from_checkpoint(payload, "cpu", str(checkpoint))  # refuses bad weights
     saved = {**payload["model_config"], **payload.get("train_config", {})}
     saved.setdefault("tokenizer", tokenizer.kind)
-    conflicts = [
-        f"{flag(name)} {changes[name]!r} (the model has {saved.get(name)!r})"
-        for name in FROM_THE_MODEL
-        if name in changes and changes[name] != saved.get(name)
-    ]
+    conflicts = differences(changes, saved, FROM_THE_MODEL, "model")
     if conflicts:
         raise ConfigError(
             f"--init-from {source}: the model's shape and tokens come from it, and these settings differ: "

@@ -27,8 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from charlstm.errors import RunDirectoryError
-
-CONFIG, METRICS, SAMPLES = "config.json", "metrics.jsonl", "samples.txt"
+from charlstm.runs import CONFIG, METRICS, SAMPLES
 
 
 @dataclass

@@ -8,7 +8,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +19,22 @@ import numpy as np
 from charlstm.atomic import atomic_write, cleanup_temp_files, write_error
 from charlstm.batches import encode_to_file, held_out_text, open_tokens
 from charlstm.checkpoint import BEST, LAST, check_model, check_train_state, find_checkpoint, load_checkpoint
-from charlstm.config import FIXED_ON_RESUME, ModelShape, TrainConfig, flag
-from charlstm.distributed import world_size_from_environment
+from charlstm.config import FIXED_ON_RESUME, ModelShape, TrainConfig, differences
 from charlstm.corpus import Corpus
-from charlstm.errors import CheckpointError, ConfigError, DataError, RunDirectoryError, RunLockedError
+from charlstm.distributed import world_size_from_environment
+from charlstm.errors import (
+    CharlstmError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    RunDirectoryError,
+    RunLockedError,
+)
 from charlstm.lock import RunLock
 from charlstm.text import TextSource, TextStats
 from charlstm.tokenizers import Tokenizer, id_dtype, tokenizer_from_dict
 
-CONFIG, METRICS = "config.json", "metrics.jsonl"
+CONFIG, METRICS, SAMPLES = "config.json", "metrics.jsonl", "samples.txt"
 RUN_FILES = (CONFIG, METRICS, BEST, LAST)
 TOKENS, TOKENS_META = "tokens.bin", "tokens.json"  # the memory-mapped token file of a run
 
@@ -100,6 +109,24 @@ def _make_dir(run_dir: Path) -> Path | None:
 
 def write_json(path: Path, data: dict) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class RunRecord:
+    """A run's ``config.json``: its settings, text, command line, and a status that says what it
+    is doing. ``running`` while a process trains (its pid and host say which), then
+    ``finished: <why it stopped>`` or ``failed: <message>`` (``runinfo.run_status`` reads it)."""
+
+    def __init__(self, run_dir: Path, fields: dict):
+        self.path = Path(run_dir) / CONFIG
+        self.record = dict(fields, status="running", pid=os.getpid(), host=socket.gethostname(), started=time.time())
+        write_json(self.path, self.record)
+
+    def end(self, status: str) -> None:
+        self.record.update(status=status, ended=time.time())
+        try:
+            write_json(self.path, self.record)
+        except CharlstmError:
+            pass  # a full disk: the error being raised says so already
 
 
 def write_metrics(run_dir: Path, records: list[dict]) -> None:
@@ -329,14 +356,10 @@ def plan_resume(
     check_model(payload, checkpoint)  # the weights fit the config before any model is built
 
     saved = {**payload["model_config"], **payload["train_config"]}
-    differences = [
-        f"{flag(name)} {changes[name]!r} (the run has {saved.get(name)!r})"
-        for name in FIXED_ON_RESUME
-        if name in changes and changes[name] != saved.get(name)
-    ]
-    if differences:
+    changed = differences(changes, saved, FIXED_ON_RESUME, "run")
+    if changed:
         raise ConfigError(
-            f"cannot resume {run_dir} with changed settings: {'; '.join(differences)}. These fix the "
+            f"cannot resume {run_dir} with changed settings: {'; '.join(changed)}. These fix the "
             "model, its tokens or the order of the data; leave them out, or start a new run"
         )
     shape = ModelShape.from_dict({**payload["model_config"], **changes})

@@ -28,9 +28,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from charlstm.cells import Hidden, TokenStepper
 from charlstm.config import SampleConfig
 from charlstm.errors import ConfigError
-from charlstm.cells import Hidden, TokenStepper
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from charlstm import __version__
 from charlstm.batches import Window, get_window
 from charlstm.cells import Hidden
 from charlstm.checkpoint import BEST, LAST, make_payload, save_checkpoint
-from charlstm.config import ModelShape, SampleConfig, TrainConfig
+from charlstm.config import ModelShape, TrainConfig
 from charlstm.distributed import from_environment, is_main_process, shutdown
 from charlstm.errors import CharlstmError, NumericalError
 from charlstm.evaluate import stream_loss
@@ -31,17 +30,13 @@ from charlstm.finetune import InitFrom
 from charlstm.lock import RunLock
 from charlstm.model import detach_hidden
 from charlstm.prepare import TrainingSetup, planned_steps, prepare_new, prepare_resume
-from charlstm.runs import CONFIG, append_metrics, plan_resume, write_json
-from charlstm.sampling import generate
-from charlstm.tensorboard_log import TensorBoardLog
+from charlstm.runs import RunRecord, append_metrics, plan_resume
 from charlstm.tensorboard_log import check_available as check_tensorboard
 from charlstm.text import TextSource
+from charlstm.watching import Watcher
 
 MAX_BAD_STEPS = 3  # non-finite steps in a row before training gives up
 _STOP_REASONS = ("epochs", "max_steps", "max_time", "patience", "SIGINT", "SIGTERM")  # in order of precedence
-SAMPLES = "samples.txt"  # the samples written while training, with their step and validation loss
-SAMPLE_LENGTH = 200  # characters of each training sample
-SAMPLE_SEED = 1234  # every training sample draws the same random numbers: only the model changes
 
 
 @dataclass
@@ -143,6 +138,15 @@ def learning_rate(config: TrainConfig, step: int, planned_steps: int, elapsed: f
     return min_lr + 0.5 * (config.lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def out_of_patience(metrics: list[dict], patience: int | None) -> bool:
+    """Whether the validation loss has not improved for ``patience`` evaluations (``--patience``)."""
+    losses = [m["val_loss"] for m in metrics]
+    if patience is None or not losses:
+        return False
+    since_best = len(losses) - 1 - min(range(len(losses)), key=losses.__getitem__)
+    return since_best >= patience
+
+
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a request to stop after the current step; a second signal
     stops at once."""
@@ -204,57 +208,39 @@ class Trainer:
         self.bad_steps: list[int] = []  # the current run of non-finite steps
         self.last_val = self.state.metrics[-1]["val_loss"] if self.state.metrics else math.nan
         self._start = time.perf_counter() - self.state.elapsed
-        # --sample-every N, or by default at each evaluation when the events ask for samples (a
-        # terminal shows them); --no-samples: never.
-        self.sample_every = self.config.sample_every if self.config.samples else None
-        if self.config.samples and self.sample_every is None and getattr(self.events, "wants_samples", False):
-            self.sample_every = self.config.eval_every
         self.stop_reason: str | None = None  # known before the last checkpoint is written
-        self.last_sample_step: int | None = None
-        self.board: TensorBoardLog | None = None
-        self.record: dict = {}  # config.json
+        self.watcher: Watcher | None = None  # samples and TensorBoard (rank 0)
+        self.record: RunRecord | None = None  # config.json (rank 0)
 
     def elapsed(self) -> float:
         """Seconds of training, counting those before a resume."""
         return time.perf_counter() - self._start
 
     def run(self) -> TrainResult:
-        config, state = self.config, self.state
         if self.dist.is_main:
-            # status: "running" while a process trains (its pid and host say which), then
-            # "finished: <stop reason>" or "failed: <message>"; see runs.run_status.
-            self.record = {
-                "model": self.setup.model_config.to_dict(),
-                "train": config.to_dict(),
-                "corpus": self.setup.corpus,
-                "init_from": self.setup.init_from,
-                "info": self.setup.info,
-                "versions": {"charlstm": __version__, "torch": torch.__version__},
-                "command": self.command,
-                "status": "running",
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "started": time.time(),
-            }
-            write_json(self.run_dir / CONFIG, self.record)
-            if config.tensorboard:
-                self.board = TensorBoardLog(self.run_dir)
+            setup = self.setup
+            self.record = RunRecord(
+                self.run_dir,
+                {
+                    "model": setup.model_config.to_dict(),
+                    "train": self.config.to_dict(),
+                    "corpus": setup.corpus,
+                    "init_from": setup.init_from,
+                    "info": setup.info,
+                    "versions": {"charlstm": __version__, "torch": torch.__version__},
+                    "command": self.command,
+                },
+            )
+            self.watcher = Watcher(setup, self.events)
         try:
             return self._run()
         except CharlstmError as e:
-            self._set_status(f"failed: {e}")
+            if self.record is not None:
+                self.record.end(f"failed: {e}")
             raise
         finally:
-            if self.board is not None:
-                self.board.close()
-
-    def _set_status(self, status: str) -> None:
-        if self.dist.is_main and self.record:
-            self.record.update(status=status, ended=time.time())
-            try:
-                write_json(self.run_dir / CONFIG, self.record)
-            except OSError:
-                pass  # a full disk: the error being raised says so already
+            if self.watcher is not None:
+                self.watcher.close()
 
     def _run(self) -> TrainResult:
         config, state = self.config, self.state
@@ -275,8 +261,8 @@ class Trainer:
                     state.window += 1
                     if state.step % config.eval_every == 0:
                         self.evaluate_and_save(hidden)
-                    if self.sample_every and state.step % self.sample_every == 0:
-                        self.write_sample()
+                    if self.watcher and self.watcher.sample_due(state.step):
+                        self.watcher.sample(state.step, self.last_val)
                     if self.stop_reason == "patience":
                         stopped_by = "patience"
                         break
@@ -289,8 +275,8 @@ class Trainer:
                 self._save(hidden, improved=False)
             elif self.loss_count or not state.metrics:
                 self.evaluate_and_save(hidden)
-                if self.sample_every and self.last_sample_step != state.step:
-                    self.write_sample()
+                if self.watcher and self.watcher.sampling and self.watcher.last_sample_step != state.step:
+                    self.watcher.sample(state.step, self.last_val)
             else:
                 self._save(hidden, improved=False)  # so that the last checkpoint says why it stopped
             # No rank leaves before rank 0 has written: torchrun stops the rest when one exits.
@@ -397,48 +383,23 @@ class Trainer:
         state.metrics.append(record)
         improved = self.last_val < state.best_val_loss
         state.best_val_loss = min(state.best_val_loss, self.last_val)
-        if self.stop_reason is None and self.out_of_patience():
+        if self.stop_reason is None and out_of_patience(state.metrics, self.config.patience):
             self.stop_reason = "patience"  # recorded in the checkpoint written now
         if self.dist.is_main:
             append_metrics(self.run_dir, record)
         self._save(hidden, improved)
-        if self.board is not None:
-            self.board.evaluation(record)
+        if self.watcher is not None:
+            self.watcher.evaluation(record)
         self.events.on_eval(record)
         return record
-
-    def out_of_patience(self) -> bool:
-        """Whether the validation loss has not improved for ``--patience`` evaluations."""
-        patience, losses = self.config.patience, [m["val_loss"] for m in self.state.metrics]
-        if patience is None or not losses:
-            return False
-        since_best = len(losses) - 1 - min(range(len(losses)), key=losses.__getitem__)
-        return since_best >= patience
-
-    def write_sample(self) -> str | None:
-        """A short sample (fixed prime and seed, ``SAMPLE_LENGTH`` characters) shown through the
-        events, appended to ``RUN/samples.txt`` with its step and validation loss, and logged to
-        TensorBoard. Only rank 0 samples; the training random numbers are not touched."""
-        self.last_sample_step = self.state.step
-        if not self.dist.is_main:
-            return None
-        prime = self.setup.sample_prime
-        config = SampleConfig(prime=prime, length=SAMPLE_LENGTH, seed=SAMPLE_SEED, device=self.device.type)
-        text = prime + "".join(pieces[0] for pieces in generate(self.model, self.setup.tokenizer, config, self.device))
-        self.model.train()  # generate() put it in eval mode
-        step = self.state.step
-        with open(self.run_dir / SAMPLES, "a", encoding="utf-8") as f:
-            f.write(f"--- step {step}, validation loss {self.last_val:.4f}\n{text}\n\n")
-        if self.board is not None:
-            self.board.sample(step, text)
-        self.events.on_sample(step, self.last_val, text)
-        return text
 
     def _save(self, hidden: Hidden | None, improved: bool) -> None:
         """Write ``last.pt`` (and ``best.pt``); on every rank, since it gathers their states."""
         state = self.state
         state.elapsed = self.elapsed()
-        self._gather(hidden)
+        state.hidden_by_rank, state.torch_rng_by_rank = self.dist.gather_carried(
+            hidden, self.model.init_hidden(self.config.batch_size), self.device
+        )
         if self.device.type == "cuda":
             state.cuda_rng = torch.cuda.get_rng_state_all()
         if not self.dist.is_main:
@@ -458,20 +419,6 @@ class Trainer:
         if improved:
             save_checkpoint(self.run_dir / BEST, payload)
 
-    def _gather(self, hidden: Hidden | None) -> None:
-        """Every rank's carried hidden state and RNG state into ``state`` (one entry per rank)."""
-        state = self.state
-        if not self.dist.enabled:
-            state.hidden_by_rank = [None if hidden is None else [t.detach().cpu() for t in hidden]]
-            state.torch_rng_by_rank = [torch.get_rng_state()]
-            return
-        # All ranks must send tensors of one shape: a rank without a carried state sends NaNs.
-        shape = (len(self.model.init_hidden(1)), *self.model.init_hidden(self.config.batch_size)[0].shape)
-        stacked = torch.stack(list(hidden)) if hidden is not None else torch.full(shape, math.nan, device=self.device)
-        gathered = self.dist.gather([stacked, torch.get_rng_state().to(self.device)])
-        state.hidden_by_rank = [None if torch.isnan(h).all() else [t.cpu() for t in h] for h, _ in gathered]
-        state.torch_rng_by_rank = [r.cpu() for _, r in gathered]
-
     def _finish(self, stopped_by: str) -> TrainResult:
         state = self.state
         elapsed = self.elapsed()
@@ -489,6 +436,7 @@ class Trainer:
             num_parameters=self.model.num_parameters(),
             metrics=state.metrics,
         )
-        self._set_status(f"finished: {stopped_by}")
+        if self.record is not None:
+            self.record.end(f"finished: {stopped_by}")
         self.events.on_end(result)
         return result

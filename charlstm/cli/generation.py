@@ -150,17 +150,7 @@ _CHAT_HELP = """commands (a line starting with / ; anything else is text to cont
 @click.option(
     "--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.  [default: 0.8]"
 )
-@_sample_options(
-    "length",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repetition_penalty",
-    "repetition_window",
-    "no_repeat_ngram",
-    "seed",
-    "device",
-)
+@_sample_options(*_GENERATION, "seed", "device")
 def chat(checkpoint: str, **options) -> None:
     """Write with a model, turn by turn: each line you type is continued, and the text goes on
     where it left off (the model keeps its state between turns) until /reset.

@@ -1,0 +1,41 @@
+"""All rendering: progress bars, tables, coloured text, the inspect page and plots, one module
+per kind of picture (``consoles``, ``training``, ``reports``, ``activations``, ``charts``).
+
+The library computes; this package shows. Only it and ``cli`` know rich and tqdm (both
+imported inside functions, so ``charlstm --help`` stays fast). Progress and tables for people go
+to stderr; results (samples, ``eval``'s table, ``inspect``'s pictures) go to stdout.
+"""
+
+from charlstm.display.activations import (
+    colour,
+    describe_saturation,
+    inspection_html,
+    print_inspection,
+    scale_of,
+)
+from charlstm.display.charts import block_chart, plot_long_range, plot_runs, print_curves, print_long_range
+from charlstm.display.consoles import duration, one_line, stderr_console, stdout_console, visible
+from charlstm.display.reports import print_eval_report, print_runs, print_scores
+from charlstm.display.training import TrainProgress
+
+__all__ = [
+    "TrainProgress",
+    "block_chart",
+    "colour",
+    "describe_saturation",
+    "duration",
+    "inspection_html",
+    "one_line",
+    "plot_long_range",
+    "plot_runs",
+    "print_curves",
+    "print_eval_report",
+    "print_inspection",
+    "print_long_range",
+    "print_runs",
+    "print_scores",
+    "scale_of",
+    "stderr_console",
+    "stdout_console",
+    "visible",
+]

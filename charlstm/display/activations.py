@@ -1,0 +1,155 @@
+"""What ``inspect`` shows: units coloured over the text, gate saturation and predictions, on a
+terminal or as one self-contained HTML page."""
+
+from __future__ import annotations
+
+import html
+import sys
+
+import numpy as np
+
+from charlstm.display.consoles import stdout_console, visible
+from charlstm.inspection import OPEN, SHUT, GateStats, Inspection
+
+
+def colour(value: float, scale: float) -> tuple[int, int, int]:
+    """White at 0, red for positive, blue for negative, saturating at ``scale``."""
+    x = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
+    fade = int(round(255 * (1 - abs(x))))
+    return (255, fade, fade) if x >= 0 else (fade, fade, 255)
+
+
+def scale_of(values: np.ndarray) -> float:
+    """The activation that gets full colour: 1 for gates and tanh outputs, the largest magnitude
+    seen for an LSTM cell state (which is not bounded)."""
+    peak = float(np.abs(values).max()) if len(values) else 1.0
+    return 1.0 if peak <= 1.0 else peak
+
+
+def describe_saturation(stats: list[GateStats]) -> str:
+    """One sentence on the forget gates, the LSTM's memory: how many units keep their cell."""
+    forget = [s for s in stats if s.gate == "forget"]
+    if not forget:
+        return ""
+    kept = sum(s.units_mostly_open for s in forget)
+    total = sum(s.units for s in forget)
+    return (
+        f"{kept} of {total} cells keep their forget gate above {OPEN} most of the time "
+        f"(long memory); {sum(s.units_mostly_shut for s in forget)} reset below {SHUT} most of the time."
+    )
+
+
+_GATE_COLUMNS = (
+    "layer",
+    "gate",
+    f"open > {OPEN}",
+    f"shut < {SHUT}",
+    "units mostly open",
+    "units mostly shut",
+)
+
+
+def _gate_row(s: GateStats) -> tuple[str, ...]:
+    return (
+        str(s.layer + 1),
+        s.gate,
+        f"{s.open_fraction:.1%}",
+        f"{s.shut_fraction:.1%}",
+        f"{s.units_mostly_open}/{s.units}",
+        f"{s.units_mostly_shut}/{s.units}",
+    )
+
+
+def print_inspection(report: Inspection, config) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if report.unknown_chars:
+        print(
+            f"note: {len(report.unknown_chars)} characters not in the model's vocabulary are read as unknown",
+            file=sys.stderr,
+        )
+    console = stdout_console()
+    console.print(
+        f"[bold]{config.cell.upper()}[/], {config.num_layers} x {config.hidden_size}, "
+        f"{len(report.pieces):,} tokens. Background: the unit's value after each character "
+        "(red positive, blue negative, white zero)."
+    )
+    for unit in report.units:
+        scale = scale_of(unit.values)
+        line = Text()
+        for piece, value in zip(report.pieces, unit.values.tolist()):
+            r, g, b = colour(value, scale)
+            line.append(visible(piece), style=f"black on rgb({r},{g},{b})")
+        console.rule(unit.label)
+        console.print(line)
+    if report.skipped_features:
+        console.print(f"not searched (constant in this text): {', '.join(report.skipped_features)}")
+    if report.gate_stats:
+        table = Table(title="gate saturation", title_justify="left")
+        for column in _GATE_COLUMNS:
+            table.add_column(column, justify="right")
+        for s in report.gate_stats:
+            table.add_row(*_gate_row(s))
+        console.print(table)
+        if sentence := describe_saturation(report.gate_stats):
+            console.print(sentence)
+    p = report.prediction
+    table = Table()
+    table.add_column("token")
+    table.add_column("probability", justify="right")
+    for piece, prob in p.top:
+        table.add_row(repr(piece), f"{prob:.3f}")
+    console.print(f"top {len(p.top)} next tokens after token {p.position}:")
+    console.print(Text("..." + visible(p.context[-60:])))
+    console.print(table)
+    if p.actual is not None:
+        console.print(f"the text goes on with {p.actual!r}")
+
+
+def inspection_html(report: Inspection, title: str) -> str:
+    """The inspection as one self-contained page (inline CSS, no scripts, no network resources)."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}"
+        "pre.text{font-family:monospace;white-space:pre-wrap;line-height:1.5;border:1px solid #ccc;padding:.5em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
+        "th{background:#eee}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p>{e(report.cell.upper())}, {len(report.trace.layers)} layers, {len(report.pieces):,} tokens. "
+        "Each character's background is the unit's activation after reading it: "
+        "red positive, blue negative, white zero.</p>",
+    ]
+    for unit in report.units:
+        scale = scale_of(unit.values)
+        parts.append(f'<h2 class="unit">{e(unit.label)}</h2>')
+        spans = []
+        for piece, value in zip(report.pieces, unit.values.tolist()):
+            r, g, b = colour(value, scale)
+            spans.append(
+                f'<span style="background:rgb({r},{g},{b})" title="{value:+.3f}">{e(visible(piece))}</span>'
+            )
+        parts.append('<pre class="text">' + "".join(spans) + "</pre>")
+    if report.skipped_features:
+        parts.append(f"<p>Not searched (constant in this text): {e(', '.join(report.skipped_features))}.</p>")
+    if report.gate_stats:
+        header = "".join(f"<th>{e(c)}</th>" for c in _GATE_COLUMNS)
+        parts.append(f'<h2>Gate saturation</h2><table id="gates"><tr>{header}</tr>')
+        for s in report.gate_stats:
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in _gate_row(s)) + "</tr>")
+        parts.append("</table>")
+    p = report.prediction
+    parts.append(
+        f'<h2>Next-token predictions after token {p.position}</h2><pre class="text">{e(visible(p.context))}</pre>'
+        '<table id="predictions"><tr><th>token</th><th>probability</th></tr>'
+    )
+    for piece, prob in p.top:
+        parts.append(f"<tr><td>{e(repr(piece))}</td><td>{prob:.3f}</td></tr>")
+    parts.append("</table>")
+    if p.actual is not None:
+        parts.append(f"<p>The text goes on with {e(repr(p.actual))}.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

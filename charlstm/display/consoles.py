@@ -1,0 +1,34 @@
+"""Consoles and small formatting helpers every picture uses (rich imported inside functions)."""
+
+from __future__ import annotations
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def one_line(text: str | None, width: int = 60) -> str:
+    if not text:
+        return "-"
+    text = visible(text).replace("\n", "")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def visible(piece: str) -> str:
+    """Show whitespace that would otherwise vanish: a newline as ↵ (then the line break)."""
+    return piece.replace("\t", "→").replace("\r", "␍").replace("\n", "↵\n")

@@ -1,0 +1,100 @@
+"""Tables of results: ``eval``'s report, ``score``'s lines, ``info``'s runs (stdout)."""
+
+from __future__ import annotations
+
+import sys
+
+from charlstm.display.consoles import duration, one_line, stdout_console
+
+
+def print_eval_report(report, name: str) -> None:
+    from rich.table import Table
+
+    table = Table(title="charlstm eval", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("text", name)
+    table.add_row("tokens", f"{report.tokens:,}")
+    table.add_row("characters", f"{report.chars:,}")
+    table.add_row("bytes", f"{report.bytes:,}")
+    table.add_row("loss (nats/token)", f"{report.loss:.4f}")
+    table.add_row("perplexity (per token)", f"{report.perplexity:.3f}")
+    table.add_row("bits per character", f"{report.bits_per_char:.4f}")
+    table.add_row("bits per byte", f"{report.bits_per_byte:.4f}")
+    table.add_row("unknown characters", f"{report.unknown:,}")
+    if report.replacements:
+        table.add_row("invalid UTF-8 replaced", f"{report.replacements:,}")
+    stdout_console().print(table)
+
+
+def print_scores(results, as_json: bool) -> None:
+    """``charlstm score``: one line per input line, in order (JSON lines with --json)."""
+    import json
+
+    if as_json:
+        for r in results:
+            sys.stdout.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        return
+    sys.stdout.write(f"{'logprob':>10}  {'bits/char':>9}  text\n")
+    for r in results:
+        bits = "-" if r.tokens == 0 else f"{r.bits_per_char:9.4f}"
+        sys.stdout.write(f"{r.logprob:10.3f}  {bits:>9}  {r.text}\n")
+
+
+def print_runs(summaries) -> None:
+    """``charlstm info``: one row per run on a wide terminal (one table per run on a narrow one),
+    then the command line each was started with."""
+    from rich.table import Table
+
+    console = stdout_console()
+    columns = (
+        "run",
+        "status",
+        "model",
+        "tokenizer",
+        "data",
+        "steps",
+        "time",
+        "best val",
+        "bits/char",
+        "last sample",
+    )
+    numbers = ("steps", "time", "best val", "bits/char")
+    rows = [_run_row(s) for s in summaries]
+    if console.width >= 140:
+        table = Table(title="charlstm info", title_justify="left")
+        for column in columns:  # figures are never cut; words fold onto more lines when space is short
+            if column in numbers:
+                table.add_column(column, justify="right", no_wrap=True)
+            else:
+                table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        for row in rows:
+            table = Table(title=f"charlstm info {row[0]}", show_header=False, title_justify="left")
+            table.add_column(style="bold", no_wrap=True)
+            table.add_column(overflow="fold")
+            for column, value in zip(columns[1:], row[1:]):
+                table.add_row(column, value)
+            console.print(table)
+    for s in summaries:
+        console.print(f"{s.name}: {s.command or '(command not recorded)'}", markup=False, soft_wrap=True)
+
+
+def _run_row(s) -> tuple[str, ...]:
+    params = f" ({s.num_parameters:,})" if s.num_parameters else ""
+    data = (s.data or "-") + (f", from {s.init_from}" if s.init_from else "")
+    return (
+        s.name,
+        s.status,
+        (s.model or "-") + params,
+        s.tokenizer or "-",
+        data,
+        f"{s.steps:,}" if s.steps is not None else "-",
+        duration(s.time) if s.time is not None else "-",
+        f"{s.best_val_loss:.4f}" if s.best_val_loss is not None else "-",
+        f"{s.best_bits_per_char:.4f}" if s.best_bits_per_char is not None else "-",
+        one_line(s.last_sample, 32),
+    )

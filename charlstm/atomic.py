@@ -3,7 +3,7 @@
 mixture; what an interrupted write leaves behind starts with ``TEMP_PREFIX`` and is never read.
 
 Every file charlstm writes for the user goes through ``atomic_write``: checkpoints, the token file,
-``config.json``, the inspect page, the experiment's JSON (the run's lock file, ``charlstm.lock``,
+``config.json``, the inspect page, the experiment's JSON (the run's lock file, ``RUN/.lock``,
 is locked in place, so it is the one exception). A write that fails is one ``WriteError`` naming
 the file.
 """

@@ -45,7 +45,7 @@ def beam_search(
     prime_ids = [int(t) for t in prime_ids] or [default_start_id(tokenizer)]
     model.eval()
     prime = torch.tensor(prime_ids, dtype=torch.long, device=device).unsqueeze(1)  # (T, 1)
-    logits, state = model(prime)  # (T, 1, V): the prime, once
+    logits, hidden = model(prime)  # (T, 1, V): the prime, once
     logits = logits[-1]  # (1, V)
     vocab = logits.size(-1)
     step = TokenStepper(model)
@@ -74,7 +74,7 @@ def beam_search(
             blocker.select(beam)
             blocker.update(tok)
         if position + 1 < length_tokens:
-            state = tuple(s.index_select(1, beam) for s in state)  # (layers, K', H) each
-            logits, state = step(tok, state)  # (K', V)
+            hidden = tuple(h.index_select(1, beam) for h in hidden)  # (layers, K', H) each
+            logits, hidden = step(tok, hidden)  # (K', V)
     best = int(scores.argmax())
     return seqs[best].tolist(), float(scores[best])

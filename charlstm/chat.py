@@ -4,7 +4,7 @@ A ``ChatSession`` keeps the model's hidden state between turns: each line the us
 on top of what came before, and the model continues it, so the text goes on where it left off
 until ``reset``. Settings (temperature, length, top-k/top-p/min-p, seed, ...) change between
 turns through ``set``, validated as ``SampleConfig`` validates them. ``charlstm chat`` drives it
-(``cli.py``); nothing here reads a terminal.
+(``cli/generation.py``); nothing here reads a terminal.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from charlstm.cells import Hidden, TokenStepper
 from charlstm.config import SampleConfig, flag
 from charlstm.errors import ConfigError
-from charlstm.sampling import Generation, default_start_id, generate
+from charlstm.sampling import Generation, default_start_id, encode_prime, generate
 
 # What a turn can change, by the name typed after "/" (the flags' names), and how to read it.
 SETTINGS = {
@@ -50,6 +50,7 @@ class ChatSession:
     def reply(self, text: str) -> Generation:
         """Read ``text`` after everything so far and continue it; iterate over the result for
         the new text. Stopping early (Ctrl-C) keeps what was generated up to there."""
+        encode_prime(self.tokenizer, text, what="the line")  # unknown characters: one clear line
         config = dataclasses.replace(self.config, prime=text or "\n", seed=self.config.seed + self.turns)
         generation = generate(self.model, self.tokenizer, config, self.device, hidden=self.hidden, stepper=self.stepper)
         self.turns += 1

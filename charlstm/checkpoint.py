@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from charlstm.atomic import atomic_write
-from charlstm.config import CELLS, ModelConfig
+from charlstm.config import CELLS, ModelConfig, TrainConfig
 from charlstm.digest import UnsupportedData, check_tensor, payload_sha256
 from charlstm.errors import CheckpointError
 from charlstm.model import LanguageModel
@@ -434,6 +434,22 @@ def check_train_state(payload: dict, path: str | os.PathLike = "checkpoint") -> 
         problems.append("metrics is not a list of records")
     elif metrics and not isinstance(metrics[-1].get("val_loss"), (int, float)):
         problems.append("the last metrics record has no val_loss")
+    train_config = payload.get("train_config")
+    if not isinstance(train_config, dict):
+        problems.append("train_config is not a record")
+    else:
+        try:
+            TrainConfig.from_dict(train_config)
+        except Exception as e:  # a value of the wrong type fails its own check: unusable either way
+            problems.append(f"train_config is invalid ({str(e)[:200]})")
+    corpus = payload.get("corpus")
+    if not isinstance(corpus, dict) or not isinstance(corpus.get("sha256"), str):
+        problems.append("the record of its text (corpus) has no sha256")
+    elif "files" in corpus and not (
+        isinstance(corpus["files"], list)
+        and all(isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str) for f in corpus["files"])
+    ):
+        problems.append("the record of its files is not a list of paths with their sha256")
     optimizer = payload["optimizer"]
     if not isinstance(optimizer.get("state"), dict) or not isinstance(optimizer.get("param_groups"), list):
         problems.append("the optimizer record has no state and param_groups")

@@ -120,5 +120,7 @@ def evaluate_checkpoint(checkpoint: str, source: TextSource, config: EvalConfig)
     device = select_device(config.device)
     payload = load_checkpoint(checkpoint)
     model, tokenizer = model_from_checkpoint(payload, device, checkpoint)
-    bptt = config.bptt or payload.get("train_config", {}).get("bptt", 128)
+    saved = payload.get("train_config")
+    saved_bptt = saved.get("bptt") if isinstance(saved, dict) else None
+    bptt = config.bptt or (saved_bptt if type(saved_bptt) is int and 1 <= saved_bptt <= 1 << 20 else 128)
     return evaluate_source(model, tokenizer, source, config.batch_size, bptt, device)

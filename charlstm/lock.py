@@ -18,6 +18,7 @@ import os
 import socket
 from pathlib import Path
 
+from charlstm.atomic import write_error
 from charlstm.errors import RunDirectoryError, RunLockedError
 
 LOCK = ".lock"
@@ -98,8 +99,12 @@ class RunLock:
                 break
             os.close(fd)
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
-        os.ftruncate(fd, 0)
-        os.write(fd, record)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, record)
+        except OSError as e:  # a full disk: give the lock back, say so in one line
+            os.close(fd)
+            raise write_error(path, e) from None
         self.path, self._fd = path, fd
         return self
 

@@ -73,7 +73,7 @@ def prepare_new(
     def first_pass():
         if init is not None:
             unknown = unknown_characters(init, source.chunks(), source.name)
-            return init.tokenizer.to_dict(), unknown, *prepare_run_dir(out, source.stem)
+            return init.tokenizer.to_dict(), unknown, *prepare_run_dir(out, source.stem, lock=lock)
         tokenizer = train_tokenizer(
             config.tokenizer, source.chunks(), config.sentencepiece_vocab_size, size_hint=source.size_hint()
         )

@@ -57,22 +57,25 @@ class RunSummary:
 def read_metrics(run_dir: Path) -> list[dict]:
     """The run's evaluation records; a last line still being written is left out."""
     try:
-        lines = (run_dir / METRICS).read_text().splitlines()
+        lines = (run_dir / METRICS).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
     records = []
     for line in lines:
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             break
+        numbers = ("step", "time", "val_loss")
+        if isinstance(record, dict) and all(isinstance(record.get(k), (int, float)) for k in numbers):
+            records.append(record)  # a line of another shape is not a record of this run: skipped
     return records
 
 
 def last_sample(run_dir: Path) -> str | None:
     """The last whole sample in ``samples.txt`` (each block ends with a blank line)."""
     try:
-        text = (run_dir / SAMPLES).read_text(encoding="utf-8")
+        text = (run_dir / SAMPLES).read_text(encoding="utf-8", errors="replace")  # may be mid-write
     except OSError:
         return None
     blocks = [b for b in text.split("\n--- step ") if b]
@@ -113,6 +116,10 @@ def run_status(record: dict) -> str:
     return "running" if isinstance(pid, int) and _alive(pid) else "killed"
 
 
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def read_run(path: str | os.PathLike) -> RunSummary:
     """A summary of the run in ``path`` (a run directory)."""
     run_dir = Path(path)
@@ -124,8 +131,9 @@ def read_run(path: str | os.PathLike) -> RunSummary:
         raise RunDirectoryError(f"{path}: no {CONFIG} here; is it a charlstm run directory?") from None
     except ValueError:
         raise RunDirectoryError(f"{path}: {CONFIG} is not valid JSON") from None
-    info, model = record.get("info", {}), record.get("model", {})
-    corpus = record.get("corpus", {})
+    if not isinstance(record, dict):
+        raise RunDirectoryError(f"{path}: {CONFIG} does not describe a charlstm run")
+    info, model, corpus = (_dict(record.get(key)) for key in ("info", "model", "corpus"))
     metrics = read_metrics(run_dir)
     summary = RunSummary(name=run_dir.name, path=str(run_dir), status=run_status(record), metrics=metrics)
     command = record.get("command")

@@ -392,6 +392,8 @@ def plan_resume(
     if source is None:
         source = source_of(payload["corpus"], config.encoding_errors)
     else:
+        # The text given again is read as the run read it: --encoding-errors cannot change.
+        source.encoding_errors = config.encoding_errors
         if isinstance(source, Corpus) and not source.separator_given and "separator" in payload["corpus"]:
             source.separator = payload["corpus"]["separator"]  # the files given again, joined as before
         check_corpus_unchanged(payload["corpus"], source)

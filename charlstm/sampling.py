@@ -249,8 +249,9 @@ def _longest_prefix_suffix(text: str, stop: str) -> str:
     return ""
 
 
-def encode_prime(tokenizer, prime: str) -> list[int]:
-    """Token ids of the prime text; a clear error when the char vocabulary lacks some of it."""
+def encode_prime(tokenizer, prime: str, what: str = "--prime") -> list[int]:
+    """Token ids of the prime text; a clear error, naming ``what`` was given, when the char
+    vocabulary lacks some of it."""
     if not prime:
         return [default_start_id(tokenizer)]
     if tokenizer.kind == "char":
@@ -258,7 +259,7 @@ def encode_prime(tokenizer, prime: str) -> list[int]:
         if missing:
             shown = ", ".join(repr(c) for c in missing[:20])
             raise ConfigError(
-                f"--prime has characters the model's vocabulary lacks: {shown}; leave them out of the prime"
+                f"{what} has characters the model's vocabulary lacks: {shown}; leave them out"
             )
     return tokenizer.encode(prime).tolist()
 

@@ -231,6 +231,25 @@ def read_text(path: str | os.PathLike, encoding_errors: str = "strict") -> str:
     return TextSource.from_file(path, encoding_errors).read()
 
 
+def decode_input(data: bytes, name: str) -> str:
+    """Bytes a user gave whole (stdin, a prime file) as text, with the same checks as a file: UTF-8
+    with the byte offset of the first invalid byte, no NUL, a byte-order mark dropped. Unlike a
+    training text, whitespace alone is a text (a prime may be a newline)."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    elif data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        raise DataError(f"{name}: looks like UTF-16/UTF-32 or binary data, not UTF-8 text; convert it to UTF-8")
+    nul = data.find(b"\x00")
+    if nul != -1:
+        raise DataError(f"{name}: looks binary (NUL byte at byte offset {nul}); charlstm reads UTF-8 text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{name}: not valid UTF-8 (byte 0x{data[e.start]:02x} at byte offset {e.start}); convert it to UTF-8"
+        ) from None
+
+
 def read_head(source: TextSource, max_chars: int) -> str:
     """The first ``max_chars`` characters of ``source``, reading no more of it than needed."""
     text = ""

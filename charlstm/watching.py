@@ -5,6 +5,7 @@ validation loss) and TensorBoard event files (``--tensorboard``). Rank 0 only.
 
 from __future__ import annotations
 
+from charlstm.atomic import write_error
 from charlstm.config import SampleConfig
 from charlstm.runs import SAMPLES
 from charlstm.sampling import generate
@@ -45,8 +46,12 @@ class Watcher:
         config = SampleConfig(prime=setup.sample_prime, length=SAMPLE_LENGTH, seed=SAMPLE_SEED, device=setup.device.type)
         text = setup.sample_prime + "".join(p[0] for p in generate(setup.model, setup.tokenizer, config, setup.device))
         setup.model.train()  # generate() put it in eval mode
-        with open(setup.run_dir / SAMPLES, "a", encoding="utf-8") as f:
-            f.write(f"--- step {step}, validation loss {val_loss:.4f}\n{text}\n\n")
+        path = setup.run_dir / SAMPLES
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f"--- step {step}, validation loss {val_loss:.4f}\n{text}\n\n")
+        except OSError as e:
+            raise write_error(path, e) from None
         if self.board is not None:
             self.board.sample(step, text)
         self.events.on_sample(step, val_loss, text)

@@ -437,6 +437,10 @@ def test_sentencepiece_vocabulary_must_match_the_config(tmp_path, small_text):
         (lambda p: p["train_state"].update(torch_rng=torch.zeros(3)), "a random-number state is not a byte tensor"),
         (lambda p: p["train_state"].update(world_size=0), "world_size is 0, not a whole number >= 1"),
         (lambda p: p.update(metrics={"a": 1}), "metrics is not a list of records"),
+        (lambda p: p.update(corpus=[]), "the record of its text (corpus) has no sha256"),
+        (lambda p: p["corpus"].update(files=[{"path": 3}]), "the record of its files is not a list of paths with their sha256"),
+        (lambda p: p.update(train_config=[]), "train_config is not a record"),
+        (lambda p: p["train_config"].update(bptt="x"), "train_config is invalid ('>=' not supported between instances of 'str' and 'int')"),
     ],
 )
 def test_resume_refuses_a_bad_training_state(tiny_run, tmp_path, change, message):

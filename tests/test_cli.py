@@ -478,3 +478,37 @@ def test_demo_trains_samples_and_evaluates_the_held_out_tenth(tmp_path):
     assert len(held_out) == 46_505  # the last tenth of the built-in corpus's 465,048 characters
     assert "built-in corpus, held-out tenth" in table and f"{len(held_out):,}" in table
     assert "bits per character" in table
+
+
+def test_resume_with_the_file_given_again_reads_it_as_the_run_did(tmp_path, small_text):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(small_text[:3000].encode() + "café\n".encode("latin-1") * 3)
+    run_dir = tmp_path / "run"
+    first = charlstm("train", path, "--out", run_dir, "--encoding-errors", "replace", *TINY_MODEL, "--max-steps", "2")
+    assert first.returncode == 0, first.stderr
+    again = charlstm("train", path, "--resume", run_dir, "--max-steps", "4")  # no --encoding-errors now
+    assert again.returncode == 0, again.stderr
+    said = "".join(again.stderr.split())  # the console wraps long lines
+    assert f"resumingfromstep2(reused{run_dir / 'tokens.bin'})" in said  # not encoded again, strictly
+
+
+def test_bytes_that_are_not_utf8_on_stdin_are_one_clear_line(tiny_run):
+    for args in (["score", tiny_run], ["sample", tiny_run, "--prime", "-"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "charlstm", *map(str, args)], input=b"ab\xffcd\n", capture_output=True, timeout=120
+        )
+        assert result.returncode == 1 and result.stdout == b""
+        assert result.stderr.decode().strip().endswith("not valid UTF-8 (byte 0xff at byte offset 2); convert it to UTF-8")
+
+
+def test_a_prime_file_of_one_newline_is_a_prime(tiny_run, tmp_path):
+    prime = tmp_path / "newline.txt"
+    prime.write_text("\n")
+    result = charlstm("sample", tiny_run, "--prime-file", prime, "--length", "10", "--seed", "1")
+    assert result.returncode == 0 and result.stdout.startswith("\n") and len(result.stdout) == 1 + 10 + 1
+
+
+def test_chat_names_unknown_characters_in_the_line(tiny_run):
+    result = charlstm("chat", tiny_run, "--length", "5", input="snow ☃\nThe \n")
+    assert "error: the line has characters the model's vocabulary lacks: '☃'; leave them out" in result.stderr
+    assert result.returncode == 0 and len(result.stdout.splitlines()[0]) == 5  # the next line is answered

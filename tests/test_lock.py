@@ -181,3 +181,21 @@ def test_sample_and_eval_read_a_run_while_it_trains(tmp_path, text_file):
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr
+
+
+def test_a_fine_tuned_run_is_locked_too(tmp_path, text_file, tiny_run):
+    run_dir = tmp_path / "tuned"
+    first = _start(["train", text_file, "--out", run_dir, "--init-from", tiny_run, "--batch-size", "4", "--bptt", "16"]
+                   + ["--max-steps", "1000000", "--eval-every", "5"])
+    try:
+        _wait_for(run_dir / "last.pt", first)
+        second = subprocess.run(
+            [sys.executable, "-m", "charlstm", "train", "--resume", str(run_dir), "--max-steps", "1000000"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [f"Error: {_busy_message(run_dir, first.pid)}"]
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 143 and not (run_dir / LOCK).exists()

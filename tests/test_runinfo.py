@@ -84,3 +84,16 @@ def test_plot_png_terminal_chart_and_missing_matplotlib(tiny_run, tmp_path, monk
         "Error: plot --out needs matplotlib, which is not installed: pip install matplotlib (or pip install "
         "'charlstm[plot]'); without --out the curves are drawn in the terminal\n"
     )
+
+
+def test_info_skips_metrics_lines_of_another_shape(tmp_path, text_file):
+    run = tmp_path / "done"
+    assert charlstm("train", text_file, "--out", run, *TINY_MODEL, "--max-steps", "2").returncode == 0
+    good = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text("[]\n" + '{"x": 1}\n' + good)
+    [row] = json.loads(invoke("info", run, "--json").stdout)
+    assert row["steps"] == 2 and row["best_val_loss"] == json.loads(good.splitlines()[-1])["val_loss"]
+    (run / "config.json").write_text("[1, 2]")
+    result = invoke("info", run)
+    assert result.exit_code == 1 and f"{run}: config.json does not describe a charlstm run" in result.output
+

@@ -55,3 +55,26 @@ def test_shell_completion_script(tmp_path):
     assert result.returncode == 0 and "_charlstm_completion()" in result.stdout
     words = charlstm(env={"_CHARLSTM_COMPLETE": "bash_complete", "COMP_WORDS": "charlstm train --hidd", "COMP_CWORD": "2"})
     assert words.stdout.strip() == "plain,--hidden-size"
+
+
+def test_a_toml_value_for_an_option_given_several_times_and_a_file_that_is_not_utf8(tmp_path, tiny_run):
+    config = tmp_path / "run.toml"
+    config.write_text("[sample]\ntemperature = 0\nlength = 12\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "charlstm", "sample", str(tiny_run), "--config", str(config), "--prime", "a"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    greedy = subprocess.run(
+        [sys.executable, "-m", "charlstm", "sample", str(tiny_run), "--temperature", "0", "--length", "12", "--prime", "a"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.stdout == greedy.stdout and len(result.stdout) == 1 + 12 + 1
+    config.write_bytes(b"[sample]\nprime = \"caf\xe9\"\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "charlstm", "sample", str(tiny_run), "--config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"Error: --config {config}: not valid TOML (a TOML file is UTF-8 text)"
+    ]

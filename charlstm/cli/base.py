@@ -58,6 +58,10 @@ class _Group(click.Group):
 # ------------------------------------------------------------------------------ shared options
 
 
+# Config fields' annotations (strings, under ``from __future__ import annotations``) -> Click types.
+_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "str": str, "str | None": str}
+
+
 def config_option(cls, name: str, **kwargs):
     """The option for field ``name`` of config class ``cls``: its flag, help, choices and shown
     default come from the field. The value is None unless given, so the dataclass supplies the
@@ -69,6 +73,7 @@ def config_option(cls, name: str, **kwargs):
         help_text += f"  [default: {shown}]"
     if f.metadata.get("choices"):
         kwargs["type"] = click.Choice(f.metadata["choices"])
+    kwargs.setdefault("type", _TYPES.get(str(f.type)))
     if f.type in ("bool", bool):
         return click.option(f"{flag(name)}/--no-{flag(name)[2:]}", name, default=None, help=help_text)
     return click.option(flag(name), name, default=None, help=help_text, **kwargs)
@@ -92,13 +97,17 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
         raise ConfigError(f"--config {value}: cannot read ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"--config {value}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {value}: not valid TOML (a TOML file is UTF-8 text)") from None
     name = ctx.info_name
     table = data.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError(f"--config {value}: [{name}] must be a table of options")
-    options = {}
+    options, multiple = {}, set()
     for p in ctx.command.params:
         if isinstance(p, click.Option) and p.name != "config":
+            if p.multiple:
+                multiple.add(p.name)
             for opt in p.opts:
                 if opt.startswith("--"):
                     options[opt[2:]] = options[opt[2:].replace("-", "_")] = p.name
@@ -109,7 +118,10 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
             f"charlstm {ctx.command_path.split(' ', 1)[-1]} "
             "(keys are named as the flags, without the leading --)"
         )
-    ctx.default_map = {**(ctx.default_map or {}), **{options[k]: v for k, v in table.items()}}
+    values = {options[k]: v for k, v in table.items()}
+    # An option given several times on the command line (--temperature) takes one value or a list.
+    values = {k: (v if k not in multiple or isinstance(v, list) else [v]) for k, v in values.items()}
+    ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
 
 

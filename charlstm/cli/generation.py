@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import click
@@ -25,20 +24,9 @@ from charlstm.errors import CharlstmError, ConfigError
 
 def _sample_options(*names: str):
     """The ``SampleConfig`` options ``names``, in that order (see ``config_option``)."""
-    types = {
-        "int": int,
-        "int | None": int,
-        "float": float,
-        "float | None": float,
-        "str": str,
-        "str | None": str,
-    }
-    fields = {f.name: f for f in dataclasses.fields(SampleConfig)}
-
     def decorate(function):
         for name in reversed(names):
-            kind = types.get(str(fields[name].type))
-            function = config_option(SampleConfig, name, **({"type": kind} if kind else {}))(function)
+            function = config_option(SampleConfig, name)(function)
         return function
 
     return decorate
@@ -125,12 +113,20 @@ def _read_prime(prime: str | None, prime_file: str | None) -> str:
     """The prime from --prime TEXT, --prime - (stdin) or --prime-file FILE (newlines kept)."""
     if prime is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
-    if prime_file is not None:
-        from charlstm.text import TextSource
+    from charlstm.text import decode_input
 
-        return TextSource.from_file(prime_file).read()
+    if prime_file is not None:
+        from pathlib import Path
+
+        if not Path(prime_file).is_file():
+            raise CharlstmError(f"{prime_file}: no such file" + (" (it is a directory)" if Path(prime_file).is_dir() else ""))
+        try:
+            with open(prime_file, "rb") as f:
+                return decode_input(f.read(), f"--prime-file {prime_file}")
+        except OSError as e:
+            raise CharlstmError(f"--prime-file {prime_file}: cannot read ({e.strerror})") from None
     if prime == "-":
-        return sys.stdin.read()
+        return decode_input(sys.stdin.buffer.read(), "--prime - (stdin)")
     return prime or ""
 
 
@@ -146,11 +142,13 @@ _CHAT_HELP = """commands (a line starting with / ; anything else is text to cont
 
 
 @cli.command()
+@config_file_option
 @click.argument("checkpoint", type=click.Path())
 @click.option(
     "--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.  [default: 0.8]"
 )
-@_sample_options(*_GENERATION, "seed", "device")
+@click.option("--length", type=int, default=None, help="Characters of each reply.  [default: 200]")
+@_sample_options(*(name for name in _GENERATION if name != "length"), "seed", "device")
 def chat(checkpoint: str, **options) -> None:
     """Write with a model, turn by turn: each line you type is continued, and the text goes on
     where it left off (the model keeps its state between turns) until /reset.
@@ -236,6 +234,7 @@ def _chat_command(session, line: str) -> bool:
 
 
 @cli.command()
+@config_file_option
 @click.argument("checkpoint", type=click.Path())
 @click.option(
     "--file", "file", type=click.Path(dir_okay=False), help="Read the lines from FILE  [default: stdin]"
@@ -253,7 +252,9 @@ def score(checkpoint: str, file: str | None, as_json: bool, device: str) -> None
 
     torch_device = select_device(device)
     model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint), torch_device, checkpoint)
-    text = TextSource.from_file(file).read() if file is not None else sys.stdin.read()
+    from charlstm.text import decode_input
+
+    text = TextSource.from_file(file).read() if file is not None else decode_input(sys.stdin.buffer.read(), "stdin")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line does not start another

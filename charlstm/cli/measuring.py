@@ -7,9 +7,10 @@ import dataclasses
 import click
 
 from charlstm.cli.base import (
+    _given,
     cli,
     config_file_option,
-    device_option,
+    config_option,
     json_option,
 )
 from charlstm.config import (
@@ -26,21 +27,15 @@ from charlstm.errors import CharlstmError, ConfigError
 @click.argument("checkpoint", type=click.Path())
 @click.argument("file", type=click.Path())
 @json_option
-@click.option("--batch-size", default=64, show_default=True, type=int, help="Parallel streams.")
-@click.option("--bptt", default=None, type=int, help="Window length  [default: the checkpoint's]")
-@device_option
-@click.option(
-    "--encoding-errors",
-    default="strict",
-    show_default=True,
-    type=click.Choice(EvalConfig.__dataclass_fields__["encoding_errors"].metadata["choices"]),
-    help=EvalConfig.__dataclass_fields__["encoding_errors"].metadata["help"],
-)
+@config_option(EvalConfig, "batch_size")
+@config_option(EvalConfig, "bptt")
+@config_option(EvalConfig, "device")
+@config_option(EvalConfig, "encoding_errors")
 def eval_(checkpoint: str, file: str, as_json: bool, **options) -> None:
     """Measure CHECKPOINT on FILE: loss, perplexity, bits per character and per byte."""
     from charlstm.text import TextSource
 
-    config = EvalConfig(**options)
+    config = EvalConfig.from_dict(_given(options))
     evaluate_and_show(checkpoint, TextSource.from_file(file, config.encoding_errors), config, as_json)
 
 

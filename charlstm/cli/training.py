@@ -3,7 +3,6 @@ one library call (``charlstm.train``), progress and summary through ``charlstm.d
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import click
@@ -76,14 +75,8 @@ def _train_options(function):
         for n in TrainConfig.field_names()
         if n not in ("tokenizer", "vocab_size", "val_fraction")
     ]
-    types = {"int": int, "int | None": int, "float": float, "float | None": float}
-    fields = {
-        **{f.name: f for f in dataclasses.fields(TrainConfig)},
-        **{f.name: f for f in dataclasses.fields(ModelShape)},
-    }
     for cls, name in reversed(names):
-        kind = types.get(str(fields[name].type))
-        function = config_option(cls, name, **({"type": kind} if kind else {}))(function)
+        function = config_option(cls, name)(function)
     return function
 
 

@@ -29,11 +29,12 @@ class TrainProgress:
             self.bar = None
 
     def on_start(self, info: dict) -> None:
+        from rich.markup import escape
         from tqdm import tqdm
 
         self.info = info
         self.console.print(
-            f"run directory [bold]{info['run_dir']}[/]  device {info['device']}, {info['precision']}\n"
+            f"run directory [bold]{escape(info['run_dir'])}[/]  device {info['device']}, {info['precision']}\n"
             f"tokenizer {info['tokenizer']} (vocabulary {info['vocab_size']:,})\n"
             f"model {info['num_parameters']:,} parameters  "
             f"tokens {info['train_tokens']:,} train / {info['val_tokens']:,} validation"
@@ -63,7 +64,7 @@ class TrainProgress:
             )
         if info.get("files"):
             skipped = f" ({info['skipped']} skipped)" if info.get("skipped") else ""
-            self.console.print(f"corpus {info['files']} files{skipped}  validation: {info['validation']}")
+            self.console.print(f"corpus {info['files']} files{skipped}  validation: {info['validation']}", markup=False)
         if info.get("world_size", 1) > 1:
             self.console.print(
                 f"data parallel: {info['world_size']} processes ({info['backend']}) x batch "

@@ -121,10 +121,14 @@ def test_a_run_directory_without_write_permission_is_one_clear_line_and_unchange
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run a command as another user")
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    where = {"cwd": "/", "env": dict(os.environ, PYTHONPATH=str(ROOT))}
-    probe = subprocess.run([*as_nobody, sys.executable, "-c", "import charlstm"], capture_output=True, **where)
+    # The same import path as this process (an install outside a venv may live where nobody cannot read).
+    path = os.pathsep.join([str(ROOT), *(entry for entry in sys.path if entry and os.path.isdir(entry))])
+    where = {"cwd": "/", "env": dict(os.environ, PYTHONPATH=path)}
+    probe = subprocess.run(
+        [*as_nobody, sys.executable, "-c", "import click, torch, charlstm.cli"], capture_output=True, **where
+    )
     if probe.returncode != 0:
-        pytest.skip("the user nobody cannot run this Python")
+        pytest.skip("the user nobody cannot run this Python with charlstm's dependencies")
     before = _snapshot(finished_run)
     resumed = _charlstm("train", "--resume", finished_run, "--max-steps", "4", prefix=as_nobody, **where)
     assert _one_error_line(resumed) == (

@@ -378,18 +378,27 @@ def test_inspect_command(tiny_run, tmp_path, text_file):
 
 
 def test_long_range_experiment_command(tmp_path):
-    out = tmp_path / "lr.json"
-    result = charlstm("experiment", "long-range", "--quick", "--json", out, "--png", tmp_path / "lr.png")
+    out, png = tmp_path / "lr.json", tmp_path / "lr.png"
+    result = charlstm("experiment", "long-range", "--quick", "--seeds", "2", "--json", out, "--png", png)
     assert result.returncode == 0, result.stderr
-    assert "recall accuracy by distance" in result.stdout and "d=30" in result.stdout
-    assert len(json.loads(out.read_text())["results"]) == 8
-    png = tmp_path / "lr.png"
+    assert "recall: seeds that solved it" in result.stdout and "copy: seeds that solved it" in result.stdout
+    assert "d=20" in result.stdout and "doubling check:" in result.stdout and "forget gates of LSTM" in result.stdout
+    assert "long-range: tasks recall, copy; 2 seeds; one model per distance and seed" in result.stderr
+    report = json.loads(out.read_text())
+    assert len(report["results"]) == 4 * 2 * 3 and report["config"]["seeds"] == [0, 1]
+    assert set(report["gradients"]) == {"LSTM", "LSTM, forget bias 3", "GRU", "RNN"}
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         assert "matplotlib is not installed" in result.stderr and not png.exists()
     else:
         assert png.read_bytes().startswith(b"\x89PNG")
+    again = charlstm("experiment", "long-range", "--quick", "--json", out)
+    assert again.returncode == 1 and again.stderr == f"Error: {out}: already exists; choose another name or remove it first\n"
+    bad = charlstm("experiment", "long-range", "--tasks", "recall,adding")
+    assert bad.returncode == 2 and "adding: the tasks are recall, copy" in bad.stderr
+    bad = charlstm("experiment", "long-range", "--distances", "10,x")
+    assert bad.returncode == 2 and "give whole numbers separated by commas" in bad.stderr
 
 
 # ------------------------------------------------------------------------------ generation options

@@ -1,26 +1,81 @@
 import json
+from dataclasses import replace
 
-from charlstm.experiment import ExperimentConfig, run_long_range
+import pytest
+
+from charlstm.experiment import ExperimentConfig, Job, Report, Result, plan, run_experiment, train_job
 
 
-def test_quick_long_range_run():
-    config = ExperimentConfig.quick()
-    report = run_long_range(config)
-    labels = [label for label, _, _ in config.variants()]
-    assert labels == ["LSTM", "LSTM, forget bias 3", "GRU", "RNN"]
-    assert {(r.model, r.distance) for r in report.results} == {(m, d) for m in labels for d in (10, 30)}
-    sizes = [r.parameters for r in report.results]
-    assert max(sizes) / min(sizes) < 1.05  # equal parameter budgets
-    # Accuracy is a share of the 128 held-out sequences; at d = 10 the open-gated LSTM is well
-    # above chance (1/8) after 60 steps (seeded: 80%).
-    held_out = config.eval_sequences
-    assert all(r.accuracy * held_out == round(r.accuracy * held_out) for r in report.results)
-    assert report.accuracy("LSTM, forget bias 3", 10) >= 0.5, report.results
-    # The vanishing gradient, measured: a tanh RNN's gradient at the sequence start is orders of
-    # magnitude below its gradient at the query; an LSTM whose forget gates start open keeps it.
-    rnn = dict(report.gradient_norms["RNN"])
-    open_lstm = dict(report.gradient_norms["LSTM, forget bias 3"])
-    start = max(rnn)
-    assert start == 31 + 1 and rnn[start] < 1e-6 * rnn[0]
-    assert open_lstm[start] > 1e3 * rnn[start]
-    assert json.loads(json.dumps(report.to_dict()))["results"][0]["model"] == "LSTM"
+def _result(model, distance, seed, steps, accuracy, task="recall"):
+    return Result(task, model, "lstm", distance, seed, 64, 21_784, steps, accuracy, accuracy, 1.0)
+
+
+def test_summary_gives_solved_seeds_median_steps_and_range_and_the_doubling_check():
+    report = Report(ExperimentConfig(budget=100))
+    report.results = [
+        _result("LSTM", 30, 0, 150, 1.0),  # solved only after the budget: the doubling changed it
+        _result("LSTM", 30, 1, 50, 1.0),
+        _result("LSTM", 30, 2, None, 0.13),
+        _result("GRU", 30, 0, None, 0.2),
+    ]
+    assert report.summary("recall", "LSTM", 30) == {
+        "seeds": 3,
+        "solved": 2,
+        "median_steps": 100,
+        "steps": [50, 150],
+        "median_accuracy": 1.0,
+        "accuracy_range": (0.13, 1.0),
+    }
+    assert report.summary("recall", "LSTM", 30, within=100)["solved"] == 1
+    assert [(r.model, r.seed) for r in report.needed_the_doubling()] == [("LSTM", 0)]
+    assert report.longest_solved("recall", "LSTM") == 30 and report.longest_solved("recall", "GRU") is None
+
+
+def test_plan_has_every_cell_distance_and_seed_with_equal_budgets_longest_first():
+    config = ExperimentConfig()
+    jobs = plan(config, "cpu")
+    assert len(jobs) == 4 * 3 * (3 + 3)  # variants x seeds x (recall + copy distances)
+    assert [j.distances for j in jobs[:3]] == [(100,)] * 3
+    hidden = {(j.task, j.label): j.hidden for j in jobs}
+    assert hidden[("recall", "GRU")] == 75 and hidden[("recall", "RNN")] == 134
+    curriculum = plan(replace(config, curriculum=True), "cpu")
+    assert len(curriculum) == 4 * 3 * 2 and curriculum[0].distances == (10, 30, 100)
+
+
+def test_a_model_trains_until_solved_and_a_curriculum_stops_at_the_first_distance_it_cannot_solve():
+    config = replace(ExperimentConfig.quick(), budget=60, eval_every=20, curriculum=True)
+    job = Job(config, "recall", "LSTM, forget bias 3", "lstm", 3.0, 16, (3, 100, 200), seed=0)
+    results, weights = train_job(job)
+    solved, failed = results  # 3 is learnt; 100 is not, in 120 steps; 200 is never tried
+    assert solved.distance == 3 and solved.steps is not None and solved.steps % 20 == 0
+    assert solved.accuracy >= 0.9 and solved.curriculum
+    assert failed.distance == 100 and failed.steps is None and failed.accuracy < config.solved_at
+    assert set(weights) >= {"embedding.weight", "rnn.weight_hh_l0", "head.weight"}
+    again, _ = train_job(job)
+    assert [r.steps for r in again] == [r.steps for r in results]  # seeded: the same run again
+
+
+def test_quick_experiment_in_one_process_measures_gradients_and_forget_gates():
+    config = replace(ExperimentConfig.quick(), tasks=("recall",), seeds=(0,), jobs=1)
+    report = run_experiment(config)
+    assert {(r.model, r.distance) for r in report.results} == {
+        (m, d) for m, _, _ in config.variants() for d in (5, 20)
+    }
+    # every cell solves d = 5; gradients are measured on the models that learnt
+    for label, gradients in report.gradients.items():
+        assert gradients["trained_at"] == report.longest_solved("recall", label) >= 5, label
+        ks = [k for k, _ in gradients["norms"]]
+        assert ks[0] == 0 and ks[-1] == 20 + 2  # back to the state before the symbol
+    gates = report.forget_gates
+    assert gates["model"].startswith("LSTM") and len(gates["units"]) == 3
+    assert all(0 <= e <= 1 for e in gates["eta_squared"]) and len(gates["forget_by_step"][0]) == gates["distance"] + 2
+    as_json = json.loads(json.dumps(report.to_dict()))
+    assert as_json["results"][0]["model"] == "LSTM" and as_json["config"]["seeds"] == [0]
+
+
+@pytest.mark.parametrize("jobs", [2])
+def test_parallel_workers_give_the_same_results_as_one_process(jobs):
+    config = replace(ExperimentConfig.quick(), tasks=("copy",), seeds=(0,), lstm_forget_biases=(3.0,))
+    one = run_experiment(replace(config, jobs=1))
+    many = run_experiment(replace(config, jobs=jobs))
+    assert [(r.model, r.steps, r.accuracy) for r in one.results] == [(r.model, r.steps, r.accuracy) for r in many.results]

@@ -1,5 +1,6 @@
 """All rendering: progress bars, tables, coloured text, the inspect page and plots, one module
-per kind of picture (``consoles``, ``training``, ``reports``, ``activations``, ``charts``).
+per kind of picture (``consoles``, ``training``, ``reports``, ``activations``, ``charts``,
+``long_range``).
 
 The library computes; this package shows. Only it and ``cli`` know rich and tqdm (both
 imported inside functions, so ``charlstm --help`` stays fast). Progress and tables for people go
@@ -13,7 +14,7 @@ from charlstm.display.activations import (
     print_inspection,
     scale_of,
 )
-from charlstm.display.charts import block_chart, plot_long_range, plot_runs, print_curves, print_long_range
+from charlstm.display.charts import block_chart, plot_runs, print_curves
 from charlstm.display.consoles import duration, one_line, stderr_console, stdout_console, visible
 from charlstm.display.reports import print_eval_report, print_runs, print_scores
 from charlstm.display.training import TrainProgress
@@ -26,12 +27,10 @@ __all__ = [
     "duration",
     "inspection_html",
     "one_line",
-    "plot_long_range",
     "plot_runs",
     "print_curves",
     "print_eval_report",
     "print_inspection",
-    "print_long_range",
     "print_runs",
     "print_scores",
     "scale_of",

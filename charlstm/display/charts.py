@@ -1,82 +1,10 @@
-"""Charts: loss curves in the terminal (unicode blocks) and as PNGs (matplotlib, optional), and
-the long-range experiment's tables and plot."""
+"""Charts: loss curves in the terminal (unicode blocks) and as PNGs (matplotlib, optional)."""
 
 from __future__ import annotations
 
-import math
-
 from charlstm.atomic import atomic_write
-from charlstm.display.consoles import stdout_console
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
-
-
-def print_long_range(report) -> None:
-    from rich.table import Table
-
-    console = stdout_console()
-    config = report.config
-    table = Table(title="recall accuracy by distance d (held-out sequences)", title_justify="left")
-    table.add_column("model")
-    table.add_column("hidden", justify="right")
-    table.add_column("parameters", justify="right")
-    for d in config.distances:
-        table.add_column(f"d={d}", justify="right")
-    for label, _, _ in config.variants():
-        rows = [r for r in report.results if r.model == label]
-        table.add_row(
-            label,
-            str(rows[0].hidden_size),
-            f"{rows[0].parameters:,}",
-            *(f"{report.accuracy(label, d):.0%}" for d in config.distances),
-        )
-    console.print(table)
-    ks = sorted({k for norms in report.gradient_norms.values() for k, _ in norms})
-    table = Table(
-        title=f"mean ||dloss/dh(T-k)||: models trained at d={report.gradient_trained_at}, "
-        f"sequences of d={report.gradient_distance}",
-        title_justify="left",
-    )
-    table.add_column("k", justify="right")
-    by_label = {label: dict(norms) for label, norms in report.gradient_norms.items()}
-    for label in by_label:
-        table.add_column(label.replace("LSTM, forget bias", "LSTM fb"), justify="right")
-    for k in ks:
-        table.add_row(str(k), *(f"{norms[k]:.1e}" if k in norms else "" for norms in by_label.values()))
-    console.print(table)
-
-
-def plot_long_range(report, path: str) -> bool:
-    """Write a PNG of accuracy and gradient norm against distance; False when matplotlib is not
-    installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, _, _ in report.config.variants():
-        distances = [r.distance for r in report.results if r.model == label]
-        left.plot(distances, [report.accuracy(label, d) for d in distances], marker="o", label=label)
-        ks, norms = zip(*report.gradient_norms.get(label, [(0, math.nan)]))
-        right.plot([max(k, 0.5) for k in ks], norms, marker="o", label=label)
-    left.axhline(1 / report.config.num_symbols, color="grey", linestyle=":", label="chance")
-    left.set(xscale="log", xlabel="distance d (steps to remember across)", ylabel="accuracy", ylim=(0, 1.05))
-    right.set(
-        xscale="log",
-        yscale="log",
-        xlabel="k (steps before the query)",
-        ylabel="mean ||dloss / dh(T-k)||",
-        title=f"trained at d = {report.gradient_trained_at}, sequences of d = {report.gradient_distance}",
-    )
-    left.legend()
-    right.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
-    return True
 
 
 def block_chart(

@@ -1,0 +1,106 @@
+"""The synthetic memory tasks of the long-range experiment, and the small model that learns them.
+
+Both tasks put ``d`` steps of something useless between what must be remembered and where it is
+asked for, so the answer has to be carried across all ``d`` steps:
+
+- **recall**: one of ``num_symbols`` symbols, then ``d`` random distractor symbols, then a query;
+  at the query, name the first symbol (chance: 1 / ``num_symbols``).
+- **copy**: ``copy_length`` symbols, then ``d`` blanks, then ``copy_length`` queries; at the
+  queries, repeat the symbols in order (the "copying memory" problem of Hochreiter & Schmidhuber
+  1997 and Arjovsky et al. 2016): order matters, and several symbols must be kept at once.
+
+Ids: symbols ``[0, num_symbols)``, then the fillers (distractors or the blank), then the query.
+A batch is ``(T, B)`` ids and ``(answers, B)`` targets, the answers read at the last steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from charlstm.cells import STACK_ORDER, init_forget_bias
+from charlstm.model import RNN_CLASSES
+
+TASKS = ("recall", "copy")
+
+
+@dataclass(frozen=True)
+class MemoryTask:
+    name: str  # one of TASKS
+    num_symbols: int = 8  # what must be remembered
+    num_distractors: int = 8  # recall's noise in between (copy's filler is one blank)
+    copy_length: int = 4  # how many symbols copy must repeat
+
+    @property
+    def fillers(self) -> int:
+        return self.num_distractors if self.name == "recall" else 1
+
+    @property
+    def vocab_size(self) -> int:
+        return self.num_symbols + self.fillers + 1  # symbols, fillers, the query
+
+    @property
+    def answers(self) -> int:
+        """How many outputs are scored, read at the last steps of the sequence."""
+        return 1 if self.name == "recall" else self.copy_length
+
+    def batch(
+        self, distance: int, batch_size: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(T, B)`` ids and the ``(answers, B)`` symbols to name, drawn with ``generator``."""
+        n, query = self.num_symbols, self.num_symbols + self.fillers
+        symbols = torch.randint(0, n, (self.answers, batch_size), generator=generator)
+        if self.name == "recall":
+            filler = torch.randint(n, n + self.fillers, (distance, batch_size), generator=generator)
+        else:
+            filler = torch.full((distance, batch_size), n)  # the blank
+        queries = torch.full((self.answers, batch_size), query)
+        return torch.cat([symbols, filler, queries]), symbols
+
+
+class MemoryModel(nn.Module):
+    """Embedding -> one recurrent layer (fused: oneDNN on CPU, cuDNN on GPU) -> a classifier over
+    the symbols, read at the task's last ``answers`` steps."""
+
+    def __init__(
+        self, cell: str, task: MemoryTask, embedding_dim: int, hidden_size: int, forget_bias: float | None
+    ):
+        super().__init__()
+        self.cell, self.answers = cell, task.answers
+        self.embedding = nn.Embedding(task.vocab_size, embedding_dim)
+        self.rnn = RNN_CLASSES[cell](embedding_dim, hidden_size)
+        self.head = nn.Linear(hidden_size, task.num_symbols)
+        if cell == "lstm":
+            init_forget_bias(self.rnn, forget_bias)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embedding(ids))  # (T, B, H)
+        return self.head(out[-self.answers :])  # (answers, B, num_symbols)
+
+
+def parameter_count(cell: str, hidden: int, task: MemoryTask, embedding_dim: int) -> int:
+    recurrent = len(STACK_ORDER[cell]) * (hidden * (embedding_dim + hidden) + 2 * hidden)
+    return task.vocab_size * embedding_dim + recurrent + hidden * task.num_symbols + task.num_symbols
+
+
+def hidden_for_budget(cell: str, budget: int, task: MemoryTask, embedding_dim: int) -> int:
+    """The hidden size whose model has the parameter count closest to ``budget``."""
+    sizes = range(1, 4 * int(budget**0.5) + 2)
+    return min(sizes, key=lambda h: abs(parameter_count(cell, h, task, embedding_dim) - budget))
+
+
+@torch.no_grad()
+def accuracy(model: MemoryModel, task: MemoryTask, distance: int, sequences: int, seed: int) -> float:
+    """The share of symbols named right on ``sequences`` held-out sequences (their own generator,
+    never the training batches')."""
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    correct = total = 0
+    for start in range(0, sequences, 256):
+        ids, target = task.batch(distance, min(256, sequences - start), generator)
+        predicted = model(ids.to(device)).argmax(-1).cpu()
+        correct += int((predicted == target).sum())
+        total += target.numel()
+    return correct / total

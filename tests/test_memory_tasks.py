@@ -1,0 +1,42 @@
+import torch
+
+from charlstm.memory_tasks import MemoryModel, MemoryTask, accuracy, hidden_for_budget, parameter_count
+
+
+def test_recall_batch_puts_the_symbol_first_distractors_between_and_the_query_last():
+    task = MemoryTask("recall")
+    ids, target = task.batch(7, 5, torch.Generator().manual_seed(0))
+    assert ids.shape == (9, 5) and target.shape == (1, 5)
+    assert torch.equal(ids[0], target[0]) and int(target.max()) < 8
+    assert bool(((ids[1:-1] >= 8) & (ids[1:-1] < 16)).all())  # only distractors in between
+    assert bool((ids[-1] == 16).all()) and task.vocab_size == 17 and task.answers == 1
+
+
+def test_copy_batch_asks_for_every_symbol_in_order_after_blanks():
+    task = MemoryTask("copy")
+    ids, target = task.batch(3, 2, torch.Generator().manual_seed(0))
+    assert ids.shape == (4 + 3 + 4, 2) and target.shape == (4, 2)
+    assert torch.equal(ids[:4], target)
+    assert ids[4:7].tolist() == [[8, 8]] * 3 and ids[7:].tolist() == [[9, 9]] * 4
+    assert task.vocab_size == 10
+
+
+def test_cells_get_the_same_parameter_budget_and_the_count_is_exact():
+    task = MemoryTask("recall")
+    budget = parameter_count("lstm", 64, task, 16)
+    for cell in ("lstm", "gru", "rnn"):
+        hidden = hidden_for_budget(cell, budget, task, 16)
+        model = MemoryModel(cell, task, 16, hidden, forget_bias=1.0)
+        assert sum(p.numel() for p in model.parameters()) == parameter_count(cell, hidden, task, 16)
+        assert abs(parameter_count(cell, hidden, task, 16) - budget) / budget < 0.01, cell
+    assert hidden_for_budget("gru", budget, task, 16) == 75 and hidden_for_budget("rnn", budget, task, 16) == 134
+
+
+def test_accuracy_counts_every_answer_on_held_out_sequences():
+    task = MemoryTask("copy")
+    model = MemoryModel("lstm", task, 4, 8, forget_bias=1.0)
+    with torch.no_grad():  # a head that always says symbol 2: right on exactly the answers that are 2
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.arange(8) == 2)
+    _, target = task.batch(5, 300, torch.Generator().manual_seed(9))
+    assert accuracy(model, task, 5, 300, seed=9) == int((target == 2).sum()) / target.numel()

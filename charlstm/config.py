@@ -99,7 +99,9 @@ class ModelShape(_Serializable):
     """The language model the user asks for: embedding -> stacked recurrent layers -> dropout ->
     projection. Everything but the vocabulary, which comes from the tokenizer."""
 
-    cell: str = setting("lstm", "Recurrent cell: LSTM, or GRU / tanh RNN for comparison.", choices=CELLS, fixed=True)
+    cell: str = setting(
+        "lstm", "Recurrent cell: LSTM, or GRU / tanh RNN for comparison.", choices=CELLS, fixed=True
+    )
     embedding_dim: int = setting(64, "Embedding size.", fixed=True)
     hidden_size: int = setting(256, "Units per recurrent layer.", fixed=True)
     num_layers: int = setting(2, "Stacked recurrent layers.", fixed=True)
@@ -227,7 +229,9 @@ class TrainConfig(_Serializable):
         c.require(self.eval_every >= 1, "eval_every", f"must be at least 1 (got {self.eval_every})")
         c.require(self.eval_tokens >= 2, "eval_tokens", f"must be at least 2 (got {self.eval_tokens})")
         c.require(
-            self.patience is None or self.patience >= 1, "patience", f"must be at least 1 (got {self.patience})"
+            self.patience is None or self.patience >= 1,
+            "patience",
+            f"must be at least 1 (got {self.patience})",
         )
         c.require(
             self.sample_every is None or self.sample_every >= 1,
@@ -288,7 +292,8 @@ class SampleConfig(_Serializable):
     )
     repetition_window: int = setting(64, "How many recent tokens (prime included) the penalty looks at.")
     no_repeat_ngram: int | None = setting(
-        None, "Never write a token that would repeat an N-token sequence already in the sample (char models: 8-20)."
+        None,
+        "Never write a token that would repeat an N-token sequence already in the sample (char models: 8-20).",
     )
     beam_width: int | None = setting(
         None, "Beam search: the most likely continuation of --length tokens, deterministic (one sample)."
@@ -342,3 +347,73 @@ class SampleConfig(_Serializable):
             "gives one deterministic sample; leave out --num-samples",
         )
         c.raise_if_any()
+
+
+MEMORY_TASKS = ("recall", "copy")  # the long-range experiment's tasks (``memory_tasks``)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(_Serializable):
+    """The long-range experiment (``experiment.py``): which models, how long each trains."""
+
+    tasks: tuple[str, ...] = setting(MEMORY_TASKS, "Comma-separated: recall, copy.")
+    distances: tuple[int, ...] = setting((10, 30, 100), "Comma-separated distances d, for every task.")
+    seeds: int = setting(3, "Seeds per cell and distance (0, 1, ...).")
+    budget: int = setting(
+        1000,
+        "Training steps per model; a model not solved by then trains on to twice as many (the doubling check).",
+    )
+    hidden_size: int = setting(64, "The LSTM's hidden size; the GRU and RNN get as many parameters.")
+    lr: float = setting(1e-2, "Adam's learning rate, for every cell.")
+    curriculum: bool = setting(
+        False, "One model per seed climbs the distances in order, moving on when it solves one."
+    )
+    jobs: int = setting(0, "Processes on a CPU; 0: one per core this process may use.")
+    batch_size: int = 32
+    embedding_dim: int = 16
+    clip: float = 1.0
+    solved_at: float = 0.99  # held-out accuracy that counts as solved
+    eval_every: int = 50
+    eval_sequences: int = 256  # for the solved check; the final accuracy uses 4 x as many, fresh
+    # The LSTM runs twice: with charlstm's forget-gate bias of 1 (the usual choice) and with a
+    # larger one, which starts the cell path open (f = 0.95 instead of 0.73 per step).
+    forget_biases: tuple[float, ...] = (1.0, 3.0)
+
+    def __post_init__(self) -> None:
+        c = _Checks()
+        unknown = [t for t in self.tasks if t not in MEMORY_TASKS]
+        c.require(
+            bool(self.tasks) and not unknown,
+            "tasks",
+            f"must be some of {', '.join(MEMORY_TASKS)} (got {', '.join(self.tasks) or 'none'})",
+        )
+        c.require(
+            bool(self.distances) and all(1 <= d <= 100_000 for d in self.distances),
+            "distances",
+            f"must be whole numbers from 1 to 100000 (got {', '.join(map(str, self.distances)) or 'none'})",
+        )
+        c.require(self.seeds >= 1, "seeds", f"must be at least 1 (got {self.seeds})")
+        c.require(self.budget >= 1, "budget", f"must be at least 1 (got {self.budget})")
+        c.require(
+            1 <= self.hidden_size <= 4096, "hidden_size", f"must be from 1 to 4096 (got {self.hidden_size})"
+        )
+        c.require(self.lr > 0, "lr", f"must be above 0 (got {self.lr})")
+        c.require(self.jobs >= 0, "jobs", f"must be at least 0 (got {self.jobs})")
+        c.require(
+            self.eval_every >= 1 and self.batch_size >= 1,
+            "eval_every",
+            "and the batch size must be at least 1",
+        )
+        c.require(0 < self.solved_at <= 1, "solved_at", f"must be in (0, 1] (got {self.solved_at})")
+        c.raise_if_any()
+
+    def variants(self) -> list[tuple[str, str, float | None]]:
+        """(model, cell, forget-gate bias) of every model compared."""
+        lstms = [("LSTM" if b == 1.0 else f"LSTM, forget bias {b:g}", "lstm", b) for b in self.forget_biases]
+        return [*lstms, ("GRU", "gru", None), ("RNN", "rnn", None)]
+
+    @classmethod
+    def quick(cls, **changes) -> ExperimentConfig:
+        """A run of seconds, for tests: short distances, small budgets, small models."""
+        small = {"distances": (5, 20), "budget": 100, "batch_size": 16, "hidden_size": 16, "eval_every": 25}
+        return cls(**{**small, "eval_sequences": 128, **changes})

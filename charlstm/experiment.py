@@ -1,18 +1,19 @@
 """The long-range experiment: how far back can an LSTM, a GRU and a tanh RNN remember?
 
 For every task (``memory_tasks``), cell, distance and seed, a fresh one-layer model with the same
-parameter budget is trained on fresh random batches until it *solves* the task (held-out accuracy
+parameter count is trained on fresh random batches until it *solves* the task (held-out accuracy
 ≥ ``solved_at``, checked every ``eval_every`` steps) or until ``2 × budget`` steps. A model counts
-as solved within the budget when it got there in ``budget`` steps; the models that needed the
-second half are the doubling check: when there are none, doubling the budget changed no outcome.
+as solved within the budget when it got there in ``budget`` steps. The doubling check: the models
+that solved only in the second half, and the unsolved ones whose accuracy still rose in it, are
+the outcomes that doubling the budget changed; when there are none, the budget was large enough.
 
 With ``curriculum``, one model per (task, cell, seed) climbs the distances in order instead,
-moving on when it solves one (each stage with the same step budget) and stopping at the first it
-cannot solve.
+moving on when it solves one (each stage with up to ``2 × budget`` steps) and stopping at the
+first it cannot solve.
 
-Jobs run in parallel, one process per CPU core with one thread each (tiny models use one core
-best), or one after another on a GPU. The gradient and forget-gate probes (``memory_probes``)
-then look inside models that learnt.
+Every cell sees the same training batches for a (task, distance, seed). Jobs run in parallel, one
+process per CPU core with one thread each (tiny models use one core best), or one after another
+on a GPU. ``memory_probes`` then looks inside the models that learnt.
 """
 
 from __future__ import annotations
@@ -20,65 +21,25 @@ from __future__ import annotations
 import os
 import statistics
 import time
+import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlstm.memory_tasks import TASKS, MemoryModel, MemoryTask, accuracy, hidden_for_budget, parameter_count
+from charlstm.config import MEMORY_TASKS, ExperimentConfig
+from charlstm.memory_probes import probe
+from charlstm.memory_tasks import MemoryModel, MemoryTask, accuracy, hidden_for_budget, parameter_count
 
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    tasks: tuple[str, ...] = TASKS
-    recall_distances: tuple[int, ...] = (10, 30, 100)
-    copy_distances: tuple[int, ...] = (10, 30, 100)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    budget: int = 1000  # optimizer steps; an unsolved model goes on to 2 × budget (the doubling check)
-    batch_size: int = 32
-    embedding_dim: int = 16
-    lstm_hidden: int = 64  # the LSTM's size; the GRU and RNN get the same parameter budget
-    lr: float = 1e-2  # measured: at 3e-3 the GRU needs 5-10x more steps at d = 30; at 2e-2 nothing gains
-    clip: float = 1.0
-    solved_at: float = 0.99  # held-out accuracy that counts as solved
-    eval_every: int = 50
-    eval_sequences: int = 256  # for the solved check; the final accuracy uses 4 × as many, fresh
-    # The LSTM runs twice: with charlstm's forget-gate bias of 1 (the usual choice) and with a
-    # larger one, which starts the cell path open (f = 0.95 instead of 0.73 per step).
-    lstm_forget_biases: tuple[float, ...] = (1.0, 3.0)
-    curriculum: bool = False
-    jobs: int = 0  # processes on a CPU; 0: one per core
-
-    def distances(self, task: str) -> tuple[int, ...]:
-        return self.recall_distances if task == "recall" else self.copy_distances
-
-    def variants(self) -> list[tuple[str, str, float | None]]:
-        """(label, cell, forget-gate bias) of every model compared."""
-        lstms = [
-            ("LSTM" if b == 1.0 else f"LSTM, forget bias {b:g}", "lstm", b) for b in self.lstm_forget_biases
-        ]
-        return [*lstms, ("GRU", "gru", None), ("RNN", "rnn", None)]
-
-    @classmethod
-    def quick(cls) -> ExperimentConfig:
-        """A run of seconds, for tests: short distances, small budgets, small models."""
-        return cls(
-            recall_distances=(5, 20),
-            copy_distances=(5,),
-            budget=100,
-            batch_size=16,
-            lstm_hidden=16,
-            eval_every=25,
-            eval_sequences=128,
-        )
+RISE = 0.1  # an unsolved model whose accuracy rose more than this in the second half was still learning
 
 
 @dataclass
 class Result:
     task: str
-    model: str  # the variant's label
+    model: str  # the variant: "LSTM", "LSTM, forget bias 3", "GRU", "RNN"
     cell: str
     distance: int
     seed: int
@@ -86,9 +47,8 @@ class Result:
     parameters: int
     steps: int | None  # steps until held-out accuracy reached solved_at; None: not within 2 × budget
     accuracy_at_budget: float  # held-out accuracy after `budget` steps (or when solved before)
-    accuracy: float  # final held-out accuracy, on fresh sequences
+    accuracy: float  # final held-out accuracy, on fresh held-out sequences
     seconds: float
-    curriculum: bool = False
 
     def solved(self, within: int) -> bool:
         return self.steps is not None and self.steps <= within
@@ -100,10 +60,10 @@ class Job:
 
     config: ExperimentConfig
     task: str
-    label: str
+    model: str
     cell: str
     forget_bias: float | None
-    hidden: int
+    hidden_size: int
     distances: tuple[int, ...]
     seed: int
     device: str = "cpu"
@@ -115,10 +75,10 @@ class Job:
 def train_job(job: Job) -> tuple[list[Result], dict[str, torch.Tensor]]:
     """Train one model through its distances; its results (one per distance reached) and weights."""
     config, task = job.config, MemoryTask(job.task)
-    salt = TASKS.index(job.task) * 1_000_003 + sum(map(ord, job.label)) * 10_007 + job.distances[0]
-    torch.manual_seed(job.seed * 7_919 + salt)
-    generator = torch.Generator().manual_seed(job.seed * 7_919 + salt + 1)
-    model = MemoryModel(job.cell, task, config.embedding_dim, job.hidden, job.forget_bias).to(job.device)
+    data_seed = [MEMORY_TASKS.index(job.task), job.distances[0], job.seed]
+    torch.manual_seed(zlib.crc32(repr([job.model, *data_seed]).encode()))  # the initial weights
+    generator = torch.Generator().manual_seed(zlib.crc32(repr(data_seed).encode()))  # the same for every cell
+    model = MemoryModel(job.cell, task, config.embedding_dim, job.hidden_size, job.forget_bias).to(job.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     parameters = sum(p.numel() for p in model.parameters())
     results = []
@@ -133,7 +93,7 @@ def train_job(job: Job) -> tuple[list[Result], dict[str, torch.Tensor]]:
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
-            if step % config.eval_every == 0 or step == config.budget:
+            if step % config.eval_every == 0 or step in (config.budget, 2 * config.budget):
                 score = accuracy(model, task, distance, config.eval_sequences, held_out)
                 if step == config.budget:
                     at_budget = score
@@ -144,17 +104,16 @@ def train_job(job: Job) -> tuple[list[Result], dict[str, torch.Tensor]]:
         results.append(
             Result(
                 job.task,
-                job.label,
+                job.model,
                 job.cell,
                 distance,
                 job.seed,
-                job.hidden,
+                job.hidden_size,
                 parameters,
                 steps,
                 final if at_budget is None else at_budget,
                 final,
                 time.perf_counter() - start,
-                curriculum=config.curriculum,
             )
         )
         if steps is None:
@@ -163,8 +122,12 @@ def train_job(job: Job) -> tuple[list[Result], dict[str, torch.Tensor]]:
 
 
 def _one_thread(job: Job):
-    torch.set_num_threads(1)
-    return train_job(job)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic in a worker and in one process
+    try:
+        return train_job(job)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass
@@ -176,21 +139,17 @@ class Report:
         default_factory=dict, repr=False
     )
     seconds: float = 0.0
-    # filled by memory_probes: label -> [(k, mean ||dloss/dh_{T-k}||)] and what was measured
+    # filled by memory_probes: model -> {"trained_at": d, "norms": [(k, mean ||dloss/dh_{T-k}||)]}
     gradients: dict[str, dict] = field(default_factory=dict)
     forget_gates: dict = field(default_factory=dict)
 
-    def runs(self, task: str, label: str, distance: int) -> list[Result]:
-        return [
-            r
-            for r in self.results
-            if (r.task, r.model, r.distance) == (task, label, distance) and not r.curriculum
-        ]
+    def runs(self, task: str, model: str, distance: int) -> list[Result]:
+        return [r for r in self.results if (r.task, r.model, r.distance) == (task, model, distance)]
 
-    def summary(self, task: str, label: str, distance: int, within: int | None = None) -> dict:
+    def summary(self, task: str, model: str, distance: int, within: int | None = None) -> dict:
         """Over seeds: how many solved within ``within`` steps (default 2 × budget), the median and
-        range of the steps it took and of the final accuracy."""
-        runs = self.runs(task, label, distance)
+        range of the steps it took (over those that solved) and of the final accuracy."""
+        runs = self.runs(task, model, distance)
         within = within or 2 * self.config.budget
         steps = sorted(r.steps for r in runs if r.solved(within))
         accuracies = sorted(r.accuracy for r in runs)
@@ -204,18 +163,19 @@ class Report:
         }
 
     def needed_the_doubling(self) -> list[Result]:
-        """The models that solved only after ``budget`` steps: the outcomes doubling changed."""
-        budget = self.config.budget
-        return [r for r in self.results if r.steps is not None and r.steps > budget]
+        """The models that solved only after ``budget`` steps: outcomes doubling changed."""
+        return [r for r in self.results if r.steps is not None and r.steps > self.config.budget]
 
-    def longest_solved(self, task: str, label: str) -> int | None:
-        """The longest distance where at least one seed solved ``task`` (single-distance runs)."""
-        solved = [
-            r.distance
-            for r in self.results
-            if (r.task, r.model) == (task, label) and r.steps and not r.curriculum
-        ]
-        return max(solved, default=None)
+    def still_learning(self) -> list[Result]:
+        """Unsolved models whose held-out accuracy rose by more than ``RISE`` between ``budget``
+        and ``2 × budget`` steps: not solved, but more steps might change that."""
+        return [r for r in self.results if r.steps is None and r.accuracy - r.accuracy_at_budget > RISE]
+
+    def longest_solved(self, task: str, model: str) -> int | None:
+        """The longest distance where at least one seed solved ``task``."""
+        return max(
+            (r.distance for r in self.results if (r.task, r.model) == (task, model) and r.steps), default=None
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -224,6 +184,7 @@ class Report:
             "seconds": self.seconds,
             "results": [asdict(r) for r in self.results],
             "needed_the_doubling": [asdict(r) for r in self.needed_the_doubling()],
+            "still_learning": [asdict(r) for r in self.still_learning()],
             "gradients": self.gradients,
             "forget_gates": self.forget_gates,
         }
@@ -234,24 +195,27 @@ def plan(config: ExperimentConfig, device: str) -> list[Job]:
     jobs = []
     for task_name in config.tasks:
         task = MemoryTask(task_name)
-        budget = parameter_count("lstm", config.lstm_hidden, task, config.embedding_dim)
-        distances = config.distances(task_name)
-        for label, cell, forget_bias in config.variants():
+        parameters = parameter_count("lstm", config.hidden_size, task, config.embedding_dim)
+        for model, cell, forget_bias in config.variants():
             hidden = (
-                config.lstm_hidden
+                config.hidden_size
                 if cell == "lstm"
-                else hidden_for_budget(cell, budget, task, config.embedding_dim)
+                else hidden_for_budget(cell, parameters, task, config.embedding_dim)
             )
-            groups = [distances] if config.curriculum else [(d,) for d in distances]
+            groups = [config.distances] if config.curriculum else [(d,) for d in config.distances]
             for group in groups:
-                for seed in config.seeds:
-                    jobs.append(Job(config, task_name, label, cell, forget_bias, hidden, group, seed, device))
+                for seed in range(config.seeds):
+                    jobs.append(Job(config, task_name, model, cell, forget_bias, hidden, group, seed, device))
     return sorted(jobs, key=lambda job: -job.cost())
 
 
 def worker_count(config: ExperimentConfig, jobs: int, device: str) -> int:
-    """Processes to train in: one per CPU core (or ``config.jobs``); one on a GPU."""
-    return 1 if device != "cpu" else max(1, min(config.jobs or os.cpu_count() or 1, jobs))
+    """Processes to train in: one per CPU core this process may use (or ``config.jobs``); one on
+    a GPU."""
+    if device != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(config.jobs or cores, jobs))
 
 
 def run_experiment(
@@ -259,12 +223,10 @@ def run_experiment(
     device: str = "cpu",
     progress: Callable[[int, int, list[Result]], None] | None = None,
 ) -> Report:
-    """Train every job of ``plan(config)`` and collect the results.
+    """Train every job of ``plan(config)``, collect the results, then probe the models that learnt.
 
     ``progress(done, total, results)`` is called as each model finishes.
     """
-    from charlstm.memory_probes import probe
-
     jobs = plan(config, device)
     report = Report(config, device)
     start = time.perf_counter()
@@ -272,36 +234,30 @@ def run_experiment(
     def collect(job: Job, outcome) -> None:
         results, weights = outcome
         report.results.extend(results)
-        report.weights[(job.task, job.label, results[-1].distance, job.seed)] = weights
+        report.weights[(job.task, job.model, results[-1].distance, job.seed)] = weights
         if progress:
             progress(len(report.weights), len(jobs), results)
 
     workers = worker_count(config, len(jobs), device)
     if workers == 1:
         for job in jobs:
-            collect(job, train_job(job))
+            collect(job, _one_thread(job) if device == "cpu" else train_job(job))
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         context = multiprocessing.get_context("spawn")  # no fork of a process that has torch threads
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=context)
+        try:
             futures = {pool.submit(_one_thread, job): job for job in jobs}
             for future in as_completed(futures):
                 collect(futures[future], future.result())
-    report.results.sort(
-        key=lambda r: (
-            TASKS.index(r.task),
-            [v[0] for v in config.variants()].index(r.model),
-            r.distance,
-            r.seed,
-        )
-    )
+        except BaseException:  # Ctrl-C: drop the queued jobs rather than finish them first
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+    models = [v[0] for v in config.variants()]
+    report.results.sort(key=lambda r: (MEMORY_TASKS.index(r.task), models.index(r.model), r.distance, r.seed))
     report.seconds = time.perf_counter() - start
-    if not config.curriculum:
-        probe(report)
+    probe(report)
     return report
-
-
-def with_changes(config: ExperimentConfig, **changes) -> ExperimentConfig:
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -23,45 +23,46 @@ MEMORY_UNITS = 3
 
 
 def probe(report) -> None:
-    """Fill ``report.gradients`` and ``report.forget_gates`` from the recall models that learnt."""
+    """Fill ``report.gradients`` and ``report.forget_gates`` from the recall models that learnt
+    (single-distance runs: a curriculum's model moved on from the distances it solved)."""
     config = report.config
-    if "recall" not in config.tasks:
+    if "recall" not in config.tasks or config.curriculum:
         return
     task = MemoryTask("recall")
-    longest = max(config.recall_distances)
-    for label, cell, forget_bias in config.variants():
-        distance = report.longest_solved("recall", label)
+    longest = max(config.distances)
+    for model, cell, forget_bias in config.variants():
+        distance = report.longest_solved("recall", model)
         if distance is None:
-            report.gradients[label] = {"trained_at": None, "norms": []}
+            report.gradients[model] = {"trained_at": None, "norms": []}
             continue
-        model = _learnt_model(report, task, label, cell, forget_bias, distance)
-        report.gradients[label] = {"trained_at": distance, "norms": gradient_norms(model, task, longest)}
+        learnt = _learnt_model(report, task, model, cell, forget_bias, distance)
+        report.gradients[model] = {"trained_at": distance, "norms": gradient_norms(learnt, task, longest)}
     lstms = [
-        (report.longest_solved("recall", label), -i, label, b)
-        for i, (label, cell, b) in enumerate(config.variants())
-        if cell == "lstm"
+        (report.longest_solved("recall", model), -i, model, bias)
+        for i, (model, cell, bias) in enumerate(config.variants())
+        if cell == "lstm" and report.longest_solved("recall", model) is not None
     ]
-    lstms = [entry for entry in lstms if entry[0] is not None]
     if lstms:
-        distance, _, label, forget_bias = max(lstms)
-        model = _learnt_model(report, task, label, "lstm", forget_bias, distance)
+        distance, _, model, forget_bias = max(lstms)
+        learnt = _learnt_model(report, task, model, "lstm", forget_bias, distance)
         report.forget_gates = {
-            "model": label,
+            "model": model,
             "distance": distance,
-            **forget_gate_trace(model, task, distance),
+            **forget_gate_trace(learnt, task, distance),
         }
 
 
-def _learnt_model(report, task: MemoryTask, label: str, cell: str, forget_bias, distance: int) -> MemoryModel:
+def _learnt_model(report, task: MemoryTask, model: str, cell: str, forget_bias, distance: int) -> MemoryModel:
     """The first seed's model that solved ``distance``."""
-    result = next(r for r in report.runs("recall", label, distance) if r.steps is not None)
-    model = MemoryModel(cell, task, report.config.embedding_dim, result.hidden_size, forget_bias)
-    model.load_state_dict(report.weights[("recall", label, distance, result.seed)])
-    return model
+    result = next(r for r in report.runs("recall", model, distance) if r.steps is not None)
+    learnt = MemoryModel(cell, task, report.config.embedding_dim, result.hidden_size, forget_bias)
+    learnt.load_state_dict(report.weights[("recall", model, distance, result.seed)])
+    return learnt
 
 
 def gradient_norms(model: MemoryModel, task: MemoryTask, distance: int) -> list[tuple[int, float]]:
-    """Mean over a batch of ||∂loss/∂h_{T-k}|| for k = 0, 1, 3, 10, 30, ... up to the sequence start."""
+    """Mean over sequences of ||∂loss/∂h_{T-k}|| (each sequence's own loss) for k = 0, 1, 3, 10,
+    30, ... up to the sequence start."""
     generator = torch.Generator().manual_seed(20_000 + distance)
     ids, target = task.batch(distance, GRADIENT_SEQUENCES, generator)
     gates = cell_gates(model.rnn, model.cell)[0]
@@ -76,11 +77,20 @@ def gradient_norms(model: MemoryModel, task: MemoryTask, distance: int) -> list[
         h, c, _ = step(model.cell, x, h, c, gates)
     h.retain_grad()
     hs.append(h)  # h_T, read by the classifier
-    loss = F.cross_entropy(model.head(h), target[0])
+    loss = F.cross_entropy(model.head(h), target[0], reduction="sum")  # each row: its own sequence's gradient
     loss.backward()
     last = len(hs) - 1
-    ks = sorted({0, 1, 3} | {k for k in (10, 30, 100, 300, 1000, 3000) if k <= last} | {last})
+    # ... and the state just after reading the symbol (k = last - 1), where the memory is written
+    ks = sorted({0, 1, 3} | {k for k in (10, 30, 100, 300, 1000, 3000) if k <= last} | {last - 1, last})
     return [(k, float(hs[last - k].grad.norm(dim=1).mean())) for k in ks]
+
+
+def eta_squared(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Per column of ``values`` (N, H): the share of its variance that ``groups`` (N,) explains,
+    in [0, 1] (between-group sum of squares over the total)."""
+    centred = values - values.mean(0)
+    between = sum((groups == g).sum() * centred[groups == g].mean(0) ** 2 for g in groups.unique())
+    return between / (centred**2).sum(0).clamp_min(1e-12)
 
 
 @torch.no_grad()
@@ -103,9 +113,7 @@ def forget_gate_trace(model: MemoryModel, task: MemoryTask, distance: int) -> di
         forget.append(seen["forget"])  # (B, H)
         before_query, c = c, c_next
     forget = torch.stack(forget)  # (T, B, H)
-    symbols, centred = target[0], before_query - before_query.mean(0)
-    between = sum((symbols == s).sum() * centred[symbols == s].mean(0) ** 2 for s in symbols.unique())
-    explained = between / (centred**2).sum(0).clamp_min(1e-12)  # η², in [0, 1]
+    explained = eta_squared(before_query, target[0])
     units = explained.argsort(descending=True)[:MEMORY_UNITS].tolist()
     held = forget[1:-1]  # the steps over the distractors (the symbol is written at step 0)
     return {

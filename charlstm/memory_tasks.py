@@ -11,6 +11,10 @@ asked for, so the answer has to be carried across all ``d`` steps:
 
 Ids: symbols ``[0, num_symbols)``, then the fillers (distractors or the blank), then the query.
 A batch is ``(T, B)`` ids and ``(answers, B)`` targets, the answers read at the last steps.
+
+Held out: copy has only ``num_symbols ** copy_length`` different sequences per distance (4,096),
+so one in seven symbol tuples is kept for scoring and never trained on; a recall sequence's
+``d`` random distractors make a repeat between training and scoring vanishingly rare.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ from torch import nn
 from charlstm.cells import STACK_ORDER, init_forget_bias
 from charlstm.model import RNN_CLASSES
 
-TASKS = ("recall", "copy")
+HELD_OUT_EVERY = 7  # copy: symbol tuples whose index is a multiple of this are only scored
 
 
 @dataclass(frozen=True)
 class MemoryTask:
-    name: str  # one of TASKS
+    name: str  # one of config.MEMORY_TASKS
     num_symbols: int = 8  # what must be remembered
     num_distractors: int = 8  # recall's noise in between (copy's filler is one blank)
     copy_length: int = 4  # how many symbols copy must repeat
@@ -47,17 +51,27 @@ class MemoryTask:
         return 1 if self.name == "recall" else self.copy_length
 
     def batch(
-        self, distance: int, batch_size: int, generator: torch.Generator
+        self, distance: int, batch_size: int, generator: torch.Generator, held_out: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(T, B)`` ids and the ``(answers, B)`` symbols to name, drawn with ``generator``."""
+        """``(T, B)`` ids and the ``(answers, B)`` symbols to name, drawn with ``generator``;
+        ``held_out``: from the sequences kept for scoring."""
         n, query = self.num_symbols, self.num_symbols + self.fillers
-        symbols = torch.randint(0, n, (self.answers, batch_size), generator=generator)
         if self.name == "recall":
+            symbols = torch.randint(0, n, (1, batch_size), generator=generator)
             filler = torch.randint(n, n + self.fillers, (distance, batch_size), generator=generator)
         else:
+            symbols = self._copy_symbols(batch_size, generator, held_out)
             filler = torch.full((distance, batch_size), n)  # the blank
         queries = torch.full((self.answers, batch_size), query)
         return torch.cat([symbols, filler, queries]), symbols
+
+    def _copy_symbols(self, batch_size: int, generator: torch.Generator, held_out: bool) -> torch.Tensor:
+        """``(copy_length, B)`` symbols, their tuple drawn from the scored or the trained share."""
+        index = torch.arange(self.num_symbols**self.copy_length)
+        pool = index[(index % HELD_OUT_EVERY == 0) == held_out]
+        chosen = pool[torch.randint(0, len(pool), (batch_size,), generator=generator)]
+        digits = self.num_symbols ** torch.arange(self.copy_length).view(-1, 1)
+        return chosen.view(1, -1) // digits % self.num_symbols
 
 
 class MemoryModel(nn.Module):
@@ -93,13 +107,13 @@ def hidden_for_budget(cell: str, budget: int, task: MemoryTask, embedding_dim: i
 
 @torch.no_grad()
 def accuracy(model: MemoryModel, task: MemoryTask, distance: int, sequences: int, seed: int) -> float:
-    """The share of symbols named right on ``sequences`` held-out sequences (their own generator,
-    never the training batches')."""
+    """The share of symbols named right (per symbol, for copy) on ``sequences`` held-out sequences,
+    drawn with their own generator from ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     correct = total = 0
     for start in range(0, sequences, 256):
-        ids, target = task.batch(distance, min(256, sequences - start), generator)
+        ids, target = task.batch(distance, min(256, sequences - start), generator, held_out=True)
         predicted = model(ids.to(device)).argmax(-1).cpu()
         correct += int((predicted == target).sum())
         total += target.numel()

@@ -362,11 +362,19 @@ def test_other_cells_train_sample_eval_inspect(tmp_path, text_file, cell):
 
 
 def test_inspect_command(tiny_run, tmp_path, text_file):
-    page = tmp_path / "inside.html"
-    result = charlstm("inspect", tiny_run, text_file, "--max-chars", "400", "--html", page, "--at", "5")
+    page, png = tmp_path / "inside.html", tmp_path / "inside.png"
+    result = charlstm("inspect", tiny_run, text_file, "--max-chars", "400", "--html", page, "--at", "5", "--png", png)
     assert result.returncode == 0, result.stderr
     assert "gate saturation" in result.stdout and "top 5 next tokens after token 5" in result.stdout
     assert "layer 1 cell unit" in result.stdout and page.read_text().startswith("<!DOCTYPE html>")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in result.stderr and not png.exists()
+    else:
+        assert png.read_bytes().startswith(b"\x89PNG") and f"wrote {png}" in result.stderr
+    png_again = charlstm("inspect", tiny_run, text_file, "--png", png)
+    assert png_again.returncode == (1 if png.exists() else 0)
     again = charlstm("inspect", tiny_run, text_file, "--html", page)
     assert again.returncode == 1 and "already exists" in again.stderr
     one = charlstm("inspect", tiny_run, "--text", "hello there", "--show", "forget", "--unit", "3")
@@ -382,10 +390,11 @@ def test_long_range_experiment_command(tmp_path):
     result = charlstm("experiment", "long-range", "--quick", "--seeds", "2", "--json", out, "--png", png)
     assert result.returncode == 0, result.stderr
     assert "recall: seeds that solved it" in result.stdout and "copy: seeds that solved it" in result.stdout
-    assert "d=20" in result.stdout and "doubling check:" in result.stdout and "forget gates of LSTM" in result.stdout
-    assert "long-range: tasks recall, copy; 2 seeds; one model per distance and seed" in result.stderr
+    assert "d=20" in result.stdout and "doubling check" in result.stdout and "forget gates of LSTM" in result.stdout
+    assert "long-range: tasks recall, copy; distances 5, 20; 2 seeds; one model per distance and seed" in result.stderr
+    assert "32/32 [" in result.stderr  # the progress bar, on stderr: 4 cells x 2 tasks x 2 distances x 2 seeds
     report = json.loads(out.read_text())
-    assert len(report["results"]) == 4 * 2 * 3 and report["config"]["seeds"] == [0, 1]
+    assert len(report["results"]) == 4 * 2 * 2 * 2 and report["config"]["seeds"] == 2
     assert set(report["gradients"]) == {"LSTM", "LSTM, forget bias 3", "GRU", "RNN"}
     try:
         import matplotlib  # noqa: F401
@@ -395,10 +404,23 @@ def test_long_range_experiment_command(tmp_path):
         assert png.read_bytes().startswith(b"\x89PNG")
     again = charlstm("experiment", "long-range", "--quick", "--json", out)
     assert again.returncode == 1 and again.stderr == f"Error: {out}: already exists; choose another name or remove it first\n"
-    bad = charlstm("experiment", "long-range", "--tasks", "recall,adding")
-    assert bad.returncode == 2 and "adding: the tasks are recall, copy" in bad.stderr
+    bad = charlstm("experiment", "long-range", "--tasks", "recall,adding", "--seeds", "0")
+    assert bad.returncode == 2 and bad.stderr == (
+        "Error: --tasks must be some of recall, copy (got recall, adding); --seeds must be at least 1 (got 0)\n"
+    )
     bad = charlstm("experiment", "long-range", "--distances", "10,x")
-    assert bad.returncode == 2 and "give whole numbers separated by commas" in bad.stderr
+    assert bad.returncode == 2 and "10,x: give whole numbers separated by commas" in bad.stderr
+
+
+def test_long_range_curriculum_and_copy_only_say_what_they_did_not_measure():
+    copy = charlstm("experiment", "long-range", "--quick", "--tasks", "copy", "--distances", "5", "--seeds", "1")
+    assert copy.returncode == 0, copy.stderr
+    assert "copy: seeds that solved it" in copy.stdout and "recall:" not in copy.stdout
+    assert "gradients and forget gates: measured on the recall task, which was not run" in copy.stdout
+    climb = charlstm("experiment", "long-range", "--quick", "--tasks", "recall", "--seeds", "1", "--curriculum")
+    assert climb.returncode == 0, climb.stderr
+    assert "curriculum: steps to solve each distance in turn" in climb.stdout
+    assert "a curriculum per seed" in climb.stderr and "measured on single-distance runs" in climb.stdout
 
 
 # ------------------------------------------------------------------------------ generation options

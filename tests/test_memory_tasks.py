@@ -38,5 +38,17 @@ def test_accuracy_counts_every_answer_on_held_out_sequences():
     with torch.no_grad():  # a head that always says symbol 2: right on exactly the answers that are 2
         model.head.weight.zero_()
         model.head.bias.copy_(torch.arange(8) == 2)
-    _, target = task.batch(5, 300, torch.Generator().manual_seed(9))
+    _, target = task.batch(5, 300, torch.Generator().manual_seed(9), held_out=True)
     assert accuracy(model, task, 5, 300, seed=9) == int((target == 2).sum()) / target.numel()
+
+
+def test_copy_scores_only_symbol_tuples_it_never_trains_on():
+    task = MemoryTask("copy")
+
+    def tuples(held_out):
+        _, target = task.batch(1, 20_000, torch.Generator().manual_seed(1), held_out=held_out)
+        return {tuple(column) for column in target.T.tolist()}
+
+    trained, scored = tuples(False), tuples(True)
+    assert not trained & scored
+    assert len(scored) == len(range(0, 8**4, 7)) and len(trained) > 3000  # every held-out tuple, most others

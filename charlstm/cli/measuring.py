@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from charlstm.cli.base import (
@@ -15,6 +17,8 @@ from charlstm.cli.base import (
 from charlstm.config import (
     SHOW_CHOICES,
     EvalConfig,
+    ExperimentConfig,
+    flag,
 )
 from charlstm.errors import CharlstmError
 
@@ -79,20 +83,29 @@ def evaluate_and_show(checkpoint: str, source, config: EvalConfig, as_json: bool
 @click.option(
     "--html", "html_out", type=click.Path(dir_okay=False), help="Also write the pictures to this page."
 )
-def inspect(checkpoint, file, text, max_chars, quantity, layer, unit, at, html_out) -> None:
+@click.option(
+    "--png",
+    "png_out",
+    type=click.Path(dir_okay=False),
+    help="Also draw the units over the text's first 600 characters to this PNG (needs matplotlib).",
+)
+def inspect(checkpoint, file, text, max_chars, quantity, layer, unit, at, html_out, png_out) -> None:
     """See inside a model: activations over a text, interpretable units, gates and predictions.
 
     \b
       charlstm inspect checkpoints/my_text --text 'He said "yes" (twice).'
       charlstm inspect checkpoints/my_text notes.txt --show forget --layer 2 --unit 17
-      charlstm inspect checkpoints/my_text notes.txt --html inside.html
+      charlstm inspect checkpoints/my_text notes.txt --html inside.html --png inside.png
     """
     from pathlib import Path
 
     if (text is None) == (file is None):
         raise click.UsageError("give FILE or --text (one of them)")
-    if html_out is not None and Path(html_out).exists():
-        raise CharlstmError(f"--html {html_out}: already exists; choose another name or remove it first")
+    if html_out is not None and png_out is not None and Path(html_out).resolve() == Path(png_out).resolve():
+        raise click.UsageError("--html and --png name the same file")
+    for option, path in (("--html", html_out), ("--png", png_out)):
+        if path is not None and Path(path).exists():
+            raise CharlstmError(f"{option} {path}: already exists; choose another name or remove it first")
     from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
     from charlstm.display import inspection_html, print_inspection
     from charlstm.inspection import check_request, inspect_text
@@ -109,6 +122,17 @@ def inspect(checkpoint, file, text, max_chars, quantity, layer, unit, at, html_o
 
         atomic_write(html_out, inspection_html(report, f"charlstm inspect {checkpoint}"))
         click.echo(f"wrote {html_out}", err=True)
+    if png_out is not None:
+        from charlstm.display import inspection_png
+
+        if not report.units:
+            click.echo(f"--png {png_out}: no units to draw (nothing varies in this text); no picture", err=True)
+        elif inspection_png(report, png_out):
+            click.echo(f"wrote {png_out}", err=True)
+        else:
+            click.echo(
+                f"--png {png_out}: matplotlib is not installed (pip install matplotlib); no picture", err=True
+            )
 
 
 # ----------------------------------------------------------------------------------- experiment
@@ -119,84 +143,76 @@ def experiment() -> None:
     """Experiments on how recurrent cells behave (see the README's long-range section)."""
 
 
-def _distances(ctx, param, value: str | None):
-    if value is None:
-        return None
-    try:
-        distances = tuple(sorted({int(d) for d in value.split(",")}))
-    except ValueError:
-        raise click.BadParameter("give whole numbers separated by commas, such as 10,30,100") from None
-    if min(distances) < 1:
-        raise click.BadParameter("every distance must be at least 1")
-    return distances
+def _comma_list(kind):
+    """A Click callback: ``--distances 10,30,100`` -> (10, 30, 100); the config checks the values."""
+
+    def parse(ctx, param, value: str | None):
+        if value is None:
+            return None
+        try:
+            return tuple(dict.fromkeys(kind(item.strip()) for item in value.split(",") if item.strip()))
+        except ValueError:
+            raise click.BadParameter(f"{value}: give whole numbers separated by commas") from None
+
+    return parse
 
 
-def _tasks(ctx, param, value: str | None):
-    from charlstm.memory_tasks import TASKS
-
-    if value is None:
-        return None
-    tasks = tuple(dict.fromkeys(t.strip() for t in value.split(",")))
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise click.BadParameter(f"{', '.join(unknown)}: the tasks are {', '.join(TASKS)}")
-    return tasks
+def _list_option(name: str, kind):
+    f = {f.name: f for f in dataclasses.fields(ExperimentConfig)}[name]
+    shown = ",".join(map(str, f.default))
+    return click.option(
+        flag(name), callback=_comma_list(kind), help=f"{f.metadata['help']}  [default: {shown}]"
+    )
 
 
 @experiment.command("long-range")
 @config_file_option
-@click.option("--quick", is_flag=True, help="Seconds, not minutes: short distances, small budgets, tiny models.")
-@click.option("--tasks", callback=_tasks, help="Comma-separated: recall, copy  [default: recall,copy]")
 @click.option(
-    "--distances", callback=_distances, help="Comma-separated, for every task  [default: 10,30,100]"
+    "--quick", is_flag=True, help="Seconds, not minutes: distances 5 and 20, budget 100, tiny models."
 )
-@click.option("--seeds", type=click.IntRange(1), help="Seeds per cell and distance  [default: 3]")
-@click.option(
-    "--budget",
-    type=click.IntRange(1),
-    help="Training steps per model before the doubling check; a model not solved by then trains on to "
-    "twice as many  [default: 1000]",
-)
-@click.option("--hidden", type=click.IntRange(1), help="The LSTM's hidden size; the GRU and RNN get as many parameters  [default: 64]")
-@click.option(
-    "--curriculum", is_flag=True, help="One model per seed climbs the distances in order, moving on when it solves one."
-)
-@click.option("--jobs", type=click.IntRange(1), help="Processes on a CPU  [default: one per core]")
+@_list_option("tasks", str)
+@_list_option("distances", int)
+@config_option(ExperimentConfig, "seeds")
+@config_option(ExperimentConfig, "budget")
+@config_option(ExperimentConfig, "hidden_size")
+@config_option(ExperimentConfig, "lr")
+@config_option(ExperimentConfig, "curriculum")
+@config_option(ExperimentConfig, "jobs")
 @device_option
 @click.option("--png", type=click.Path(dir_okay=False), help="Also plot to this PNG (needs matplotlib).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write every result as JSON.")
-def long_range(quick, tasks, distances, seeds, budget, hidden, curriculum, jobs, device, png, json_out) -> None:
+def long_range(quick: bool, device: str, png: str | None, json_out: str | None, **options) -> None:
     """Can LSTM, GRU and tanh-RNN models remember across d steps, and how fast do their gradients
     vanish?
 
-    Two tasks (recall one symbol across d distractors; copy four symbols in order after d blanks).
-    For every cell, distance and seed, a fresh model with the same parameter budget trains until
-    it solves the task on held-out sequences (99%) or until twice the budget; the table shows how
-    many seeds solved it and the steps it took. Then, on the models that learnt,
-    ||dloss/dh(T-k)|| against k and the forget gates of the LSTM that remembers. Uses the GPU when
-    there is one, else one process per CPU core.
+    Two tasks: recall one symbol across d distractors; copy four symbols in order after d blanks.
+    For every cell, distance and seed, a fresh model with the same number of parameters trains
+    until it solves the task on held-out sequences (99%) or for twice the budget; the tables show
+    how many seeds solved it and the steps it took, and the doubling check says whether the budget
+    was enough. Then, on the models that learnt, ||dloss/dh(T-k)|| against k and the forget
+    gates of the LSTM that remembers. Uses the GPU when there is one, else one process per core.
     """
+    import importlib.util
     from pathlib import Path
 
     from charlstm.display.long_range import ExperimentProgress, plot_long_range, print_long_range, print_start
-    from charlstm.experiment import ExperimentConfig, plan, run_experiment, with_changes, worker_count
+    from charlstm.experiment import plan, run_experiment, worker_count
     from charlstm.hardware import select_device
 
-    config = ExperimentConfig.quick() if quick else ExperimentConfig()
-    config = with_changes(
-        config,
-        tasks=tasks,
-        recall_distances=distances,
-        copy_distances=distances,
-        seeds=tuple(range(seeds)) if seeds else None,
-        budget=budget,
-        lstm_hidden=hidden,
-        curriculum=curriculum or None,
-        jobs=jobs,
-    )
+    given = _given(options)
+    config = ExperimentConfig.quick(**given) if quick else ExperimentConfig(**given)
+    if png is not None and json_out is not None and Path(png).resolve() == Path(json_out).resolve():
+        raise click.UsageError("--png and --json name the same file")
     for path in (png, json_out):
         if path is not None and Path(path).exists():
             raise CharlstmError(f"{path}: already exists; choose another name or remove it first")
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            raise CharlstmError(f"{path}: its directory does not exist")
+    if png is not None and importlib.util.find_spec("matplotlib") is None:
+        click.echo(
+            f"--png {png}: matplotlib is not installed (pip install matplotlib); tables only", err=True
+        )
+        png = None
     where = select_device(device).type
     if where not in ("cpu", "cuda"):
         where = "cpu"  # MPS lacks some of the fused layers' backward passes; these models are small
@@ -215,8 +231,5 @@ def long_range(quick, tasks, distances, seeds, budget, hidden, curriculum, jobs,
 
         atomic_write(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
         click.echo(f"wrote {json_out}", err=True)
-    if png is not None:
-        if plot_long_range(report, png):
-            click.echo(f"wrote {png}", err=True)
-        else:
-            click.echo(f"--png {png}: matplotlib is not installed (pip install matplotlib); tables only", err=True)
+    if png is not None and plot_long_range(report, png):
+        click.echo(f"wrote {png}", err=True)

@@ -11,6 +11,7 @@ from charlstm.display.activations import (
     colour,
     describe_saturation,
     inspection_html,
+    inspection_png,
     print_inspection,
     scale_of,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "describe_saturation",
     "duration",
     "inspection_html",
+    "inspection_png",
     "one_line",
     "plot_runs",
     "print_curves",

@@ -153,3 +153,52 @@ def inspection_html(report: Inspection, title: str) -> str:
         parts.append(f"<p>The text goes on with {e(repr(p.actual))}.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def inspection_png(report: Inspection, path: str, chars: int = 600, width: int = 100) -> bool:
+    """The units coloured over the first ``chars`` characters of the text, one panel per unit
+    (at least one), as a PNG; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    from charlstm.atomic import atomic_write
+
+    # one character per cell: a token's colour is spread over its characters
+    text, per_char = [], []
+    for index, piece in enumerate(report.pieces):
+        for ch in piece or " ":
+            text.append(ch)
+            per_char.append(index)
+        if len(text) >= chars:
+            break
+    text, per_char = text[:chars], np.asarray(per_char[:chars])
+    lines, column = [[]], 0
+    for ch, token in zip(text, per_char):
+        lines[-1].append((ch, token))
+        column += 1
+        if ch == "\n" or column == width:
+            lines.append([])
+            column = 0
+    rows = len(lines)
+    fig, axes = plt.subplots(
+        len(report.units), 1, figsize=(width * 0.1, (rows * 0.19 + 0.45) * len(report.units))
+    )
+    for ax, unit in zip(np.atleast_1d(axes), report.units):
+        scale = scale_of(unit.values)
+        image = np.ones((rows, width, 3))
+        for y, line in enumerate(lines):
+            for x, (ch, token) in enumerate(line):
+                image[y, x] = np.asarray(colour(float(unit.values[token]), scale)) / 255
+                if ch not in "\n ":
+                    ax.text(x, y, ch, ha="center", va="center", fontsize=6.5, family="monospace")
+        ax.imshow(image, aspect="auto", interpolation="nearest")
+        ax.set_title(unit.label, fontsize=9, loc="left")
+        ax.set_axis_off()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=130))
+    plt.close(fig)
+    return True

@@ -1,14 +1,27 @@
 """The long-range experiment on a terminal and in a PNG: a progress bar while models train, then
-one table per task (solved seeds, steps to solve, accuracy), the doubling check, the gradient
-norms and the forget gates of the LSTM that remembers."""
+one table per task (seeds that solved it, steps to solve, accuracy), the doubling check, the
+gradient norms and the forget gates of the LSTM that remembers."""
 
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 
 from charlstm.atomic import atomic_write
 from charlstm.display.consoles import stderr_console, stdout_console
+
+
+def print_start(config, jobs: int, workers: int, device: str) -> None:
+    where = f"{workers} processes of one thread" if device == "cpu" and workers > 1 else device
+    kind = "a curriculum per seed" if config.curriculum else "one model per distance and seed"
+    stderr_console().print(
+        f"long-range: tasks {', '.join(config.tasks)}; distances {', '.join(map(str, config.distances))}; "
+        f"{config.seeds} seeds; {kind}; budget {config.budget:,} steps, doubled to {2 * config.budget:,} for "
+        f"the check; {jobs} models on {where}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 class ExperimentProgress:
@@ -21,8 +34,10 @@ class ExperimentProgress:
 
     def __call__(self, done: int, total: int, results) -> None:
         last = results[-1]
-        outcome = f"solved in {last.steps:,} steps" if last.steps else f"{last.accuracy:.0%}"
-        self.bar.set_postfix_str(f"{last.task} {last.model} d={last.distance} seed {last.seed}: {outcome}")
+        outcome = f"solved in {last.steps:,} steps" if last.steps else f"not solved ({last.accuracy:.1%})"
+        self.bar.set_postfix_str(
+            f"{last.task} {last.model} d={last.distance} seed {last.seed}: {outcome}", refresh=False
+        )
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -30,7 +45,7 @@ class ExperimentProgress:
 
 
 def _cell(summary: dict) -> str:
-    """'3/3 · 250 (200–300)' when solved, else the final accuracy's median and range."""
+    """'3/3 · 250 (200–300)' when solved, then the final accuracy's median and range where not all did."""
     solved, seeds = summary["solved"], summary["seeds"]
     if not seeds:
         return ""
@@ -41,7 +56,7 @@ def _cell(summary: dict) -> str:
         text += f" · {summary['median_steps']:,.0f}{spread}"
     if solved < seeds:
         low, high = summary["accuracy_range"]
-        text += f" · acc {summary['median_accuracy']:.0%} ({low:.0%}–{high:.0%})"
+        text += f" · acc {summary['median_accuracy']:.1%} ({low:.1%}–{high:.1%})"
     return text
 
 
@@ -51,110 +66,133 @@ def print_long_range(report) -> None:
     console, config = stdout_console(), report.config
     budget = config.budget
     for task in config.tasks:
+        what = "each answer" if task == "copy" else "the answer"
         table = Table(
-            title=f"{task}: seeds that solved it (held-out accuracy ≥ {config.solved_at:.0%} within "
-            f"{2 * budget:,} steps) · median steps to solve (range) · final accuracy where not all did",
+            title=f"{task}: seeds that solved it (held-out accuracy on {what} ≥ {config.solved_at:.0%}, checked "
+            f"every {config.eval_every} steps, within {2 * budget:,}) · median steps to solve over those seeds "
+            "(range) · where not all did, the final accuracy's median (range)",
             title_justify="left",
         )
         for name in ("model", "hidden", "parameters"):
             table.add_column(name, justify="left" if name == "model" else "right")
-        for d in config.distances(task):
+        for d in config.distances:
             table.add_column(f"d={d}", justify="right")
-        for label, _, _ in config.variants():
-            runs = [r for r in report.results if (r.task, r.model) == (task, label) and not r.curriculum]
-            if not runs:
-                continue
-            cells = [_cell(report.summary(task, label, d)) for d in config.distances(task)]
-            table.add_row(label, str(runs[0].hidden_size), f"{runs[0].parameters:,}", *cells)
-        if table.rows:
-            console.print(table)
+        for model, _, _ in config.variants():
+            runs = [r for r in report.results if (r.task, r.model) == (task, model)]
+            if runs:
+                cells = [_cell(report.summary(task, model, d)) for d in config.distances]
+                table.add_row(model, str(runs[0].hidden_size), f"{runs[0].parameters:,}", *cells)
+        console.print(table)
+    _print_checks(report, console)
     if config.curriculum:
         _print_curriculum(report, console)
-        return
-    doubled = report.needed_the_doubling()
-    models = len(report.results)
+        console.print(
+            "gradients and forget gates: measured on single-distance runs (run without --curriculum)"
+        )
+    elif "recall" not in config.tasks:
+        console.print("gradients and forget gates: measured on the recall task, which was not run")
+    else:
+        _print_gradients(report, console)
+        _print_forget_gates(report, console)
+
+
+def _print_checks(report, console) -> None:
+    budget, models = report.config.budget, len(report.results)
+    doubled, improving = report.needed_the_doubling(), report.still_learning()
     if doubled:
         names = ", ".join(f"{r.task} {r.model} d={r.distance} seed {r.seed} ({r.steps:,})" for r in doubled)
         console.print(
-            f"doubling check: {len(doubled)} of {models} models solved only between {budget:,} and "
-            f"{2 * budget:,} steps: {names}; at {budget:,} steps their outcome would differ"
+            f"doubling check FAILED: {len(doubled)} of {models} models solved only between {budget:,} and "
+            f"{2 * budget:,} steps: {names}. The budget was not enough for them: run again with "
+            f"--budget {2 * budget}"
         )
     else:
         console.print(
-            f"doubling check: doubling the budget from {budget:,} to {2 * budget:,} steps changed none of {models} outcomes"
+            f"doubling check: going from {budget:,} to {2 * budget:,} steps solved no model that was not "
+            f"solved by {budget:,} ({models} models)"
         )
-    _print_gradients(report, console)
-    _print_forget_gates(report, console)
+    if improving:
+        names = ", ".join(
+            f"{r.task} {r.model} d={r.distance} seed {r.seed} ({r.accuracy_at_budget:.1%} -> {r.accuracy:.1%})"
+            for r in improving
+        )
+        console.print(
+            f"still learning: {len(improving)} unsolved models gained more than 10 points of accuracy between "
+            f"{budget:,} and {2 * budget:,} steps, so a larger budget might solve them: {names}"
+        )
 
 
 def _print_curriculum(report, console) -> None:
     from rich.table import Table
 
     table = Table(
-        title="curriculum: steps to solve each distance in turn (one model per seed)", title_justify="left"
+        title="curriculum: steps to solve each distance in turn (one model per seed; steps per stage, "
+        "total in brackets)",
+        title_justify="left",
     )
-    table.add_column("task")
-    table.add_column("model")
-    table.add_column("seed", justify="right")
-    table.add_column("distances solved (steps)")
+    for name in ("task", "model", "seed", "distances solved"):
+        table.add_column(name, justify="right" if name == "seed" else "left")
     for task in report.config.tasks:
-        for label, _, _ in report.config.variants():
-            for seed in report.config.seeds:
-                runs = [r for r in report.results if (r.task, r.model, r.seed) == (task, label, seed)]
-                stages = ", ".join(
-                    f"{r.distance}: {r.steps:,}" if r.steps else f"{r.distance}: not ({r.accuracy:.0%})"
-                    for r in runs
-                )
-                table.add_row(task, label, str(seed), stages)
+        for model, _, _ in report.config.variants():
+            for seed in range(report.config.seeds):
+                total, stages = 0, []
+                for r in (r for r in report.results if (r.task, r.model, r.seed) == (task, model, seed)):
+                    if r.steps:
+                        total += r.steps
+                        stages.append(f"{r.distance}: {r.steps:,} ({total:,})")
+                    else:
+                        stages.append(f"{r.distance}: not solved ({r.accuracy:.1%})")
+                table.add_row(task, model, str(seed), ", ".join(stages))
     console.print(table)
 
 
 def _print_gradients(report, console) -> None:
     from rich.table import Table
 
-    measured = {label: g for label, g in report.gradients.items() if g["norms"]}
+    measured = {model: g for model, g in report.gradients.items() if g["norms"]}
+    untrained = [model for model, g in report.gradients.items() if not g["norms"]]
+    if untrained:
+        console.print(f"gradients not measured for {', '.join(untrained)}: it solved no recall distance")
     if not measured:
         return
-    longest = max(report.config.recall_distances)
+    longest = max(report.config.distances)
     table = Table(
-        title=f"mean ||dloss/dh(T-k)|| on recall sequences of d={longest}, each model trained at the longest "
-        "distance it solved",
+        title=f"mean ||dloss/dh(T-k)|| per sequence, on recall sequences of d={longest}, each model trained at "
+        f"the longest distance it solved (k = {longest + 1}: the state just after reading the symbol)",
         title_justify="left",
     )
     table.add_column("k", justify="right")
-    for label, g in measured.items():
+    for model, g in measured.items():
         table.add_column(
-            f"{label.replace('LSTM, forget bias', 'LSTM fb')} (d={g['trained_at']})", justify="right"
+            f"{model.replace('LSTM, forget bias', 'LSTM fb')} (d={g['trained_at']})", justify="right"
         )
-    by_label = [dict(g["norms"]) for g in measured.values()]
-    for k in sorted({k for norms in by_label for k in norms}):
-        table.add_row(str(k), *(f"{norms[k]:.1e}" if k in norms else "" for norms in by_label))
+    by_model = [dict(g["norms"]) for g in measured.values()]
+    for k in sorted({k for norms in by_model for k in norms}):
+        table.add_row(str(k), *(f"{norms[k]:.1e}" if k in norms else "" for norms in by_model))
     console.print(table)
-    untrained = [label for label, g in report.gradients.items() if not g["norms"]]
-    if untrained:
-        console.print(f"not measured (solved no recall distance): {', '.join(untrained)}")
 
 
 def _print_forget_gates(report, console) -> None:
     gates = report.forget_gates
     if not gates:
+        console.print("forget gates: no LSTM solved a recall distance")
         return
     held = gates["distance"]
     units = ", ".join(
         f"{u} (η² {e:.2f}, mean f {f:.3f}, ∏f {k:.0%})"
         for u, e, f, k in zip(gates["units"], gates["eta_squared"], gates["mean_forget"], gates["kept"])
     )
-    everyone = gates["all_units_forget_by_step"]
+    everyone = gates["all_units_forget_by_step"][1:-1]
     console.print(
-        f"forget gates of {gates['model']} trained at d={held}: the units whose cell state holds the symbol "
-        f"are {units} over the {held} distractors; the mean forget gate of all units is "
-        f"{sum(everyone[1:-1]) / max(1, len(everyone) - 2):.3f}"
+        f"forget gates of {gates['model']} trained at d={held}: the units whose cell state best separates the "
+        f"remembered symbols (η² 1: a function of the symbol) are {units} over the {held} distractors; the "
+        f"mean forget gate of all units is {sum(everyone) / max(1, len(everyone)):.3f}"
     )
 
 
 def plot_long_range(report, path: str) -> bool:
-    """A PNG: accuracy against distance per task (median, seed range), the gradient norms, and the
-    forget gates along a sequence; False when matplotlib is not installed."""
+    """A PNG: accuracy against distance per task (median, seed range), and with recall the gradient
+    norms and the forget gates along a sequence; False when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -162,22 +200,27 @@ def plot_long_range(report, path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    from charlstm.memory_tasks import MemoryTask
+
+
     config = report.config
-    panels = len(config.tasks) + 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4))
+    gradients = {model: g for model, g in report.gradients.items() if g["norms"]}
+    panels = len(config.tasks) + bool(gradients) + bool(report.forget_gates)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4), squeeze=False)
+    axes = list(axes[0])
     for ax, task in zip(axes, config.tasks):
-        for i, (label, _, _) in enumerate(config.variants()):
-            distances = [d for d in config.distances(task) if report.runs(task, label, d)]
+        for i, (model, _, _) in enumerate(config.variants()):
+            distances = [d for d in config.distances if report.runs(task, model, d)]
             if not distances:
                 continue
-            accuracies = [sorted(r.accuracy for r in report.runs(task, label, d)) for d in distances]
-            middle = [a[len(a) // 2] for a in accuracies]
+            accuracies = [[r.accuracy for r in report.runs(task, model, d)] for d in distances]
+            middle = [statistics.median(a) for a in accuracies]
             spread = [
-                [m - a[0] for m, a in zip(middle, accuracies)],
-                [a[-1] - m for m, a in zip(middle, accuracies)],
+                [m - min(a) for m, a in zip(middle, accuracies)],
+                [max(a) - m for m, a in zip(middle, accuracies)],
             ]
-            ax.errorbar(distances, middle, yerr=spread, marker="o", capsize=3, label=label, color=f"C{i}")
-        ax.axhline(1 / 8, color="grey", linestyle=":", label="chance")
+            ax.errorbar(distances, middle, yerr=spread, marker="o", capsize=3, label=model, color=f"C{i}")
+        ax.axhline(1 / MemoryTask(task).num_symbols, color="grey", linestyle=":", label="chance")
         ax.set(
             xscale="log",
             xlabel="distance d",
@@ -186,53 +229,43 @@ def plot_long_range(report, path: str) -> bool:
             title=task,
         )
         ax.legend(fontsize="small")
-    gradients = axes[len(config.tasks)]
-    for i, (label, g) in enumerate(report.gradients.items()):
-        if g["norms"]:
-            ks, norms = zip(*g["norms"])
-            shown = [n if n > 0 else math.nan for n in norms]
-            gradients.plot(
-                [max(k, 0.5) for k in ks],
-                shown,
-                marker="o",
-                label=f"{label} (d={g['trained_at']})",
-                color=f"C{i}",
-            )
-    gradients.set(
-        xscale="log",
-        yscale="log",
-        xlabel="k (steps before the query)",
-        ylabel="mean ||dloss / dh(T-k)||",
-        title=f"gradients, recall d = {max(config.recall_distances)}",
-    )
-    gradients.legend(fontsize="small")
-    forget = axes[-1]
-    gates = report.forget_gates
-    if gates:
-        for unit, trace in zip(gates["units"], gates["forget_by_step"]):
-            forget.plot(trace, label=f"unit {unit} (holds the symbol)")
-        forget.plot(
-            gates["all_units_forget_by_step"], color="grey", linestyle="--", label="mean of all units"
+    rest = axes[len(config.tasks) :]
+    if gradients:
+        ax = rest.pop(0)
+        for i, (model, g) in enumerate(report.gradients.items()):
+            if g["norms"]:
+                ks, norms = zip(*g["norms"])
+                shown = [n if n > 0 else math.nan for n in norms]
+                ax.plot(
+                    [max(k, 0.5) for k in ks],
+                    shown,
+                    marker="o",
+                    label=f"{model} (d={g['trained_at']})",
+                    color=f"C{i}",
+                )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="k (steps before the query)",
+            ylabel="mean ||dloss / dh(T-k)||",
+            title=f"gradients, recall d = {max(config.distances)}",
         )
-        forget.set(
+        ax.legend(fontsize="small")
+    if report.forget_gates:
+        ax, gates = rest.pop(0), report.forget_gates
+        for unit, trace in zip(gates["units"], gates["forget_by_step"]):
+            ax.plot(trace, label=f"unit {unit} (η² {gates['eta_squared'][gates['units'].index(unit)]:.2f})")
+        everyone = gates["all_units_forget_by_step"]
+        ax.plot(everyone, color="grey", linestyle="--", label="mean of all units")
+        low = min(min(min(t) for t in gates["forget_by_step"]), min(everyone))
+        ax.set(
             xlabel="step (0: the symbol, last: the query)",
             ylabel="forget gate f (mean over sequences)",
-            title=f"{gates['model']}, d = {gates['distance']}",
-            ylim=(0, 1.02),
+            title=f"forget gates: {gates['model']}, d = {gates['distance']}",
+            ylim=(max(0.0, low - 0.05), 1.005),
         )
-        forget.legend(fontsize="small")
+        ax.legend(fontsize="small")
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return True
-
-
-def print_start(config, jobs: int, workers: int, device: str) -> None:
-    where = f"{workers} processes of one thread" if device == "cpu" and workers > 1 else device
-    stderr_console().print(
-        f"long-range: tasks {', '.join(config.tasks)}; {len(config.seeds)} seeds; "
-        f"{'a curriculum per seed' if config.curriculum else 'one model per distance and seed'}; "
-        f"budget {config.budget:,} steps, doubled to {2 * config.budget:,} for the check; "
-        f"{jobs} models on {where}",
-        markup=False,
-    )

@@ -101,3 +101,16 @@ def test_requests_the_model_cannot_answer_are_refused_together(tiny_run):
         inspect_text(model, tokenizer, "hello", at=9)
     assert inspect_text(model, tokenizer, "snow ☃ here").unknown_chars == ["☃"]
 
+
+
+def test_png_draws_one_panel_per_unit(report, tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from charlstm.display import inspection_png
+
+    path = tmp_path / "units.png"
+    assert inspection_png(report, str(path), chars=200, width=50)
+    width, height = Image.open(path).size
+    assert width == 50 * 0.1 * 130  # 0.1 inch per character at 130 dpi
+    assert height > 100 * len(report.units)  # a panel (title and 5 lines of text) per unit

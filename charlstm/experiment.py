@@ -85,7 +85,9 @@ def train_job(job: Job) -> tuple[list[Result], dict[str, torch.Tensor]]:
     for distance in job.distances:
         start, steps, at_budget = time.perf_counter(), None, None
         held_out = 1_000_000 + distance  # the same held-out sequences for every model at this distance
-        for step in range(1, 2 * config.budget + 1):
+        if results and accuracy(model, task, distance, config.eval_sequences, held_out) >= config.solved_at:
+            steps = 0  # a curriculum's model that already solves the next distance, untaught
+        for step in range(1, 2 * config.budget + 1 if steps is None else 0):
             ids, target = task.batch(distance, config.batch_size, generator)
             logits = model(ids.to(job.device))
             loss = F.cross_entropy(logits.flatten(0, 1), target.to(job.device).flatten())
@@ -101,6 +103,7 @@ def train_job(job: Job) -> tuple[list[Result], dict[str, torch.Tensor]]:
                     steps = step
                     break
         final = accuracy(model, task, distance, 4 * config.eval_sequences, held_out + 500_000)
+        at_budget = final if at_budget is None else at_budget
         results.append(
             Result(
                 job.task,
@@ -111,7 +114,7 @@ def train_job(job: Job) -> tuple[list[Result], dict[str, torch.Tensor]]:
                 job.hidden_size,
                 parameters,
                 steps,
-                final if at_budget is None else at_budget,
+                at_budget,
                 final,
                 time.perf_counter() - start,
             )
@@ -173,9 +176,10 @@ class Report:
 
     def longest_solved(self, task: str, model: str) -> int | None:
         """The longest distance where at least one seed solved ``task``."""
-        return max(
-            (r.distance for r in self.results if (r.task, r.model) == (task, model) and r.steps), default=None
+        solved = (
+            r.distance for r in self.results if (r.task, r.model) == (task, model) and r.steps is not None
         )
+        return max(solved, default=None)
 
     def to_dict(self) -> dict:
         return {

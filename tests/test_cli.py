@@ -542,4 +542,4 @@ def test_a_prime_file_of_one_newline_is_a_prime(tiny_run, tmp_path):
 def test_chat_names_unknown_characters_in_the_line(tiny_run):
     result = charlstm("chat", tiny_run, "--length", "5", input="snow ☃\nThe \n")
     assert "error: the line has characters the model's vocabulary lacks: '☃'; leave them out" in result.stderr
-    assert result.returncode == 0 and len(result.stdout.splitlines()[0]) == 5  # the next line is answered
+    assert result.returncode == 0 and len(result.stdout) == 5 + 1  # the next line is answered: 5 characters and a newline

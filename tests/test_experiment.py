@@ -59,9 +59,10 @@ def test_plan_has_every_cell_distance_and_seed_with_equal_budgets_longest_first(
 
 def test_a_model_trains_until_solved_and_a_curriculum_stops_at_the_first_distance_it_cannot_solve():
     config = ExperimentConfig.quick(budget=60, curriculum=True)
-    job = Job(config, "recall", "LSTM, forget bias 3", "lstm", 3.0, 16, (3, 100, 200), seed=0)
+    job = Job(config, "recall", "LSTM, forget bias 3", "lstm", 3.0, 16, (3, 4, 100, 200), seed=0)
     results, weights = train_job(job)
-    solved, failed = results  # 3 is learnt; 100 is not, in 120 steps; 200 is never tried
+    solved, untaught, failed = results  # 3 is learnt; 4 needs no more; 100 is not, in 120 steps; 200 never tried
+    assert untaught.distance == 4 and untaught.steps == 0 and untaught.accuracy >= 0.97
     assert solved.distance == 3 and solved.steps is not None and solved.steps % 25 == 0
     assert solved.accuracy >= config.solved_at - 0.02  # the final score is on fresh held-out sequences
     assert failed.distance == 100 and failed.steps is None and failed.accuracy < config.solved_at

@@ -34,7 +34,11 @@ class ExperimentProgress:
 
     def __call__(self, done: int, total: int, results) -> None:
         last = results[-1]
-        outcome = f"solved in {last.steps:,} steps" if last.steps else f"not solved ({last.accuracy:.1%})"
+        outcome = (
+            f"solved in {last.steps:,} steps"
+            if last.steps is not None
+            else f"not solved ({last.accuracy:.1%})"
+        )
         self.bar.set_postfix_str(
             f"{last.task} {last.model} d={last.distance} seed {last.seed}: {outcome}", refresh=False
         )
@@ -127,7 +131,7 @@ def _print_curriculum(report, console) -> None:
 
     table = Table(
         title="curriculum: steps to solve each distance in turn (one model per seed; steps per stage, "
-        "total in brackets)",
+        "total in brackets; 0: it solved the distance before any training on it)",
         title_justify="left",
     )
     for name in ("task", "model", "seed", "distances solved"):
@@ -137,7 +141,7 @@ def _print_curriculum(report, console) -> None:
             for seed in range(report.config.seeds):
                 total, stages = 0, []
                 for r in (r for r in report.results if (r.task, r.model, r.seed) == (task, model, seed)):
-                    if r.steps:
+                    if r.steps is not None:
                         total += r.steps
                         stages.append(f"{r.distance}: {r.steps:,} ({total:,})")
                     else:
@@ -201,7 +205,6 @@ def plot_long_range(report, path: str) -> bool:
     except ImportError:
         return False
     from charlstm.memory_tasks import MemoryTask
-
 
     config = report.config
     gradients = {model: g for model, g in report.gradients.items() if g["norms"]}

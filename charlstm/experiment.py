@@ -72,12 +72,21 @@ class Job:
         return sum(self.distances)
 
 
+def _data_key(job: Job) -> list[int]:
+    return [MEMORY_TASKS.index(job.task), job.distances[0], job.seed]
+
+
+def data_generator(job: Job) -> torch.Generator:
+    """The generator of a job's training batches: the same for every cell at a (task, distance,
+    seed), so cells are compared on the same sequences."""
+    return torch.Generator().manual_seed(zlib.crc32(repr(_data_key(job)).encode()))
+
+
 def train_job(job: Job) -> tuple[list[Result], dict[str, torch.Tensor]]:
     """Train one model through its distances; its results (one per distance reached) and weights."""
     config, task = job.config, MemoryTask(job.task)
-    data_seed = [MEMORY_TASKS.index(job.task), job.distances[0], job.seed]
-    torch.manual_seed(zlib.crc32(repr([job.model, *data_seed]).encode()))  # the initial weights
-    generator = torch.Generator().manual_seed(zlib.crc32(repr(data_seed).encode()))  # the same for every cell
+    torch.manual_seed(zlib.crc32(repr([job.model, *_data_key(job)]).encode()))  # the initial weights
+    generator = data_generator(job)
     model = MemoryModel(job.cell, task, config.embedding_dim, job.hidden_size, job.forget_bias).to(job.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     parameters = sum(p.numel() for p in model.parameters())

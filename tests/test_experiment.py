@@ -5,7 +5,8 @@ import pytest
 
 from charlstm.config import ExperimentConfig
 from charlstm.errors import ConfigError
-from charlstm.experiment import Job, Report, Result, plan, run_experiment, train_job
+from charlstm.experiment import Job, Report, Result, data_generator, plan, run_experiment, train_job
+from charlstm.memory_tasks import MemoryTask
 
 
 def _result(model, distance, seed, steps, accuracy, task="recall"):
@@ -61,7 +62,9 @@ def test_a_model_trains_until_solved_and_a_curriculum_stops_at_the_first_distanc
     config = ExperimentConfig.quick(budget=60, curriculum=True)
     job = Job(config, "recall", "LSTM, forget bias 3", "lstm", 3.0, 16, (3, 4, 100, 200), seed=0)
     results, weights = train_job(job)
-    solved, untaught, failed = results  # 3 is learnt; 4 needs no more; 100 is not, in 120 steps; 200 never tried
+    solved, untaught, failed = (
+        results  # 3 is learnt; 4 needs no more; 100 is not, in 120 steps; 200 never tried
+    )
     assert untaught.distance == 4 and untaught.steps == 0 and untaught.accuracy >= 0.97
     assert solved.distance == 3 and solved.steps is not None and solved.steps % 25 == 0
     assert solved.accuracy >= config.solved_at - 0.02  # the final score is on fresh held-out sequences
@@ -86,7 +89,9 @@ def test_the_check_scores_at_the_budget_and_at_twice_it_even_between_regular_eva
 def test_quick_experiment_in_one_process_measures_gradients_and_forget_gates():
     config = ExperimentConfig.quick(tasks=("recall",), seeds=1, jobs=1)
     report = run_experiment(config)
-    assert {(r.model, r.distance) for r in report.results} == {(m, d) for m, _, _ in config.variants() for d in (5, 20)}
+    assert {(r.model, r.distance) for r in report.results} == {
+        (m, d) for m, _, _ in config.variants() for d in (5, 20)
+    }
     # every cell solves d = 5; gradients are measured on the models that learnt
     for model, gradients in report.gradients.items():
         assert gradients["trained_at"] == report.longest_solved("recall", model) >= 5, model
@@ -104,5 +109,19 @@ def test_parallel_workers_give_the_same_results_as_one_process():
     config = ExperimentConfig.quick(tasks=("copy",), seeds=1, forget_biases=(3.0,))
     one = run_experiment(replace(config, jobs=1))
     two = run_experiment(replace(config, jobs=2))
-    assert [(r.model, r.steps, r.accuracy) for r in one.results] == [(r.model, r.steps, r.accuracy) for r in two.results]
+    assert [(r.model, r.steps, r.accuracy) for r in one.results] == [
+        (r.model, r.steps, r.accuracy) for r in two.results
+    ]
     assert one.gradients == {} and one.forget_gates == {}  # measured on recall only
+
+
+def test_every_cell_trains_on_the_same_batches_and_seeds_differ():
+    jobs = {(j.model, j.distances, j.seed): j for j in plan(ExperimentConfig(), "cpu") if j.task == "copy"}
+
+    def first_batch(model, distance=30, seed=0):
+        return MemoryTask("copy").batch(distance, 8, data_generator(jobs[(model, (distance,), seed)]))[0]
+
+    assert all(
+        first_batch(model).equal(first_batch("LSTM")) for model in ("LSTM, forget bias 3", "GRU", "RNN")
+    )
+    assert not first_batch("LSTM", seed=1).equal(first_batch("LSTM"))

@@ -135,24 +135,51 @@ class Window:
 class Windows(Sequence):
     """Consecutive ``bptt``-long windows over ``num_rows`` rows, made on demand (a 1 GB corpus has
     half a million of them). Each input row needs the next row as its target, so the windows
-    cover rows ``0 .. num_rows - 2`` as inputs. Slicing gives the windows from a position on."""
+    cover rows ``0 .. num_rows - 2`` as inputs. Slicing gives the windows from a position on.
+    ``lengths``: windows of these lengths instead (``variable_windows``)."""
 
-    def __init__(self, num_rows: int, bptt: int, starts: range | None = None):
+    def __init__(self, num_rows: int, bptt: int, starts=None, lengths: np.ndarray | None = None):
         self.num_rows, self.bptt = num_rows, bptt
         self._starts = range(0, num_rows - 1, bptt) if starts is None else starts
+        self._lengths = lengths
 
     def __len__(self) -> int:
         return len(self._starts)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return Windows(self.num_rows, self.bptt, self._starts[index])
-        start = self._starts[index]
+            lengths = None if self._lengths is None else self._lengths[index]
+            return Windows(self.num_rows, self.bptt, self._starts[index], lengths)
+        start = int(self._starts[index])
+        if self._lengths is not None:
+            return Window(start, int(self._lengths[index]))
         return Window(start, min(self.bptt, self.num_rows - 1 - start))
 
 
 def windows(num_rows: int, bptt: int) -> Windows:
     return Windows(num_rows, bptt)
+
+
+def variable_windows(num_rows: int, bptt: int, seed) -> Windows:
+    """Windows whose lengths are drawn as awd-lstm-lm draws them: around ``bptt`` (one time in 20
+    around ``bptt / 2``), normal noise of standard deviation 5, kept within [min(5, bptt),
+    bptt + 20]. A different ``seed`` (the run's seed and the epoch) moves every cut."""
+    rng = np.random.default_rng(seed)
+    rows = num_rows - 1  # input rows
+    low, high = min(5, bptt), bptt + 20
+    drawn, total = [], 0
+    while total < rows:
+        k = int((rows - total) / (0.975 * bptt)) + 16
+        base = np.where(rng.random(k) < 0.95, bptt, bptt / 2)
+        lengths = np.clip(np.rint(rng.normal(base, 5.0)), low, high).astype(np.int64)
+        drawn.append(lengths)
+        total += int(lengths.sum())
+    lengths = np.concatenate(drawn)
+    ends = np.cumsum(lengths)
+    lengths = lengths[: int(np.searchsorted(ends, rows)) + 1]  # the windows that start before the end
+    starts = np.cumsum(lengths) - lengths
+    lengths[-1] = rows - starts[-1]
+    return Windows(num_rows, bptt, starts, lengths)
 
 
 def get_window(data, window: Window):
@@ -171,15 +198,23 @@ class TrainData:
     """
 
     stream: object  # torch.Tensor (T, B)
-    windows: Windows
+    windows: Windows  # the first epoch's
     val_ids: np.ndarray
     train_tokens: int  # in all processes
     val_tokens: int  # held out, in all processes
     val_tokens_scored: int  # what each evaluation scores, in all processes
+    variable_bptt_seed: int | None = None  # --variable-bptt: each epoch's windows drawn anew
+
+    def epoch_windows(self, epoch: int) -> Windows:
+        """The windows of epoch ``epoch`` (the same for every process and on every resume)."""
+        if self.variable_bptt_seed is None:
+            return self.windows
+        return variable_windows(self.windows.num_rows, self.windows.bptt, (self.variable_bptt_seed, epoch))
 
 
 def lay_out(ids: np.ndarray, val_fraction: float, batch_size: int, bptt: int, eval_tokens: int,
-            rank: int = 0, world_size: int = 1, val_start: int | None = None) -> TrainData:
+            rank: int = 0, world_size: int = 1, val_start: int | None = None,
+            variable_bptt_seed: int | None = None) -> TrainData:
     """Split ``ids``, take this process's shard of each part and lay the training part out.
 
     Every process gets a contiguous shard of the same length, so all of them run the same number
@@ -192,9 +227,13 @@ def lay_out(ids: np.ndarray, val_fraction: float, batch_size: int, bptt: int, ev
     train_ids, val_ids = _shard(train_ids, rank, world_size), _shard(val_ids, rank, world_size)
     val_ids = val_ids[: max(2, eval_tokens // world_size)]
     stream = batchify(train_ids, batch_size)
+    first = windows(stream.size(0), bptt)
+    if variable_bptt_seed is not None:
+        first = variable_windows(stream.size(0), bptt, (variable_bptt_seed, 0))
     return TrainData(
         stream=stream,
-        windows=windows(stream.size(0), bptt),
+        windows=first,
+        variable_bptt_seed=variable_bptt_seed,
         val_ids=val_ids,
         train_tokens=len(train_ids) * world_size,
         val_tokens=val_total,

@@ -23,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CELLS = ("lstm", "gru", "rnn")
+SIZES = ("auto", "fixed")
 ENCODING_ERRORS = ("strict", "replace")
 # What ``inspect --show`` can colour by, per cell, in display order (``cells.trace`` records each).
 QUANTITIES = {
@@ -31,7 +32,8 @@ QUANTITIES = {
     "rnn": ("hidden",),
 }
 SHOW_CHOICES = tuple(dict.fromkeys(q for names in QUANTITIES.values() for q in names))
-SENTENCEPIECE_VOCAB_SIZE = 512  # --vocab-size when bpe/unigram is asked for without one
+SENTENCEPIECE_VOCAB_SIZE = 512
+EVAL_EVERY_TOKENS = 819_200  # the default --eval-every, in training tokens (800 steps of 16 x 64)  # --vocab-size when bpe/unigram is asked for without one
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, fixed: bool = False):
@@ -103,9 +105,9 @@ class ModelShape(_Serializable):
         "lstm", "Recurrent cell: LSTM, or GRU / tanh RNN for comparison.", choices=CELLS, fixed=True
     )
     embedding_dim: int = setting(64, "Embedding size.", fixed=True)
-    hidden_size: int = setting(256, "Units per recurrent layer.", fixed=True)
-    num_layers: int = setting(2, "Stacked recurrent layers.", fixed=True)
-    dropout: float = setting(0.1, "Dropout between layers and before the projection.")
+    hidden_size: int = setting(512, "Units per recurrent layer.", fixed=True)
+    num_layers: int = setting(1, "Stacked recurrent layers.", fixed=True)
+    dropout: float = setting(0.2, "Dropout between layers and before the projection.")
     tie_weights: bool = setting(
         False, "Share embedding and projection weights (needs --embedding-dim = --hidden-size).", fixed=True
     )
@@ -157,17 +159,35 @@ class TrainConfig(_Serializable):
         None, f"Vocabulary size for bpe/unigram [default: {SENTENCEPIECE_VOCAB_SIZE}].", fixed=True
     )
     val_fraction: float = setting(0.1, "Last fraction of the text held out for validation.", fixed=True)
-    batch_size: int = setting(32, "Parallel streams per step.", fixed=True)
+    batch_size: int = setting(16, "Parallel streams per step.", fixed=True)
     bptt: int = setting(64, "Window length: steps of backpropagation through time.", fixed=True)
-    lr: float = setting(4e-3, "Peak learning rate (AdamW).")
+    variable_bptt: bool = setting(
+        False,
+        "Draw each window's length around --bptt, anew each epoch, so the cuts move (awd-lstm-lm); "
+        "the learning rate scales with the length.",
+        fixed=True,
+    )
+    lr: float = setting(6e-3, "Peak learning rate (AdamW).")
     lr_schedule: str = setting("cosine", "Learning-rate schedule.", choices=LR_SCHEDULES)
     warmup_steps: int = setting(20, "Linear warm-up steps.")
+    final_lr_ratio: float = setting(0.0, "Where the cosine schedule ends, as a fraction of --lr.")
     weight_decay: float = setting(0.01, "AdamW weight decay (weight matrices only).")
     clip: float = setting(1.0, "Gradient-norm clipping threshold.")
     epochs: int = setting(10, "Stop after this many passes over the text...")
     max_steps: int | None = setting(None, "...or this many steps...")
     max_time: float | None = setting(None, "...or this many seconds, whichever comes first.")
-    eval_every: int = setting(200, "Validate and checkpoint every N steps (and at the end).")
+    size: str = setting(
+        "auto",
+        "With --max-time, auto chooses the model's layers, units and dropout for the budget from "
+        "this machine's measured speed and the text's size (shape options you give are kept); "
+        "fixed: the default shape.",
+        choices=SIZES,
+    )
+    eval_every: int | None = setting(
+        None,
+        "Validate and checkpoint every N steps (and at the end) [default: every ~800,000 training "
+        "tokens: 800 steps at batch 16 x bptt 64].",
+    )
     eval_tokens: int = setting(1_000_000, "Validate on at most this many held-out tokens.")
     patience: int | None = setting(
         None, "Stop when the validation loss has not improved for this many evaluations."
@@ -196,6 +216,9 @@ class TrainConfig(_Serializable):
     )
 
     def __post_init__(self) -> None:
+        if self.eval_every is None and self.batch_size >= 1 and self.bptt >= 1:
+            # Validation costs the same whatever the batch: space it by tokens trained, not steps.
+            self.eval_every = max(1, round(EVAL_EVERY_TOKENS / (self.batch_size * self.bptt)))
         c = _Checks()
         c.choice(self.encoding_errors, "encoding_errors", ENCODING_ERRORS)
         c.choice(self.precision, "precision", PRECISIONS)
@@ -212,7 +235,11 @@ class TrainConfig(_Serializable):
         c.require(self.bptt >= 1, "bptt", f"must be at least 1 (got {self.bptt})")
         c.require(self.lr > 0 and math.isfinite(self.lr), "lr", f"must be a positive number (got {self.lr})")
         c.choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
+        c.choice(self.size, "size", SIZES)
         c.require(self.warmup_steps >= 0, "warmup_steps", f"must be 0 or more (got {self.warmup_steps})")
+        c.require(
+            0.0 <= self.final_lr_ratio <= 1.0, "final_lr_ratio", f"must be in [0, 1] (got {self.final_lr_ratio})"
+        )
         c.require(self.weight_decay >= 0, "weight_decay", f"must be 0 or more (got {self.weight_decay})")
         c.require(self.clip > 0, "clip", f"must be positive (got {self.clip})")
         c.require(self.epochs >= 1, "epochs", f"must be at least 1 (got {self.epochs})")
@@ -226,7 +253,9 @@ class TrainConfig(_Serializable):
             "max_time",
             f"must be a positive number of seconds (got {self.max_time})",
         )
-        c.require(self.eval_every >= 1, "eval_every", f"must be at least 1 (got {self.eval_every})")
+        c.require(
+            self.eval_every is None or self.eval_every >= 1, "eval_every", f"must be at least 1 (got {self.eval_every})"
+        )
         c.require(self.eval_tokens >= 2, "eval_tokens", f"must be at least 2 (got {self.eval_tokens})")
         c.require(
             self.patience is None or self.patience >= 1,
@@ -255,8 +284,13 @@ FIXED_ON_RESUME = fixed_on_resume(ModelShape, TrainConfig)
 class EvalConfig(_Serializable):
     """How ``charlstm eval`` runs the model over a file."""
 
-    batch_size: int = setting(64, "Parallel streams.")
+    batch_size: int = setting(64, "Parallel streams (each reads the text before its part first).")
     bptt: int | None = setting(None, "Window length [default: the checkpoint's].")
+    adapt: bool = setting(
+        False,
+        "Also score with dynamic evaluation: the weights keep learning from the text already "
+        "scored (one stream; slower). Reports both figures.",
+    )
     device: str = setting("auto", "Where to run.", choices=DEVICES)
     encoding_errors: str = setting(
         "strict",
@@ -270,6 +304,26 @@ class EvalConfig(_Serializable):
         c.require(self.bptt is None or self.bptt >= 1, "bptt", f"must be at least 1 (got {self.bptt})")
         c.choice(self.device, "device", DEVICES)
         c.choice(self.encoding_errors, "encoding_errors", ENCODING_ERRORS)
+        c.raise_if_any()
+
+
+@dataclass
+class AdaptConfig(_Serializable):
+    """Dynamic evaluation (``eval --adapt``, ``sample --adapt-to``): how the weights follow a text."""
+
+    adapt_lr: float = setting(0.1, "Learning rate of the adapting SGD steps (each step clipped to norm 1).")
+    adapt_decay: float = setting(0.0, "Pull towards the trained weights after each step (0: none, 1: undo it).")
+    adapt_bptt: int = setting(64, "Tokens scored per adapting step.")
+
+    def __post_init__(self) -> None:
+        c = _Checks()
+        c.require(
+            self.adapt_lr > 0 and math.isfinite(self.adapt_lr),
+            "adapt_lr",
+            f"must be a positive number (got {self.adapt_lr})",
+        )
+        c.require(0.0 <= self.adapt_decay <= 1.0, "adapt_decay", f"must be in [0, 1] (got {self.adapt_decay})")
+        c.require(self.adapt_bptt >= 1, "adapt_bptt", f"must be at least 1 (got {self.adapt_bptt})")
         c.raise_if_any()
 
 

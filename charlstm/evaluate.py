@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,12 +12,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charlstm.adaptation import adapt
 from charlstm.batches import encode_to_file, windows
 from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
-from charlstm.config import EvalConfig
+from charlstm.config import AdaptConfig, EvalConfig
 from charlstm.errors import DataError
 from charlstm.hardware import FP32, Precision, select_device
 from charlstm.text import TextSource
+
+
+@dataclass
+class AdaptedScore:
+    """The same text scored with dynamic evaluation (``charlstm eval --adapt``)."""
+
+    loss: float  # nats per token
+    bits_per_char: float
+    bits_per_byte: float
+    seconds: float  # the adapting pass alone
+    adapt_lr: float
+    adapt_decay: float
+    adapt_bptt: int
 
 
 @dataclass
@@ -30,6 +45,8 @@ class EvalReport:
     bits_per_byte: float
     unknown: int  # characters scored as the unknown symbol (char tokenizer only)
     replacements: int  # invalid byte sequences read as U+FFFD (--encoding-errors replace)
+    seconds: float = 0.0  # the scoring pass alone (not loading or encoding)
+    adapted: AdaptedScore | None = None  # with --adapt
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,15 +59,28 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nll.view(targets.shape)  # (T, B)
 
 
+# Tokens of the preceding text each parallel stream reads, unscored, before its own part: enough
+# for a character model's state to forget that it started cold (measured in the README's "eval").
+WARMUP_TOKENS = 256
+
+
 @torch.inference_mode()
 def stream_loss(
-    model, ids: np.ndarray, batch_size: int, bptt: int, device, precision: Precision | None = None
+    model,
+    ids: np.ndarray,
+    batch_size: int,
+    bptt: int,
+    device,
+    precision: Precision | None = None,
+    warmup: int = WARMUP_TOKENS,
 ) -> tuple[float, int]:
     """Sum of next-token negative log-likelihoods over ``ids``, and how many tokens were scored.
 
     The stream is split into ``batch_size`` contiguous parts run side by side, each carrying its
-    hidden state from window to window. The first token of each part has no context and is not
-    scored; every other token is (the last part is padded, and the padding masked out).
+    hidden state from window to window. Every part but the first starts warm: it first reads the
+    ``warmup`` tokens before it (which the part before scores), so its first tokens are scored
+    with context as they would be in one long stream. Only the text's first token is not scored
+    (the last part is padded, and the padding masked out).
     """
     n = len(ids)
     streams = max(1, min(batch_size, n // 2))
@@ -59,18 +89,24 @@ def stream_loss(
 
     was_training = model.training
     model.eval()
+    device = torch.device(device)
+    autocast = (precision or FP32).autocast
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     hidden = None
-    device = torch.device(device)
+    if streams > 1 and warmup > 0:
+        with autocast(device):
+            extra, total, count = _warm_up(model, ids, starts[1:], min(warmup, rows), device)
+        zero = model.init_hidden(1)  # the first part has nothing before it
+        hidden = tuple(torch.cat([z, h.to(z.dtype)], dim=1) for z, h in zip(zero, extra))
     for window in windows(rows, bptt):
         # Gather one window of rows (inputs plus the next row of targets) straight from ``ids``,
         # which may be a memory-mapped file: nothing the size of the text is ever built.
         index = starts + np.arange(window.start, window.start + window.length + 1)[:, None]  # (t+1, B)
         valid = torch.from_numpy(index[1:] < n).to(device)  # (t, B); the last stream is short
-        block = torch.from_numpy(np.asarray(ids[np.minimum(index, n - 1)]).astype(np.int64)).to(device)
+        block = _gather(ids, np.minimum(index, n - 1), device)
         x, y = block[:-1], block[1:]  # (t, B) each
-        with (precision or FP32).autocast(device):
+        with autocast(device):
             logits, hidden = model(x, hidden)  # (t, B, V)
         total += (token_nll(logits, y) * valid).sum(dtype=torch.float64)
         count += int(valid.sum())
@@ -78,34 +114,78 @@ def stream_loss(
     return float(total), count
 
 
-def evaluate_source(model, tokenizer, source: TextSource, batch_size: int, bptt: int, device) -> EvalReport:
+def _gather(ids: np.ndarray, index: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(ids[index]).astype(np.int64)).to(device)
+
+
+def _warm_up(model, ids: np.ndarray, starts: np.ndarray, length: int, device):
+    """Run the model over the ``length`` tokens before each of ``starts``: the hidden state it
+    leaves, and the loss (and count) of its last prediction, which is of each start's own token."""
+    n = len(ids)
+    index = starts - length + np.arange(length + 1)[:, None]  # (length+1, S)
+    block = _gather(ids, np.minimum(index, n - 1), device)
+    logits, hidden = model(block[:-1])  # (length, S, V)
+    valid = torch.from_numpy(starts < n).to(device)  # (S,); a short text can leave the last part empty
+    first = token_nll(logits[-1:], block[-1:])[0] * valid  # each part's first token
+    return hidden, first.sum(dtype=torch.float64), int(valid.sum())
+
+
+def evaluate_source(
+    model,
+    tokenizer,
+    source: TextSource,
+    batch_size: int,
+    bptt: int,
+    device,
+    adapt_config: AdaptConfig | None = None,
+    on_progress=None,
+) -> EvalReport:
     """Score a text with the model and report per-token, per-character and per-byte figures.
 
     The text is encoded chunk by chunk into a temporary memory-mapped file, so a large file is
     never held in memory. Bits per character and per byte do not depend on the tokenizer, so
     char, byte and subword models can be compared. The mean loss over the scored tokens stands
-    for the few unscored ones (one per parallel stream).
+    for the one unscored (the first). With ``adapt_config`` the text is scored a second time
+    with dynamic evaluation (``charlstm.adaptation``), which changes ``model``'s weights;
+    ``on_progress(tokens)`` follows that pass.
     """
     with tempfile.TemporaryDirectory(prefix="charlstm-eval-") as tmp:
         encoded = encode_to_file(source, tokenizer, Path(tmp) / "tokens")
         ids, stats = encoded.ids, encoded.stats
         if len(ids) < 2:
             raise DataError(f"{source.name}: too short to evaluate: it needs at least 2 tokens")
+        started = time.perf_counter()
         nll_sum, scored = stream_loss(model, ids, batch_size, bptt, device)
+        seconds = time.perf_counter() - started
+        if adapt_config is not None:
+            started = time.perf_counter()
+            adapted_sum, adapted_scored = adapt(model, ids, adapt_config, device, on_progress)
+            adapt_seconds = time.perf_counter() - started
         n_tokens, encoded_unknown = len(ids), encoded.unknown
         del ids, encoded  # close the memory map before the directory goes
+
+    def per_unit(loss: float) -> tuple[float, float]:
+        total_bits = loss * n_tokens / math.log(2)
+        return total_bits / stats.chars, total_bits / stats.bytes
+
     loss = nll_sum / scored
-    total_bits = loss * n_tokens / math.log(2)
+    bits_per_char, bits_per_byte = per_unit(loss)
+    adapted = None
+    if adapt_config is not None:
+        adapted_loss = adapted_sum / adapted_scored
+        adapted = AdaptedScore(adapted_loss, *per_unit(adapted_loss), adapt_seconds, **adapt_config.to_dict())
     return EvalReport(
         tokens=n_tokens,
         chars=stats.chars,
         bytes=stats.bytes,
         loss=loss,
         perplexity=math.exp(min(loss, 700.0)),
-        bits_per_char=total_bits / stats.chars,
-        bits_per_byte=total_bits / stats.bytes,
+        bits_per_char=bits_per_char,
+        bits_per_byte=bits_per_byte,
         unknown=encoded_unknown,
         replacements=stats.replacements,
+        seconds=seconds,
+        adapted=adapted,
     )
 
 
@@ -114,13 +194,20 @@ def evaluate_text(model, tokenizer, text: str, batch_size: int, bptt: int, devic
     return evaluate_source(model, tokenizer, TextSource.from_text(text), batch_size, bptt, device)
 
 
-def evaluate_checkpoint(checkpoint: str, source: TextSource, config: EvalConfig) -> EvalReport:
+def evaluate_checkpoint(
+    checkpoint: str,
+    source: TextSource,
+    config: EvalConfig,
+    adapt_config: AdaptConfig | None = None,
+    on_progress=None,
+) -> EvalReport:
     """``charlstm eval``: load ``checkpoint`` (checked before the text is read) and score ``source``
-    with windows of ``config.bptt`` (default: the length the model was trained with)."""
+    with windows of ``config.bptt`` (default: the length the model was trained with); with
+    ``adapt_config``, also with dynamic evaluation."""
     device = select_device(config.device)
     payload = load_checkpoint(checkpoint)
     model, tokenizer = model_from_checkpoint(payload, device, checkpoint)
     saved = payload.get("train_config")
     saved_bptt = saved.get("bptt") if isinstance(saved, dict) else None
     bptt = config.bptt or (saved_bptt if type(saved_bptt) is int and 1 <= saved_bptt <= 1 << 20 else 128)
-    return evaluate_source(model, tokenizer, source, config.batch_size, bptt, device)
+    return evaluate_source(model, tokenizer, source, config.batch_size, bptt, device, adapt_config, on_progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from charlstm.hardware import Precision, resolve_precision, select_device
 from charlstm.lock import RunLock
 from charlstm.model import LanguageModel
 from charlstm.runs import ResumePlan, corpus_record, prepare_run_dir, token_file, write_metrics
+from charlstm.sizing import SHAPE_FIELDS, choose_size
 from charlstm.text import TextSource, read_head
 from charlstm.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 
@@ -61,10 +63,13 @@ def prepare_new(
     dist: Dist,
     init: InitFrom | None = None,
     lock: RunLock | None = None,
+    shape_given: Collection[str] | None = None,
 ) -> TrainingSetup:
     """A new run on ``source`` in ``out`` (default: ``checkpoints/<stem>``, never over a run);
     with ``init``, starting from that model's weights and tokenizer (``finetune.plan_init``).
-    ``lock`` (rank 0's): taken on the run directory as soon as it exists; the caller releases it."""
+    ``lock`` (rank 0's): taken on the run directory as soon as it exists; the caller releases it.
+    ``shape_given``: the ``ModelShape`` fields the user chose; with it, ``--size auto`` (and
+    ``--max-time``) sizes the rest by the budget. None: ``shape`` is used as it is."""
     device, precision = _hardware(config, dist)
     torch.manual_seed(config.seed)
 
@@ -83,7 +88,9 @@ def prepare_new(
     created = created if dist.is_main else None  # only rank 0 made (and may remove) it
     tokenizer = tokenizer_from_dict(record)
     try:
-        setup = _build(source, config, shape, tokenizer, Path(run_dir), None, dist, device, precision, init)
+        setup = _build(
+            source, config, shape, tokenizer, Path(run_dir), None, dist, device, precision, init, shape_given
+        )
         if init is not None:
             setup.info["init_from"] = init.record
             setup.info["unknown_chars"] = unknown
@@ -113,6 +120,21 @@ def _hardware(config: TrainConfig, dist: Dist) -> tuple[torch.device, Precision]
     return device, resolve_precision(config.precision, device)
 
 
+def _auto_size(shape, shape_given, config, vocab_size, train_tokens, dist, device, precision):
+    """``--size auto`` (``charlstm.sizing``): the shape for the time budget, and what to record of
+    the choice (None: sizing was not asked for)."""
+    if config.size != "auto" or config.max_time is None or shape_given is None:
+        return shape, None
+    if set(shape_given) & set(SHAPE_FIELDS):
+        return shape, {"reason": "the shape options given are kept"}
+    if dist.enabled:
+        return shape, {"reason": "off under torchrun (each process would time its own speed): the default shape"}
+    choice = choose_size(
+        shape, config, vocab_size, train_tokens, device, precision, keep_dropout="dropout" in shape_given
+    )
+    return choice.shape, choice.to_dict()
+
+
 def _build(
     source: TextSource,
     config: TrainConfig,
@@ -124,19 +146,24 @@ def _build(
     device: torch.device,
     precision: Precision,
     init: InitFrom | None = None,
+    shape_given: Collection[str] | None = None,
 ) -> TrainingSetup:
     """Tokens, data layout, model, optimizer and state; ``payload``: the checkpoint to resume;
-    ``init``: the model a new run starts from."""
+    ``init``: the model a new run starts from; ``shape_given``: see ``prepare_new``."""
     expected = None if payload is None else payload["corpus"]["sha256"]
     tokens = dist.on_main(lambda: token_file(run_dir, source, tokenizer, expected), share=False)
     if not dist.is_main:  # rank 0 has written the token file; read it, or make one here
         tokens = token_file(run_dir, source, tokenizer, expected, private=f"charlstm-rank{dist.rank}-")
     data = lay_out(
         tokens.ids, config.val_fraction, config.batch_size, config.bptt, config.eval_tokens, dist.rank,
-        dist.world_size, tokens.val_start,
+        dist.world_size, tokens.val_start, config.seed if config.variable_bptt else None,
     )
     needed = min_train_tokens(config.batch_size, config.bptt)
     per_rank = data.train_tokens // dist.world_size
+    if init is None:  # a fine-tuned model keeps its shape
+        shape, size = _auto_size(shape, shape_given, config, tokenizer.vocab_size, data.train_tokens, dist, device, precision)
+    else:
+        size = None
     if per_rank < needed:
         in_each = f" per process ({dist.world_size} processes)" if dist.enabled else ""
         raise DataError(
@@ -187,6 +214,8 @@ def _build(
         "resumed_from_step": None if payload is None else state.step,
         "unknown_tokens": tokens.unknown,
     }
+    if size is not None:
+        info["size"] = size
     if isinstance(source, Corpus):
         info["files"] = len(source.paths)
         info["skipped"] = len(source.skipped)

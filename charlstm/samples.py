@@ -11,21 +11,43 @@ import dataclasses
 import json
 import math
 import secrets
+import time
 from typing import TextIO
 
+from charlstm.adaptation import adapt_to_source
 from charlstm.beam import beam_search
 from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
-from charlstm.config import SampleConfig
+from charlstm.config import AdaptConfig, SampleConfig
 from charlstm.hardware import select_device
 from charlstm.sampling import TextStream, encode_prime, generate
+from charlstm.text import TextSource
 
 
-def write_samples(checkpoint: str, configs: list[SampleConfig], echo_prime: bool, as_json: bool, out: TextIO) -> None:
+def write_samples(
+    checkpoint: str,
+    configs: list[SampleConfig],
+    echo_prime: bool,
+    as_json: bool,
+    out: TextIO,
+    adapt_to: tuple[TextSource, AdaptConfig] | None = None,
+    on_adapted=None,
+    on_progress=None,
+) -> None:
     """Sample from ``checkpoint`` once per config (several temperatures: the same seed for each),
-    writing text or JSON lines to ``out``. The first sample of each set streams as it is made."""
+    writing text or JSON lines to ``out``. The first sample of each set streams as it is made.
+
+    ``adapt_to`` (a text and how to adapt): first adapt the weights to that text by dynamic
+    evaluation (``charlstm.adaptation``); ``on_adapted(loss, tokens, seconds)`` is told how it went
+    and ``on_progress(tokens)`` follows it."""
     device = select_device(configs[0].device)
     model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint), device, checkpoint)
     encode_prime(tokenizer, configs[0].prime)  # a bad prime fails before anything is written
+    if adapt_to is not None:
+        source, adapt_config = adapt_to
+        started = time.perf_counter()
+        loss, n_tokens = adapt_to_source(model, tokenizer, source, adapt_config, device, on_progress)
+        if on_adapted is not None:
+            on_adapted(loss, n_tokens, time.perf_counter() - started)
     seed = configs[0].seed if configs[0].seed is not None else secrets.randbelow(2**31)
     labelled = len(configs) > 1 and not as_json
     for index, config in enumerate(configs):
@@ -50,6 +72,8 @@ def write_samples(checkpoint: str, configs: list[SampleConfig], echo_prime: bool
                     "mean_logprob": lp,
                     "settings": {k: v for k, v in config.to_dict().items() if k not in ("prime", "seed")},
                 }
+                if adapt_to is not None:
+                    record["adapted_to"] = {"text": adapt_to[0].name, **adapt_to[1].to_dict()}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
 

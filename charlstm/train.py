@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,9 +83,12 @@ def train(
     events: TrainingEvents | None = None,
     init: InitFrom | None = None,
     command: list[str] | None = None,
+    shape_given: Collection[str] | None = None,
 ) -> TrainResult:
     """Train a new model on ``source`` and write checkpoints to the run directory; with ``init``
     (``finetune.plan_init``), starting from that model. ``command``: the command line to record.
+    ``shape_given``: the shape fields the user chose, the rest sized by ``--size auto`` when
+    there is a ``--max-time`` (None: ``shape`` as it is; see ``prepare.prepare_new``).
 
     The run directory is locked (``charlstm.lock``, rank 0 only) from its creation to the end of
     training, whether it ends normally, by an error or by a signal."""
@@ -93,7 +97,9 @@ def train(
     dist = from_environment(config.device)
     try:
         with RunLock() as lock:
-            setup = prepare_new(source, config, shape or ModelShape(), out, dist, init, lock if dist.is_main else None)
+            setup = prepare_new(
+                source, config, shape or ModelShape(), out, dist, init, lock if dist.is_main else None, shape_given
+            )
             return Trainer(setup, events, command).run()
     finally:
         shutdown(dist)
@@ -120,7 +126,7 @@ def resume(
 
 
 def learning_rate(config: TrainConfig, step: int, planned_steps: int, elapsed: float) -> float:
-    """Linear warm-up, then cosine decay to a tenth of ``--lr`` by the end of the run.
+    """Linear warm-up, then cosine decay to ``--final-lr-ratio`` of ``--lr`` by the end of the run.
 
     The run ends at ``planned_steps`` or ``--max-time``, whichever comes first, so progress is
     the larger of the two fractions.
@@ -134,7 +140,7 @@ def learning_rate(config: TrainConfig, step: int, planned_steps: int, elapsed: f
     if config.max_time:
         progress = max(progress, elapsed / config.max_time)
     progress = min(progress, 1.0)
-    min_lr = config.lr * 0.1
+    min_lr = config.lr * config.final_lr_ratio
     return min_lr + 0.5 * (config.lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -253,7 +259,7 @@ class Trainer:
             while state.epoch < config.epochs and stopped_by == "epochs":
                 if state.window == 0:
                     hidden = None  # each epoch starts from a zero state
-                for window in self.data.windows[state.window :]:
+                for window in self.data.epoch_windows(state.epoch)[state.window :]:
                     stopped_by = self._stop_reason(stop)
                     if stopped_by != "epochs":
                         break
@@ -306,8 +312,8 @@ class Trainer:
         """
         state = self.state
         self.lr = learning_rate(self.config, state.step, self.planned_steps, self.elapsed())
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+        for group in self.optimizer.param_groups:  # --variable-bptt: the step scales with the window
+            group["lr"] = self.lr * window.length / self.config.bptt if self.config.variable_bptt else self.lr
         x, y = get_window(self.data.stream, window)  # (t, B) each
         with self.setup.precision.autocast(self.device):
             logits, hidden = self.net(x, hidden)  # (t, B, V)
@@ -361,8 +367,8 @@ class Trainer:
     def evaluate_and_save(self, hidden: Hidden | None) -> dict:
         """Validation loss now, a metrics record, ``last.pt`` (and ``best.pt`` when it improved)."""
         state = self.state
-        val_sum, val_count = stream_loss(
-            self.model, self.data.val_ids, self.config.batch_size, self.config.bptt, self.device,
+        val_sum, val_count = stream_loss(  # at least 64 warm streams: a small batch validates as fast
+            self.model, self.data.val_ids, max(self.config.batch_size, 64), self.config.bptt, self.device,
             self.setup.precision,
         )
         if self.dist.enabled:  # every rank scored its own share of the validation text
@@ -425,7 +431,7 @@ class Trainer:
         result = TrainResult(
             run_dir=self.run_dir,
             steps=state.step,
-            epochs_done=state.epoch + state.window / len(self.data.windows),
+            epochs_done=state.epoch + state.window / len(self.data.epoch_windows(state.epoch)),
             elapsed=elapsed,
             tokens_per_s=state.tokens / elapsed if elapsed > 0 else 0.0,
             best_val_loss=state.best_val_loss,

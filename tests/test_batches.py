@@ -8,6 +8,7 @@ from charlstm.batches import (
     held_out_text,
     lay_out,
     split_train_val,
+    variable_windows,
     windows,
 )
 from charlstm.text import TextSource
@@ -39,6 +40,25 @@ def test_windows_chain_so_targets_follow_inputs():
     assert batchify(np.arange(40_000), 2).dtype == torch.int32
     # Every input row except the last is used exactly once.
     assert sum(w.length for w in ws) == data.size(0) - 1
+
+
+def test_variable_windows_cover_every_row_once_and_move_with_the_seed():
+    rows = 5001
+    a = variable_windows(rows, 64, (1, 0))
+    lengths = [w.length for w in a]
+    starts = [w.start for w in a]
+    assert starts[0] == 0 and sum(lengths) == rows - 1  # every input row once, in order
+    assert all(s + n == t for s, n, t in zip(starts, lengths, starts[1:]))
+    assert all(5 <= n <= 84 for n in lengths[:-1]) and 1 <= lengths[-1] <= 84
+    assert 50 <= sum(lengths[:-1]) / (len(lengths) - 1) <= 66  # around --bptt (one in 20 around half)
+    assert min(lengths[:-1]) < 40  # the half-length draws happen
+    assert [(w.start, w.length) for w in variable_windows(rows, 64, (1, 0))] == list(zip(starts, lengths))
+    moved = variable_windows(rows, 64, (1, 1))  # the next epoch: other cuts
+    assert [w.start for w in moved] != starts
+    tail = a[3:]  # a resumed epoch goes on from its window
+    assert len(tail) == len(a) - 3 and (tail[0].start, tail[0].length) == (starts[3], lengths[3])
+    short = variable_windows(10, 3, 0)  # a --bptt below 5 is its own lower bound
+    assert sum(w.length for w in short) == 9 and all(w.length >= 1 for w in short)
 
 
 def test_encode_to_file_memory_maps_the_ids(tmp_path, monkeypatch):

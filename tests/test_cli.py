@@ -55,7 +55,10 @@ def test_end_to_end_train_sample_eval(tmp_path, text_file):
         "bits_per_byte",
         "unknown",
         "replacements",
+        "seconds",
+        "adapted",
     ]
+    assert report["adapted"] is None  # without --adapt
     assert report["chars"] == len(text_file.read_text())
     assert 0 < report["loss"] < 6 and report["unknown"] == 0
 
@@ -130,7 +133,7 @@ BAD_INPUTS = {
     "not utf-8": (lambda p: ["train", _bad(p, "l.txt", "caf\xe9".encode("latin-1"))], 1, "byte offset 3"),
     "nul bytes": (lambda p: ["train", _bad(p, "n.txt", b"a\x00b")], 1, "looks binary"),
     "utf-16": (lambda p: ["train", _bad(p, "u.txt", "hello".encode("utf-16"))], 1, "UTF-16"),
-    "too short": (lambda p: ["train", _bad(p, "s.txt", b"tiny text\n")], 1, "needs at least 2080 tokens"),
+    "too short": (lambda p: ["train", _bad(p, "s.txt", b"tiny text\n")], 1, "needs at least 1040 tokens"),
     "vocab too large": (
         lambda p: [
             "train",
@@ -543,3 +546,63 @@ def test_chat_names_unknown_characters_in_the_line(tiny_run):
     result = charlstm("chat", tiny_run, "--length", "5", input="snow ☃\nThe \n")
     assert "error: the line has characters the model's vocabulary lacks: '☃'; leave them out" in result.stderr
     assert result.returncode == 0 and len(result.stdout) == 5 + 1  # the next line is answered: 5 characters and a newline
+
+
+@pytest.fixture
+def short_file(tmp_path, small_text):
+    path = tmp_path / "short.txt"
+    path.write_text(small_text[:3000])
+    return path
+
+
+def test_eval_adapt_reports_static_and_adapted_figures(tiny_run, short_file):
+    text_file = short_file
+    static = json.loads(invoke("eval", tiny_run, text_file, "--json").stdout)
+    result = invoke("eval", tiny_run, text_file, "--json", "--adapt", "--adapt-lr", "0.05", "--adapt-bptt", "32")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["loss"] == pytest.approx(static["loss"], rel=1e-6)  # the static figure is unchanged
+    adapted = report["adapted"]
+    assert set(adapted) == {"loss", "bits_per_char", "bits_per_byte", "seconds", "adapt_lr", "adapt_decay", "adapt_bptt"}
+    assert (adapted["adapt_lr"], adapted["adapt_decay"], adapted["adapt_bptt"]) == (0.05, 0.0, 32)
+    assert adapted["bits_per_char"] == pytest.approx(adapted["loss"] / math.log(2) * report["tokens"] / report["chars"])
+    assert adapted["loss"] != report["loss"] and adapted["seconds"] > 0
+    table = invoke("eval", tiny_run, text_file, "--adapt")
+    assert table.exit_code == 0 and "adapted bits per character" in table.stdout and "gain (bits per character)" in table.stdout
+
+
+def test_adapt_options_need_adapt(tiny_run, text_file):
+    result = charlstm("eval", tiny_run, text_file, "--adapt-lr", "0.1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        "Error: --adapt-lr, --adapt-decay and --adapt-bptt need --adapt (see 'charlstm eval --help')"
+    )
+    bad = charlstm("eval", tiny_run, text_file, "--adapt", "--adapt-decay", "2")
+    assert bad.returncode == 2 and "--adapt-decay must be in [0, 1] (got 2.0)" in bad.stderr
+    sampled = invoke("sample", tiny_run, "--adapt-bptt", "8")
+    assert sampled.exit_code == 2 and "need --adapt-to" in sampled.output
+
+
+def test_sample_adapt_to_adapts_then_samples(tiny_run, short_file, tmp_path):
+    text_file = short_file
+    result = charlstm("sample", tiny_run, "--adapt-to", text_file, "--length", "30", "--seed", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["adapted_to"] == {"text": str(text_file), "adapt_lr": 0.1, "adapt_decay": 0.0, "adapt_bptt": 64}
+    assert record["tokens"] == 30
+    assert result.stderr.startswith(f"adapted to {text_file}: 3,000 tokens in ")
+    plain = json.loads(charlstm("sample", tiny_run, "--length", "30", "--seed", "3", "--json").stdout)
+    assert plain["mean_logprob"] != record["mean_logprob"]  # other weights
+    missing = charlstm("sample", tiny_run, "--adapt-to", tmp_path / "nope.txt")
+    assert missing.returncode == 1 and missing.stderr.strip() == f"Error: {tmp_path / 'nope.txt'}: no such file"
+
+
+def test_train_size_auto_needs_max_time_and_says_its_choice(tmp_path, text_file):
+    result = charlstm("train", text_file, "--size", "auto", "--out", tmp_path / "a")
+    assert result.returncode == 2
+    assert "--size auto needs --max-time: it sizes the model for the time budget" in result.stderr
+    sized = charlstm("train", text_file, "--max-time", "1", "--batch-size", "4", "--bptt", "16",
+                     "--out", tmp_path / "b", "--no-samples")
+    assert sized.returncode == 0, sized.stderr
+    size = json.loads((tmp_path / "b" / "config.json").read_text())["info"]["size"]
+    assert f"size auto: {size['shape']} LSTM, dropout {size['dropout']:g}: " in sized.stderr.replace("\n", " ")

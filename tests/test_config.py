@@ -90,3 +90,11 @@ def test_round_trip_and_unknown_keys_ignored():
     data = config.to_dict()
     assert TrainConfig.from_dict(data) == config
     assert TrainConfig.from_dict({**data, "from_a_newer_version": 1}) == config
+
+
+def test_eval_every_defaults_to_a_spacing_in_tokens():
+    assert TrainConfig(batch_size=32, bptt=64).eval_every == 400
+    assert TrainConfig(batch_size=16, bptt=64).eval_every == 800
+    assert TrainConfig(batch_size=4, bptt=16).eval_every == 12800
+    assert TrainConfig(batch_size=16, eval_every=7).eval_every == 7  # given: kept
+    assert TrainConfig.from_dict(TrainConfig(batch_size=8).to_dict()).eval_every == TrainConfig(batch_size=8).eval_every

@@ -26,7 +26,7 @@ def test_uniform_model_scores_log_vocab_for_every_scored_token():
     model = uniform_model(7)
     ids = np.random.default_rng(0).integers(0, 7, size=1001)
     total, count = stream_loss(model, ids, batch_size=8, bptt=13, device="cpu")
-    assert count == 1001 - 8  # the first token of each of the 8 streams has no context
+    assert count == 1001 - 1  # only the text's first token has no context
     assert math.isclose(total / count, math.log(7), rel_tol=1e-6)
 
 
@@ -38,6 +38,21 @@ def test_stream_loss_is_independent_of_windowing():
     b = stream_loss(model, ids, batch_size=3, bptt=7, device="cpu")
     assert a[1] == b[1]
     assert math.isclose(a[0], b[0], rel_tol=1e-5)
+
+
+def test_warm_streams_score_as_one_long_stream():
+    """With a warm-up reaching back to the start, every part starts in the state one stream would
+    have there: the same loss as a single stream, whatever the number of parts."""
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=9, embedding_dim=4, hidden_size=6, num_layers=2))
+    ids = np.random.default_rng(1).integers(0, 9, size=503)
+    one = stream_loss(model, ids, batch_size=1, bptt=50, device="cpu")
+    for batch_size in (2, 5, 7):
+        many = stream_loss(model, ids, batch_size=batch_size, bptt=50, device="cpu", warmup=503)
+        assert many[1] == one[1] == 502
+        assert math.isclose(many[0], one[0], rel_tol=1e-5)
+    cold = stream_loss(model, ids, batch_size=5, bptt=50, device="cpu", warmup=0)
+    assert cold[1] == 503 - 5  # without a warm-up each part's first token has no context
 
 
 def test_report_bits_per_char_and_byte():

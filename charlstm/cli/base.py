@@ -79,6 +79,15 @@ def config_option(cls, name: str, **kwargs):
     return click.option(flag(name), name, default=None, help=help_text, **kwargs)
 
 
+def adapt_options(command):
+    """``--adapt-lr``, ``--adapt-decay``, ``--adapt-bptt`` (``eval --adapt``, ``sample --adapt-to``)."""
+    from charlstm.config import AdaptConfig
+
+    for name in reversed(AdaptConfig.field_names()):
+        command = config_option(AdaptConfig, name)(command)
+    return command
+
+
 def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None):
     """``--config FILE``: the command's table of a TOML file becomes Click's ``default_map``, so
     the command line and ``CHARLSTM_<COMMAND>_<OPTION>`` variables win over it and it wins over

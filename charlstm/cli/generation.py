@@ -8,6 +8,7 @@ import click
 
 from charlstm.cli.base import (
     _given,
+    adapt_options,
     cli,
     config_file_option,
     config_option,
@@ -15,6 +16,7 @@ from charlstm.cli.base import (
     json_option,
 )
 from charlstm.config import (
+    AdaptConfig,
     SampleConfig,
 )
 from charlstm.errors import CharlstmError, ConfigError
@@ -65,6 +67,13 @@ _GENERATION = (
     show_default=True,
     help="Write the prime before the new text.",
 )
+@click.option(
+    "--adapt-to",
+    type=click.Path(dir_okay=False),
+    help="First adapt the weights to this text by dynamic evaluation (as eval --adapt does), "
+    "then sample: text in the manner of that file.",
+)
+@adapt_options
 @click.option("--output", type=click.Path(dir_okay=False), help="Write the samples to this file, not stdout.")
 @click.option("--force", is_flag=True, help="Let --output replace a file that exists.")
 @click.option(
@@ -74,7 +83,7 @@ _GENERATION = (
     help="One JSON line per sample: text, prime, settings, the seed used, tokens, mean log-probability.",
 )
 def sample(
-    checkpoint: str, prime_file, temperatures, echo_prime: bool, output, force, as_json, **options
+    checkpoint: str, prime_file, temperatures, echo_prime: bool, adapt_to, output, force, as_json, **options
 ) -> None:
     """Generate text from CHECKPOINT (a run directory or a .pt file).
 
@@ -88,24 +97,38 @@ def sample(
     given["prime"] = _read_prime(given.get("prime"), prime_file)
     configs = [SampleConfig.from_dict({**given, "temperature": t}) for t in temperatures]
     configs = configs or [SampleConfig.from_dict(given)]
+    adapt_config = AdaptConfig.from_dict(given)
+    if adapt_to is None and any(name in given for name in AdaptConfig.field_names()):
+        raise click.UsageError("--adapt-lr, --adapt-decay and --adapt-bptt need --adapt-to")
     if output is not None and Path(output).exists() and not force:
         raise CharlstmError(f"--output {output}: already exists; pass --force to replace it")
+    from charlstm.display import token_progress
     from charlstm.samples import write_samples
+    from charlstm.text import TextSource
+
+    adapting = None if adapt_to is None else (TextSource.from_file(adapt_to), adapt_config)
+
+    def adapted(loss: float, tokens: int, seconds: float) -> None:
+        click.echo(f"adapted to {adapt_to}: {tokens:,} tokens in {seconds:.1f} s, {loss:.4f} nats/token while adapting", err=True)
+
+    def write(out) -> None:
+        with token_progress("adapting", enabled=adapting is not None) as on_progress:
+            write_samples(checkpoint, configs, echo_prime, as_json, out, adapting, adapted, on_progress)
 
     if output is None:
-        write_samples(checkpoint, configs, echo_prime, as_json, sys.stdout)
+        write(sys.stdout)
         return
     import io
 
     from charlstm.atomic import atomic_write
 
-    def write(f) -> None:
+    def write_file(f) -> None:
         text = io.TextIOWrapper(f, encoding="utf-8", newline="")
-        write_samples(checkpoint, configs, echo_prime, as_json, text)
+        write(text)
         text.flush()
         text.detach()
 
-    atomic_write(output, write)
+    atomic_write(output, write_file)
     click.echo(f"wrote {output}", err=True)
 
 

@@ -8,6 +8,7 @@ import click
 
 from charlstm.cli.base import (
     _given,
+    adapt_options,
     cli,
     config_file_option,
     config_option,
@@ -16,6 +17,7 @@ from charlstm.cli.base import (
 )
 from charlstm.config import (
     SHOW_CHOICES,
+    AdaptConfig,
     EvalConfig,
     ExperimentConfig,
     flag,
@@ -32,27 +34,41 @@ from charlstm.errors import CharlstmError
 @json_option
 @config_option(EvalConfig, "batch_size")
 @config_option(EvalConfig, "bptt")
+@config_option(EvalConfig, "adapt")
+@adapt_options
 @config_option(EvalConfig, "device")
 @config_option(EvalConfig, "encoding_errors")
 def eval_(checkpoint: str, file: str, as_json: bool, **options) -> None:
-    """Measure CHECKPOINT on FILE: loss, perplexity, bits per character and per byte."""
+    """Measure CHECKPOINT on FILE: loss, perplexity, bits per character and per byte.
+
+    \b
+      charlstm eval checkpoints/my_text held_out.txt
+      charlstm eval checkpoints/my_text held_out.txt --adapt      static and dynamic evaluation
+    """
     from charlstm.text import TextSource
 
-    config = EvalConfig.from_dict(_given(options))
-    evaluate_and_show(checkpoint, TextSource.from_file(file, config.encoding_errors), config, as_json)
+    given = _given(options)
+    config = EvalConfig.from_dict(given)
+    adapt_config = AdaptConfig.from_dict(given)
+    if not config.adapt and any(name in given for name in AdaptConfig.field_names()):
+        raise click.UsageError("--adapt-lr, --adapt-decay and --adapt-bptt need --adapt")
+    source = TextSource.from_file(file, config.encoding_errors)
+    evaluate_and_show(checkpoint, source, config, as_json, adapt_config if config.adapt else None)
 
 
-def evaluate_and_show(checkpoint: str, source, config: EvalConfig, as_json: bool) -> None:
+def evaluate_and_show(
+    checkpoint: str, source, config: EvalConfig, as_json: bool, adapt_config: AdaptConfig | None = None
+) -> None:
+    from charlstm.display import print_eval_report, token_progress
     from charlstm.evaluate import evaluate_checkpoint
 
-    report = evaluate_checkpoint(checkpoint, source, config)
+    with token_progress("adapting", enabled=adapt_config is not None) as on_progress:
+        report = evaluate_checkpoint(checkpoint, source, config, adapt_config, on_progress)
     if as_json:
         import json
 
         click.echo(json.dumps(report.to_dict()))
     else:
-        from charlstm.display import print_eval_report
-
         print_eval_report(report, source.name)
 
 

@@ -166,12 +166,16 @@ def train(
             shape = init.shape
         elif strict_vocab:
             raise click.UsageError("--strict-vocab goes with --init-from")
+        if given.get("size") == "auto" and config.max_time is None:
+            raise click.UsageError("--size auto needs --max-time: it sizes the model for the time budget")
         from charlstm.train import train as run_training
 
         source = _text_source(files, config.encoding_errors, *corpus_options)
+        shape_given = [name for name in ModelShape.field_names() if name in given]
         with TrainProgress() as progress:
             result = run_training(
-                source, config, shape, out=out, events=progress, init=init, command=_command_line()
+                source, config, shape, out=out, events=progress, init=init, command=_command_line(),
+                shape_given=shape_given,
             )
     _exit_if_stopped_by_signal(result)
 
@@ -216,7 +220,7 @@ def demo(max_time: float, device: str) -> None:
 
     config = TrainConfig(max_time=max_time, device=device)
     with TrainProgress() as progress:
-        result = run_training(_text_source(None), config, ModelShape(), events=progress)
+        result = run_training(_text_source(None), config, ModelShape(), events=progress, shape_given=())
     _exit_if_stopped_by_signal(result)
     console = stderr_console()
     console.rule(f"charlstm sample {result.run_dir} --prime 'The ' --length 400")

@@ -17,7 +17,7 @@ from charlstm.display.activations import (
 )
 from charlstm.display.charts import block_chart, plot_runs, print_curves
 from charlstm.display.consoles import duration, one_line, stderr_console, stdout_console, visible
-from charlstm.display.reports import print_eval_report, print_runs, print_scores
+from charlstm.display.reports import print_eval_report, print_runs, print_scores, token_progress
 from charlstm.display.training import TrainProgress
 
 __all__ = [
@@ -38,5 +38,6 @@ __all__ = [
     "scale_of",
     "stderr_console",
     "stdout_console",
+    "token_progress",
     "visible",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 from charlstm.display.consoles import duration, one_line, stdout_console
 
@@ -24,7 +25,31 @@ def print_eval_report(report, name: str) -> None:
     table.add_row("unknown characters", f"{report.unknown:,}")
     if report.replacements:
         table.add_row("invalid UTF-8 replaced", f"{report.replacements:,}")
+    adapted = report.adapted
+    if adapted is not None:
+        table.add_row("static scoring time", f"{report.seconds:.1f} s")
+        table.add_row(
+            f"adapted loss (lr {adapted.adapt_lr:g}, decay {adapted.adapt_decay:g}, bptt {adapted.adapt_bptt})",
+            f"{adapted.loss:.4f}",
+        )
+        table.add_row("adapted bits per character", f"{adapted.bits_per_char:.4f}")
+        table.add_row("adapted bits per byte", f"{adapted.bits_per_byte:.4f}")
+        table.add_row("gain (bits per character)", f"{report.bits_per_char - adapted.bits_per_char:.4f}")
+        table.add_row("adapting time", f"{adapted.seconds:.1f} s")
     stdout_console().print(table)
+
+
+@contextmanager
+def token_progress(description: str, enabled: bool = True):
+    """A progress bar on stderr counting tokens (shown only on a terminal); yields the callback
+    the library calls with each step's token count, or None when ``enabled`` is false."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc=description, unit="tok", unit_scale=True, file=sys.stderr, disable=None, leave=False) as bar:
+        yield bar.update
 
 
 def print_scores(results, as_json: bool) -> None:

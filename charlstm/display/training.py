@@ -45,6 +45,15 @@ class TrainProgress:
             )
             + f"  {info['steps_per_epoch']:,} steps per epoch"
         )
+        size = info.get("size")
+        if size and "shape" in size:
+            self.console.print(
+                f"size auto: {size['shape']} LSTM, dropout {size['dropout']:g}: {size['reason']}",
+                markup=False,
+                soft_wrap=True,  # one line, also in a log
+            )
+        elif size:
+            self.console.print(f"size: {size['reason']}", markup=False, soft_wrap=True)
         if info.get("init_from"):
             start = info["init_from"]
             step = f" (step {start['step']:,})" if start.get("step") is not None else ""

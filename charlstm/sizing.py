@@ -1,0 +1,158 @@
+"""Sizing by budget (``--size auto``, the default when ``--max-time`` is given).
+
+With a time budget, the best model is not one fixed shape: a big model learns more per token but
+sees fewer tokens in the time. ``choose_size`` picks the recurrent layers' shape and the dropout
+from the budget, this machine's measured speed and the corpus size:
+
+1. Time a few training steps (the median of three) of each shape on ``LADDER`` (smallest first, random tokens, the
+   run's device, precision and batch), so the speed is this machine's, not a guess.
+2. Take the largest shape that still sees ``TOKENS_PER_PARAMETER`` tokens per parameter in the
+   budget at that speed, and has at most ``PARAMETERS_PER_TOKEN`` parameters per token of
+   training text (a small corpus gets a smaller model).
+3. Set the dropout from how many passes over the text the budget gives (``dropout_for``): more
+   passes over the same text need more regularisation.
+
+The constants were measured on tinyshakespeare with 60 s, 300 s and 1800 s budgets (README,
+"A longer run"). Any shape option the user gives turns sizing off, and the choice and the
+reason are shown at the start and recorded in the run's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from charlstm.config import ModelConfig, ModelShape, TrainConfig
+from charlstm.hardware import Precision
+from charlstm.model import LanguageModel
+
+LADDER = ((1, 128), (1, 256), (1, 384), (1, 512), (1, 768), (1, 1024), (2, 1024))  # (layers, units)
+TOKENS_PER_PARAMETER = 4.0
+PARAMETERS_PER_TOKEN = 3.0
+# The shape fields a user can give; giving any of them keeps the shape as given.
+SHAPE_FIELDS = ("cell", "embedding_dim", "hidden_size", "num_layers", "tie_weights")
+
+
+@dataclass
+class SizeChoice:
+    shape: ModelShape
+    tokens_per_s: float  # measured for the chosen shape
+    planned_tokens: float  # tokens the budget buys at that speed
+    epochs: float  # passes over the training text that makes
+    measured: dict[str, float]  # "1x256" -> tokens/s, every shape timed
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {
+            "shape": f"{self.shape.num_layers}x{self.shape.hidden_size}",
+            "dropout": self.shape.dropout,
+            "tokens_per_s": round(self.tokens_per_s),
+            "planned_tokens": round(self.planned_tokens),
+            "epochs": round(self.epochs, 2),
+            "measured": {k: round(v) for k, v in self.measured.items()},
+            "reason": self.reason,
+        }
+
+
+def parameters(num_layers: int, hidden_size: int, embedding_dim: int, vocab_size: int) -> int:
+    """Parameters of an LSTM ``LanguageModel`` of this shape (untied)."""
+    recurrent = sum(
+        4 * hidden_size * ((embedding_dim if layer == 0 else hidden_size) + hidden_size + 2)
+        for layer in range(num_layers)
+    )
+    return vocab_size * embedding_dim + recurrent + (hidden_size + 1) * vocab_size
+
+
+def dropout_for(epochs: float) -> float:
+    """Dropout for a run that makes ``epochs`` passes over its text: 0.1 for a fraction of a
+    pass, rising by 0.012 a pass, at most 0.4. (300 s on tinyshakespeare is ~8 passes by the
+    timed speed; there 0.2 did as well as 0.25 and better than 0.3.)"""
+    return round(min(0.4, 0.1 + 0.012 * max(0.0, epochs)), 2)
+
+
+def pick(budget: float, speeds: dict[tuple[int, int], float], train_tokens: int, embedding_dim: int,
+         vocab_size: int) -> tuple[int, int]:
+    """The largest shape of ``speeds`` (in ``LADDER`` order) that sees at least
+    ``TOKENS_PER_PARAMETER`` tokens per parameter in ``budget`` seconds and has at most
+    ``PARAMETERS_PER_TOKEN`` parameters per training token; the smallest when none does."""
+    chosen = next(iter(speeds))
+    for (layers, units), speed in speeds.items():
+        n = parameters(layers, units, embedding_dim, vocab_size)
+        if speed * budget >= TOKENS_PER_PARAMETER * n and n <= PARAMETERS_PER_TOKEN * train_tokens:
+            chosen = (layers, units)
+    return chosen
+
+
+def measure_speed(config: ModelConfig, batch_size: int, bptt: int, device, precision: Precision,
+                  steps: int = 3) -> float:
+    """Training tokens per second of a model of ``config``: two untimed steps (the kernels'
+    first calls), then ``steps`` timed one by one (forward, backward, clipping, AdamW) on random
+    tokens; the median step gives the speed, so one slow step on a busy machine does not decide.
+    The global random state is left as it was: a seeded run draws the same weights with or
+    without sizing."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = LanguageModel(config).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        ids = torch.randint(0, config.vocab_size, (bptt + 1, batch_size), device=device)
+        hidden = None
+        times = []
+        for step in range(steps + 2):
+            _sync(device)
+            started = time.perf_counter()
+            with precision.autocast(device):
+                logits, hidden = model(ids[:-1], hidden)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), ids[1:].flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            hidden = tuple(h.detach() for h in hidden)
+            _sync(device)
+            if step >= 2:
+                times.append(time.perf_counter() - started)
+        return batch_size * bptt / statistics.median(times)
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def choose_size(shape: ModelShape, config: TrainConfig, vocab_size: int, train_tokens: int, device,
+                precision: Precision, keep_dropout: bool = False) -> SizeChoice:
+    """The shape (and, unless ``keep_dropout``, the dropout) for ``config.max_time`` seconds of
+    training on ``train_tokens`` tokens: shapes are timed smallest first until one is too big
+    for the budget (the ones after it are bigger still)."""
+    budget = float(config.max_time)
+    speeds: dict[tuple[int, int], float] = {}
+    for layers, units in LADDER:
+        trial = ModelConfig.of(
+            ModelShape(**{**shape.to_dict(), "num_layers": layers, "hidden_size": units}), vocab_size
+        )
+        speeds[(layers, units)] = measure_speed(trial, config.batch_size, config.bptt, device, precision)
+        n = parameters(layers, units, shape.embedding_dim, vocab_size)
+        if speeds[(layers, units)] * budget < TOKENS_PER_PARAMETER * n or n > PARAMETERS_PER_TOKEN * train_tokens:
+            break  # too big for the budget or the text: so is everything after it
+    layers, units = pick(budget, speeds, train_tokens, shape.embedding_dim, vocab_size)
+    speed = speeds[(layers, units)]
+    planned = speed * budget
+    epochs = planned / max(1, train_tokens)
+    dropout = shape.dropout if keep_dropout else dropout_for(epochs)
+    n = parameters(layers, units, shape.embedding_dim, vocab_size)
+    reason = (
+        f"{planned / 1e6:.1f}M tokens in {budget:g} s at the measured {speed:,.0f} tokens/s = "
+        f"{planned / n:.1f} per parameter ({n:,}), {epochs:.1f} passes over the text"
+        + ("" if keep_dropout else f" -> dropout {dropout:g}")
+    )
+    return SizeChoice(
+        shape=ModelShape(**{**shape.to_dict(), "num_layers": layers, "hidden_size": units, "dropout": dropout}),
+        tokens_per_s=speed,
+        planned_tokens=planned,
+        epochs=epochs,
+        measured={f"{k[0]}x{k[1]}": v for k, v in speeds.items()},
+        reason=reason,
+    )

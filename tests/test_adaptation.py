@@ -1,0 +1,69 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from charlstm.adaptation import adapt, adapt_to_source
+from charlstm.config import AdaptConfig, ModelConfig
+from charlstm.errors import ConfigError, DataError
+from charlstm.evaluate import stream_loss
+from charlstm.model import LanguageModel
+from charlstm.text import TextSource
+from charlstm.tokenizers import CharTokenizer
+
+
+def small_model(vocab_size=12, seed=0):
+    torch.manual_seed(seed)
+    return LanguageModel(ModelConfig(vocab_size=vocab_size, embedding_dim=8, hidden_size=24, num_layers=2, dropout=0.3))
+
+
+def test_the_first_segment_is_scored_before_any_step():
+    model = small_model()
+    ids = np.random.default_rng(0).integers(0, 12, size=400)
+    static = stream_loss(model, ids[:33], batch_size=1, bptt=64, device="cpu")
+    adapted = adapt(model, ids[:33], AdaptConfig(adapt_lr=1.0, adapt_bptt=32), "cpu")
+    assert adapted[1] == static[1] == 32
+    assert math.isclose(adapted[0], static[0], rel_tol=1e-5)
+
+
+def test_a_full_pull_back_undoes_every_step_so_scores_are_static():
+    model = small_model()
+    ids = np.random.default_rng(1).integers(0, 12, size=300)
+    static = stream_loss(model, ids, batch_size=1, bptt=50, device="cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted = adapt(model, ids, AdaptConfig(adapt_lr=0.5, adapt_decay=1.0, adapt_bptt=16), "cpu")
+    assert adapted[1] == static[1] == 299
+    assert math.isclose(adapted[0], static[0], rel_tol=1e-5)
+    assert all(torch.allclose(before[k], v) for k, v in model.state_dict().items())
+    assert model.training  # its mode is put back (and dropout was off while adapting: scores matched)
+
+
+def test_adapting_learns_a_text_that_repeats_and_changes_the_weights():
+    model = small_model()
+    ids = np.tile(np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3]), 100)
+    static, count = stream_loss(model, ids, batch_size=1, bptt=64, device="cpu")
+    before = model.head.weight.detach().clone()
+    adapted, adapted_count = adapt(model, ids, AdaptConfig(adapt_lr=3.0, adapt_bptt=10), "cpu")
+    assert adapted_count == count == 999
+    assert adapted / count < 0.5 * static / count  # later repeats are predicted from earlier ones
+    assert not torch.equal(before, model.head.weight)
+
+
+def test_adapt_to_source_reads_a_text_and_refuses_one_too_short():
+    text = "abcabcabd" * 40
+    tok = CharTokenizer.train(text)
+    model = small_model(tok.vocab_size)
+    loss, tokens = adapt_to_source(model, tok, TextSource.from_text(text), AdaptConfig(adapt_lr=0.1), "cpu")
+    assert tokens == 360 and 0 < loss < math.log(tok.vocab_size) + 1
+    with pytest.raises(DataError, match="too short to adapt to: it needs at least 2 tokens"):
+        adapt_to_source(model, tok, TextSource.from_text("a", "one.txt"), AdaptConfig(), "cpu")
+
+
+def test_adapt_config_names_each_bad_value():
+    with pytest.raises(ConfigError) as e:
+        AdaptConfig(adapt_lr=0, adapt_decay=1.5, adapt_bptt=0)
+    assert str(e.value) == (
+        "--adapt-lr must be a positive number (got 0); --adapt-decay must be in [0, 1] (got 1.5); "
+        "--adapt-bptt must be at least 1 (got 0)"
+    )

@@ -28,7 +28,7 @@ def corpus_text() -> tuple[str, str]:
     path = SHARED_DATA / "tinyshakespeare.txt"
     if path.is_file():
         return path.read_text(), "tinyshakespeare"
-    from charlstm.text import builtin_text
+    from charlstm.data.text import builtin_text
 
     return builtin_text(), "built-in corpus"
 

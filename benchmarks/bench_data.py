@@ -29,18 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import corpus_text, machine, print_table, stats, write_json  # noqa: E402
 
-from charlstm.batches import encode_to_file
-from charlstm.text import TextSource  # noqa: E402
-from charlstm.tokenizers import CharTokenizer  # noqa: E402
+from charlstm.data.batches import encode_to_file
+from charlstm.data.text import TextSource  # noqa: E402
+from charlstm.data.tokenizers import CharTokenizer  # noqa: E402
 
 _PROBE = """
 import json, sys, time
 import torch
 from charlstm.config import ModelShape, TrainConfig
 from charlstm.distributed import Dist
-from charlstm.prepare import prepare_new
-from charlstm.text import TextSource
-from charlstm.train import Trainer
+from charlstm.training.setup import prepare_new
+from charlstm.data.text import TextSource
+from charlstm.training.trainer import Trainer
 
 def status():
     fields = {}

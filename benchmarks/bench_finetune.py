@@ -55,8 +55,8 @@ def charlstm(args: list[str], log: list[str]) -> str:
 
 
 def run(quick: bool, base_steps: int, steps: int, tmp: Path) -> dict:
-    from charlstm.runs import validation_text
-    from charlstm.text import builtin_text
+    from charlstm.runs.directory import validation_text
+    from charlstm.data.text import builtin_text
 
     log: list[str] = []
     if quick:

@@ -40,7 +40,7 @@ def charlstm(*args: str) -> subprocess.CompletedProcess:
 
 
 def one_run(corpus: Path, budget: float, recipe: str, seed: int, adapt: bool, tmp: Path, extra: list[str]) -> dict:
-    from charlstm.runs import validation_text
+    from charlstm.runs.directory import validation_text
 
     run_dir = tmp / f"{recipe}-{budget:g}-{seed}"
     charlstm("train", str(corpus), "--out", str(run_dir), "--max-time", f"{budget:g}", "--seed", str(seed),
@@ -93,7 +93,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         corpus = args.corpus
         if args.short:
-            from charlstm.text import builtin_text
+            from charlstm.data.text import builtin_text
 
             corpus = Path(tmp) / "builtin.txt"
             corpus.write_text(builtin_text()[:200_000], encoding="utf-8")

@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import REFERENCE, corpus_text, interleave, machine, print_table, stats, write_json  # noqa: E402
 
-from charlstm.beam import beam_search  # noqa: E402
-from charlstm.chat import ChatSession  # noqa: E402
+from charlstm.generation.beam import beam_search  # noqa: E402
+from charlstm.generation.chat import ChatSession  # noqa: E402
 from charlstm.config import ModelConfig, SampleConfig  # noqa: E402
 from charlstm.model import LanguageModel  # noqa: E402
-from charlstm.sampling import generate  # noqa: E402
-from charlstm.tokenizers import CharTokenizer  # noqa: E402
+from charlstm.generation.sampling import generate  # noqa: E402
+from charlstm.data.tokenizers import CharTokenizer  # noqa: E402
 
 
 def main() -> None:

@@ -25,10 +25,10 @@ from _common import REFERENCE, corpus_text, interleave, machine, print_table, st
 
 from charlstm.config import ModelShape, TrainConfig  # noqa: E402
 from charlstm.distributed import Dist  # noqa: E402
-from charlstm.evaluate import stream_loss  # noqa: E402
-from charlstm.prepare import prepare_new  # noqa: E402
-from charlstm.text import TextSource  # noqa: E402
-from charlstm.train import Trainer  # noqa: E402
+from charlstm.evaluation.evaluate import stream_loss  # noqa: E402
+from charlstm.training.setup import prepare_new  # noqa: E402
+from charlstm.data.text import TextSource  # noqa: E402
+from charlstm.training.trainer import Trainer  # noqa: E402
 
 
 class Bare(torch.nn.Module):

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from charlstm.text import builtin_text
+from charlstm.data.text import builtin_text
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_MODEL = [
@@ -36,8 +36,8 @@ def text_file(tmp_path, small_text) -> Path:
 def tiny_run(tmp_path_factory, small_text):
     """A tiny model trained for a few steps; returns its run directory."""
     from charlstm.config import ModelShape, TrainConfig
-    from charlstm.text import TextSource
-    from charlstm.train import train
+    from charlstm.data.text import TextSource
+    from charlstm.training.trainer import train
 
     out = tmp_path_factory.mktemp("run") / "tiny"
     config = TrainConfig(batch_size=4, bptt=16, max_steps=20, eval_every=10, device="cpu", seed=1)

@@ -29,8 +29,8 @@ MODEL += ["--bptt", "16", "--val-fraction", "0.02", "--eval-every", "1"]
 
 
 def run_trials(trials: int, seed: int = 0, max_delay: float = 4.0, workdir: Path | None = None) -> dict:
-    from charlstm.checkpoint import load_checkpoint
-    from charlstm.text import builtin_text
+    from charlstm.runs.checkpoint import load_checkpoint
+    from charlstm.data.text import builtin_text
     from charlstm.errors import CharlstmError
 
     rng = random.Random(seed)

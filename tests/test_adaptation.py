@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from charlstm.adaptation import adapt, adapt_to_source
+from charlstm.evaluation.adaptation import adapt, adapt_to_source
 from charlstm.config import AdaptConfig, ModelConfig
 from charlstm.errors import ConfigError, DataError
-from charlstm.evaluate import stream_loss
+from charlstm.evaluation.evaluate import stream_loss
 from charlstm.model import LanguageModel
-from charlstm.text import TextSource
-from charlstm.tokenizers import CharTokenizer
+from charlstm.data.text import TextSource
+from charlstm.data.tokenizers import CharTokenizer
 
 
 def small_model(vocab_size=12, seed=0):

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from charlstm.batches import (
+from charlstm.data.batches import (
     batchify,
     encode_to_file,
     get_window,
@@ -11,8 +11,8 @@ from charlstm.batches import (
     variable_windows,
     windows,
 )
-from charlstm.text import TextSource
-from charlstm.tokenizers import ByteTokenizer, CharTokenizer
+from charlstm.data.text import TextSource
+from charlstm.data.tokenizers import ByteTokenizer, CharTokenizer
 
 
 def test_split_keeps_the_end_for_validation():
@@ -62,8 +62,8 @@ def test_variable_windows_cover_every_row_once_and_move_with_the_seed():
 
 
 def test_encode_to_file_memory_maps_the_ids(tmp_path, monkeypatch):
-    from charlstm import batches as batches_module
-    from charlstm import text as text_module
+    from charlstm.data import batches as batches_module
+    from charlstm.data import text as text_module
 
     monkeypatch.setattr(text_module, "READ_BYTES", 1000)  # chunks of the text
     monkeypatch.setattr(batches_module, "READ_BYTES", 1000)  # where a long line is cut for subwords

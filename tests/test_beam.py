@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-import charlstm.beam
-from charlstm.beam import beam_search
-from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+import charlstm.generation.beam
+from charlstm.generation.beam import beam_search
+from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.config import SampleConfig
-from charlstm.sampling import encode_prime, generate
-from charlstm.tokenizers import CharTokenizer
+from charlstm.generation.sampling import encode_prime, generate
+from charlstm.data.tokenizers import CharTokenizer
 from tests.test_evaluate import uniform_model
 from tests.test_sampling import continuation_logprob
 
@@ -53,12 +53,12 @@ def test_all_beams_take_one_stepper_call_per_step(tiny, monkeypatch):
     model, tok = tiny
     batches = []
 
-    class CountingStepper(charlstm.beam.TokenStepper):
+    class CountingStepper(charlstm.generation.beam.TokenStepper):
         def __call__(self, ids, hidden):
             batches.append((tuple(ids.shape), tuple(hidden[0].shape)))
             return super().__call__(ids, hidden)
 
-    monkeypatch.setattr(charlstm.beam, "TokenStepper", CountingStepper)
+    monkeypatch.setattr(charlstm.generation.beam, "TokenStepper", CountingStepper)
     beam_search(model, tok, encode_prime(tok, "The "), 6, 3, "cpu")
     # The last token is never read; the first step extends the one starting beam.
     assert batches == [((3,), (1, 3, 32))] * 5

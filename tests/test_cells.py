@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charlstm.cells import GATES, TokenStepper, layer_gates, lstm_step, trace
-from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.config import QUANTITIES, ModelConfig
 from charlstm.model import LanguageModel
 

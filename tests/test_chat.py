@@ -9,11 +9,11 @@ import time
 import pytest
 import torch
 
-from charlstm.chat import ChatSession
-from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+from charlstm.generation.chat import ChatSession
+from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.config import SampleConfig
 from charlstm.errors import ConfigError
-from charlstm.sampling import generate
+from charlstm.generation.sampling import generate
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from charlstm.checkpoint import (
+from charlstm.runs.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
     upgrade_state_dict,
@@ -54,7 +54,7 @@ def test_failed_save_keeps_previous_checkpoint(tiny_run, tmp_path):
     save_checkpoint(target, payload)
     before = target.read_bytes()
     broken = dict(payload, metrics=[lambda: None])  # cannot be pickled
-    from charlstm.digest import UnsupportedData
+    from charlstm.runs.digest import UnsupportedData
 
     with pytest.raises(UnsupportedData, match=r"payload/metrics\[0\] holds a function, which a checkpoint never holds"):
         save_checkpoint(target, broken)
@@ -145,7 +145,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tiny_run, tmp_pat
     before = target.read_bytes()
     code = f"""
 import resource, signal, sys
-from charlstm.checkpoint import load_checkpoint, save_checkpoint
+from charlstm.runs.checkpoint import load_checkpoint, save_checkpoint
 from charlstm.errors import CheckpointError
 payload = load_checkpoint({str(target)!r})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get an error from write(), not a signal
@@ -238,7 +238,7 @@ def test_a_flipped_byte_in_the_file_is_caught(tiny_run, tmp_path):
 
 
 def test_the_checksum_is_canonical():
-    from charlstm.digest import payload_sha256
+    from charlstm.runs.digest import payload_sha256
 
     a = {"b": [1, 2.5, "x", b"y", None, True], "a": {"t": torch.arange(3, dtype=torch.float32), 0: 1}}
     b = {"a": {0: 1, "t": torch.arange(3, dtype=torch.float32)}, "b": [1, 2.5, "x", b"y", None, True]}
@@ -251,7 +251,7 @@ def test_the_checksum_is_canonical():
 
 
 def test_version_1_checkpoints_still_load(tiny_run, tmp_path):
-    from charlstm.checkpoint import weights_checksum
+    from charlstm.runs.checkpoint import weights_checksum
 
     payload = load_checkpoint(tiny_run)
     del payload["payload_sha256"]
@@ -283,7 +283,7 @@ def test_a_config_larger_than_the_file_is_refused_before_building(tiny_run, tmp_
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(path)
     vocab = load_checkpoint(tiny_run)["model_config"]["vocab_size"]
-    from charlstm.checkpoint import count_parameters
+    from charlstm.runs.checkpoint import count_parameters
     from charlstm.config import ModelConfig
 
     n = count_parameters(ModelConfig(vocab_size=vocab, embedding_dim=16, hidden_size=6000, num_layers=4))
@@ -294,7 +294,7 @@ def test_a_config_larger_than_the_file_is_refused_before_building(tiny_run, tmp_
 
 
 def test_parameter_count_is_computed_without_building(tiny_run):
-    from charlstm.checkpoint import count_parameters, expected_shapes
+    from charlstm.runs.checkpoint import count_parameters, expected_shapes
     from charlstm.config import ModelConfig
     from charlstm.model import LanguageModel
 
@@ -307,7 +307,7 @@ def test_parameter_count_is_computed_without_building(tiny_run):
 
 
 def test_too_many_parameters_is_refused_whatever_the_file(tiny_run, tmp_path):
-    from charlstm.checkpoint import check_model_config
+    from charlstm.runs.checkpoint import check_model_config
 
     config = dict(load_checkpoint(tiny_run)["model_config"], hidden_size=65_536, num_layers=256)
     with pytest.raises(CheckpointError, match=r"implies [\d,]+ parameters .*more than the limit of 2,000,000,000"):
@@ -336,7 +336,7 @@ def test_config_values_of_the_wrong_type_or_size_are_named(tiny_run, tmp_path, f
 
 
 def test_weight_dtypes_and_shapes_are_checked_before_the_model_is_built(tiny_run, tmp_path, monkeypatch):
-    import charlstm.checkpoint as checkpoint
+    import charlstm.runs.checkpoint as checkpoint
 
     def must_not_build(config):
         raise AssertionError("built a model before checking its weights")
@@ -417,8 +417,8 @@ def test_vocabulary_and_config_must_agree(tiny_run, tmp_path):
 
 
 def test_sentencepiece_vocabulary_must_match_the_config(tmp_path, small_text):
-    from charlstm.checkpoint import check_model
-    from charlstm.tokenizers import SentencePieceTokenizer
+    from charlstm.runs.checkpoint import check_model
+    from charlstm.data.tokenizers import SentencePieceTokenizer
 
     tok = SentencePieceTokenizer.train(small_text, "bpe", 400)
     payload = {"model_config": {"vocab_size": 401, "embedding_dim": 4, "hidden_size": 4, "num_layers": 1}}
@@ -446,7 +446,7 @@ def test_sentencepiece_vocabulary_must_match_the_config(tmp_path, small_text):
 def test_resume_refuses_a_bad_training_state(tiny_run, tmp_path, change, message):
     import shutil as sh
 
-    from charlstm.runs import plan_resume
+    from charlstm.runs.directory import plan_resume
 
     run = tmp_path / "run"
     sh.copytree(tiny_run, run)
@@ -461,9 +461,9 @@ def test_resume_refuses_optimizer_and_hidden_states_of_the_wrong_shape(tiny_run,
     import shutil as sh
 
     from charlstm.distributed import Dist
-    from charlstm.prepare import prepare_resume
-    from charlstm.runs import plan_resume
-    from charlstm.text import TextSource
+    from charlstm.training.setup import prepare_resume
+    from charlstm.runs.directory import plan_resume
+    from charlstm.data.text import TextSource
 
     run = tmp_path / "run"
     sh.copytree(tiny_run, run)

@@ -275,7 +275,7 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, text_file, sig, code):
     assert proc.returncode == code, stderr
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
     assert f"continue with: charlstm train --resume {run_dir}" in stderr
-    from charlstm.checkpoint import load_checkpoint
+    from charlstm.runs.checkpoint import load_checkpoint
 
     step = load_checkpoint(run_dir / "last.pt")["train_state"]["step"]
     assert step > 0
@@ -352,7 +352,7 @@ def test_other_cells_train_sample_eval_inspect(tmp_path, text_file, cell):
     run_dir = tmp_path / cell
     result = charlstm("train", text_file, "--out", run_dir, "--cell", cell, *TINY_MODEL, "--max-steps", "5")
     assert result.returncode == 0, result.stderr
-    from charlstm.checkpoint import load_checkpoint
+    from charlstm.runs.checkpoint import load_checkpoint
 
     assert load_checkpoint(run_dir)["model_config"]["cell"] == cell
     sample = charlstm("sample", run_dir, "--length", "30", "--seed", "0")
@@ -506,7 +506,7 @@ def test_demo_trains_samples_and_evaluates_the_held_out_tenth(tmp_path):
     assert "stopped by max_time" in result.stderr and "Next: charlstm train your_text.txt" in result.stderr
     sample, _, table = result.stdout.partition("\ncharlstm eval")
     assert sample.startswith("The ") and len(sample) == len("The ") + 400
-    from charlstm.runs import validation_text
+    from charlstm.runs.directory import validation_text
 
     held_out = validation_text(run_dir)
     assert len(held_out) == 46_505  # the last tenth of the built-in corpus's 465,048 characters

@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from charlstm.cli import cli
-from charlstm.corpus import Corpus, completion, expand_paths
+from charlstm.data.corpus import Corpus, completion, expand_paths
 from charlstm.errors import DataError
 from tests.conftest import TINY_MODEL
 
@@ -88,7 +88,7 @@ def test_validation_on_whole_files(tree, monkeypatch):
     result = invoke("train", "a.txt", "b.txt", "notes", "--val-files", "notes/c.md", "--out", run, *TINY_MODEL, "--max-steps", "2")
     assert result.exit_code == 0, result.output
     assert "corpus 4 files  validation: files notes/c.md" in result.stderr
-    from charlstm.runs import validation_text
+    from charlstm.runs.directory import validation_text
 
     assert validation_text(run) == (tree / "notes" / "c.md").read_text()
     info = json.loads((run / "config.json").read_text())["info"]
@@ -132,7 +132,7 @@ def test_a_separator_is_read_with_escapes_and_kept_on_resume(tree, monkeypatch):
     result = invoke("train", "a.txt", "b.txt", "--separator", "\\n---\\n", "--out", run, *TINY_MODEL, "--max-steps", "2")
     assert result.exit_code == 0, result.output
     assert json.loads((run / "config.json").read_text())["corpus"]["separator"] == "\n---\n"
-    from charlstm.corpus import Corpus
+    from charlstm.data.corpus import Corpus
 
     assert Corpus(["a.txt", "b.txt"], "\n---\n").read() == (tree / "a.txt").read_text() + "---\n" + (tree / "b.txt").read_text()
     # The files given again (say, moved): joined as the run joined them, the token file reused.

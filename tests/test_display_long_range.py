@@ -4,7 +4,7 @@ import pytest
 
 from charlstm.config import ExperimentConfig
 from charlstm.display.long_range import print_long_range
-from charlstm.experiment import Report, Result
+from charlstm.analysis.experiment import Report, Result
 
 
 def _report(**changes):

@@ -12,9 +12,9 @@ import torch.multiprocessing as mp
 
 from charlstm.config import ModelShape, TrainConfig
 from charlstm.distributed import from_environment
-from charlstm.prepare import prepare_new
-from charlstm.text import TextSource
-from charlstm.train import Trainer
+from charlstm.training.setup import prepare_new
+from charlstm.data.text import TextSource
+from charlstm.training.trainer import Trainer
 from tests.conftest import TINY_MODEL
 
 OPTIONS = ModelShape(embedding_dim=8, hidden_size=16, num_layers=2, dropout=0.0)

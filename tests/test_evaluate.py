@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from charlstm.config import ModelConfig
 from charlstm.errors import DataError
-from charlstm.evaluate import evaluate_text, stream_loss
+from charlstm.evaluation.evaluate import evaluate_text, stream_loss
 from charlstm.model import LanguageModel
-from charlstm.tokenizers import ByteTokenizer, CharTokenizer
+from charlstm.data.tokenizers import ByteTokenizer, CharTokenizer
 
 
 def uniform_model(vocab_size: int) -> LanguageModel:

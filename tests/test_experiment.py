@@ -5,8 +5,8 @@ import pytest
 
 from charlstm.config import ExperimentConfig
 from charlstm.errors import ConfigError
-from charlstm.experiment import Job, Report, Result, data_generator, plan, run_experiment, train_job
-from charlstm.memory_tasks import MemoryTask
+from charlstm.analysis.experiment import Job, Report, Result, data_generator, plan, run_experiment, train_job
+from charlstm.analysis.memory_tasks import MemoryTask
 
 
 def _result(model, distance, seed, steps, accuracy, task="recall"):

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from charlstm.checkpoint import load_checkpoint
+from charlstm.runs.checkpoint import load_checkpoint
 from charlstm.cli import cli
-from charlstm.text import file_sha256
+from charlstm.data.text import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,10 +3,10 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.display import colour, inspection_html
 from charlstm.errors import ConfigError, DataError
-from charlstm.inspection import OPEN, check_request, inspect_text, text_features
+from charlstm.analysis.inspection import OPEN, check_request, inspect_text, text_features
 
 TEXT = 'He said "yes" (twice), and then\nhe left the room; "no" was never said (or written).\n' * 3
 

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from charlstm.cli import cli
 from charlstm.config import ModelShape, TrainConfig
 from charlstm.errors import ConfigError, DataError, RunLockedError
-from charlstm.lock import LOCK, RunLock
-from charlstm.text import TextSource
-from charlstm.train import resume, train
+from charlstm.runs.lock import LOCK, RunLock
+from charlstm.data.text import TextSource
+from charlstm.training.trainer import resume, train
 from tests.conftest import TINY_MODEL
 
 HOST = socket.gethostname()
@@ -133,7 +133,7 @@ def test_two_trainings_of_one_run_at_once(tmp_path, text_file):
         first.send_signal(signal.SIGTERM)
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 143 and "Traceback" not in stderr, stderr
-    from charlstm.checkpoint import load_checkpoint
+    from charlstm.runs.checkpoint import load_checkpoint
 
     step = load_checkpoint(run_dir / "last.pt")["train_state"]["step"]
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -148,7 +148,7 @@ def test_a_run_killed_with_sigkill_resumes(tmp_path, text_file):
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert json.loads((run_dir / LOCK).read_text())["pid"] == proc.pid  # left behind, not held
-    from charlstm.checkpoint import load_checkpoint
+    from charlstm.runs.checkpoint import load_checkpoint
 
     step = load_checkpoint(run_dir / "last.pt")["train_state"]["step"]
     resumed = subprocess.run(

@@ -2,8 +2,8 @@ import math
 
 import torch
 
-from charlstm.memory_probes import eta_squared, forget_gate_trace, gradient_norms
-from charlstm.memory_tasks import MemoryModel, MemoryTask
+from charlstm.analysis.memory_probes import eta_squared, forget_gate_trace, gradient_norms
+from charlstm.analysis.memory_tasks import MemoryModel, MemoryTask
 
 RECALL = MemoryTask("recall")
 

@@ -1,6 +1,6 @@
 import torch
 
-from charlstm.memory_tasks import MemoryModel, MemoryTask, accuracy, hidden_for_budget, parameter_count
+from charlstm.analysis.memory_tasks import MemoryModel, MemoryTask, accuracy, hidden_for_budget, parameter_count
 
 
 def test_recall_batch_puts_the_symbol_first_distractors_between_and_the_query_last():

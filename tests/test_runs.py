@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from charlstm.runs import prepare_run_dir, source_of, token_file, validation_text
-from charlstm.text import TextSource
-from charlstm.tokenizers import CharTokenizer
+from charlstm.runs.directory import prepare_run_dir, source_of, token_file, validation_text
+from charlstm.data.text import TextSource
+from charlstm.data.tokenizers import CharTokenizer
 from tests.conftest import TINY_MODEL
 
 

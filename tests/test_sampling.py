@@ -4,9 +4,9 @@ import random
 import pytest
 import torch
 
-from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.config import SampleConfig
-from charlstm.sampling import (
+from charlstm.generation.sampling import (
     NgramBlocker,
     TextStream,
     encode_prime,
@@ -104,7 +104,7 @@ def test_prime_is_read_once_then_state_is_carried(tiny_run, small_text):
     """Each token is read once: a short prime and every new token by the stepper, a long prime
     by the fused layer in one call; the prefix is never fed again. Both paths agree."""
     from charlstm.cells import TokenStepper
-    from charlstm.sampling import STEPPED_PRIME
+    from charlstm.generation.sampling import STEPPED_PRIME
 
     payload = load_checkpoint(tiny_run)
     model, tok = model_from_checkpoint(payload)
@@ -131,7 +131,7 @@ def test_prime_is_read_once_then_state_is_carried(tiny_run, small_text):
     long_text = "".join(p[0] for p in generate(model, tok, config, "cpu", stepper=Counting(model)))
     assert fused == [(STEPPED_PRIME + 44, 1)] and len(stepped) == 10
     model.forward = original  # the same continuation when the long prime is read token by token
-    from charlstm import sampling
+    from charlstm.generation import sampling
 
     sampling_limit, sampling.STEPPED_PRIME = sampling.STEPPED_PRIME, 10**6
     try:
@@ -355,7 +355,7 @@ def test_generate_refuses_beam_width_and_a_state_of_the_wrong_batch(tiny_run):
     model, tok = model_from_checkpoint(load_checkpoint(tiny_run))
     with pytest.raises(ValueError) as e:
         generate(model, tok, SampleConfig(beam_width=2), "cpu")
-    assert str(e.value) == "generate() samples; beam search is charlstm.beam.beam_search"
+    assert str(e.value) == "generate() samples; beam search is charlstm.generation.beam.beam_search"
     hidden = tuple(torch.zeros(1, 2, 32) for _ in range(2))
     with pytest.raises(ValueError) as e:
         generate(model, tok, SampleConfig(num_samples=3), "cpu", hidden)

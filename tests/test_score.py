@@ -3,11 +3,11 @@ import random
 
 import torch
 
-from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.config import ModelConfig
 from charlstm.model import LanguageModel
-from charlstm.score import LineScore, score_lines
-from charlstm.tokenizers import ByteTokenizer, CharTokenizer
+from charlstm.evaluation.score import LineScore, score_lines
+from charlstm.data.tokenizers import ByteTokenizer, CharTokenizer
 from tests.test_evaluate import uniform_model
 from tests.test_sampling import continuation_logprob
 

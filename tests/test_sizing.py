@@ -6,7 +6,7 @@ import torch
 from charlstm.config import ModelConfig, ModelShape, TrainConfig
 from charlstm.hardware import FP32
 from charlstm.model import LanguageModel
-from charlstm.sizing import (
+from charlstm.training.sizing import (
     LADDER,
     TOKENS_PER_PARAMETER,
     choose_size,
@@ -15,8 +15,8 @@ from charlstm.sizing import (
     parameters,
     pick,
 )
-from charlstm.text import TextSource
-from charlstm.train import train
+from charlstm.data.text import TextSource
+from charlstm.training.trainer import train
 
 
 @pytest.mark.parametrize("layers, units, embedding, vocab", [(1, 512, 64, 66), (2, 256, 64, 66), (1, 128, 16, 300)])
@@ -60,7 +60,7 @@ def test_choose_size_times_shapes_smallest_first_and_stops_at_the_first_too_big(
         timed.append((config.num_layers, config.hidden_size))
         return 5e6 / config.hidden_size**2 * 1000  # 1x256: 76k tokens/s, 1x512: 19k, ...
 
-    monkeypatch.setattr("charlstm.sizing.measure_speed", fake_speed)
+    monkeypatch.setattr("charlstm.training.sizing.measure_speed", fake_speed)
     config = TrainConfig(max_time=300)
     choice = choose_size(ModelShape(), config, 66, 1_000_000, torch.device("cpu"), FP32)
     assert timed == list(LADDER[: len(timed)]) and timed[-1] == (1, 768)  # 1x768: too big, no further
@@ -73,7 +73,7 @@ def test_choose_size_times_shapes_smallest_first_and_stops_at_the_first_too_big(
 
 
 def test_a_run_with_max_time_is_sized_and_records_why(tmp_path, small_text, monkeypatch):
-    monkeypatch.setattr("charlstm.sizing.measure_speed", lambda config, *a, **k: 1e9 / config.hidden_size**2)
+    monkeypatch.setattr("charlstm.training.sizing.measure_speed", lambda config, *a, **k: 1e9 / config.hidden_size**2)
     source = TextSource.from_text(small_text, "small", "small")
     config = TrainConfig(batch_size=4, bptt=16, device="cpu", seed=1, max_time=1, max_steps=2)
     result = train(source, config, ModelShape(), out=tmp_path / "auto", shape_given=())

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from charlstm.errors import DataError
-from charlstm.text import TextSource, TextStats, builtin_text, read_head, read_text
+from charlstm.data.text import TextSource, TextStats, builtin_text, read_head, read_text
 
 
 def test_builtin_corpus_is_the_python_reference():
@@ -46,7 +46,7 @@ def test_read_text_missing_and_directory(tmp_path):
 
 def test_chunked_reading_matches_reading_whole(tmp_path, monkeypatch):
     """Multi-byte characters and CRLF pairs that straddle a chunk boundary come through intact."""
-    from charlstm import text as text_module
+    from charlstm.data import text as text_module
 
     text = "naïve café — 日本語 🙂\r\nline two\rthree\n" * 50
     path = tmp_path / "t.txt"
@@ -60,7 +60,7 @@ def test_chunked_reading_matches_reading_whole(tmp_path, monkeypatch):
 
 
 def test_invalid_byte_offset_is_exact_across_chunks(tmp_path, monkeypatch):
-    from charlstm import text as text_module
+    from charlstm.data import text as text_module
 
     monkeypatch.setattr(text_module, "READ_BYTES", 5)
     data = "ab日本".encode() + b"\xe6\x97" + b"xyz"  # a character cut short at byte 8
@@ -82,7 +82,7 @@ def test_encoding_errors_replace_counts(tmp_path):
 
 def test_each_pass_counts_its_own_replacements(tmp_path, monkeypatch):
     """Two passes read side by side (the chunks interleaved) count only what each one replaced."""
-    from charlstm import text as text_module
+    from charlstm.data import text as text_module
 
     monkeypatch.setattr(text_module, "READ_BYTES", 4)
     (tmp_path / "a.txt").write_bytes(b"ab\xffcd\xfeef\xfd")  # 3 bad bytes
@@ -97,7 +97,7 @@ def test_each_pass_counts_its_own_replacements(tmp_path, monkeypatch):
 
 
 def test_read_head_stops_at_max_chars(tmp_path, monkeypatch):
-    from charlstm import text as text_module
+    from charlstm.data import text as text_module
 
     monkeypatch.setattr(text_module, "READ_BYTES", 8)
     path = tmp_path / "t.txt"
@@ -108,7 +108,7 @@ def test_read_head_stops_at_max_chars(tmp_path, monkeypatch):
 
 def test_bom_makes_no_difference_to_the_model(tmp_path):
     from charlstm.config import ModelShape, TrainConfig
-    from charlstm.train import train
+    from charlstm.training.trainer import train
 
     text = "\n".join(f"line {i} of a small text" for i in range(200))
     (tmp_path / "plain.txt").write_bytes(text.encode())
@@ -127,7 +127,7 @@ def test_bom_makes_no_difference_to_the_model(tmp_path):
 def test_the_first_problem_is_named_whatever_the_chunks(tmp_path, monkeypatch, chunk):
     """Found by tests/fuzz/fuzz_text.py: invalid UTF-8 before a NUL in the same chunk was reported
     as the NUL; and a first chunk shorter than a BOM let a UTF-8 BOM through and hid a UTF-16 one."""
-    from charlstm import text as text_module
+    from charlstm.data import text as text_module
 
     monkeypatch.setattr(text_module, "READ_BYTES", chunk)
     path = tmp_path / "t.txt"

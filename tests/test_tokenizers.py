@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charlstm.errors import DataError
-from charlstm.tokenizers import (
+from charlstm.data.tokenizers import (
     ByteTokenizer,
     CharTokenizer,
     tokenizer_from_dict,
@@ -30,7 +30,7 @@ def test_char_unknown_characters_map_to_unknown_id():
 
 
 def test_char_encode_crosses_chunk_boundaries(monkeypatch):
-    import charlstm.tokenizers as t
+    import charlstm.data.tokenizers as t
 
     monkeypatch.setattr(t, "_CHUNK_CHARS", 7)
     text = "the quick brown fox jumps over the lazy dog " * 3
@@ -134,7 +134,7 @@ def test_tokenizers_train_from_chunks_as_from_the_whole(small_text):
 
 
 def test_sentencepiece_samples_a_large_text_evenly(small_text, monkeypatch):
-    from charlstm import tokenizers
+    from charlstm.data import tokenizers
 
     seen = []
     monkeypatch.setattr(tokenizers, "SP_TRAIN_CHARS", 5_000)

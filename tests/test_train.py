@@ -9,10 +9,10 @@ import torch
 from charlstm.config import ModelShape, TrainConfig
 from charlstm.distributed import Dist
 from charlstm.errors import ConfigError, DataError, NumericalError, RunDirectoryError
-from charlstm.prepare import prepare_new, prepare_resume
-from charlstm.runs import plan_resume
-from charlstm.text import TextSource
-from charlstm.train import Trainer, TrainingEvents, learning_rate, resume, train
+from charlstm.training.setup import prepare_new, prepare_resume
+from charlstm.runs.directory import plan_resume
+from charlstm.data.text import TextSource
+from charlstm.training.trainer import Trainer, TrainingEvents, learning_rate, resume, train
 
 TINY = ModelShape(embedding_dim=16, hidden_size=32, num_layers=1)
 
@@ -128,7 +128,7 @@ def test_a_small_model_learns_real_text(tmp_path, shakespeare):
     """A fixed budget takes validation loss at least 1 nat/char below the unigram baseline."""
     from collections import Counter
 
-    from charlstm.text import read_text
+    from charlstm.data.text import read_text
 
     text = read_text(shakespeare)
     counts = Counter(text)
@@ -149,7 +149,7 @@ def test_bf16_autocast_keeps_quality(tmp_path, small_text, monkeypatch):
     AMX or AVX-512-bf16 it runs as in real use.
     """
     import charlstm.hardware as m
-    from charlstm.text import builtin_text
+    from charlstm.data.text import builtin_text
 
     fast = m.cpu_has_fast_bf16()
     monkeypatch.setattr(m, "cpu_has_fast_bf16", lambda: True)

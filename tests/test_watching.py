@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from charlstm.checkpoint import load_checkpoint
+from charlstm.runs.checkpoint import load_checkpoint
 from charlstm.cli import cli
 from tests.conftest import TINY_MODEL
 

@@ -103,8 +103,8 @@ def sample(
     if output is not None and Path(output).exists() and not force:
         raise CharlstmError(f"--output {output}: already exists; pass --force to replace it")
     from charlstm.display import token_progress
-    from charlstm.samples import write_samples
-    from charlstm.text import TextSource
+    from charlstm.generation.writing import write_samples
+    from charlstm.data.text import TextSource
 
     adapting = None if adapt_to is None else (TextSource.from_file(adapt_to), adapt_config)
 
@@ -136,7 +136,7 @@ def _read_prime(prime: str | None, prime_file: str | None) -> str:
     """The prime from --prime TEXT, --prime - (stdin) or --prime-file FILE (newlines kept)."""
     if prime is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
-    from charlstm.text import decode_input
+    from charlstm.data.text import decode_input
 
     if prime_file is not None:
         from pathlib import Path
@@ -181,8 +181,8 @@ def chat(checkpoint: str, **options) -> None:
     each line read is answered in turn (no prompt), so it can be scripted. Type /help for the
     commands.
     """
-    from charlstm.chat import ChatSession
-    from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+    from charlstm.generation.chat import ChatSession
+    from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
     from charlstm.hardware import select_device
 
     config = SampleConfig.from_dict({"length": 200, **_given(options)})
@@ -268,14 +268,14 @@ def score(checkpoint: str, file: str | None, as_json: bool, device: str) -> None
     """Score each line of the input under the model: its log-probability (nats) and bits per
     character, to rank candidates or find unusual lines. Each line is scored on its own, from the
     start of a text; blank lines are kept (no tokens, no score)."""
-    from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+    from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
     from charlstm.hardware import select_device
-    from charlstm.score import score_lines
-    from charlstm.text import TextSource
+    from charlstm.evaluation.score import score_lines
+    from charlstm.data.text import TextSource
 
     torch_device = select_device(device)
     model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint), torch_device, checkpoint)
-    from charlstm.text import decode_input
+    from charlstm.data.text import decode_input
 
     text = TextSource.from_file(file).read() if file is not None else decode_input(sys.stdin.buffer.read(), "stdin")
     lines = text.split("\n")

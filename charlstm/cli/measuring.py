@@ -45,7 +45,7 @@ def eval_(checkpoint: str, file: str, as_json: bool, **options) -> None:
       charlstm eval checkpoints/my_text held_out.txt
       charlstm eval checkpoints/my_text held_out.txt --adapt      static and dynamic evaluation
     """
-    from charlstm.text import TextSource
+    from charlstm.data.text import TextSource
 
     given = _given(options)
     config = EvalConfig.from_dict(given)
@@ -60,7 +60,7 @@ def evaluate_and_show(
     checkpoint: str, source, config: EvalConfig, as_json: bool, adapt_config: AdaptConfig | None = None
 ) -> None:
     from charlstm.display import print_eval_report, token_progress
-    from charlstm.evaluate import evaluate_checkpoint
+    from charlstm.evaluation.evaluate import evaluate_checkpoint
 
     with token_progress("adapting", enabled=adapt_config is not None) as on_progress:
         report = evaluate_checkpoint(checkpoint, source, config, adapt_config, on_progress)
@@ -122,10 +122,10 @@ def inspect(checkpoint, file, text, max_chars, quantity, layer, unit, at, html_o
     for option, path in (("--html", html_out), ("--png", png_out)):
         if path is not None and Path(path).exists():
             raise CharlstmError(f"{option} {path}: already exists; choose another name or remove it first")
-    from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+    from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
     from charlstm.display import inspection_html, print_inspection
-    from charlstm.inspection import check_request, inspect_text
-    from charlstm.text import TextSource, read_head
+    from charlstm.analysis.inspection import check_request, inspect_text
+    from charlstm.data.text import TextSource, read_head
 
     model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint), "cpu", checkpoint)
     check_request(model.config, quantity, layer, unit)  # before reading the text
@@ -212,7 +212,7 @@ def long_range(quick: bool, device: str, png: str | None, json_out: str | None, 
     from pathlib import Path
 
     from charlstm.display.long_range import ExperimentProgress, plot_long_range, print_long_range, print_start
-    from charlstm.experiment import plan, run_experiment, worker_count
+    from charlstm.analysis.experiment import plan, run_experiment, worker_count
     from charlstm.hardware import select_device
 
     given = _given(options)

@@ -15,7 +15,7 @@ from charlstm.errors import CharlstmError
 
 
 def _summaries(runs: tuple[str, ...]):
-    from charlstm.runinfo import read_run
+    from charlstm.runs.info import read_run
 
     return [read_run(run) for run in runs]
 

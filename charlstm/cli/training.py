@@ -1,5 +1,5 @@
 """``charlstm train`` and ``charlstm demo``: FILE arguments -> text source, options -> configs,
-one library call (``charlstm.train``), progress and summary through ``charlstm.display``."""
+one library call (``charlstm.training.trainer``), progress and summary through ``charlstm.display``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _text_source(
     from pathlib import Path
 
     from charlstm.distributed import is_main_process
-    from charlstm.text import BUILTIN_NAME, TextSource
+    from charlstm.data.text import BUILTIN_NAME, TextSource
 
     files = (files,) if isinstance(files, str) else tuple(files or ())
     if not files:
@@ -44,7 +44,7 @@ def _text_source(
         if is_main_process():
             click.echo(f"No FILE given: training on the built-in corpus, {BUILTIN_NAME}.", err=True)
         return TextSource.builtin()
-    from charlstm.corpus import Corpus, is_pattern, unescape
+    from charlstm.data.corpus import Corpus, is_pattern, unescape
 
     single = len(files) == 1 and not val_files and not Path(files[0]).is_dir()
     if single and (Path(files[0]).exists() or not is_pattern(files[0])):
@@ -145,7 +145,7 @@ def train(
             raise click.UsageError(
                 "--init-from cannot be used with --resume: a resumed run goes on from its own weights"
             )
-        from charlstm.train import resume as resume_training
+        from charlstm.training.trainer import resume as resume_training
 
         source = (
             None
@@ -159,7 +159,7 @@ def train(
         shape = ModelShape.from_dict(given)  # bad model options are reported before any work
         init = None
         if init_from is not None:
-            from charlstm.finetune import plan_init
+            from charlstm.training.finetune import plan_init
 
             init = plan_init(init_from, given, strict_vocab)
             config = TrainConfig.from_dict({**given, **init.train_settings})
@@ -168,7 +168,7 @@ def train(
             raise click.UsageError("--strict-vocab goes with --init-from")
         if given.get("size") == "auto" and config.max_time is None:
             raise click.UsageError("--size auto needs --max-time: it sizes the model for the time budget")
-        from charlstm.train import train as run_training
+        from charlstm.training.trainer import train as run_training
 
         source = _text_source(files, config.encoding_errors, *corpus_options)
         shape_given = [name for name in ModelShape.field_names() if name in given]
@@ -214,9 +214,9 @@ def demo(max_time: float, device: str) -> None:
     the held-out last tenth of the built-in corpus (the text training validated on).
     """
     from charlstm.display import TrainProgress, stderr_console
-    from charlstm.runs import validation_text
-    from charlstm.text import TextSource
-    from charlstm.train import train as run_training
+    from charlstm.runs.directory import validation_text
+    from charlstm.data.text import TextSource
+    from charlstm.training.trainer import train as run_training
 
     config = TrainConfig(max_time=max_time, device=device)
     with TrainProgress() as progress:
@@ -224,7 +224,7 @@ def demo(max_time: float, device: str) -> None:
     _exit_if_stopped_by_signal(result)
     console = stderr_console()
     console.rule(f"charlstm sample {result.run_dir} --prime 'The ' --length 400")
-    from charlstm.samples import write_samples
+    from charlstm.generation.writing import write_samples
 
     write_samples(
         str(result.run_dir),

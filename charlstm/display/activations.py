@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from charlstm.display.consoles import stdout_console, visible
-from charlstm.inspection import OPEN, SHUT, GateStats, Inspection
+from charlstm.analysis.inspection import OPEN, SHUT, GateStats, Inspection
 
 
 def colour(value: float, scale: float) -> tuple[int, int, int]:

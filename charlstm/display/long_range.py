@@ -204,7 +204,7 @@ def plot_long_range(report, path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    from charlstm.memory_tasks import MemoryTask
+    from charlstm.analysis.memory_tasks import MemoryTask
 
     config = report.config
     gradients = {model: g for model, g in report.gradients.items() if g["norms"]}

@@ -62,7 +62,7 @@ class TrainProgress:
                 markup=False,
             )
         if info.get("unknown_chars"):
-            from charlstm.finetune import describe_unknown
+            from charlstm.training.finetune import describe_unknown
 
             self.console.print(
                 f"note: {describe_unknown(info['unknown_chars'])} of the text are not in the model's vocabulary: "

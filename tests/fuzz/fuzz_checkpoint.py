@@ -23,7 +23,7 @@ import atheris
 with atheris.instrument_imports(include=["charlstm"]):
     import torch
 
-    from charlstm.checkpoint import (
+    from charlstm.runs.checkpoint import (
         TrainState,
         check_model,
         check_train_state,
@@ -35,7 +35,7 @@ with atheris.instrument_imports(include=["charlstm"]):
     from charlstm.config import ModelConfig, ModelShape, TrainConfig
     from charlstm.errors import CharlstmError
     from charlstm.model import LanguageModel
-    from charlstm.tokenizers import CharTokenizer, SentencePieceTokenizer
+    from charlstm.data.tokenizers import CharTokenizer, SentencePieceTokenizer
 
 torch.set_num_threads(1)
 _DIR = tempfile.mkdtemp(prefix="charlstm-fuzz-checkpoint-")
@@ -48,7 +48,7 @@ def _base_payloads() -> list[dict]:
     """Two tiny real payloads: char tokenizer with an LSTM, SentencePiece with a GRU."""
     if _BASES:
         return _BASES
-    from charlstm.text import builtin_text
+    from charlstm.data.text import builtin_text
 
     text = builtin_text()[:60_000]
     for tokenizer, shape in [

@@ -17,7 +17,7 @@ import tempfile
 import atheris
 
 with atheris.instrument_imports(include=["charlstm"]):
-    import charlstm.text as text
+    import charlstm.data.text as text
     from charlstm.errors import CharlstmError, DataError
 
 _DIR = tempfile.mkdtemp(prefix="charlstm-fuzz-text-")

@@ -14,7 +14,7 @@ import atheris
 
 with atheris.instrument_imports(include=["charlstm"]):
     from charlstm.errors import CharlstmError
-    from charlstm.tokenizers import (
+    from charlstm.data.tokenizers import (
         UNKNOWN_TEXT,
         ByteTokenizer,
         CharTokenizer,
@@ -28,7 +28,7 @@ _SP = None
 def _sentencepiece() -> SentencePieceTokenizer:
     global _SP
     if _SP is None:
-        from charlstm.text import builtin_text
+        from charlstm.data.text import builtin_text
 
         _SP = SentencePieceTokenizer.train(builtin_text()[:100_000], "bpe", 400)
     return _SP

@@ -1,7 +1,7 @@
 """The training loop: truncated backpropagation through time with the hidden state carried from
 one window to the next, gradient-norm clipping, AdamW, periodic validation and checkpoints.
 
-``train`` and ``resume`` prepare a run (``charlstm.prepare``) and hand it to a ``Trainer``, which
+``train`` and ``resume`` prepare a run (``charlstm.training.setup``) and hand it to a ``Trainer``, which
 keeps the loop, the step, evaluation and saving. No Click and no terminal output here: progress
 goes to a ``TrainingEvents`` object.
 """
@@ -20,21 +20,21 @@ import torch
 import torch.nn.functional as F
 
 from charlstm import __version__
-from charlstm.batches import Window, get_window
+from charlstm.data.batches import Window, get_window
 from charlstm.cells import Hidden
-from charlstm.checkpoint import BEST, LAST, make_payload, save_checkpoint
+from charlstm.runs.checkpoint import BEST, LAST, make_payload, save_checkpoint
 from charlstm.config import ModelShape, TrainConfig
 from charlstm.distributed import from_environment, is_main_process, shutdown
 from charlstm.errors import CharlstmError, NumericalError
-from charlstm.evaluate import stream_loss
-from charlstm.finetune import InitFrom
-from charlstm.lock import RunLock
+from charlstm.evaluation.evaluate import stream_loss
+from charlstm.training.finetune import InitFrom
+from charlstm.runs.lock import RunLock
 from charlstm.model import detach_hidden
-from charlstm.prepare import TrainingSetup, planned_steps, prepare_new, prepare_resume
-from charlstm.runs import RunRecord, append_metrics, plan_resume
-from charlstm.tensorboard_log import check_available as check_tensorboard
-from charlstm.text import TextSource
-from charlstm.watching import Watcher
+from charlstm.training.setup import TrainingSetup, planned_steps, prepare_new, prepare_resume
+from charlstm.runs.directory import RunRecord, append_metrics, plan_resume
+from charlstm.training.tensorboard_log import check_available as check_tensorboard
+from charlstm.data.text import TextSource
+from charlstm.training.watching import Watcher
 
 MAX_BAD_STEPS = 3  # non-finite steps in a row before training gives up
 _STOP_REASONS = ("epochs", "max_steps", "max_time", "patience", "SIGINT", "SIGTERM")  # in order of precedence
@@ -90,7 +90,7 @@ def train(
     ``shape_given``: the shape fields the user chose, the rest sized by ``--size auto`` when
     there is a ``--max-time`` (None: ``shape`` as it is; see ``prepare.prepare_new``).
 
-    The run directory is locked (``charlstm.lock``, rank 0 only) from its creation to the end of
+    The run directory is locked (``charlstm.runs.lock``, rank 0 only) from its creation to the end of
     training, whether it ends normally, by an error or by a signal."""
     if config.tensorboard:
         check_tensorboard()

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlstm.batches import encode_to_file, windows
+from charlstm.data.batches import encode_to_file, windows
 from charlstm.config import AdaptConfig
 from charlstm.errors import DataError
 from charlstm.model import detach_hidden
-from charlstm.text import TextSource
+from charlstm.data.text import TextSource
 
 
 @contextmanager

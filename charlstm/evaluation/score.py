@@ -1,7 +1,7 @@
 """Scoring lines: how likely the model finds each line of a text, in nats and bits per character.
 
 Each line is scored on its own, from a zero state, every one of its tokens included: the first
-token is predicted after a newline token (``sampling.default_start_id``), as if the line began a
+token is predicted after a newline token (``tokenizers.default_start_id``), as if the line began a
 line of the training text, so a one-character line gets a score too. The line's end (a newline
 after it) is not scored. Characters the char vocabulary lacks are scored as the unknown symbol,
 as evaluation does. A line with no tokens (the empty line) is not run: its logprob is 0 and its
@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from charlstm.batches import get_window, windows
-from charlstm.evaluate import token_nll
-from charlstm.sampling import default_start_id
+from charlstm.data.batches import get_window, windows
+from charlstm.evaluation.evaluate import token_nll
+from charlstm.data.tokenizers import default_start_id
 
 
 @dataclass

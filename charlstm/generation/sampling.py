@@ -30,6 +30,7 @@ import torch
 
 from charlstm.cells import Hidden, TokenStepper
 from charlstm.config import SampleConfig
+from charlstm.data.tokenizers import default_start_id
 from charlstm.errors import ConfigError
 
 
@@ -264,13 +265,6 @@ def encode_prime(tokenizer, prime: str, what: str = "--prime") -> list[int]:
     return tokenizer.encode(prime).tolist()
 
 
-def default_start_id(tokenizer) -> int:
-    """With no prime, generation starts as if after a newline (or the first known token)."""
-    if tokenizer.kind == "char" and "\n" not in tokenizer.chars:
-        return 0
-    return int(tokenizer.encode("\n")[0])
-
-
 class Generation:
     """One call of ``generate``: iterate over it for the text, then read what it measured.
 
@@ -411,10 +405,10 @@ def generate(
     session keeps one). ``hidden`` is a state to start from instead of zeros, such as an earlier ``Generation``'s
     ``hidden``, with one row or one per sample; the prime is read on top of it (an empty prime
     reads a newline, as always). The repetition penalty and the n-gram ban see this call's prime
-    and output only. ``config.beam_width`` is for ``charlstm.beam.beam_search``, not for this.
+    and output only. ``config.beam_width`` is for ``charlstm.generation.beam.beam_search``, not for this.
     """
     if config.beam_width is not None:
-        raise ValueError("generate() samples; beam search is charlstm.beam.beam_search")
+        raise ValueError("generate() samples; beam search is charlstm.generation.beam.beam_search")
     if hidden is not None and hidden[0].size(1) not in (1, config.num_samples):
         raise ValueError(
             f"the start state has {hidden[0].size(1)} rows; it needs 1 or one per sample "

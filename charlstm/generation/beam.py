@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import torch
 
 from charlstm.cells import TokenStepper
-from charlstm.sampling import NgramBlocker, default_start_id
+from charlstm.data.tokenizers import default_start_id
+from charlstm.generation.sampling import NgramBlocker
 
 
 @torch.inference_mode()

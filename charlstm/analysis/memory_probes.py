@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from charlstm.cells import cell_gates, step
-from charlstm.memory_tasks import MemoryModel, MemoryTask
+from charlstm.analysis.memory_tasks import MemoryModel, MemoryTask
 
 GRADIENT_SEQUENCES = 64
 GATE_SEQUENCES = 256

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from charlstm.atomic import atomic_write, cleanup_temp_files, write_error
-from charlstm.batches import encode_to_file, held_out_text, open_tokens
-from charlstm.checkpoint import BEST, LAST, check_model, check_train_state, find_checkpoint, load_checkpoint
+from charlstm.data.batches import encode_to_file, held_out_text, open_tokens
+from charlstm.runs.checkpoint import BEST, LAST, check_model, check_train_state, find_checkpoint, load_checkpoint
 from charlstm.config import FIXED_ON_RESUME, ModelShape, TrainConfig, differences
-from charlstm.corpus import Corpus
+from charlstm.data.corpus import Corpus
 from charlstm.distributed import world_size_from_environment
 from charlstm.errors import (
     CharlstmError,
@@ -30,9 +30,9 @@ from charlstm.errors import (
     RunDirectoryError,
     RunLockedError,
 )
-from charlstm.lock import RunLock
-from charlstm.text import TextSource, TextStats
-from charlstm.tokenizers import Tokenizer, id_dtype, tokenizer_from_dict
+from charlstm.runs.lock import RunLock
+from charlstm.data.text import TextSource, TextStats
+from charlstm.data.tokenizers import Tokenizer, id_dtype, tokenizer_from_dict
 
 CONFIG, METRICS, SAMPLES = "config.json", "metrics.jsonl", "samples.txt"
 RUN_FILES = (CONFIG, METRICS, BEST, LAST)
@@ -54,7 +54,7 @@ def prepare_run_dir(
 
     An explicit ``--out`` that holds a run is refused. The default ``checkpoints/<stem>`` moves on
     to ``<stem>-2``, ``<stem>-3``, ... so a second run never overwrites the first. With ``lock``,
-    the directory is locked (``charlstm.lock``) before anything is written in it: an ``--out``
+    the directory is locked (``charlstm.runs.lock``) before anything is written in it: an ``--out``
     another process is training is refused, and the default moves on past it.
     """
     taken: set[Path] = set()  # default directories another new run locked a moment ago

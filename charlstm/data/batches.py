@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from charlstm.atomic import atomic_write
-from charlstm.text import READ_BYTES, TextSource, TextStats
-from charlstm.tokenizers import id_dtype
+from charlstm.data.text import READ_BYTES, TextSource, TextStats
+from charlstm.data.tokenizers import id_dtype
 
 
 @dataclass

@@ -14,13 +14,13 @@ import secrets
 import time
 from typing import TextIO
 
-from charlstm.adaptation import adapt_to_source
-from charlstm.beam import beam_search
-from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+from charlstm.evaluation.adaptation import adapt_to_source
+from charlstm.generation.beam import beam_search
+from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.config import AdaptConfig, SampleConfig
 from charlstm.hardware import select_device
-from charlstm.sampling import TextStream, encode_prime, generate
-from charlstm.text import TextSource
+from charlstm.generation.sampling import TextStream, encode_prime, generate
+from charlstm.data.text import TextSource
 
 
 def write_samples(
@@ -37,7 +37,7 @@ def write_samples(
     writing text or JSON lines to ``out``. The first sample of each set streams as it is made.
 
     ``adapt_to`` (a text and how to adapt): first adapt the weights to that text by dynamic
-    evaluation (``charlstm.adaptation``); ``on_adapted(loss, tokens, seconds)`` is told how it went
+    evaluation (``charlstm.evaluation.adaptation``); ``on_adapted(loss, tokens, seconds)`` is told how it went
     and ``on_progress(tokens)`` follows it."""
     device = select_device(configs[0].device)
     model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint), device, checkpoint)

@@ -39,10 +39,10 @@ import torch
 
 from charlstm.atomic import atomic_write
 from charlstm.config import CELLS, ModelConfig, TrainConfig
-from charlstm.digest import UnsupportedData, check_tensor, payload_sha256
+from charlstm.runs.digest import UnsupportedData, check_tensor, payload_sha256
 from charlstm.errors import CheckpointError
 from charlstm.model import LanguageModel
-from charlstm.tokenizers import Tokenizer, tokenizer_from_dict
+from charlstm.data.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "charlstm"
 FORMAT_VERSION = 2  # 2: payload_sha256 over everything; 1: weights_sha256 over the weights only

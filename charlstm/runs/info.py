@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from charlstm.errors import RunDirectoryError
-from charlstm.runs import CONFIG, METRICS, SAMPLES
+from charlstm.runs.directory import CONFIG, METRICS, SAMPLES
 
 
 @dataclass

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlstm.adaptation import adapt
-from charlstm.batches import encode_to_file, windows
-from charlstm.checkpoint import load_checkpoint, model_from_checkpoint
+from charlstm.evaluation.adaptation import adapt
+from charlstm.data.batches import encode_to_file, windows
+from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from charlstm.config import AdaptConfig, EvalConfig
 from charlstm.errors import DataError
 from charlstm.hardware import FP32, Precision, select_device
-from charlstm.text import TextSource
+from charlstm.data.text import TextSource
 
 
 @dataclass
@@ -146,7 +146,7 @@ def evaluate_source(
     never held in memory. Bits per character and per byte do not depend on the tokenizer, so
     char, byte and subword models can be compared. The mean loss over the scored tokens stands
     for the one unscored (the first). With ``adapt_config`` the text is scored a second time
-    with dynamic evaluation (``charlstm.adaptation``), which changes ``model``'s weights;
+    with dynamic evaluation (``charlstm.evaluation.adaptation``), which changes ``model``'s weights;
     ``on_progress(tokens)`` follows that pass.
     """
     with tempfile.TemporaryDirectory(prefix="charlstm-eval-") as tmp:

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlstm.config import MEMORY_TASKS, ExperimentConfig
-from charlstm.memory_probes import probe
-from charlstm.memory_tasks import MemoryModel, MemoryTask, accuracy, hidden_for_budget, parameter_count
+from charlstm.analysis.memory_probes import probe
+from charlstm.analysis.memory_tasks import MemoryModel, MemoryTask, accuracy, hidden_for_budget, parameter_count
 
 RISE = 0.1  # an unsolved model whose accuracy rose more than this in the second half was still learning
 

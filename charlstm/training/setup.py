@@ -17,20 +17,20 @@ from pathlib import Path
 
 import torch
 
-from charlstm.batches import TrainData, lay_out, min_train_tokens
-from charlstm.checkpoint import TrainState
+from charlstm.data.batches import TrainData, lay_out, min_train_tokens
+from charlstm.runs.checkpoint import TrainState
 from charlstm.config import ModelConfig, ModelShape, TrainConfig
-from charlstm.corpus import Corpus
+from charlstm.data.corpus import Corpus
 from charlstm.distributed import Dist, device_for
 from charlstm.errors import CheckpointError, DataError
-from charlstm.finetune import InitFrom, unknown_characters
+from charlstm.training.finetune import InitFrom, unknown_characters
 from charlstm.hardware import Precision, resolve_precision, select_device
-from charlstm.lock import RunLock
+from charlstm.runs.lock import RunLock
 from charlstm.model import LanguageModel
-from charlstm.runs import ResumePlan, corpus_record, prepare_run_dir, token_file, write_metrics
-from charlstm.sizing import SHAPE_FIELDS, choose_size
-from charlstm.text import TextSource, read_head
-from charlstm.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+from charlstm.runs.directory import ResumePlan, corpus_record, prepare_run_dir, token_file, write_metrics
+from charlstm.training.sizing import SHAPE_FIELDS, choose_size
+from charlstm.data.text import TextSource, read_head
+from charlstm.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _hardware(config: TrainConfig, dist: Dist) -> tuple[torch.device, Precision]
 
 
 def _auto_size(shape, shape_given, config, vocab_size, train_tokens, dist, device, precision):
-    """``--size auto`` (``charlstm.sizing``): the shape for the time budget, and what to record of
+    """``--size auto`` (``charlstm.training.sizing``): the shape for the time budget, and what to record of
     the choice (None: sizing was not asked for)."""
     if config.size != "auto" or config.max_time is None or shape_given is None:
         return shape, None

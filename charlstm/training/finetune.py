@@ -13,11 +13,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from charlstm.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from charlstm.runs.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
 from charlstm.config import ModelShape, differences
 from charlstm.errors import ConfigError, DataError
-from charlstm.text import file_sha256
-from charlstm.tokenizers import CharTokenizer, Tokenizer
+from charlstm.data.text import file_sha256
+from charlstm.data.tokenizers import CharTokenizer, Tokenizer
 
 # The settings that come from the model started from; a different value is refused.
 FROM_THE_MODEL = (

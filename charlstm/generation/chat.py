@@ -17,7 +17,8 @@ import torch
 from charlstm.cells import Hidden, TokenStepper
 from charlstm.config import SampleConfig, flag
 from charlstm.errors import ConfigError
-from charlstm.sampling import Generation, default_start_id, encode_prime, generate
+from charlstm.data.tokenizers import default_start_id
+from charlstm.generation.sampling import Generation, encode_prime, generate
 
 # What a turn can change, by the name typed after "/" (the flags' names), and how to read it.
 SETTINGS = {

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from charlstm.atomic import write_error
 from charlstm.config import SampleConfig
-from charlstm.runs import SAMPLES
-from charlstm.sampling import generate
-from charlstm.tensorboard_log import TensorBoardLog
+from charlstm.runs.directory import SAMPLES
+from charlstm.generation.sampling import generate
+from charlstm.training.tensorboard_log import TensorBoardLog
 
 SAMPLE_LENGTH = 200  # characters of each training sample
 SAMPLE_SEED = 1234  # every training sample draws the same random numbers: only the model changes

@@ -379,3 +379,10 @@ def tokenizer_from_dict(record: dict) -> Tokenizer:
             raise ValueError("the SentencePiece model has no pieces")
         return tokenizer
     raise ValueError(f"unknown tokenizer kind {kind!r}"[:200])
+
+
+def default_start_id(tokenizer) -> int:
+    """With no prime, generation starts as if after a newline (or the first known token)."""
+    if tokenizer.kind == "char" and "\n" not in tokenizer.chars:
+        return 0
+    return int(tokenizer.encode("\n")[0])

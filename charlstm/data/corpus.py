@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from charlstm.errors import DataError
-from charlstm.text import TextSource, TextStats, file_sha256
+from charlstm.data.text import TextSource, TextStats, file_sha256
 
 DEFAULT_SEPARATOR = "\n\n"
 SNIFF_BYTES = 8192  # how much of a file in a directory is looked at to tell text from binary

@@ -1,0 +1,7 @@
+"""Writing text with a model.
+
+    sampling    the filters on logits (pure functions) and the generator
+    beam        batched beam search
+    chat        a session that keeps the hidden state between turns
+    writing     what ``charlstm sample`` writes: samples as text or JSON lines
+"""

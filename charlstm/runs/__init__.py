@@ -1,0 +1,9 @@
+"""What a run leaves on disk, and reading it back safely.
+
+    checkpoint  the checkpoint format: payload, save, find, load (weights_only) and the checks on
+                untrusted input
+    digest      checksums over a payload
+    lock        one writer per run directory
+    directory   the run directory: preparing it, config.json, metrics, the token file, resume plans
+    info        what ``charlstm info`` reads: a run's record, metrics and status
+"""

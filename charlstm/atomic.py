@@ -5,7 +5,8 @@ mixture; what an interrupted write leaves behind starts with ``TEMP_PREFIX`` and
 Every file charlstm writes for the user goes through ``atomic_write``: checkpoints, the token file,
 ``config.json``, the inspect page, the experiment's JSON (the run's lock file, ``RUN/.lock``,
 is locked in place, so it is the one exception). A write that fails is one ``WriteError`` naming
-the file.
+the file. The file gets the mode the umask allows (0o644 under the usual 022), as ``open`` would
+give it: ``mkstemp``'s private 0o600 would keep a web server or a colleague from reading it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[Binar
     except OSError as e:
         raise write_error(path, e) from e
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             if callable(content):
                 content(f)
@@ -56,6 +58,21 @@ def write_error(path: Path, error: OSError) -> WriteError:
         f"{path}: cannot write ({error.strerror or error}); {kept}. Free some disk space, or make the "
         "directory writable, and run again"
     )
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux's /proc);
+    elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -25,9 +25,9 @@ FLOORS = [
     ("evaluation", "analysis"),
     ("generation",),
     ("training",),
+    ("display",),
     ("api", "__init__"),
     ("export", "serving"),
-    ("display",),
     ("cli",),
     ("__main__",),
 ]

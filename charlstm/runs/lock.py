@@ -78,7 +78,7 @@ class RunLock:
         path = Path(run_dir) / LOCK
         while True:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides, as for every file
             except OSError as e:
                 raise RunDirectoryError(
                     f"{run_dir}: cannot create the lock file {LOCK} ({e.strerror}); check that the run "

@@ -57,7 +57,7 @@ with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 before = status()
 start = time.perf_counter()
-setup = prepare_new(TextSource.from_file(path), config, ModelShape(), out, Dist())
+setup = prepare_new(TextSource.from_file(path), config, ModelShape(), out=out, dist=Dist())
 trainer = Trainer(setup)
 setup_s = time.perf_counter() - start
 after_setup = status()
@@ -66,7 +66,7 @@ trainer.run()
 train_s = time.perf_counter() - start
 end = status()
 print(json.dumps({
-    "tokens": setup.info["train_tokens"] + setup.info["val_tokens"],
+    "tokens": setup.info.train_tokens + setup.info.val_tokens,
     "setup_s": setup_s, "train_s": train_s, "steps": trainer.step,
     "peak_added_mb": end["VmHWM"] - before["VmRSS"],
     "peak_added_after_setup_mb": after_setup["VmHWM"] - before["VmRSS"],

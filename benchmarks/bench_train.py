@@ -45,6 +45,60 @@ class Bare(torch.nn.Module):
         return self.head(out)
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def charlstm_step(text: str, name: str, shape: dict, precision: str = "fp32", device: str = "cpu",
+                  dropout: float = 0.0):
+    """charlstm's real training step at ``shape`` (``REFERENCE``'s keys): returns ``(step, setup)``,
+    where each ``step()`` is one ``Trainer.train_step`` on the next window of ``text``, the hidden
+    state carried from one to the next, in ``precision`` (fp16: the trainer's GradScaler)."""
+    config = TrainConfig(batch_size=shape["batch_size"], bptt=shape["bptt"], device=device, seed=0,
+                         max_time=1e9, precision=precision)
+    model_shape = ModelShape(
+        embedding_dim=shape["embedding_dim"],
+        hidden_size=shape["hidden_size"],
+        num_layers=shape["num_layers"],
+        dropout=dropout,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        setup = prepare_new(TextSource.from_text(text, name, "bench"), config, model_shape, out=Path(tmp) / "run", dist=Dist())
+        trainer = Trainer(setup)
+    windows = setup.data.windows
+    position = {"i": 0, "state": None}
+
+    def step() -> None:
+        window = windows[position["i"] % len(windows)]
+        position["state"] = trainer.train_step(window, position["state"])
+        position["i"] += 1
+
+    return step, setup
+
+
+def bare_step(vocab: int, shape: dict, precision: str = "fp32", device: str = "cpu"):
+    """One step of the bare loop (``Bare`` + AdamW on a fixed random window of ``shape``), in
+    ``precision``: bf16/fp16 autocast, fp16 with a GradScaler, as a plain PyTorch loop does it."""
+    B, T = shape["batch_size"], shape["bptt"]
+    torch.manual_seed(0)
+    bare = Bare(vocab, shape["embedding_dim"], shape["hidden_size"], shape["num_layers"]).to(device)
+    opt = torch.optim.AdamW(bare.parameters(), lr=1e-3)
+    x = torch.randint(0, vocab, (T + 1, B), device=device)
+    dtype = AMP_DTYPES.get(precision)
+    device_type = torch.device(device).type
+    scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+
+    def step() -> None:
+        with torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits = bare(x[:-1])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), x[1:].flatten())
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    return step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -60,45 +114,22 @@ def main() -> None:
     B, T = shape["batch_size"], shape["bptt"]
 
     text, name = corpus_text()
-    config = TrainConfig(batch_size=B, bptt=T, device="cpu", seed=0, max_time=1e9, precision=args.precision)
-    model_shape = ModelShape(
-        embedding_dim=shape["embedding_dim"],
-        hidden_size=shape["hidden_size"],
-        num_layers=shape["num_layers"],
-        dropout=args.dropout,
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        setup = prepare_new(TextSource.from_text(text, name, "bench"), config, model_shape, Path(tmp) / "run", Dist())
-        trainer = Trainer(setup)
+    step, setup = charlstm_step(text, name, shape, args.precision, "cpu", args.dropout)
     vocab = setup.tokenizer.vocab_size
-    windows = setup.data.windows
-    position = {"i": 0, "state": None}
+    bare = bare_step(vocab, shape, args.precision, "cpu")
 
     def charlstm_block():
         for _ in range(args.steps):
-            window = windows[position["i"] % len(windows)]
-            position["state"] = trainer.train_step(window, position["state"])
-            position["i"] += 1
-
-    torch.manual_seed(0)
-    bare = Bare(vocab, shape["embedding_dim"], shape["hidden_size"], shape["num_layers"])
-    bare_opt = torch.optim.AdamW(bare.parameters(), lr=1e-3)
-    x = torch.randint(0, vocab, (T + 1, B))
-    amp = args.precision == "bf16"
+            step()
 
     def bare_block():
         for _ in range(args.steps):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                logits = bare(x[:-1])
-            loss = F.cross_entropy(logits.float().flatten(0, 1), x[1:].flatten())
-            bare_opt.zero_grad()
-            loss.backward()
-            bare_opt.step()
+            bare()
 
     val = setup.data.val_ids
 
     def eval_block():
-        stream_loss(setup.model, val, 256, T, "cpu", setup.precision)
+        stream_loss(setup.model, val, batch_size=256, bptt=T, device="cpu", precision=setup.precision)
 
     tokens = args.steps * B * T
     charlstm_block(), bare_block()  # warm-up

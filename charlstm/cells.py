@@ -14,12 +14,14 @@ in the order (i, f, g, o) for the LSTM and (r, z, n) for the GRU; ``W · [h_{t-1
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from charlstm.config import QUANTITIES
+from charlstm.config import QUANTITIES, WEIGHTS
+from charlstm.errors import ConfigError
 
 # What each cell exposes per layer (``config.QUANTITIES``); every entry is (T, H) in a ``Trace``.
 GATES = {"lstm": ("forget", "input", "output"), "gru": ("update", "reset"), "rnn": ()}
@@ -31,6 +33,21 @@ STACK_ORDER = {
 }
 # (h, c) for the LSTM, (h,) for the GRU and RNN; each (num_layers, B, hidden_size)
 Hidden = tuple[torch.Tensor, ...]
+
+
+def recurrent_shapes(cell: str, input_size: int, hidden_size: int, num_layers: int = 1) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight of a fused ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``, by its
+    ``state_dict`` name, computed without building it: each matrix stacks one block of
+    ``hidden_size`` rows per entry of ``STACK_ORDER[cell]``."""
+    rows = len(STACK_ORDER[cell]) * hidden_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in range(num_layers):
+        inputs = input_size if layer == 0 else hidden_size
+        shapes[f"weight_ih_l{layer}"] = (rows, inputs)
+        shapes[f"weight_hh_l{layer}"] = (rows, hidden_size)
+        shapes[f"bias_ih_l{layer}"] = (rows,)
+        shapes[f"bias_hh_l{layer}"] = (rows,)
+    return shapes
 
 
 def fused_weights(rnn: nn.RNNBase, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -181,59 +198,230 @@ def trace(model, ids: torch.Tensor) -> Trace:
     return Trace(cell, logits, layers)
 
 
+# How a stepper may hold the weights of its recurrent products (``config.WEIGHTS``): fp32 as
+# trained; int8, one scale per output row, multiplied by PyTorch's dynamic-quantization kernel
+# (fbgemm: the activations are quantized per call, the product accumulates in int32); bf16,
+# multiplied in bf16. The embedding table and the output projection stay fp32.
+WEIGHT_FORMATS = WEIGHTS
+# A first layer whose input products for the whole vocabulary take at most this many values reads
+# them from a table instead of multiplying (a char model's table: vocabulary x 4H, ~0.5 MB).
+INPUT_TABLE_LIMIT = 1 << 22
+
+
+class Product:
+    """``x @ W^T`` for one weight matrix ``W`` (N, K), added in fp32 to a (B, N) tensor, with ``W``
+    held as ``weights`` says (``WEIGHT_FORMATS``)."""
+
+    def __init__(self, weight: torch.Tensor, weights: str = "fp32"):
+        if weights not in WEIGHT_FORMATS:
+            raise ConfigError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)} (got {weights!r})")
+        self.weights = weights
+        weight = weight.detach()
+        if weights == "int8":
+            if weight.device.type != "cpu":
+                raise ConfigError(f"--weights int8 runs on the CPU only (the model is on {weight.device.type})")
+            self.packed = _prepack_int8(weight.float())
+        else:
+            dtype = torch.bfloat16 if weights == "bf16" else weight.dtype
+            self.weight = weight.t().contiguous().to(dtype)  # (K, N): a row of x reads it in order
+
+    def add_to(self, out: torch.Tensor, x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """``out = base + x @ W^T`` (``base`` None: ``out`` itself): ``x`` (B, K), ``out`` (B, N);
+        ``base`` broadcasts to ``out``."""
+        base = out if base is None else base
+        if self.weights == "fp32":
+            return torch.addmm(base, x, self.weight, out=out)
+        if self.weights == "int8":
+            return torch.add(base, torch.ops.quantized.linear_dynamic(x, self.packed, True), out=out)  # (B, N)
+        return torch.add(base, torch.mm(x.to(torch.bfloat16), self.weight), out=out)  # bf16 product, fp32 sum
+
+
+def _prepack_int8(weight: torch.Tensor):
+    """``weight`` (N, K) as int8 with one symmetric scale per row, packed for fbgemm."""
+    scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127  # (N,)
+    zero = torch.zeros(weight.size(0), dtype=torch.long)
+    try:
+        with warnings.catch_warnings():  # the quantized tensor types are deprecated; the kernels are not
+            warnings.simplefilter("ignore")
+            q = torch.quantize_per_channel(weight.contiguous(), scale.double(), zero, 0, torch.qint8)
+            return torch.ops.quantized.linear_prepack(q, None)
+    except (RuntimeError, AttributeError, NotImplementedError) as e:
+        raise ConfigError(f"--weights int8 needs PyTorch's quantized CPU kernels, which this build lacks ({e})") from None
+
+
+@dataclass
+class StepState:
+    """A stepper's working memory for ``B`` rows: the hidden state, which ``TokenStepper.step_``
+    updates in place, the last logits (overwritten by the next step) and scratch space."""
+
+    hidden: Hidden  # (num_layers, B, H) each
+    logits: torch.Tensor  # (B, V)
+    gates: torch.Tensor  # (B, G*H)
+
+    def __post_init__(self) -> None:
+        # Views made once: taking a slice costs about as much as the arithmetic on it.
+        H = self.hidden[0].size(2)
+        g = self.gates
+        self.layers = [
+            tuple(t[layer] for t in self.hidden) for layer in range(self.hidden[0].size(0))
+        ]  # per layer: h (B, H), and c for the LSTM
+        if g.size(1) == 4 * H:  # the LSTM's (i, f, o, g)
+            self.lstm_gates = (g[:, : 3 * H], g[:, 3 * H :], g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H])
+
+    @property
+    def batch_size(self) -> int:
+        return self.hidden[0].size(1)
+
+
 class TokenStepper:
     """Runs a language model one token at a time for generation, without the fused layer's
     per-call cost.
 
     The fused layer is fastest over long sequences; at one token per call its fixed cost dominates
     (on a 2-core CPU a 2 x 512 ``nn.LSTM`` manages a few hundred calls a second). This computes
-    the same equations with one matrix product per layer, on weights laid out once. For the LSTM:
+    the same equations with one product per weight matrix, on weights laid out once. For the LSTM:
 
-        gates = [x, h_{t-1}] @ [W_ih; W_hh]^T + (b_ih + b_hh)     (B, 4H), in the order i, f, g, o
+        gates = table[x_t] + h_{t-1} @ W_hh^T        (B, 4H); table = E @ W_ih^T + b_ih + b_hh
         c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
         h_t = sigmoid(o) * tanh(c_t)
 
-    (the GRU keeps its two products apart: its reset gate scales only the recurrent part of the
-    candidate). Inference only (no dropout). Build it again if the weights change.
+    The first layer's input product depends only on the token, so it is read from a table of the
+    whole vocabulary (small vocabularies); later layers multiply their input. The gates are stored
+    in the order (i, f, o, g), so one sigmoid covers three of them; everything else happens in
+    place in ``StepState``, so a step allocates nothing (the GRU, kept plain, does). The product
+    with ``W_hh`` is the one that reads most memory: at batch 1 it sets the pace.
+
+    ``weights`` (``WEIGHT_FORMATS``): fp32, or int8 / bf16 recurrent products. Two ways to call:
+    ``stepper(ids, hidden)`` returns new tensors; ``state = stepper.state(hidden)`` then
+    ``stepper.step_(ids, state)`` works in place, as ``generate`` does. Inference only (no
+    dropout). Build it again if the weights change.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, weights: str = "fp32"):
         self.cell = model.config.cell
+        self.weights = weights
+        self.hidden_size = hidden = model.config.hidden_size
+        self.num_layers = model.config.num_layers
         self.embedding = model.embedding.weight.detach()  # (V, E)
-        self.layers = []
-        for layer in range(model.config.num_layers):
-            w_ih, w_hh, b_ih, b_hh = fused_weights(model.rnn, layer)
-            if self.cell == "gru":
-                self.layers.append((w_ih.t().contiguous(), b_ih, w_hh.t().contiguous(), b_hh))
-            else:
-                weight = torch.cat([w_ih, w_hh], dim=1).t().contiguous()  # (in + H, G*H)
-                self.layers.append((weight, b_ih + b_hh))
+        vocab = self.embedding.size(0)
+        gated = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+        # The LSTM's gates move from PyTorch's (i, f, g, o) to (i, f, o, g).
+        order = torch.arange(gated * hidden)
+        if self.cell == "lstm":
+            order = torch.cat([order[: 2 * hidden], order[3 * hidden :], order[2 * hidden : 3 * hidden]])
+        order = order.to(self.embedding.device)
+        self.layers = []  # per layer: (input product, recurrent product, bias (G*H,), recurrent bias)
+        self.table = None  # (V, G*H): the first layer's input product, bias included
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = (t[order] for t in fused_weights(model.rnn, layer))
+            # The GRU's reset gate scales only the recurrent part of its candidate: keep b_hh apart.
+            bias, recurrent_bias = (b_ih, b_hh) if self.cell == "gru" else (b_ih + b_hh, None)
+            product = Product(w_ih, weights)
+            if layer == 0 and vocab * gated * hidden <= INPUT_TABLE_LIMIT:
+                self.table = torch.addmm(bias, self.embedding, w_ih.t())  # (V, G*H)
+                self.table_rows = self.table.unbind(0)  # (G*H,) each: views made once
+                product = None
+            self.layers.append((product, Product(w_hh, weights), bias, recurrent_bias))
         self.head_weight = model.head.weight.detach().t().contiguous()  # (H, V)
         self.head_bias = model.head.bias.detach()
 
+    def state(self, hidden: Hidden | None, batch_size: int | None = None) -> StepState:
+        """Working memory holding a copy of ``hidden`` (None: zeros for ``batch_size`` rows; a
+        state of one row is repeated to ``batch_size`` rows)."""
+        rows = batch_size or (hidden[0].size(1) if hidden is not None else 1)
+        shape = (self.num_layers, rows, self.hidden_size)
+        n = 2 if self.cell == "lstm" else 1
+        new = tuple(self.embedding.new_zeros(shape) for _ in range(n))
+        if hidden is not None:
+            for mine, given in zip(new, hidden):
+                mine.copy_(given.expand(-1, rows, -1))
+        gates = self.embedding.new_empty(rows, self._gate_width())
+        logits = self.embedding.new_empty(rows, self.head_weight.size(1))
+        return StepState(new, logits, gates)
+
+    def _gate_width(self) -> int:
+        return {"lstm": 4, "gru": 3, "rnn": 1}[self.cell] * self.hidden_size
+
     def __call__(self, ids: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
-        """``ids`` (B,) -> logits (B, V) and the next hidden state."""
-        x = self.embedding[ids]  # (B, E)
-        hs, cs = [], []
-        for layer, weights in enumerate(self.layers):
-            h = hidden[0][layer]  # (B, H)
-            if self.cell == "lstm":
-                weight, bias = weights
-                gates = torch.addmm(bias, torch.cat([x, h], dim=1), weight)  # (B, 4H)
-                i, f, g, o = gates.chunk(4, dim=1)
-                c = torch.sigmoid(f) * hidden[1][layer] + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
-                x = torch.sigmoid(o) * torch.tanh(c)  # (B, H)
-                cs.append(c)
-            elif self.cell == "gru":
-                w_ih, b_ih, w_hh, b_hh = weights
-                xr, xz, xn = torch.addmm(b_ih, x, w_ih).chunk(3, dim=1)  # (B, H) each
-                hr, hz, hn = torch.addmm(b_hh, h, w_hh).chunk(3, dim=1)
-                r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-                n = torch.tanh(xn + r * hn)
-                x = (1 - z) * n + z * h
+        """``ids`` (B,) -> logits (B, V) and the next hidden state, as new tensors."""
+        state = self.state(hidden)
+        return self.step_(ids, state), state.hidden
+
+    def step_(
+        self, ids: torch.Tensor, state: StepState, out: torch.Tensor | None = None, token: int | None = None
+    ) -> torch.Tensor:
+        """Read ``ids`` (B,): ``state.hidden`` moves on one token, in place; returns the logits
+        (B, V), written to ``out`` when given, else to ``state.logits``. ``token``: at batch 1,
+        ``ids``'s one id as a Python int, which saves the lookup an op."""
+        gates = state.gates  # (B, G*H)
+        x = None
+        for layer, (product, recurrent, bias, recurrent_bias) in enumerate(self.layers):
+            h = state.layers[layer][0]  # (B, H), a view: written in place below
+            if self.cell == "gru":
+                x = self._gru(layer, ids, x, h, product, recurrent, bias, recurrent_bias)
+                continue
+            if layer == 0 and self.table is not None:  # x_t's product and the bias, looked up
+                if token is not None:
+                    recurrent.add_to(gates, h, self.table_rows[token])  # the product that reads most
+                else:
+                    recurrent.add_to(gates, h, torch.index_select(self.table, 0, ids, out=gates))
             else:
-                weight, bias = weights
-                x = torch.tanh(torch.addmm(bias, torch.cat([x, h], dim=1), weight))
-            hs.append(x)
-        logits = torch.addmm(self.head_bias, x, self.head_weight)  # (B, V)
-        return logits, (torch.stack(hs), torch.stack(cs)) if cs else (torch.stack(hs),)
+                if x is None:
+                    x = self.embedding.index_select(0, ids)  # (B, E)
+                product.add_to(gates, x, bias)
+                recurrent.add_to(gates, h)
+            if self.cell == "lstm":
+                c = state.layers[layer][1]  # (B, H)
+                ifo, g, i, f, o = state.lstm_gates  # views of ``gates``
+                ifo.sigmoid_()
+                g.tanh_()
+                c.mul_(f).addcmul_(i, g)  # c_t = f * c_{t-1} + i * g
+                torch.tanh(c, out=h).mul_(o)  # h_t = o * tanh(c_t)
+            else:
+                torch.tanh(gates, out=h)
+            x = h
+        logits = state.logits if out is None else out
+        return torch.addmm(self.head_bias, x, self.head_weight, out=logits)  # (B, V)
+
+    def _gru(self, layer, ids, x, h, product, recurrent, bias, recurrent_bias) -> torch.Tensor:
+        """One GRU layer, out of place (r scales only the recurrent part of the candidate); the
+        new state is copied into ``h``."""
+        if layer == 0 and self.table is not None:
+            xr, xz, xn = self.table.index_select(0, ids).chunk(3, dim=1)  # (B, H) each
+        else:
+            if x is None:
+                x = self.embedding.index_select(0, ids)
+            xr, xz, xn = product.add_to(x.new_empty(x.size(0), bias.size(0)), x, bias).chunk(3, dim=1)
+        hr, hz, hn = recurrent.add_to(h.new_empty(h.size(0), recurrent_bias.size(0)), h, recurrent_bias).chunk(3, dim=1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return h.copy_((1 - z) * n + z * h)
+
+
+class SteppedModel(nn.Module):
+    """A language model that runs through a ``TokenStepper`` with lighter weights: the same
+    ``forward(ids, hidden)`` and ``init_hidden`` as the model, so evaluation and scoring can
+    measure what ``--weights`` costs. Inference only; one step per token, so slower than the
+    fused layer over long texts."""
+
+    def __init__(self, model, weights: str):
+        super().__init__()
+        self.config = model.config
+        self.stepper = TokenStepper(model, weights)
+        self.init_hidden = model.init_hidden
+
+    def forward(self, ids: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """``ids`` (T, B) -> logits (T, B, V) and the state after the last step."""
+        state = self.stepper.state(hidden, ids.size(1))
+        out = state.logits.new_empty(ids.size(0), ids.size(1), state.logits.size(1))  # (T, B, V)
+        for t, tokens in enumerate(ids):
+            self.stepper.step_(tokens, state, out=out[t])
+        return out, state.hidden
+
+
+def with_weights(model, weights: str = "fp32"):
+    """``model`` itself for fp32; for int8 or bf16 a ``SteppedModel`` whose recurrent products
+    use weights of that kind (the embedding and the output projection stay fp32)."""
+    if weights not in WEIGHT_FORMATS:
+        raise ConfigError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)} (got {weights!r})")
+    return model if weights == "fp32" else SteppedModel(model, weights).eval()

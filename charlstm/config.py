@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,8 @@ TOKENIZERS = ("char", "byte", "bpe", "unigram")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# How generation holds the recurrent weights (``cells.TokenStepper``): as trained, or lighter.
+WEIGHTS = ("fp32", "int8", "bf16")
 CELLS = ("lstm", "gru", "rnn")
 SIZES = ("auto", "fixed")
 ENCODING_ERRORS = ("strict", "replace")
@@ -63,17 +67,46 @@ def fixed_on_resume(*classes) -> tuple[str, ...]:
 
 
 class _Checks:
-    """Collects every problem so the user can fix them all in one go."""
+    """Checks a config's fields, each named once: the flag and the value come from the field's
+    name, and a problem reads ``--flag <message> (got <value>)``. A field whose default is None
+    is not checked while it is None (not given). Every problem is collected, in the order checked,
+    so the user can fix them all in one go."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.optional = {f.name for f in dataclasses.fields(config) if f.default is None}
         self.problems: list[str] = []
 
-    def require(self, ok: bool, name: str, message: str) -> None:
-        if not ok:
-            self.problems.append(f"{flag(name)} {message}")
+    def check(
+        self, name: str, ok: Callable[[Any], bool], message: str, *, got: bool | Callable[[Any], str] = True
+    ) -> None:
+        """A problem unless ``ok(value)``. ``got``: whether the message ends with the value, or
+        how to show it."""
+        value = getattr(self.config, name)
+        if value is None and name in self.optional:
+            return
+        if not ok(value):
+            shown = "" if got is False else f" (got {value if got is True else got(value)})"
+            self.problems.append(f"{flag(name)} {message}{shown}")
 
-    def choice(self, value: str, name: str, choices: tuple[str, ...]) -> None:
-        self.require(value in choices, name, f"must be one of {', '.join(choices)} (got {value!r})")
+    def at_least(self, name: str, low: int) -> None:
+        self.check(name, lambda value: value >= low, f"must be at least {low}")
+
+    def zero_or_more(self, name: str) -> None:
+        self.check(name, lambda value: value >= 0, "must be 0 or more")
+
+    def positive_number(self, name: str, message: str = "must be a positive number") -> None:
+        self.check(name, lambda value: value > 0 and math.isfinite(value), message)
+
+    def within(self, name: str, interval: str) -> None:
+        """``interval``: as the message shows it, ``"[0, 1)"``, ``"(0, 1]"``, ..."""
+        low, high = (float(end) for end in interval[1:-1].split(","))
+        above = operator.ge if interval[0] == "[" else operator.gt
+        below = operator.le if interval[-1] == "]" else operator.lt
+        self.check(name, lambda value: above(value, low) and below(value, high), f"must be in {interval}")
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> None:
+        self.check(name, lambda value: value in choices, f"must be one of {', '.join(choices)}", got=repr)
 
     def raise_if_any(self) -> None:
         if self.problems:
@@ -113,20 +146,21 @@ class ModelShape(_Serializable):
     )
 
     def __post_init__(self) -> None:
-        c = _Checks()
+        c = _Checks(self)
         self._check(c)
         c.raise_if_any()
 
     def _check(self, c: _Checks) -> None:
-        c.choice(self.cell, "cell", CELLS)
-        c.require(self.embedding_dim >= 1, "embedding_dim", f"must be at least 1 (got {self.embedding_dim})")
-        c.require(self.hidden_size >= 1, "hidden_size", f"must be at least 1 (got {self.hidden_size})")
-        c.require(self.num_layers >= 1, "num_layers", f"must be at least 1 (got {self.num_layers})")
-        c.require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1) (got {self.dropout})")
-        c.require(
-            not self.tie_weights or self.embedding_dim == self.hidden_size,
+        c.choice("cell", CELLS)
+        c.at_least("embedding_dim", 1)
+        c.at_least("hidden_size", 1)
+        c.at_least("num_layers", 1)
+        c.within("dropout", "[0, 1)")
+        c.check(
             "tie_weights",
+            lambda tied: not tied or self.embedding_dim == self.hidden_size,
             f"needs --embedding-dim equal to --hidden-size (got {self.embedding_dim} and {self.hidden_size})",
+            got=False,
         )
 
 
@@ -138,7 +172,7 @@ class ModelConfig(ModelShape):
 
     def _check(self, c: _Checks) -> None:
         super()._check(c)
-        c.require(self.vocab_size >= 2, "vocab_size", f"must be at least 2 (got {self.vocab_size})")
+        c.at_least("vocab_size", 2)
 
     @classmethod
     def of(cls, shape: ModelShape, vocab_size: int) -> ModelConfig:
@@ -205,7 +239,8 @@ class TrainConfig(_Serializable):
     device: str = setting("auto", "Where to train.", choices=DEVICES)
     precision: str = setting(
         "auto",
-        "auto: bf16 autocast where the hardware runs it fast, fp16 on older GPUs, else fp32.",
+        "auto: bf16 autocast where the hardware runs it fast (GPUs of compute capability 8.0 on, "
+        "CPUs with AMX or AVX-512-bf16), fp16 with loss scaling on 7.x GPUs (V100, T4), else fp32.",
         choices=PRECISIONS,
     )
     encoding_errors: str = setting(
@@ -219,55 +254,29 @@ class TrainConfig(_Serializable):
         if self.eval_every is None and self.batch_size >= 1 and self.bptt >= 1:
             # Validation costs the same whatever the batch: space it by tokens trained, not steps.
             self.eval_every = max(1, round(EVAL_EVERY_TOKENS / (self.batch_size * self.bptt)))
-        c = _Checks()
-        c.choice(self.encoding_errors, "encoding_errors", ENCODING_ERRORS)
-        c.choice(self.precision, "precision", PRECISIONS)
-        c.choice(self.tokenizer, "tokenizer", TOKENIZERS)
-        c.require(
-            self.vocab_size is None or self.vocab_size >= 2,
-            "vocab_size",
-            f"must be at least 2 (got {self.vocab_size})",
-        )
-        c.require(
-            0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1) (got {self.val_fraction})"
-        )
-        c.require(self.batch_size >= 1, "batch_size", f"must be at least 1 (got {self.batch_size})")
-        c.require(self.bptt >= 1, "bptt", f"must be at least 1 (got {self.bptt})")
-        c.require(self.lr > 0 and math.isfinite(self.lr), "lr", f"must be a positive number (got {self.lr})")
-        c.choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
-        c.choice(self.size, "size", SIZES)
-        c.require(self.warmup_steps >= 0, "warmup_steps", f"must be 0 or more (got {self.warmup_steps})")
-        c.require(
-            0.0 <= self.final_lr_ratio <= 1.0, "final_lr_ratio", f"must be in [0, 1] (got {self.final_lr_ratio})"
-        )
-        c.require(self.weight_decay >= 0, "weight_decay", f"must be 0 or more (got {self.weight_decay})")
-        c.require(self.clip > 0, "clip", f"must be positive (got {self.clip})")
-        c.require(self.epochs >= 1, "epochs", f"must be at least 1 (got {self.epochs})")
-        c.require(
-            self.max_steps is None or self.max_steps >= 1,
-            "max_steps",
-            f"must be at least 1 (got {self.max_steps})",
-        )
-        c.require(
-            self.max_time is None or self.max_time > 0,
-            "max_time",
-            f"must be a positive number of seconds (got {self.max_time})",
-        )
-        c.require(
-            self.eval_every is None or self.eval_every >= 1, "eval_every", f"must be at least 1 (got {self.eval_every})"
-        )
-        c.require(self.eval_tokens >= 2, "eval_tokens", f"must be at least 2 (got {self.eval_tokens})")
-        c.require(
-            self.patience is None or self.patience >= 1,
-            "patience",
-            f"must be at least 1 (got {self.patience})",
-        )
-        c.require(
-            self.sample_every is None or self.sample_every >= 1,
-            "sample_every",
-            f"must be at least 1 (got {self.sample_every})",
-        )
-        c.choice(self.device, "device", DEVICES)
+        c = _Checks(self)
+        c.choice("encoding_errors", ENCODING_ERRORS)
+        c.choice("precision", PRECISIONS)
+        c.choice("tokenizer", TOKENIZERS)
+        c.at_least("vocab_size", 2)
+        c.within("val_fraction", "(0, 1)")
+        c.at_least("batch_size", 1)
+        c.at_least("bptt", 1)
+        c.positive_number("lr")
+        c.choice("lr_schedule", LR_SCHEDULES)
+        c.choice("size", SIZES)
+        c.zero_or_more("warmup_steps")
+        c.within("final_lr_ratio", "[0, 1]")
+        c.zero_or_more("weight_decay")
+        c.check("clip", lambda clip: clip > 0, "must be positive")
+        c.at_least("epochs", 1)
+        c.at_least("max_steps", 1)
+        c.check("max_time", lambda seconds: seconds > 0, "must be a positive number of seconds")
+        c.at_least("eval_every", 1)
+        c.at_least("eval_tokens", 2)
+        c.at_least("patience", 1)
+        c.at_least("sample_every", 1)
+        c.choice("device", DEVICES)
         c.raise_if_any()
 
     @property
@@ -299,11 +308,11 @@ class EvalConfig(_Serializable):
     )
 
     def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.batch_size >= 1, "batch_size", f"must be at least 1 (got {self.batch_size})")
-        c.require(self.bptt is None or self.bptt >= 1, "bptt", f"must be at least 1 (got {self.bptt})")
-        c.choice(self.device, "device", DEVICES)
-        c.choice(self.encoding_errors, "encoding_errors", ENCODING_ERRORS)
+        c = _Checks(self)
+        c.at_least("batch_size", 1)
+        c.at_least("bptt", 1)
+        c.choice("device", DEVICES)
+        c.choice("encoding_errors", ENCODING_ERRORS)
         c.raise_if_any()
 
 
@@ -316,14 +325,10 @@ class AdaptConfig(_Serializable):
     adapt_bptt: int = setting(64, "Tokens scored per adapting step.")
 
     def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(
-            self.adapt_lr > 0 and math.isfinite(self.adapt_lr),
-            "adapt_lr",
-            f"must be a positive number (got {self.adapt_lr})",
-        )
-        c.require(0.0 <= self.adapt_decay <= 1.0, "adapt_decay", f"must be in [0, 1] (got {self.adapt_decay})")
-        c.require(self.adapt_bptt >= 1, "adapt_bptt", f"must be at least 1 (got {self.adapt_bptt})")
+        c = _Checks(self)
+        c.positive_number("adapt_lr")
+        c.within("adapt_decay", "[0, 1]")
+        c.at_least("adapt_bptt", 1)
         c.raise_if_any()
 
 
@@ -356,59 +361,43 @@ class SampleConfig(_Serializable):
     seed: int | None = setting(None, "Random seed [default: a new one, recorded by --json].")
     stop: str | None = setting(None, "End a sample where this string appears (it is not written).")
     device: str = setting("auto", "Where to run.", choices=DEVICES)
+    weights: str = setting(
+        "fp32",
+        "Recurrent weights for generation: fp32 as trained; int8 (CPU: faster, a little loss); "
+        "bf16 (faster for many samples at once).",
+        choices=WEIGHTS,
+    )
 
     def __post_init__(self) -> None:
-        c = _Checks()
-        c.require(self.length >= 0, "length", f"must be 0 or more (got {self.length})")
-        c.require(
-            self.temperature >= 0 and math.isfinite(self.temperature),
-            "temperature",
-            f"must be 0 (greedy) or more (got {self.temperature})",
-        )
-        c.require(self.top_k is None or self.top_k >= 1, "top_k", f"must be at least 1 (got {self.top_k})")
-        c.require(
-            self.top_p is None or 0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1] (got {self.top_p})"
-        )
-        c.require(self.num_samples >= 1, "num_samples", f"must be at least 1 (got {self.num_samples})")
-        c.require(self.stop is None or self.stop != "", "stop", "must not be empty")
-        c.require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
-        c.require(
-            self.min_p is None or 0.0 < self.min_p <= 1.0, "min_p", f"must be in (0, 1] (got {self.min_p})"
-        )
-        c.require(
-            self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty),
-            "repetition_penalty",
-            f"must be a positive number, 1 means off (got {self.repetition_penalty})",
-        )
-        c.require(
-            self.repetition_window >= 1,
-            "repetition_window",
-            f"must be at least 1 (got {self.repetition_window})",
-        )
-        c.require(
-            self.no_repeat_ngram is None or self.no_repeat_ngram >= 1,
-            "no_repeat_ngram",
-            f"must be at least 1 (got {self.no_repeat_ngram})",
-        )
-        c.require(
-            self.beam_width is None or self.beam_width >= 1,
+        c = _Checks(self)
+        c.zero_or_more("length")
+        c.check("temperature", lambda t: t >= 0 and math.isfinite(t), "must be 0 (greedy) or more")
+        c.at_least("top_k", 1)
+        c.within("top_p", "(0, 1]")
+        c.at_least("num_samples", 1)
+        c.check("stop", lambda stop: stop != "", "must not be empty", got=False)
+        c.check("device", lambda device: device in DEVICES, f"must be one of {', '.join(DEVICES)}", got=False)
+        c.choice("weights", WEIGHTS)
+        c.within("min_p", "(0, 1]")
+        c.positive_number("repetition_penalty", "must be a positive number, 1 means off")
+        c.at_least("repetition_window", 1)
+        c.at_least("no_repeat_ngram", 1)
+        c.at_least("beam_width", 1)
+        c.check(
             "beam_width",
-            f"must be at least 1 (got {self.beam_width})",
-        )
-        c.require(
-            self.beam_width is None or self.num_samples == 1,
-            "beam_width",
+            lambda _: self.num_samples == 1,
             "gives one deterministic sample; leave out --num-samples",
+            got=False,
         )
         c.raise_if_any()
 
 
-MEMORY_TASKS = ("recall", "copy")  # the long-range experiment's tasks (``memory_tasks``)
+MEMORY_TASKS = ("recall", "copy")  # the long-range experiment's tasks (``charlstm.analysis.memory_tasks``)
 
 
 @dataclass(frozen=True)
 class ExperimentConfig(_Serializable):
-    """The long-range experiment (``experiment.py``): which models, how long each trains."""
+    """The long-range experiment (``charlstm.analysis.experiment``): which models, how long each trains."""
 
     tasks: tuple[str, ...] = setting(MEMORY_TASKS, "Comma-separated: recall, copy.")
     distances: tuple[int, ...] = setting((10, 30, 100), "Comma-separated distances d, for every task.")
@@ -434,31 +423,31 @@ class ExperimentConfig(_Serializable):
     forget_biases: tuple[float, ...] = (1.0, 3.0)
 
     def __post_init__(self) -> None:
-        c = _Checks()
-        unknown = [t for t in self.tasks if t not in MEMORY_TASKS]
-        c.require(
-            bool(self.tasks) and not unknown,
+        c = _Checks(self)
+        c.check(
             "tasks",
-            f"must be some of {', '.join(MEMORY_TASKS)} (got {', '.join(self.tasks) or 'none'})",
+            lambda tasks: bool(tasks) and all(t in MEMORY_TASKS for t in tasks),
+            f"must be some of {', '.join(MEMORY_TASKS)}",
+            got=lambda tasks: ", ".join(tasks) or "none",
         )
-        c.require(
-            bool(self.distances) and all(1 <= d <= 100_000 for d in self.distances),
+        c.check(
             "distances",
-            f"must be whole numbers from 1 to 100000 (got {', '.join(map(str, self.distances)) or 'none'})",
+            lambda distances: bool(distances) and all(1 <= d <= 100_000 for d in distances),
+            "must be whole numbers from 1 to 100000",
+            got=lambda distances: ", ".join(map(str, distances)) or "none",
         )
-        c.require(self.seeds >= 1, "seeds", f"must be at least 1 (got {self.seeds})")
-        c.require(self.budget >= 1, "budget", f"must be at least 1 (got {self.budget})")
-        c.require(
-            1 <= self.hidden_size <= 4096, "hidden_size", f"must be from 1 to 4096 (got {self.hidden_size})"
-        )
-        c.require(self.lr > 0, "lr", f"must be above 0 (got {self.lr})")
-        c.require(self.jobs >= 0, "jobs", f"must be at least 0 (got {self.jobs})")
-        c.require(
-            self.eval_every >= 1 and self.batch_size >= 1,
+        c.at_least("seeds", 1)
+        c.at_least("budget", 1)
+        c.check("hidden_size", lambda size: 1 <= size <= 4096, "must be from 1 to 4096")
+        c.check("lr", lambda lr: lr > 0, "must be above 0")
+        c.at_least("jobs", 0)
+        c.check(
             "eval_every",
+            lambda every: every >= 1 and self.batch_size >= 1,
             "and the batch size must be at least 1",
+            got=False,
         )
-        c.require(0 < self.solved_at <= 1, "solved_at", f"must be in (0, 1] (got {self.solved_at})")
+        c.within("solved_at", "(0, 1]")
         c.raise_if_any()
 
     def variants(self) -> list[tuple[str, str, float | None]]:

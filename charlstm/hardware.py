@@ -57,20 +57,43 @@ class Precision:
 FP32 = Precision(None, "fp32")
 
 
+def cuda_capability(device: torch.device) -> tuple[int, int]:
+    """The GPU's compute capability, such as (8, 0) for an A100 or (9, 0) for an H100."""
+    return torch.cuda.get_device_capability(device)
+
+
+def _auto_cuda_precision(device: torch.device) -> Precision:
+    # torch.cuda.is_bf16_supported() also says yes on GPUs that only emulate bf16 (7.x), where
+    # it runs slower than fp32: only native bf16 (8.0 on) counts for auto.
+    major, minor = cuda_capability(device)
+    if major >= 8 and torch.cuda.is_bf16_supported(including_emulation=False):
+        return Precision(
+            torch.bfloat16, f"bf16 autocast (auto: the GPU runs bf16, compute capability {major}.{minor})"
+        )
+    if major >= 7:
+        return Precision(
+            torch.float16,
+            f"fp16 autocast with gradient scaling (auto: the GPU has fp16 tensor cores but no bf16, "
+            f"compute capability {major}.{minor})",
+        )
+    return Precision(None, f"fp32 (auto: the GPU has no fast fp16 or bf16, compute capability {major}.{minor})")
+
+
 def resolve_precision(name: str, device: torch.device) -> Precision:
     """The precision for ``--precision`` on ``device``.
 
-    ``auto`` takes bf16 where the hardware runs it fast (CUDA GPUs with bf16; CPUs with AMX or
-    AVX-512-bf16), fp16 with gradient scaling on older GPUs, fp32 otherwise.
+    ``auto`` takes bf16 where the hardware runs it fast (CUDA GPUs with bf16 units: compute
+    capability 8.0 or newer, A100/H100/RTX 30xx on; CPUs with AMX or AVX-512-bf16), fp16 with
+    gradient scaling on GPUs with fp16 tensor cores but no bf16 (7.x: V100, T4, RTX 20xx), fp32
+    otherwise (older GPUs, where fp16 is slow and bf16 only emulated).
+    ``benchmarks/gpu_check.py`` records what ``auto`` picked next to the measured rows.
     """
     if name == "fp32":
         return FP32
     if device.type == "cuda":
         bf16_ok = torch.cuda.is_bf16_supported()
         if name == "auto":
-            if bf16_ok:
-                return Precision(torch.bfloat16, "bf16 autocast (auto: the GPU runs bf16)")
-            return Precision(torch.float16, "fp16 autocast with gradient scaling (auto: the GPU has no bf16)")
+            return _auto_cuda_precision(device)
         if name == "bf16" and not bf16_ok:
             raise ConfigError("--precision bf16: this GPU does not support bf16; use fp16, fp32 or auto")
         return Precision(torch.bfloat16 if name == "bf16" else torch.float16, f"{name} autocast")

@@ -13,10 +13,12 @@ Training uses the fused ``nn.LSTM`` (oneDNN on CPU, cuDNN on GPU); each layer co
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from charlstm.cells import Hidden, init_forget_bias
+from charlstm.cells import Hidden, init_forget_bias, recurrent_shapes
 from charlstm.config import ModelConfig
 
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -51,6 +53,7 @@ class LanguageModel(nn.Module):
             init_forget_bias(self.rnn, 1.0)
 
     def num_parameters(self) -> int:
+        """The parameters this model has (``count_parameters`` of its config, counted)."""
         return sum(p.numel() for p in self.parameters())
 
     def init_hidden(self, batch_size: int) -> Hidden:
@@ -69,6 +72,26 @@ class LanguageModel(nn.Module):
         out, hidden = self.rnn(x, hidden)  # (T, B, hidden_size)
         logits = self.head(self.dropout(out))  # (T, B, vocab_size)
         return logits, (hidden if lstm else (hidden,))
+
+
+def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight of ``LanguageModel(config)``, by its ``state_dict`` name,
+    computed without building it."""
+    shapes = {"embedding.weight": (config.vocab_size, config.embedding_dim)}
+    recurrent = recurrent_shapes(config.cell, config.embedding_dim, config.hidden_size, config.num_layers)
+    shapes.update({f"rnn.{name}": shape for name, shape in recurrent.items()})
+    shapes["head.weight"] = (config.vocab_size, config.hidden_size)
+    shapes["head.bias"] = (config.vocab_size,)
+    return shapes
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """``LanguageModel(config).num_parameters()``, computed without building it (a tied
+    projection shares the embedding's matrix)."""
+    total = sum(math.prod(shape) for shape in weight_shapes(config).values())
+    if config.tie_weights:
+        total -= config.vocab_size * config.hidden_size
+    return total
 
 
 def detach_hidden(hidden: Hidden) -> Hidden:

@@ -1,3 +1,6 @@
+import contextlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,36 @@ TINY_MODEL = [
     "--bptt",
     "16",
 ]
+
+
+def run_cli(*args, input=None, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """``charlstm ARGS`` run in this process through Click's ``CliRunner``, answered as
+    ``subprocess.run(..., capture_output=True, text=True)`` answers: ``returncode``, ``stdout``
+    and ``stderr`` (separate streams). The group's standalone ``main`` runs, as in the real
+    command, so errors are the same one line on stderr with the same exit codes; an exception
+    that escapes it fails the test (the real command would print a traceback). ``env`` adds to
+    or overrides this process's environment for the call; ``cwd`` is the working directory.
+    Use :func:`run_process` where the test is about the real process (signals, pipes, limits)."""
+    from click.testing import CliRunner
+
+    from charlstm.cli import cli
+
+    argv = [str(a) for a in args]
+    saved_argv = sys.argv
+    sys.argv = ["charlstm", *argv]  # train records the command line as typed
+    try:
+        with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+            result = CliRunner().invoke(cli, argv, input=input, env=env, prog_name="charlstm", catch_exceptions=False)
+    finally:
+        sys.argv = saved_argv
+    return subprocess.CompletedProcess(["charlstm", *argv], result.exit_code, result.stdout, result.stderr)
+
+
+def run_process(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+    """The real command, as a user runs it: ``python -m charlstm ARGS`` in a new process."""
+    return subprocess.run(
+        [sys.executable, "-m", "charlstm", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +85,12 @@ def shakespeare() -> Path:
     if not path.is_file():
         pytest.skip("../shared/data/tinyshakespeare.txt is not here (it is not part of the project)")
     return path
+
+
+def pytest_runtest_setup(item):
+    """Tests marked ``cuda`` run only where torch sees a CUDA GPU (benchmarks/gpu_check.py)."""
+    if item.get_closest_marker("cuda") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU")

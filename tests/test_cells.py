@@ -69,3 +69,61 @@ def test_token_stepper_matches_the_fused_layer_over_a_long_sequence(cell):
             assert torch.allclose(logits, full[t], atol=1e-5)
     assert len(state) == len(final) == (2 if cell == "lstm" else 1)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(state, final))
+
+
+def _logprobs_over(stepper, ids: torch.Tensor, hidden) -> torch.Tensor:
+    """Log-probabilities (T, V) of a stepper reading ``ids`` (T,) one token at a time."""
+    state = stepper.state(hidden)
+    return torch.stack([stepper.step_(ids[t : t + 1], state)[0].log_softmax(-1) for t in range(len(ids))])
+
+
+# How far the lighter weights may move a tiny trained model's next-token log-probabilities over
+# 100 steps (nats): the largest change at any step and token, and the mean change.
+WEIGHT_TOLERANCE = {"int8": (0.05, 0.01), "bf16": (0.05, 0.01)}
+
+
+@pytest.mark.parametrize("weights", ["int8", "bf16"])
+def test_lighter_weights_stay_within_tolerance_of_fp32(tiny_run, small_text, weights):
+    model, tokenizer = model_from_checkpoint(load_checkpoint(tiny_run))
+    model.eval()
+    ids = torch.from_numpy(tokenizer.encode(small_text[:100]).astype("int64"))  # 100 steps
+    with torch.inference_mode():
+        exact = _logprobs_over(TokenStepper(model), ids, model.init_hidden(1))
+        light = _logprobs_over(TokenStepper(model, weights), ids, model.init_hidden(1))
+    change = (light - exact).abs()
+    largest, mean = WEIGHT_TOLERANCE[weights]
+    print(weights, float(change.max()), float(change.mean()))
+    assert float(change.max()) < largest and float(change.mean()) < mean
+    assert float(change.max()) > 0  # it did use other weights
+
+
+def test_stepper_in_place_and_new_tensors_agree():
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=11, embedding_dim=8, hidden_size=12, num_layers=2, dropout=0.0)).eval()
+    step = TokenStepper(model)
+    with torch.inference_mode():
+        hidden = tuple(torch.randn(2, 3, 12) for _ in range(2))
+        state = step.state(hidden)
+        ids = torch.tensor([1, 5, 7])
+        logits, new = step(ids, hidden)
+        assert torch.equal(step.step_(ids, state), logits)
+        assert all(torch.equal(a, b) for a, b in zip(state.hidden, new))
+        assert not torch.equal(new[0], hidden[0])  # the given state is left as it was
+
+
+def test_with_weights_measures_the_lighter_model(tiny_run, small_text):
+    from charlstm.cells import SteppedModel, with_weights
+    from charlstm.errors import ConfigError
+
+    model, tokenizer = model_from_checkpoint(load_checkpoint(tiny_run))
+    assert with_weights(model, "fp32") is model
+    light = with_weights(model, "int8")
+    assert isinstance(light, SteppedModel)
+    ids = torch.from_numpy(tokenizer.encode(small_text[:60]).astype("int64")).view(-1, 2)  # (30, 2)
+    with torch.inference_mode():
+        exact, (h, c) = model.eval()(ids)
+        approx, (h8, c8) = light(ids)
+    assert approx.shape == exact.shape and h8.shape == h.shape
+    assert (approx.log_softmax(-1) - exact.log_softmax(-1)).abs().max() < 0.05
+    with pytest.raises(ConfigError, match="--weights must be one of fp32, int8, bf16"):
+        with_weights(model, "int4")

@@ -119,6 +119,7 @@ def _read_until_quiet(fd, quiet: float = 1.5, timeout: float = 60) -> bytes:
     return seen
 
 
+@pytest.mark.slow
 def test_chat_in_a_terminal_ctrl_c_stops_a_reply_and_ctrl_d_leaves(tiny_run):
     pid, fd = pty.fork()
     if pid == 0:  # the child: charlstm chat on a real terminal

@@ -34,6 +34,14 @@ def test_round_trip_is_self_contained(tiny_run, small_text):
     assert len(payload["metrics"]) >= 1
 
 
+def test_stop_reason_reads_the_old_key_too():
+    from charlstm.runs.checkpoint import stop_reason
+
+    assert stop_reason({"run": {"stop_reason": "max_steps", "command": None}}) == "max_steps"
+    assert stop_reason({"run": {"stopped_by": "SIGINT", "command": None}}) == "SIGINT"  # before the rename
+    assert stop_reason({}) is None
+
+
 def test_directory_resolves_to_best(tiny_run):
     assert find_checkpoint(tiny_run).name == "best.pt"
     assert find_checkpoint(tiny_run, prefer=("last.pt",)).name == "last.pt"
@@ -166,6 +174,7 @@ except CheckpointError as e:
     load_checkpoint(target)
 
 
+@pytest.mark.slow
 def test_kill_trials_never_lose_a_checkpoint(tmp_path):
     """A few trials of the SIGKILL script (the README reports a 50-trial run of it)."""
     from tests.kill_trials import run_trials
@@ -283,7 +292,7 @@ def test_a_config_larger_than_the_file_is_refused_before_building(tiny_run, tmp_
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(path)
     vocab = load_checkpoint(tiny_run)["model_config"]["vocab_size"]
-    from charlstm.runs.checkpoint import count_parameters
+    from charlstm.model import count_parameters
     from charlstm.config import ModelConfig
 
     n = count_parameters(ModelConfig(vocab_size=vocab, embedding_dim=16, hidden_size=6000, num_layers=4))
@@ -294,7 +303,7 @@ def test_a_config_larger_than_the_file_is_refused_before_building(tiny_run, tmp_
 
 
 def test_parameter_count_is_computed_without_building(tiny_run):
-    from charlstm.runs.checkpoint import count_parameters, expected_shapes
+    from charlstm.model import count_parameters, weight_shapes
     from charlstm.config import ModelConfig
     from charlstm.model import LanguageModel
 
@@ -303,11 +312,11 @@ def test_parameter_count_is_computed_without_building(tiny_run):
             config = ModelConfig(vocab_size=7, embedding_dim=6 if tie else 5, hidden_size=6, num_layers=3, cell=cell, tie_weights=tie)
             model = LanguageModel(config)
             assert count_parameters(config) == model.num_parameters()
-            assert expected_shapes(config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            assert weight_shapes(config) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def test_too_many_parameters_is_refused_whatever_the_file(tiny_run, tmp_path):
-    from charlstm.runs.checkpoint import check_model_config
+    from charlstm.runs.checks import check_model_config
 
     config = dict(load_checkpoint(tiny_run)["model_config"], hidden_size=65_536, num_layers=256)
     with pytest.raises(CheckpointError, match=r"implies [\d,]+ parameters .*more than the limit of 2,000,000,000"):
@@ -417,7 +426,7 @@ def test_vocabulary_and_config_must_agree(tiny_run, tmp_path):
 
 
 def test_sentencepiece_vocabulary_must_match_the_config(tmp_path, small_text):
-    from charlstm.runs.checkpoint import check_model
+    from charlstm.runs.checks import check_model
     from charlstm.data.tokenizers import SentencePieceTokenizer
 
     tok = SentencePieceTokenizer.train(small_text, "bpe", 400)

@@ -10,27 +10,22 @@ import pytest
 from click.testing import CliRunner
 
 from charlstm.cli import cli
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, run_cli, run_process
 
 
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def charlstm(*args, **kwargs):
-    """The real command, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "charlstm", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kwargs,
-    )
+# In this process (Click's CliRunner), answered as subprocess.run answers. The tests about the
+# real process (signals, pipes, resource limits) and one end-to-end test per command call
+# ``run_process`` instead.
+charlstm = run_cli
 
 
 def test_end_to_end_train_sample_eval(tmp_path, text_file):
     run_dir = tmp_path / "run"
-    train = charlstm(
+    train = run_process(
         "train", text_file, "--out", run_dir, *TINY_MODEL, "--max-steps", "6", "--eval-every", "3"
     )
     assert train.returncode == 0, train.stderr
@@ -38,11 +33,11 @@ def test_end_to_end_train_sample_eval(tmp_path, text_file):
     assert "best validation loss" in train.stderr
     assert {"best.pt", "last.pt", "config.json", "metrics.jsonl"} <= {p.name for p in run_dir.iterdir()}
 
-    sample = charlstm("sample", run_dir, "--prime", "The ", "--length", "50", "--seed", "1")
+    sample = run_process("sample", run_dir, "--prime", "The ", "--length", "50", "--seed", "1")
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("The ") and len(sample.stdout) == len("The ") + 50 + 1
 
-    evaluated = charlstm("eval", run_dir, text_file, "--json")
+    evaluated = run_process("eval", run_dir, text_file, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)
     assert list(report) == [
@@ -207,13 +202,18 @@ BAD_INPUTS = {
 }
 
 
+# These cases run in the real process too, so CliRunner's answers are checked against it
+# (exit 1 from a CharlstmError, exit 2 from a ConfigError and from Click's own usage error).
+IN_THE_REAL_PROCESS = {"missing file", "zero layers", "not a number"}
+
+
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_gets_one_clear_line(tmp_path, monkeypatch, case):
     monkeypatch.chdir(tmp_path)
     make_args, exit_code, message = BAD_INPUTS[case]
     args = make_args(tmp_path)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    result = charlstm(*args)
+    result = (run_process if case in IN_THE_REAL_PROCESS else run_cli)(*args)
     assert result.returncode == exit_code, result.stderr
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -266,6 +266,7 @@ def _training_in_background(text_file, run_dir, settle: float):
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_a_checkpoint_and_exits(tmp_path, text_file, sig, code):
     run_dir = tmp_path / "run"
@@ -290,6 +291,7 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, text_file, sig, code):
     assert load_checkpoint(run_dir / "last.pt")["train_state"]["step"] == step + 5
 
 
+@pytest.mark.slow
 def test_a_second_signal_stops_at_once(tmp_path, text_file):
     run_dir = tmp_path / "run"
     proc = _training_in_background(text_file, run_dir, settle=0.5)
@@ -327,7 +329,7 @@ def test_disk_full_while_training_is_one_clear_error(tmp_path, text_file):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
 
-    result = charlstm("train", "--resume", run_dir, "--max-steps", "4", preexec_fn=small_disk)
+    result = run_process("train", "--resume", run_dir, "--max-steps", "4", preexec_fn=small_disk)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and "cannot write the checkpoint (File too large)" in error[0]
@@ -366,7 +368,7 @@ def test_other_cells_train_sample_eval_inspect(tmp_path, text_file, cell):
 
 def test_inspect_command(tiny_run, tmp_path, text_file):
     page, png = tmp_path / "inside.html", tmp_path / "inside.png"
-    result = charlstm("inspect", tiny_run, text_file, "--max-chars", "400", "--html", page, "--at", "5", "--png", png)
+    result = run_process("inspect", tiny_run, text_file, "--max-chars", "400", "--html", page, "--at", "5", "--png", png)
     assert result.returncode == 0, result.stderr
     assert "gate saturation" in result.stdout and "top 5 next tokens after token 5" in result.stdout
     assert "layer 1 cell unit" in result.stdout and page.read_text().startswith("<!DOCTYPE html>")
@@ -388,9 +390,10 @@ def test_inspect_command(tiny_run, tmp_path, text_file):
     assert neither.returncode == 2 and "give FILE or --text" in neither.stderr
 
 
+@pytest.mark.slow
 def test_long_range_experiment_command(tmp_path):
     out, png = tmp_path / "lr.json", tmp_path / "lr.png"
-    result = charlstm("experiment", "long-range", "--quick", "--seeds", "2", "--json", out, "--png", png)
+    result = run_process("experiment", "long-range", "--quick", "--seeds", "2", "--json", out, "--png", png)
     assert result.returncode == 0, result.stderr
     assert "recall: seeds that solved it" in result.stdout and "copy: seeds that solved it" in result.stdout
     assert "d=20" in result.stdout and "doubling check" in result.stdout and "forget gates of LSTM" in result.stdout
@@ -415,6 +418,7 @@ def test_long_range_experiment_command(tmp_path):
     assert bad.returncode == 2 and "10,x: give whole numbers separated by commas" in bad.stderr
 
 
+@pytest.mark.slow
 def test_long_range_curriculum_and_copy_only_say_what_they_did_not_measure():
     copy = charlstm("experiment", "long-range", "--quick", "--tasks", "copy", "--distances", "5", "--seeds", "1")
     assert copy.returncode == 0, copy.stderr
@@ -498,8 +502,9 @@ def test_score_ranks_lines_and_shares_evals_loss(tiny_run, tmp_path, small_text)
 
 
 
+@pytest.mark.slow
 def test_demo_trains_samples_and_evaluates_the_held_out_tenth(tmp_path):
-    result = charlstm("demo", "--max-time", "3", cwd=tmp_path)
+    result = run_process("demo", "--max-time", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "checkpoints" / "python-reference"
     assert {"best.pt", "last.pt", "config.json", "metrics.jsonl"} <= {p.name for p in run_dir.iterdir()}
@@ -528,7 +533,7 @@ def test_resume_with_the_file_given_again_reads_it_as_the_run_did(tmp_path, smal
 
 def test_bytes_that_are_not_utf8_on_stdin_are_one_clear_line(tiny_run):
     for args in (["score", tiny_run], ["sample", tiny_run, "--prime", "-"]):
-        result = subprocess.run(
+        result = subprocess.run(  # bytes through a real pipe; score's end-to-end test
             [sys.executable, "-m", "charlstm", *map(str, args)], input=b"ab\xffcd\n", capture_output=True, timeout=120
         )
         assert result.returncode == 1 and result.stdout == b""

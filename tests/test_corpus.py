@@ -51,6 +51,35 @@ def test_the_separator_is_completed_not_repeated(tail, separator, added):
     assert completion(tail, separator) == added
 
 
+def test_a_text_and_a_corpus_are_both_sources_and_record_themselves(tree, monkeypatch):
+    from charlstm.data.source import Source
+    from charlstm.data.text import TextSource, TextStats
+
+    monkeypatch.chdir(tree)
+    members = set(Source.__annotations__) | {n for n in vars(Source) if not n.startswith("_")}
+    assert {"name", "stem", "chunks", "sections", "record", "adopt", "files_info"} <= members
+    text, corpus = TextSource.from_file("a.txt"), Corpus(["a.txt", "b.txt"], val_files=["b.txt"])
+    for source in (text, corpus):
+        assert all(hasattr(source, name) for name in members), type(source).__name__
+    stats = TextStats()
+    assert [len(list(section)) for section in text.sections(stats)] == [1] and stats.sha256 == text.sha256()
+    assert text.record(stats)["files"] == [
+        {"path": str((tree / "a.txt").resolve()), "name": "a.txt", "size": (tree / "a.txt").stat().st_size, "sha256": stats.sha256}
+    ]
+    assert text.files_info(0.1) == {}
+    assert corpus.files_info(0.1) == {"files": 2, "skipped": 0, "validation": "files b.txt"}
+    stats = TextStats()
+    assert len(corpus.sections(stats)) == 2 and [len("".join(s)) > 0 for s in corpus.sections(stats)] == [True, True]
+    record = corpus.record(stats)
+    assert record["separator"] == "\n\n" and record["val_files"] == [str((tree / "b.txt").resolve())]
+    again = Corpus(["a.txt", "b.txt"], val_files=["b.txt"])
+    again.separator = "changed"
+    again.adopt({**record, "separator": "\n---\n"}, "replace")  # the run's separator: none given now
+    assert again.separator == "\n---\n" and again.encoding_errors == "replace"
+    with pytest.raises(DataError, match="^b.txt: this file has changed since the run started"):
+        Corpus(["a.txt", "b.txt"]).adopt({**record, "files": [record["files"][0], record["files"][0]]}, "strict")
+
+
 def test_files_are_streamed_with_one_blank_line_between(tree, monkeypatch):
     monkeypatch.chdir(tree)
     corpus = Corpus(expand_paths(["a.txt", "b.txt", "notes/c.md"]))
@@ -134,7 +163,7 @@ def test_a_separator_is_read_with_escapes_and_kept_on_resume(tree, monkeypatch):
     assert json.loads((run / "config.json").read_text())["corpus"]["separator"] == "\n---\n"
     from charlstm.data.corpus import Corpus
 
-    assert Corpus(["a.txt", "b.txt"], "\n---\n").read() == (tree / "a.txt").read_text() + "---\n" + (tree / "b.txt").read_text()
+    assert Corpus(["a.txt", "b.txt"], separator="\n---\n").read() == (tree / "a.txt").read_text() + "---\n" + (tree / "b.txt").read_text()
     # The files given again (say, moved): joined as the run joined them, the token file reused.
     resumed = invoke("train", "a.txt", "b.txt", "--resume", run, "--max-steps", "3")
     assert resumed.exit_code == 0, resumed.output

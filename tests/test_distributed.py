@@ -17,12 +17,14 @@ from charlstm.data.text import TextSource
 from charlstm.training.trainer import Trainer
 from tests.conftest import TINY_MODEL
 
+pytestmark = pytest.mark.slow  # every test starts two processes (spawned ranks or torchrun)
+
 OPTIONS = ModelShape(embedding_dim=8, hidden_size=16, num_layers=2, dropout=0.0)
 
 
 def _trainer(text, config, out):
     """A Trainer through the public seams, in this process's place in torchrun's world."""
-    return Trainer(prepare_new(TextSource.from_text(text, "t", "t"), config, OPTIONS, out, from_environment("cpu")))
+    return Trainer(prepare_new(TextSource.from_text(text, "t", "t"), config, OPTIONS, out=out, dist=from_environment("cpu")))
 
 
 def _free_port() -> int:

@@ -106,4 +106,6 @@ def test_stream_loss_reads_a_memory_mapped_file(tmp_path):
     ids = np.random.default_rng(2).integers(0, 7, size=999).astype(np.uint8)
     ids.tofile(tmp_path / "ids")
     mapped = np.memmap(tmp_path / "ids", dtype=np.uint8, mode="r")
-    assert stream_loss(model, mapped, 5, 11, "cpu") == stream_loss(model, ids, 5, 11, "cpu")
+    assert stream_loss(model, mapped, batch_size=5, bptt=11, device="cpu") == stream_loss(
+        model, ids, batch_size=5, bptt=11, device="cpu"
+    )

@@ -105,6 +105,7 @@ def test_quick_experiment_in_one_process_measures_gradients_and_forget_gates():
     assert as_json["results"][0]["model"] == "LSTM" and as_json["config"]["seeds"] == 1
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_results_as_one_process():
     config = ExperimentConfig.quick(tasks=("copy",), seeds=1, forget_biases=(3.0,))
     one = run_experiment(replace(config, jobs=1))

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from charlstm.runs.checkpoint import load_checkpoint
@@ -59,6 +60,7 @@ def test_strict_vocab_and_conflicting_shape_are_refused(tiny_run, tmp_path, smal
     )
 
 
+@pytest.mark.slow
 def test_fine_tuning_beats_training_from_scratch_quick(tmp_path):
     """benchmarks/bench_finetune.py --quick: on a second text, the fine-tuned model's held-out loss is
     below the from-scratch model's at the same number of steps."""

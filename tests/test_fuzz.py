@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("atheris")
+pytestmark = pytest.mark.slow  # each harness runs hundreds of inputs in a process of its own
 
 ROOT = Path(__file__).resolve().parents[1]
 

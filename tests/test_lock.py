@@ -114,6 +114,7 @@ def test_the_default_run_directory_moves_past_one_being_started(tmp_path, small_
     assert result.run_dir == (tmp_path / "checkpoints" / "small-2").relative_to(tmp_path)
 
 
+@pytest.mark.slow
 def test_two_trainings_of_one_run_at_once(tmp_path, text_file):
     """The second is refused naming the first's pid; the first goes on undisturbed."""
     run_dir = tmp_path / "run"
@@ -141,6 +142,7 @@ def test_two_trainings_of_one_run_at_once(tmp_path, text_file):
     assert not (run_dir / LOCK).exists()
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes(tmp_path, text_file):
     run_dir = tmp_path / "run"
     proc = _start(["train", text_file, "--out", run_dir, *TINY_MODEL, "--max-steps", "1000000", "--eval-every", "3"])
@@ -162,6 +164,7 @@ def test_a_run_killed_with_sigkill_resumes(tmp_path, text_file):
     assert not (run_dir / LOCK).exists()
 
 
+@pytest.mark.slow
 def test_sample_and_eval_read_a_run_while_it_trains(tmp_path, text_file):
     """Readers take no lock and always see whole checkpoints (each save replaces the file)."""
     run_dir = tmp_path / "run"
@@ -183,6 +186,7 @@ def test_sample_and_eval_read_a_run_while_it_trains(tmp_path, text_file):
     assert proc.returncode == 143, stderr
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_run_is_locked_too(tmp_path, text_file, tiny_run):
     run_dir = tmp_path / "tuned"
     first = _start(["train", text_file, "--out", run_dir, "--init-from", tiny_run, "--batch-size", "4", "--bptt", "16"]

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from charlstm.analysis.memory_probes import eta_squared, forget_gate_trace, gradient_norms
@@ -13,6 +14,7 @@ def _model(cell, hidden, forget_bias=1.0):
     return MemoryModel(cell, RECALL, 16, hidden, forget_bias)
 
 
+@pytest.mark.slow
 def test_a_tanh_rnns_gradient_vanishes_and_an_open_lstm_cell_path_keeps_it():
     rnn = dict(gradient_norms(_model("rnn", 134), RECALL, 60))
     lstm = dict(gradient_norms(_model("lstm", 64, forget_bias=3.0), RECALL, 60))

@@ -1,6 +1,6 @@
 import torch
 
-from charlstm.analysis.memory_tasks import MemoryModel, MemoryTask, accuracy, hidden_for_budget, parameter_count
+from charlstm.analysis.memory_tasks import MemoryModel, MemoryTask, accuracy, count_parameters, hidden_for_budget
 
 
 def test_recall_batch_puts_the_symbol_first_distractors_between_and_the_query_last():
@@ -23,12 +23,12 @@ def test_copy_batch_asks_for_every_symbol_in_order_after_blanks():
 
 def test_cells_get_the_same_parameter_budget_and_the_count_is_exact():
     task = MemoryTask("recall")
-    budget = parameter_count("lstm", 64, task, 16)
+    budget = count_parameters("lstm", 64, task, 16)
     for cell in ("lstm", "gru", "rnn"):
         hidden = hidden_for_budget(cell, budget, task, 16)
         model = MemoryModel(cell, task, 16, hidden, forget_bias=1.0)
-        assert sum(p.numel() for p in model.parameters()) == parameter_count(cell, hidden, task, 16)
-        assert abs(parameter_count(cell, hidden, task, 16) - budget) / budget < 0.01, cell
+        assert sum(p.numel() for p in model.parameters()) == count_parameters(cell, hidden, task, 16)
+        assert abs(count_parameters(cell, hidden, task, 16) - budget) / budget < 0.01, cell
     assert hidden_for_budget("gru", budget, task, 16) == 75 and hidden_for_budget("rnn", budget, task, 16) == 134
 
 

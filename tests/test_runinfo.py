@@ -1,23 +1,25 @@
 """charlstm info and charlstm plot, on finished, running and killed runs."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from charlstm.cli import cli
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, run_cli, run_process
 
 
 def invoke(*args, **kwargs):
     return CliRunner().invoke(cli, [str(a) for a in args], env={"COLUMNS": "1000"}, **kwargs)
 
 
-def charlstm(*args):
-    return subprocess.run([sys.executable, "-m", "charlstm", *map(str, args)], capture_output=True, text=True, timeout=300)
+charlstm = run_cli  # in this process; info's and plot's end-to-end tests call run_process
+WIDE = dict(os.environ, COLUMNS="1000")
 
 
 def test_info_on_a_finished_run(tmp_path, text_file):
@@ -35,10 +37,11 @@ def test_info_on_a_finished_run(tmp_path, text_file):
     assert row["data"] == str(text_file) and row["num_parameters"] > 0
     samples = (run / "samples.txt").read_text()
     assert row["last_sample"] == samples.split("\n", 1)[1][:-2] and len(row["last_sample"]) > 200
-    table = invoke("info", run)
-    assert table.exit_code == 0 and "finished: max_steps" in table.stdout and f" {best:.4f} " in table.stdout
+    table = run_process("info", run, env=WIDE)  # info's end-to-end test
+    assert table.returncode == 0 and "finished: max_steps" in table.stdout and f" {best:.4f} " in table.stdout
 
 
+@pytest.mark.slow
 def test_info_on_a_running_then_killed_run(tmp_path, text_file):
     run = tmp_path / "live"
     proc = subprocess.Popen(
@@ -63,8 +66,8 @@ def test_info_on_a_running_then_killed_run(tmp_path, text_file):
 
 
 def test_plot_png_terminal_chart_and_missing_matplotlib(tiny_run, tmp_path, monkeypatch):
-    chart = invoke("plot", tiny_run, tiny_run)
-    assert chart.exit_code == 0, chart.output
+    chart = run_process("plot", tiny_run, tiny_run, env=WIDE)  # plot's end-to-end test
+    assert chart.returncode == 0, chart.stderr
     lines = chart.stdout.splitlines()
     assert lines[0].startswith("tiny: validation loss ") and "steps 10-20" in lines[0]
     assert set("".join(lines[1:7])) <= set(" ▁▂▃▄▅▆▇█│.0123456789")

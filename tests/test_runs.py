@@ -12,7 +12,7 @@ import pytest
 from charlstm.runs.directory import prepare_run_dir, source_of, token_file, validation_text
 from charlstm.data.text import TextSource
 from charlstm.data.tokenizers import CharTokenizer
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, run_cli
 
 
 def test_default_run_directory_moves_on(tmp_path):
@@ -73,7 +73,7 @@ def finished_run(small_text):
     os.chmod(root, 0o755)
     text = root / "small.txt"
     text.write_text(small_text)
-    result = _charlstm("train", text, "--out", root / "run", *TINY_MODEL, "--max-steps", "2")
+    result = run_cli("train", text, "--out", root / "run", *TINY_MODEL, "--max-steps", "2")
     assert result.returncode == 0, result.stderr
     for path in [root, *root.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
@@ -94,6 +94,7 @@ def _read_only_mount(directory):
     return prefix
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["resume", "new run"])
 def test_a_read_only_run_directory_is_one_clear_line_and_unchanged(tmp_path, finished_run, command):
     run = tmp_path / "run"
@@ -116,6 +117,7 @@ def test_a_read_only_run_directory_is_one_clear_line_and_unchanged(tmp_path, fin
     assert _snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_run_directory_without_write_permission_is_one_clear_line_and_unchanged(finished_run):
     """Run as the user nobody (root passes every permission check)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
@@ -153,6 +155,7 @@ def _small_disk(limit):
     return apply
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_the_token_file(tmp_path, text_file):
     run = tmp_path / "run"
     result = _charlstm("train", text_file, "--out", run, *TINY_MODEL, "--max-steps", "2", preexec_fn=_small_disk(10_000))
@@ -168,6 +171,7 @@ def test_disk_full_while_writing_the_token_file(tmp_path, text_file):
     assert list(existing.iterdir()) == []  # no temporary, half-written or lock file
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_config_json(tmp_path, finished_run):
     """A resume rewrites config.json (1.5 KB) after the metrics (under 1 KB)."""
     run = tmp_path / "run"

@@ -117,9 +117,9 @@ def test_prime_is_read_once_then_state_is_carried(tiny_run, small_text):
         return original(ids, hidden)
 
     class Counting(TokenStepper):
-        def __call__(self, ids, hidden):
+        def step_(self, ids, state, out=None, token=None):
             stepped.append(tuple(ids.shape))
-            return super().__call__(ids, hidden)
+            return super().step_(ids, state, out, token)
 
     model.forward = spy
     greedy = SampleConfig(prime="The cat", length=10, temperature=0)
@@ -360,3 +360,69 @@ def test_generate_refuses_beam_width_and_a_state_of_the_wrong_batch(tiny_run):
     with pytest.raises(ValueError) as e:
         generate(model, tok, SampleConfig(num_samples=3), "cpu", hidden)
     assert str(e.value) == "the start state has 2 rows; it needs 1 or one per sample (3)"
+
+
+# The text PyTorch 2.13 wrote before the stepper and the sampler were rebuilt for speed (#22), for
+# these seeds and weights: the fast path draws exactly what ``torch.multinomial`` drew.
+PINNED_VOCAB = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;:!?'\n-é"
+
+
+def _pinned_model(embedding_dim=64, hidden_size=512, num_layers=1):
+    """The default shape (1 x 512, embedding 64) with weights drawn from a seeded generator, so
+    the test depends on neither training nor the model's initialisation."""
+    from charlstm.config import ModelConfig
+    from charlstm.data.tokenizers import CharTokenizer
+    from charlstm.model import LanguageModel
+
+    tok = CharTokenizer.train(PINNED_VOCAB)
+    config = ModelConfig(
+        vocab_size=tok.vocab_size, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers, dropout=0.0
+    )
+    model = LanguageModel(config).eval()
+    g = torch.Generator().manual_seed(22)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if "embedding" in name else 2.0 / p.shape[-1] ** 0.5))
+    return model, tok
+
+
+def test_fp32_text_for_a_seed_is_unchanged():
+    model, tok = _pinned_model()
+    run = generate(model, tok, SampleConfig(prime="The ", length=120, seed=22), "cpu")
+    assert "".join(p[0] for p in run) == (
+        "v:cG!WhK?CKqkdB,TX-bLAQ:jargqh!IénAHvOkPvyby.YgHerl-XTlfhR\noieeéG\nFoiH\nilévPJG,YnHrntOv'xo"
+        "é;léoGGNJUBWeAYéfyA:!CKqpéTtKm"
+    )
+    assert run.mean_logprob[0] == pytest.approx(-3.9866642395655316, abs=1e-6)
+    model, tok = _pinned_model(16, 48, 2)
+    run = generate(model, tok, SampleConfig(prime="To be", length=60, seed=5, num_samples=3, temperature=1.0), "cpu")
+    assert _texts(run) == [
+        "lHezQ.;QWZIk-dwc\nLc,EIrfmeVE.KR?baD,CK?fhpvqrkE.:nD-h. WsQlV",
+        "E,;fQ IhAYKMjhJhmhfBpzy;jhkmSAnéVbV.BZwFAsZDCFmlw-RTAVTytySY",
+        "gvAKsff,vF\nTPdLIGbnA.YQaBvwKLgUxpKUALxMoéSjbQ'CZATiw-bXmBW-U",
+    ]
+    assert run.mean_logprob == pytest.approx([-4.105048064390818, -4.069047252337138, -4.033153982957204], abs=1e-6)
+
+
+def test_fast_sampler_draws_what_multinomial_draws():
+    """Plain sampling skips ``torch.multinomial`` but consumes the generator the same way."""
+    from charlstm.generation.sampling import Sampler
+
+    logits = torch.randn(8, 30, generator=torch.Generator().manual_seed(0)) * 3
+    config = SampleConfig(temperature=0.7)
+    g_fast, g_slow = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    sample = Sampler(config, 29, logits, g_fast)
+    out = torch.empty(8, dtype=torch.long)
+    for _ in range(50):
+        masked = logits.clone()
+        masked[:, 29] = -INF
+        assert sample(logits, out, None, None).tolist() == next_tokens(masked, 0.7, generator=g_slow).tolist()
+    assert 29 not in out.tolist()
+
+
+def test_weights_int8_generates_and_reports_its_state(tiny_run):
+    model, tok = model_from_checkpoint(load_checkpoint(tiny_run))
+    run = generate(model, tok, SampleConfig(prime="The ", length=30, seed=1, weights="int8"), "cpu")
+    (text,) = _texts(run)
+    assert len(text) == 30 and run.tokens == [30] and math.isfinite(run.mean_logprob[0])
+    assert run.hidden[0].shape == (1, 1, 32) and run.logits.shape == (1, tok.vocab_size)

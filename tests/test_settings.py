@@ -2,15 +2,14 @@
 
 import json
 import os
-import subprocess
-import sys
 
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, run_cli
 
 
 def charlstm(*args, env=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARLSTM_")} | (env or {})
-    return subprocess.run([sys.executable, "-m", "charlstm", *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
+    """In this process, with no CHARLSTM_* variable but those in ``env``."""
+    env = {k: None for k in os.environ if k.startswith("CHARLSTM_")} | (env or {})
+    return run_cli(*args, env=env)
 
 
 def test_command_line_beats_environment_beats_file_beats_defaults(tmp_path, text_file):
@@ -60,21 +59,12 @@ def test_shell_completion_script(tmp_path):
 def test_a_toml_value_for_an_option_given_several_times_and_a_file_that_is_not_utf8(tmp_path, tiny_run):
     config = tmp_path / "run.toml"
     config.write_text("[sample]\ntemperature = 0\nlength = 12\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "charlstm", "sample", str(tiny_run), "--config", str(config), "--prime", "a"],
-        capture_output=True, text=True, timeout=120,
-    )
+    result = charlstm("sample", tiny_run, "--config", config, "--prime", "a")
     assert result.returncode == 0, result.stderr
-    greedy = subprocess.run(
-        [sys.executable, "-m", "charlstm", "sample", str(tiny_run), "--temperature", "0", "--length", "12", "--prime", "a"],
-        capture_output=True, text=True, timeout=120,
-    )
+    greedy = charlstm("sample", tiny_run, "--temperature", "0", "--length", "12", "--prime", "a")
     assert result.stdout == greedy.stdout and len(result.stdout) == 1 + 12 + 1
     config.write_bytes(b"[sample]\nprime = \"caf\xe9\"\n")
-    bad = subprocess.run(
-        [sys.executable, "-m", "charlstm", "sample", str(tiny_run), "--config", str(config)],
-        capture_output=True, text=True, timeout=120,
-    )
+    bad = charlstm("sample", tiny_run, "--config", config)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         f"Error: --config {config}: not valid TOML (a TOML file is UTF-8 text)"
     ]

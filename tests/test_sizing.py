@@ -5,14 +5,13 @@ import torch
 
 from charlstm.config import ModelConfig, ModelShape, TrainConfig
 from charlstm.hardware import FP32
-from charlstm.model import LanguageModel
+from charlstm.model import LanguageModel, count_parameters
 from charlstm.training.sizing import (
     LADDER,
     TOKENS_PER_PARAMETER,
     choose_size,
     dropout_for,
     measure_speed,
-    parameters,
     pick,
 )
 from charlstm.data.text import TextSource
@@ -20,9 +19,9 @@ from charlstm.training.trainer import train
 
 
 @pytest.mark.parametrize("layers, units, embedding, vocab", [(1, 512, 64, 66), (2, 256, 64, 66), (1, 128, 16, 300)])
-def test_parameters_counts_what_the_model_has(layers, units, embedding, vocab):
+def test_count_parameters_counts_what_the_model_has(layers, units, embedding, vocab):
     config = ModelConfig(vocab_size=vocab, embedding_dim=embedding, hidden_size=units, num_layers=layers)
-    assert parameters(layers, units, embedding, vocab) == LanguageModel(config).num_parameters()
+    assert count_parameters(config) == LanguageModel(config).num_parameters()
 
 
 def test_dropout_rises_with_the_passes_over_the_text():
@@ -31,7 +30,7 @@ def test_dropout_rises_with_the_passes_over_the_text():
 
 def test_pick_takes_the_largest_shape_the_budget_and_text_allow():
     speeds = {(1, 256): 50_000.0, (1, 512): 25_000.0, (1, 768): 12_500.0}
-    n512 = parameters(1, 512, 64, 66)
+    n512 = count_parameters(ModelConfig(vocab_size=66, embedding_dim=64, hidden_size=512, num_layers=1))
     # 300 s: 7.5M tokens for 1x512 (6.1 per parameter) but 1.4 per parameter for 1x768.
     assert pick(300, speeds, 1_000_000, 64, 66) == (1, 512)
     assert pick(60, speeds, 1_000_000, 64, 66) == (1, 256)
@@ -93,6 +92,7 @@ def test_a_run_with_max_time_is_sized_and_records_why(tmp_path, small_text, monk
     assert record["model"]["hidden_size"] == ModelShape().hidden_size and "size" not in record["info"]
 
 
+@pytest.mark.slow
 def test_bench_quality_short_mode_runs_both_recipes_and_dynamic_evaluation(tmp_path):
     """benchmarks/bench_quality.py --short: the budget sweep and the dynamic-evaluation comparison
     run end to end through the real CLI (2-second runs on part of the built-in corpus)."""

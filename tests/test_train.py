@@ -19,7 +19,7 @@ TINY = ModelShape(embedding_dim=16, hidden_size=32, num_layers=1)
 
 def make_trainer(source, config, shape, out):
     """A Trainer through the public seams: prepare a run, hand it over."""
-    return Trainer(prepare_new(source, config, shape, out, Dist()))
+    return Trainer(prepare_new(source, config, shape, out=out, dist=Dist()))
 
 
 def run(tmp_path, text, name="run", **kwargs):
@@ -38,7 +38,7 @@ def test_run_directory_contents(tmp_path, small_text):
     assert set(records[0]) == {"step", "time", "train_loss", "val_loss", "tokens_per_s", "lr", "grad_norm"}
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["train"]["bptt"] == 16 and config["model"]["hidden_size"] == 32
-    assert result.stopped_by == "max_steps" and result.steps == 12
+    assert result.stop_reason == "max_steps" and result.steps == 12
     assert result.best_val_loss == min(r["val_loss"] for r in records)
 
 
@@ -66,7 +66,7 @@ def test_epochs_stop_and_state_reset(tmp_path, small_text):
 
     trainer.model.forward = recording
     result = trainer.run()
-    assert result.stopped_by == "epochs" and result.steps == 2 * 29 == len(starts)
+    assert result.stop_reason == "epochs" and result.steps == 2 * 29 == len(starts)
     assert [i for i, fresh in enumerate(starts) if fresh] == [0, 29]  # each epoch's first window only
 
 
@@ -92,7 +92,7 @@ def test_variable_bptt_moves_the_cuts_each_epoch_and_scales_the_step(tmp_path, s
 
 def test_max_time_stops(tmp_path, small_text):
     result = run(tmp_path, small_text, max_time=0.5, eval_every=10_000)
-    assert result.stopped_by == "max_time"
+    assert result.stop_reason == "max_time"
     assert result.elapsed < 20
 
 
@@ -210,7 +210,7 @@ def test_resume_is_bitwise_identical(tmp_path, small_text, stop_at, variable_bpt
 
     first = _Recorder(interrupt_at=stop_at)
     stopped = train(source, TrainConfig(**options), TINY, out=tmp_path / "split", events=first)
-    assert stopped.stopped_by == "SIGINT" and stopped.steps == stop_at
+    assert stopped.stop_reason == "SIGINT" and stopped.steps == stop_at
     second = _Recorder()
     resumed = resume(tmp_path / "split", source, events=second)
     assert resumed.steps == 26 and resumed.epochs_done >= 2  # the default dropout draws random numbers
@@ -229,8 +229,8 @@ def test_resume_reuses_the_token_cache_and_refuses_a_changed_text(tmp_path, smal
     config = TrainConfig(batch_size=4, bptt=16, device="cpu", max_steps=4)
     train(TextSource.from_file(path), config, TINY, out=tmp_path / "run")
     setup = prepare_resume(plan_resume(tmp_path / "run", changes={"max_steps": 8}), Dist())
-    assert setup.info["token_cache"] == f"reused {tmp_path / 'run' / 'tokens.bin'}"
-    assert setup.state.step == 4 and setup.config.max_steps == 8 and setup.info["resumed_from_step"] == 4
+    assert setup.info.token_cache == f"reused {tmp_path / 'run' / 'tokens.bin'}"
+    assert setup.state.step == 4 and setup.config.max_steps == 8 and setup.info.resumed_from_step == 4
     path.write_text(small_text[:3000].upper())
     with pytest.raises(DataError, match="has changed since the run started"):
         prepare_resume(plan_resume(tmp_path / "run", changes={"max_steps": 8}), Dist())

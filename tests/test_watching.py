@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from charlstm.runs.checkpoint import load_checkpoint
+from charlstm.runs.checkpoint import load_checkpoint, stop_reason
 from charlstm.cli import cli
 from tests.conftest import TINY_MODEL
 
@@ -28,7 +28,7 @@ def test_patience_stops_and_is_recorded(tmp_path, text_file):
     assert "stopped by patience" in result.stderr
     config = json.loads((run / "config.json").read_text())
     assert config["status"] == "finished: patience"
-    assert load_checkpoint(run / "last.pt")["run"]["stopped_by"] == "patience"
+    assert stop_reason(load_checkpoint(run / "last.pt")) == "patience"
     bad = invoke("train", text_file, "--patience", "0")
     assert bad.exit_code == 2 and bad.stderr == "Error: --patience must be at least 1 (got 0)\n"
 
@@ -80,6 +80,7 @@ def test_tensorboard_missing_is_one_clear_error(tmp_path, text_file, monkeypatch
     )
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_sample_at_each_evaluation(tmp_path, text_file):
     import os
     import pty

@@ -31,7 +31,7 @@ from torch import nn
 
 from charlstm.config import MEMORY_TASKS, ExperimentConfig
 from charlstm.analysis.memory_probes import probe
-from charlstm.analysis.memory_tasks import MemoryModel, MemoryTask, accuracy, hidden_for_budget, parameter_count
+from charlstm.analysis.memory_tasks import MemoryModel, MemoryTask, accuracy, count_parameters, hidden_for_budget
 
 RISE = 0.1  # an unsolved model whose accuracy rose more than this in the second half was still learning
 
@@ -208,7 +208,7 @@ def plan(config: ExperimentConfig, device: str) -> list[Job]:
     jobs = []
     for task_name in config.tasks:
         task = MemoryTask(task_name)
-        parameters = parameter_count("lstm", config.hidden_size, task, config.embedding_dim)
+        parameters = count_parameters("lstm", config.hidden_size, task, config.embedding_dim)
         for model, cell, forget_bias in config.variants():
             hidden = (
                 config.hidden_size

@@ -19,12 +19,13 @@ so one in seven symbol tuples is kept for scoring and never trained on; a recall
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from charlstm.cells import STACK_ORDER, init_forget_bias
+from charlstm.cells import init_forget_bias, recurrent_shapes
 from charlstm.model import RNN_CLASSES
 
 HELD_OUT_EVERY = 7  # copy: symbol tuples whose index is a multiple of this are only scored
@@ -94,15 +95,16 @@ class MemoryModel(nn.Module):
         return self.head(out[-self.answers :])  # (answers, B, num_symbols)
 
 
-def parameter_count(cell: str, hidden: int, task: MemoryTask, embedding_dim: int) -> int:
-    recurrent = len(STACK_ORDER[cell]) * (hidden * (embedding_dim + hidden) + 2 * hidden)
+def count_parameters(cell: str, hidden: int, task: MemoryTask, embedding_dim: int) -> int:
+    """``MemoryModel(cell, task, embedding_dim, hidden, ...)``'s parameters, computed without building it."""
+    recurrent = sum(math.prod(shape) for shape in recurrent_shapes(cell, embedding_dim, hidden).values())
     return task.vocab_size * embedding_dim + recurrent + hidden * task.num_symbols + task.num_symbols
 
 
 def hidden_for_budget(cell: str, budget: int, task: MemoryTask, embedding_dim: int) -> int:
     """The hidden size whose model has the parameter count closest to ``budget``."""
     sizes = range(1, 4 * int(budget**0.5) + 2)
-    return min(sizes, key=lambda h: abs(parameter_count(cell, h, task, embedding_dim) - budget))
+    return min(sizes, key=lambda h: abs(count_parameters(cell, h, task, embedding_dim) - budget))
 
 
 @torch.no_grad()

@@ -9,9 +9,12 @@ only inside commands, so ``charlstm --help`` stays fast.
     generation  sample, chat, score
     measuring   eval, inspect, experiment
     reports     info, plot
+    serve       serve
+    export      export
 """
 
-from charlstm.cli import generation, measuring, reports, training  # noqa: F401  (they add the commands)
+from charlstm.cli import generation, measuring, reports, serve, training  # noqa: F401  (they add the commands)
+from charlstm.cli import export  # noqa: F401  (charlstm export)
 from charlstm.cli.base import cli
 
 __all__ = ["cli", "main"]

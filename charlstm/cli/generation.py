@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import secrets
 import sys
 
 import click
@@ -102,18 +105,28 @@ def sample(
         raise click.UsageError("--adapt-lr, --adapt-decay and --adapt-bptt need --adapt-to")
     if output is not None and Path(output).exists() and not force:
         raise CharlstmError(f"--output {output}: already exists; pass --force to replace it")
-    from charlstm.display import token_progress
-    from charlstm.generation.writing import write_samples
-    from charlstm.data.text import TextSource
+    import charlstm
+    from charlstm.generation.sampling import encode_prime
 
-    adapting = None if adapt_to is None else (TextSource.from_file(adapt_to), adapt_config)
+    lm = charlstm.load(checkpoint, device=configs[0].device)
+    encode_prime(lm.tokenizer, configs[0].prime)  # a bad prime fails before anything is written
+    adapted_to = None
+    if adapt_to is not None:
+        from charlstm.display import token_progress
 
-    def adapted(loss: float, tokens: int, seconds: float) -> None:
-        click.echo(f"adapted to {adapt_to}: {tokens:,} tokens in {seconds:.1f} s, {loss:.4f} nats/token while adapting", err=True)
+        with token_progress("adapting") as on_progress:
+            adaptation = lm.adapt(adapt_to, **adapt_config.to_dict(), on_progress=on_progress)
+        click.echo(
+            f"adapted to {adapt_to}: {adaptation.tokens:,} tokens in {adaptation.seconds:.1f} s, "
+            f"{adaptation.loss:.4f} nats/token while adapting",
+            err=True,
+        )
+        adapted_to = {"text": adaptation.text, **adaptation.settings.to_dict()}
+    # Several temperatures share one seed (drawn when none is given), so they compare.
+    seed = configs[0].seed if configs[0].seed is not None else secrets.randbelow(2**31)
 
     def write(out) -> None:
-        with token_progress("adapting", enabled=adapting is not None) as on_progress:
-            write_samples(checkpoint, configs, echo_prime, as_json, out, adapting, adapted, on_progress)
+        _write_samples(lm, [dataclasses.replace(c, seed=seed) for c in configs], echo_prime, as_json, out, adapted_to)
 
     if output is None:
         write(sys.stdout)
@@ -130,6 +143,43 @@ def sample(
 
     atomic_write(output, write_file)
     click.echo(f"wrote {output}", err=True)
+
+
+_GENERATE = (*_GENERATION, "temperature", "beam_width", "num_samples", "seed", "stop", "weights")
+
+
+def _write_samples(lm, configs: list[SampleConfig], echo_prime: bool, as_json: bool, out, adapted_to=None) -> None:
+    """Write the samples of each config (one per temperature) to ``out``: text, the first sample
+    of a set streamed as it is written and the others after it, separated by a blank line; or one
+    JSON line per sample."""
+    labelled = len(configs) > 1 and not as_json
+    for index, config in enumerate(configs):
+        settings = {name: getattr(config, name) for name in _GENERATE}
+        if labelled:
+            out.write(("\n" if index else "") + f"== temperature {config.temperature:g} ==\n")
+        if as_json:
+            completions = lm.generate(config.prime, **settings, details=True)
+            for completion in completions if isinstance(completions, list) else [completions]:
+                record = completion.to_dict()
+                if adapted_to is not None:
+                    record["adapted_to"] = adapted_to
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            prime = config.prime if echo_prime else ""
+            if config.num_samples == 1:
+                pieces = lm.stream(config.prime, **{k: v for k, v in settings.items() if k != "num_samples"})
+                out.write(prime)
+                for piece in pieces:
+                    out.write(piece)
+                    if config.beam_width is None:
+                        out.flush()
+            else:
+                texts = lm.generate(config.prime, **settings)
+                out.write(prime + texts[0])
+                for text in texts[1:]:
+                    out.write("\n\n" + prime + text)
+            out.write("\n")
+        out.flush()
 
 
 def _read_prime(prime: str | None, prime_file: str | None) -> str:
@@ -164,6 +214,9 @@ _CHAT_HELP = """commands (a line starting with / ; anything else is text to cont
   /help, /quit  (Ctrl-C stops a reply, Ctrl-D leaves)"""
 
 
+_SESSION = (*_GENERATION, "temperature", "seed", "weights")
+
+
 @cli.command()
 @config_file_option
 @click.argument("checkpoint", type=click.Path())
@@ -181,20 +234,17 @@ def chat(checkpoint: str, **options) -> None:
     each line read is answered in turn (no prompt), so it can be scripted. Type /help for the
     commands.
     """
-    from charlstm.generation.chat import ChatSession
-    from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
-    from charlstm.hardware import select_device
+    import charlstm
 
     config = SampleConfig.from_dict({"length": 200, **_given(options)})
-    device = select_device(config.device)
-    model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint), device, checkpoint)
-    session = ChatSession(model, tokenizer, config, device)
+    lm = charlstm.load(checkpoint, device=config.device)
+    session = lm.session(**{name: getattr(config, name) for name in _SESSION})
     interactive = sys.stdin.isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())
 
         click.echo(
-            f"charlstm chat {checkpoint} (seed {session.config.seed}); /help for commands, Ctrl-D to leave",
+            f"charlstm chat {checkpoint} (seed {session.settings['seed']}); /help for commands, Ctrl-D to leave",
             err=True,
         )
     while True:
@@ -210,7 +260,7 @@ def chat(checkpoint: str, **options) -> None:
                 break
             continue
         try:
-            for piece in session.reply(line):
+            for piece in session.stream(line):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except KeyboardInterrupt:
@@ -236,7 +286,7 @@ def _chat_command(session, line: str) -> bool:
         session.reset()
         click.echo("(the text so far is forgotten)", err=True)
     elif name == "settings":
-        click.echo("  ".join(f"{k} {v}" for k, v in session.settings().items()), err=True)
+        click.echo("  ".join(f"{k} {v}" for k, v in session.settings.items()), err=True)
     elif name == "top":
         try:
             k = int(value) if value else 10
@@ -268,20 +318,15 @@ def score(checkpoint: str, file: str | None, as_json: bool, device: str) -> None
     """Score each line of the input under the model: its log-probability (nats) and bits per
     character, to rank candidates or find unusual lines. Each line is scored on its own, from the
     start of a text; blank lines are kept (no tokens, no score)."""
-    from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
-    from charlstm.hardware import select_device
-    from charlstm.evaluation.score import score_lines
-    from charlstm.data.text import TextSource
+    import charlstm
 
-    torch_device = select_device(device)
-    model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint), torch_device, checkpoint)
-    from charlstm.data.text import decode_input
+    lm = charlstm.load(checkpoint, device=device)
+    if file is not None:
+        results = lm.score(file=file)
+    else:
+        from charlstm.data.text import decode_input
 
-    text = TextSource.from_file(file).read() if file is not None else decode_input(sys.stdin.buffer.read(), "stdin")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line does not start another
-    results = score_lines(model, tokenizer, [line.rstrip("\r") for line in lines], torch_device)
+        results = lm.score(decode_input(sys.stdin.buffer.read(), "stdin"))
     from charlstm.display import print_scores
 
     print_scores(results, as_json)

@@ -45,31 +45,36 @@ def eval_(checkpoint: str, file: str, as_json: bool, **options) -> None:
       charlstm eval checkpoints/my_text held_out.txt
       charlstm eval checkpoints/my_text held_out.txt --adapt      static and dynamic evaluation
     """
-    from charlstm.data.text import TextSource
+    from pathlib import Path
+
+    import charlstm
 
     given = _given(options)
     config = EvalConfig.from_dict(given)
     adapt_config = AdaptConfig.from_dict(given)
     if not config.adapt and any(name in given for name in AdaptConfig.field_names()):
         raise click.UsageError("--adapt-lr, --adapt-decay and --adapt-bptt need --adapt")
-    source = TextSource.from_file(file, config.encoding_errors)
-    evaluate_and_show(checkpoint, source, config, as_json, adapt_config if config.adapt else None)
+    lm = charlstm.load(checkpoint, device=config.device)
+    settings = {k: v for k, v in config.to_dict().items() if k != "device"}
+    if config.adapt:
+        settings.update(adapt_config.to_dict())
+    from charlstm.display import token_progress
+
+    with token_progress("adapting", enabled=config.adapt) as on_progress:
+        report = lm.evaluate(file, **settings, on_progress=on_progress)
+    show_eval_report(report, str(Path(file)), as_json)  # the name as the text source gives it
 
 
-def evaluate_and_show(
-    checkpoint: str, source, config: EvalConfig, as_json: bool, adapt_config: AdaptConfig | None = None
-) -> None:
-    from charlstm.display import print_eval_report, token_progress
-    from charlstm.evaluation.evaluate import evaluate_checkpoint
-
-    with token_progress("adapting", enabled=adapt_config is not None) as on_progress:
-        report = evaluate_checkpoint(checkpoint, source, config, adapt_config, on_progress)
+def show_eval_report(report, name: str, as_json: bool) -> None:
+    """``eval``'s report: a table, or one line of JSON."""
     if as_json:
         import json
 
         click.echo(json.dumps(report.to_dict()))
     else:
-        print_eval_report(report, source.name)
+        from charlstm.display import print_eval_report
+
+        print_eval_report(report, name)
 
 
 # -------------------------------------------------------------------------------------- inspect
@@ -122,17 +127,12 @@ def inspect(checkpoint, file, text, max_chars, quantity, layer, unit, at, html_o
     for option, path in (("--html", html_out), ("--png", png_out)):
         if path is not None and Path(path).exists():
             raise CharlstmError(f"{option} {path}: already exists; choose another name or remove it first")
-    from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
+    import charlstm
     from charlstm.display import inspection_html, print_inspection
-    from charlstm.analysis.inspection import check_request, inspect_text
-    from charlstm.data.text import TextSource, read_head
 
-    model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint), "cpu", checkpoint)
-    check_request(model.config, quantity, layer, unit)  # before reading the text
-    if text is None:
-        text = read_head(TextSource.from_file(file), max_chars)
-    report = inspect_text(model, tokenizer, text, quantity, None if layer is None else layer - 1, unit, at)
-    print_inspection(report, model.config)
+    lm = charlstm.load(checkpoint, device="cpu")
+    report = lm.inspect(text, file=file, max_chars=max_chars, show=quantity, layer=layer, unit=unit, at=at)
+    print_inspection(report, lm.config)
     if html_out is not None:
         from charlstm.atomic import atomic_write
 

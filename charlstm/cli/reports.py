@@ -15,9 +15,9 @@ from charlstm.errors import CharlstmError
 
 
 def _summaries(runs: tuple[str, ...]):
-    from charlstm.runs.info import read_run
+    import charlstm
 
-    return [read_run(run) for run in runs]
+    return [charlstm.read_run(run) for run in runs]
 
 
 @cli.command()

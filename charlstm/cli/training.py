@@ -1,5 +1,5 @@
-"""``charlstm train`` and ``charlstm demo``: FILE arguments -> text source, options -> configs,
-one library call (``charlstm.training.trainer``), progress and summary through ``charlstm.display``."""
+"""``charlstm train`` and ``charlstm demo``: FILE arguments -> text source, options -> one API
+call (``charlstm.train`` / ``charlstm.resume``), progress and summary through ``charlstm.display``."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from charlstm.cli.base import (
     device_option,
 )
 from charlstm.config import (
-    EvalConfig,
     ModelShape,
-    SampleConfig,
     TrainConfig,
 )
 
@@ -30,12 +28,11 @@ def _text_source(
     val_files: tuple[str, ...] = (),
     skip_bad_files: bool = False,
 ):
-    """What FILE arguments name: the built-in corpus (none), one file as it is, or a ``Corpus``
-    (several files, a directory, a pattern, or --val-files)."""
-    from pathlib import Path
-
+    """What FILE arguments name (``charlstm.api.text_source``), saying on stderr what was
+    chosen or left out."""
+    from charlstm.api import text_source
+    from charlstm.data.text import BUILTIN_NAME
     from charlstm.distributed import is_main_process
-    from charlstm.data.text import BUILTIN_NAME, TextSource
 
     files = (files,) if isinstance(files, str) else tuple(files or ())
     if not files:
@@ -43,24 +40,15 @@ def _text_source(
             raise click.UsageError("--val-files needs FILE arguments to train on")
         if is_main_process():
             click.echo(f"No FILE given: training on the built-in corpus, {BUILTIN_NAME}.", err=True)
-        return TextSource.builtin()
-    from charlstm.data.corpus import Corpus, is_pattern, unescape
-
-    single = len(files) == 1 and not val_files and not Path(files[0]).is_dir()
-    if single and (Path(files[0]).exists() or not is_pattern(files[0])):
-        return TextSource.from_file(files[0], encoding_errors)
-    separator = None if separator is None else unescape(separator)
-    corpus = Corpus.from_args(files, separator, val_files, encoding_errors)
-    if skip_bad_files:
-        skipped = corpus.check(skip_bad=True)
-        if is_main_process():
-            for entry in skipped:
-                click.echo(f"warning: skipped {entry['reason']}", err=True)
-            if skipped:
-                click.echo(
-                    f"skipped {len(skipped)} bad file(s) of {len(skipped) + len(corpus.paths)}", err=True
-                )
-    return corpus
+    source = text_source(
+        files, separator=separator, val_files=val_files, skip_bad_files=skip_bad_files, encoding_errors=encoding_errors
+    )
+    skipped = getattr(source, "skipped", [])
+    if skipped and is_main_process():
+        for entry in skipped:
+            click.echo(f"warning: skipped {entry['reason']}", err=True)
+        click.echo(f"skipped {len(skipped)} bad file(s) of {len(skipped) + len(source.paths)}", err=True)
+    return source
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -134,6 +122,7 @@ def train(
     Several files are read one after another, joined by --separator. Line ends are kept as they
     are (CRLF text is learnt, sampled and measured with its CRs).
     """
+    import charlstm
     from charlstm.display import TrainProgress
 
     given = _given(options)
@@ -145,37 +134,25 @@ def train(
             raise click.UsageError(
                 "--init-from cannot be used with --resume: a resumed run goes on from its own weights"
             )
-        from charlstm.training.trainer import resume as resume_training
-
         source = (
             None
             if not files
             else _text_source(files, given.get("encoding_errors", "strict"), *corpus_options)
         )
         with TrainProgress() as progress:
-            result = resume_training(resume, source, given, events=progress, command=_command_line())
+            result = charlstm.resume(resume, source, progress=progress, command=_command_line(), **given)
     else:
         config = TrainConfig.from_dict(given)
-        shape = ModelShape.from_dict(given)  # bad model options are reported before any work
-        init = None
-        if init_from is not None:
-            from charlstm.training.finetune import plan_init
-
-            init = plan_init(init_from, given, strict_vocab)
-            config = TrainConfig.from_dict({**given, **init.train_settings})
-            shape = init.shape
-        elif strict_vocab:
+        ModelShape.from_dict(given)  # bad model options are reported before any work
+        if init_from is None and strict_vocab:
             raise click.UsageError("--strict-vocab goes with --init-from")
         if given.get("size") == "auto" and config.max_time is None:
             raise click.UsageError("--size auto needs --max-time: it sizes the model for the time budget")
-        from charlstm.training.trainer import train as run_training
-
         source = _text_source(files, config.encoding_errors, *corpus_options)
-        shape_given = [name for name in ModelShape.field_names() if name in given]
         with TrainProgress() as progress:
-            result = run_training(
-                source, config, shape, out=out, events=progress, init=init, command=_command_line(),
-                shape_given=shape_given,
+            result = charlstm.train(
+                source, out=out, progress=progress, init_from=init_from, strict_vocab=strict_vocab,
+                command=_command_line(), **given,
             )
     _exit_if_stopped_by_signal(result)
 
@@ -186,18 +163,18 @@ def _command_line() -> list[str]:
 
 
 def _exit_if_stopped_by_signal(result) -> None:
-    if result.stopped_by not in EXIT_SIGNAL:
+    if result.stop_reason not in EXIT_SIGNAL:
         return
     from charlstm.distributed import is_main_process
 
     if is_main_process():
         click.echo(
-            f"stopped by {result.stopped_by}: checkpoint saved to {result.last_path}; "
+            f"stopped by {result.stop_reason}: checkpoint saved to {result.last_path}; "
             f"continue with: charlstm train --resume {result.run_dir}; "
             f"try it with: charlstm sample {result.run_dir}",
             err=True,
         )
-    sys.exit(EXIT_SIGNAL[result.stopped_by])
+    sys.exit(EXIT_SIGNAL[result.stop_reason])
 
 
 # ----------------------------------------------------------------------------------------- demo
@@ -213,31 +190,27 @@ def demo(max_time: float, device: str) -> None:
     The same as `charlstm train --max-time 120`, then `charlstm sample` and `charlstm eval` on
     the held-out last tenth of the built-in corpus (the text training validated on).
     """
+    import charlstm
     from charlstm.display import TrainProgress, stderr_console
-    from charlstm.runs.directory import validation_text
-    from charlstm.data.text import TextSource
-    from charlstm.training.trainer import train as run_training
 
-    config = TrainConfig(max_time=max_time, device=device)
+    source = _text_source(None)
     with TrainProgress() as progress:
-        result = run_training(_text_source(None), config, ModelShape(), events=progress, shape_given=())
+        result = charlstm.train(source, progress=progress, max_time=max_time, device=device)
     _exit_if_stopped_by_signal(result)
     console = stderr_console()
     console.rule(f"charlstm sample {result.run_dir} --prime 'The ' --length 400")
-    from charlstm.generation.writing import write_samples
-
-    write_samples(
-        str(result.run_dir),
-        [SampleConfig(prime="The ", length=400, seed=0, device=device)],
-        True,
-        False,
-        sys.stdout,
-    )
+    lm = charlstm.load(result.run_dir, device=device)
+    sys.stdout.write("The ")
+    for piece in lm.stream("The ", length=400, seed=0):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
     console.rule("evaluation on the held-out last tenth of the built-in corpus")
-    held_out = TextSource.from_text(validation_text(result.run_dir), "built-in corpus, held-out tenth")
-    from charlstm.cli.measuring import evaluate_and_show
+    report = lm.evaluate(text=charlstm.held_out_text(result.run_dir))
+    from charlstm.cli.measuring import show_eval_report
 
-    evaluate_and_show(str(result.run_dir), held_out, EvalConfig(device=device), as_json=False)
+    show_eval_report(report, "built-in corpus, held-out tenth", as_json=False)
     console.print(
         "Next: [bold]charlstm train your_text.txt[/], then "
         f"[bold]charlstm sample {result.run_dir.parent}/your_text[/] (see charlstm --help)."

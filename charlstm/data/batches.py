@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from charlstm.atomic import atomic_write
-from charlstm.data.text import READ_BYTES, TextSource, TextStats
+from charlstm.data.source import Source
+from charlstm.data.text import READ_BYTES, TextStats
 from charlstm.data.tokenizers import id_dtype
 
 
@@ -25,7 +26,7 @@ class EncodedText:
     val_start: int | None = None  # where the validation files begin (a corpus with --val-files)
 
 
-def encode_to_file(source: TextSource, tokenizer, path: str | os.PathLike) -> EncodedText:
+def encode_to_file(source: Source, tokenizer, path: str | os.PathLike) -> EncodedText:
     """Encode ``source`` chunk by chunk into ``path`` (raw ids, written atomically) and memory-map
     the result.
 
@@ -38,7 +39,7 @@ def encode_to_file(source: TextSource, tokenizer, path: str | os.PathLike) -> En
     counts = {"ids": 0, "unknown": 0}
     # A corpus with validation files comes in two sections, encoded apart so that the ids of the
     # validation files start at a known place.
-    sections = source.sections(stats) if hasattr(source, "sections") else [source.chunks(stats)]
+    sections = source.sections(stats)
     starts = []
 
     def write(f) -> None:
@@ -212,7 +213,7 @@ class TrainData:
         return variable_windows(self.windows.num_rows, self.windows.bptt, (self.variable_bptt_seed, epoch))
 
 
-def lay_out(ids: np.ndarray, val_fraction: float, batch_size: int, bptt: int, eval_tokens: int,
+def lay_out(ids: np.ndarray, val_fraction: float, *, batch_size: int, bptt: int, eval_tokens: int,
             rank: int = 0, world_size: int = 1, val_start: int | None = None,
             variable_bptt_seed: int | None = None) -> TrainData:
     """Split ``ids``, take this process's shard of each part and lay the training part out.

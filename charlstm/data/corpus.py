@@ -150,18 +150,14 @@ class Corpus:
     """Several text files read as one text, joined by ``separator``. ``val_files`` are held out:
     they come last, and validation is exactly them.
 
-    It reads like a ``TextSource`` (``name``, ``stem``, ``chunks(stats)``, ``sha256``,
-    ``size_hint``, ``encoding_errors``) and keeps what the last pass saw of each file in
-    ``file_stats``.
+    A ``charlstm.data.source.Source``, as a ``TextSource`` is; it keeps what the last pass saw of
+    each file in ``file_stats``.
     """
-
-    path = None
-    text = None
-    is_builtin = False
 
     def __init__(
         self,
         files: Sequence[str | os.PathLike],
+        *,
         separator: str | None = None,
         val_files: Sequence[str | os.PathLike] = (),
         encoding_errors: str = "strict",
@@ -186,6 +182,7 @@ class Corpus:
     def from_args(
         cls,
         args: Sequence[str | os.PathLike],
+        *,
         separator: str | None = None,
         val_args: Sequence[str | os.PathLike] = (),
         encoding_errors: str = "strict",
@@ -193,7 +190,7 @@ class Corpus:
         """The corpus FILE arguments (and ``--val-files`` arguments) name."""
         files = expand_paths(args)
         val = expand_paths(val_args) if val_args else []
-        return cls(files, separator, val, encoding_errors, stem=stem_of(args[0]))
+        return cls(files, separator=separator, val_files=val, encoding_errors=encoding_errors, stem=stem_of(args[0]))
 
     @property
     def paths(self) -> list[Path]:
@@ -237,6 +234,68 @@ class Corpus:
                 entry["chars"] = self.file_stats[str(path)].chars
             record.append(entry)
         return record
+
+    def record(self, stats: TextStats) -> dict:
+        """What a checkpoint records of the corpus (``stats``: a full pass's), for ``--resume`` to
+        find and check it: every file with its size and SHA-256, and how they were joined."""
+        return {
+            "name": self.name,
+            "path": None,
+            "builtin": False,
+            "encoding_errors": self.encoding_errors,
+            **stats.to_dict(),
+            "files": self.files_record(),
+            "val_files": [str(p.resolve()) for p in self.val_paths],
+            "separator": self.separator,
+            "skipped": self.skipped,
+            "stem": self.stem,
+        }
+
+    def adopt(self, record: dict, encoding_errors: str) -> None:
+        """Read the files, given again to resume the run of ``record``, as that run read them:
+        its ``--encoding-errors``, and its separator unless one is given now. Files that are not
+        those the run was trained on are refused (``check_unchanged``)."""
+        self.encoding_errors = encoding_errors
+        if not self.separator_given and "separator" in record:
+            self.separator = record["separator"]  # the files given again, joined as before
+        self.check_unchanged(record)
+
+    def check_unchanged(self, record: dict) -> None:
+        """Refuse files that are not those the run of ``record`` was trained on, naming the first
+        that changed (or is missing)."""
+        files = record.get("files")
+        if not files:
+            return
+        now = self.paths
+        for i, entry in enumerate(files):
+            if i >= len(now):
+                raise DataError(
+                    f"{entry['name']}: the run was trained on this file too and it is not given now; "
+                    "resuming would not continue the same data"
+                )
+            if self.file_sha256(now[i]) != entry["sha256"]:
+                raise DataError(
+                    f"{now[i]}: this file has changed since the run started (its SHA-256 differs), so "
+                    "resuming would not continue the same data; start a new run on it instead"
+                )
+        if len(now) > len(files):
+            raise DataError(
+                f"{now[len(files)]}: the run was not trained on this file; resuming would not continue the "
+                "same data; start a new run instead"
+            )
+
+    def files_info(self, val_fraction: float) -> dict:
+        """What the start of training shows of the files: how many, how many were skipped, and
+        what validation is."""
+        return {
+            "files": len(self.paths),
+            "skipped": len(self.skipped),
+            "validation": (
+                f"files {', '.join(map(str, self.val_paths))}"
+                if self.val_paths
+                else f"the last {val_fraction * 100:g}% of the joined text"
+            ),
+        }
 
     def check(self, skip_bad: bool = False) -> list[dict]:
         """Read every file once, checking it as a single file is checked. A bad file stops with

@@ -60,7 +60,8 @@ codecs.register_error("charlstm.replace", _replace_and_count)
 
 
 class TextSource:
-    """A UTF-8 text: a file (read in chunks, never held whole) or a text in memory."""
+    """A UTF-8 text: a file (read in chunks, never held whole) or a text in memory. A
+    ``charlstm.data.source.Source``, as a ``Corpus`` of many files is."""
 
     def __init__(
         self,
@@ -127,6 +128,35 @@ class TextSource:
         if self.text is not None:
             return self._text_chunks(stats)
         return self._file_chunks(stats)
+
+    def sections(self, stats: TextStats | None = None) -> list[Iterator[str]]:
+        """The text as one run of chunks (a ``Corpus`` with held-out files has two)."""
+        return [self.chunks(stats)]
+
+    def record(self, stats: TextStats) -> dict:
+        """What a checkpoint records of the text (``stats``: a full pass's), for ``--resume`` to
+        find it again: a file's path, size and SHA-256."""
+        record = {
+            "name": self.name,
+            "path": None if self.path is None else str(self.path.resolve()),
+            "builtin": self.is_builtin,
+            "encoding_errors": self.encoding_errors,
+            **stats.to_dict(),
+        }
+        if self.path is not None:
+            record["files"] = [
+                {"path": record["path"], "name": self.name, "size": self.path.stat().st_size, "sha256": stats.sha256}
+            ]
+        return record
+
+    def adopt(self, record: dict, encoding_errors: str) -> None:
+        """Read the text as the run of ``record`` read it (the run's ``--encoding-errors``). Its
+        SHA-256 is checked against the record's when its tokens are read."""
+        self.encoding_errors = encoding_errors
+
+    def files_info(self, val_fraction: float) -> dict:
+        """Nothing: the start of training describes the files of a ``Corpus`` only."""
+        return {}
 
     def _text_chunks(self, stats: TextStats) -> Iterator[str]:
         text = self.text

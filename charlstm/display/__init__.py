@@ -18,9 +18,10 @@ from charlstm.display.activations import (
 from charlstm.display.charts import block_chart, plot_runs, print_curves
 from charlstm.display.consoles import duration, one_line, stderr_console, stdout_console, visible
 from charlstm.display.reports import print_eval_report, print_runs, print_scores, token_progress
-from charlstm.display.training import TrainProgress
+from charlstm.display.training import TrainBar, TrainProgress
 
 __all__ = [
+    "TrainBar",
     "TrainProgress",
     "block_chart",
     "colour",

@@ -14,10 +14,9 @@ import torch.nn.functional as F
 
 from charlstm.evaluation.adaptation import adapt
 from charlstm.data.batches import encode_to_file, windows
-from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
-from charlstm.config import AdaptConfig, EvalConfig
+from charlstm.config import AdaptConfig
 from charlstm.errors import DataError
-from charlstm.hardware import FP32, Precision, select_device
+from charlstm.hardware import FP32, Precision
 from charlstm.data.text import TextSource
 
 
@@ -68,6 +67,7 @@ WARMUP_TOKENS = 256
 def stream_loss(
     model,
     ids: np.ndarray,
+    *,
     batch_size: int,
     bptt: int,
     device,
@@ -134,6 +134,7 @@ def evaluate_source(
     model,
     tokenizer,
     source: TextSource,
+    *,
     batch_size: int,
     bptt: int,
     device,
@@ -155,7 +156,7 @@ def evaluate_source(
         if len(ids) < 2:
             raise DataError(f"{source.name}: too short to evaluate: it needs at least 2 tokens")
         started = time.perf_counter()
-        nll_sum, scored = stream_loss(model, ids, batch_size, bptt, device)
+        nll_sum, scored = stream_loss(model, ids, batch_size=batch_size, bptt=bptt, device=device)
         seconds = time.perf_counter() - started
         if adapt_config is not None:
             started = time.perf_counter()
@@ -189,25 +190,8 @@ def evaluate_source(
     )
 
 
-def evaluate_text(model, tokenizer, text: str, batch_size: int, bptt: int, device) -> EvalReport:
+def evaluate_text(model, tokenizer, text: str, *, batch_size: int, bptt: int, device) -> EvalReport:
     """``evaluate_source`` for a text in memory."""
-    return evaluate_source(model, tokenizer, TextSource.from_text(text), batch_size, bptt, device)
-
-
-def evaluate_checkpoint(
-    checkpoint: str,
-    source: TextSource,
-    config: EvalConfig,
-    adapt_config: AdaptConfig | None = None,
-    on_progress=None,
-) -> EvalReport:
-    """``charlstm eval``: load ``checkpoint`` (checked before the text is read) and score ``source``
-    with windows of ``config.bptt`` (default: the length the model was trained with); with
-    ``adapt_config``, also with dynamic evaluation."""
-    device = select_device(config.device)
-    payload = load_checkpoint(checkpoint)
-    model, tokenizer = model_from_checkpoint(payload, device, checkpoint)
-    saved = payload.get("train_config")
-    saved_bptt = saved.get("bptt") if isinstance(saved, dict) else None
-    bptt = config.bptt or (saved_bptt if type(saved_bptt) is int and 1 <= saved_bptt <= 1 << 20 else 128)
-    return evaluate_source(model, tokenizer, source, config.batch_size, bptt, device, adapt_config, on_progress)
+    return evaluate_source(
+        model, tokenizer, TextSource.from_text(text), batch_size=batch_size, bptt=bptt, device=device
+    )

@@ -1,8 +1,8 @@
 """Scoring lines: how likely the model finds each line of a text, in nats and bits per character.
 
 Each line is scored on its own, from a zero state, every one of its tokens included: the first
-token is predicted after a newline token (``tokenizers.default_start_id``), as if the line began a
-line of the training text, so a one-character line gets a score too. The line's end (a newline
+token is predicted after a newline token (``charlstm.data.tokenizers.default_start_id``), as if
+the line began a line of the training text, so a one-character line gets a score too. The line's end (a newline
 after it) is not scored. Characters the char vocabulary lacks are scored as the unknown symbol,
 as evaluation does. A line with no tokens (the empty line) is not run: its logprob is 0 and its
 bits per character nan.

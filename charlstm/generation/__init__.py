@@ -3,5 +3,4 @@
     sampling    the filters on logits (pure functions) and the generator
     beam        batched beam search
     chat        a session that keeps the hidden state between turns
-    writing     what ``charlstm sample`` writes: samples as text or JSON lines
 """

@@ -1,8 +1,8 @@
 """Beam search: the most likely continuation the model can find, keeping ``beam_width`` candidates.
 
 Each step extends every beam by every token and keeps the ``beam_width`` extensions with the
-highest total log-probability. All beams run as one batch, one ``TokenStepper`` call per step,
-and the hidden states follow their beams by ``index_select`` on the batch dimension. There is no
+highest total log-probability. All beams run as one batch, one in-place ``TokenStepper`` step per
+token, and the hidden states follow their beams by ``index_select`` on the batch dimension. There is no
 end-of-text token, so every candidate has the same length and their totals compare as they are,
 with no length normalisation. Nothing is random: the same model and prime give the same text.
 
@@ -30,6 +30,8 @@ def beam_search(
     beam_width: int,
     device,
     no_repeat_ngram: int | None = None,
+    *,
+    weights: str = "fp32",
 ) -> tuple[list[int], float]:
     """The best ``length_tokens``-token continuation of ``prime_ids`` that a beam of
     ``beam_width`` finds, and its total log-probability (nats) under the model's softmax.
@@ -37,7 +39,8 @@ def beam_search(
     The unknown symbol is never chosen; ``no_repeat_ngram`` bans, per beam, any token that would
     repeat an n-gram of the prime and that beam (lifted where it would leave a beam no token).
     Both only take tokens out: the log-probability is the model's, normalised over every token.
-    An empty prime starts after a newline, as sampling does.
+    An empty prime starts after a newline, as sampling does. ``weights``: the stepper's
+    (``config.WEIGHTS``); the prime is read by the fused layer in fp32.
     """
     if beam_width < 1:
         raise ValueError(f"beam width must be at least 1 (got {beam_width})")
@@ -49,7 +52,8 @@ def beam_search(
     logits, hidden = model(prime)  # (T, 1, V): the prime, once
     logits = logits[-1]  # (1, V)
     vocab = logits.size(-1)
-    step = TokenStepper(model)
+    step = TokenStepper(model, weights)
+    state = step.state(hidden)  # (layers, K, H) each, updated in place
     blocker = NgramBlocker.from_history(no_repeat_ngram, [prime_ids]) if no_repeat_ngram else None
 
     # One beam to start with: K copies of the prime would only offer the same extensions K times.
@@ -75,7 +79,12 @@ def beam_search(
             blocker.select(beam)
             blocker.update(tok)
         if position + 1 < length_tokens:
-            hidden = tuple(h.index_select(1, beam) for h in hidden)  # (layers, K', H) each
-            logits, hidden = step(tok, hidden)  # (K', V)
+            hidden = tuple(h.index_select(1, beam) for h in state.hidden)  # (layers, K', H) each
+            if len(beam) == state.batch_size:
+                for mine, kept in zip(state.hidden, hidden):
+                    mine.copy_(kept)
+            else:  # the beam grew (or a tiny vocabulary offered fewer extensions)
+                state = step.state(hidden)
+            logits = step.step_(tok, state)  # (K', V), overwritten by the next step
     best = int(scores.argmax())
     return seqs[best].tolist(), float(scores[best])

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from charlstm.cells import Hidden, TokenStepper
+from charlstm.cells import Hidden, StepState, TokenStepper
 from charlstm.config import SampleConfig
 from charlstm.data.tokenizers import default_start_id
 from charlstm.errors import ConfigError
@@ -282,15 +282,16 @@ class Generation:
         model's own softmax at temperature 1 before any filter, and how many tokens that is:
         every token drawn while the sample was running, the one that finished it included.
         ``mean_logprob`` divides the two.
+
+    Each read of ``hidden`` and ``logits`` is a copy, taken at that moment.
     """
 
     def __init__(
         self, model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None, stepper=None
     ):
-        self.hidden: Hidden | None = hidden
-        self.logits: torch.Tensor | None = None  # (B, V): the next token's, given ``hidden``
-        self.logprob = [0.0] * config.num_samples
-        self.tokens = [0] * config.num_samples
+        self._start = hidden
+        self._state: StepState | None = None  # the stepper's, updated in place, once the prime is read
+        self._book = _LogprobBook(config.num_samples)
         self._steps = self._run(model, tokenizer, config, device, hidden, stepper)
 
     def __iter__(self) -> Generation:
@@ -300,9 +301,28 @@ class Generation:
         return next(self._steps)
 
     @property
+    def hidden(self) -> Hidden | None:
+        if self._state is None:
+            return self._start
+        return tuple(t.clone() for t in self._state.hidden)
+
+    @property
+    def logits(self) -> torch.Tensor | None:
+        """(B, V): the next token's, given ``hidden`` (None before the prime is read)."""
+        return None if self._book.current is None else self._book.current.clone()
+
+    @property
+    def logprob(self) -> list[float]:
+        return self._book.totals()[0]
+
+    @property
+    def tokens(self) -> list[int]:
+        return self._book.totals()[1]
+
+    @property
     def mean_logprob(self) -> list[float]:
         """Per sample, the mean log-probability per token (nan before any token)."""
-        return [lp / n if n else math.nan for lp, n in zip(self.logprob, self.tokens)]
+        return [lp / n if n else math.nan for lp, n in zip(*self._book.totals())]
 
     @torch.inference_mode()
     def _run(self, model, tokenizer, config: SampleConfig, device, hidden, stepper) -> Iterator[list[str]]:
@@ -314,68 +334,178 @@ class Generation:
         else:
             generator.seed()
         token_bytes = tokenizer.token_bytes()
-        streams = [TextStream(config.length, config.stop) for _ in range(batch)]
         if config.length == 0:
             return
         prime_ids = encode_prime(tokenizer, config.prime)
         prime = torch.tensor(prime_ids, dtype=torch.long, device=device)
-        ids = prime.unsqueeze(1).expand(-1, batch)  # (T, B)
-        if hidden is not None:
-            hidden = tuple(h.expand(-1, batch, -1).contiguous() for h in hidden)  # (layers, B, H) each
-        step = stepper or TokenStepper(model)
-        logits, hidden = read_prime(model, step, ids, hidden)  # (B, V): the prime, once
-        self.hidden, self.logits = hidden, logits
+        step = stepper or TokenStepper(model, config.weights)
+        state = step.state(hidden, batch)  # (layers, B, H) each: a copy, updated in place from here
+        book = self._book
+        book.start(read_prime(model, step, prime.unsqueeze(1).expand(-1, batch), state))  # (B, V)
+        self._state = state
+        sample = Sampler(config, tokenizer.unk_id, book.current, generator)
 
         # The penalty looks at the last ``window`` ids, kept in a ring overwritten oldest-first
         # from slot 0. Until the prime and the output fill it, the spare slots repeat the oldest
         # id it holds: a token counts once however often it appears, so the copies change nothing.
-        window = config.repetition_window
-        recent = prime[-window:]
-        history = torch.cat([recent[:1].expand(window - len(recent)), recent])  # (window,)
-        history = history.unsqueeze(0).repeat(batch, 1)  # (B, window)
+        history = None
+        if config.repetition_penalty != 1.0:
+            window = config.repetition_window
+            recent = prime[-window:]
+            history = torch.cat([recent[:1].expand(window - len(recent)), recent])  # (window,)
+            history = history.unsqueeze(0).repeat(batch, 1)  # (B, window)
         blocker = None
         if config.no_repeat_ngram is not None:
             blocker = NgramBlocker.from_history(config.no_repeat_ngram, [prime_ids] * batch)
 
+        texts = _single_chars(tokenizer, token_bytes) if config.stop is None else None
+        streams = None if texts is not None else [TextStream(config.length, config.stop) for _ in range(batch)]
         # Each token is at least one byte, and --length counts characters of at most 4 bytes, but
         # a subword piece may be longer; cap the token budget generously against runaway loops.
-        budget = config.length * 4 + 64
+        budget = config.length if texts is not None else config.length * 4 + 64
         for position in range(budget):
-            logprobs = logits.float().log_softmax(dim=-1)  # (B, V): the model's own, unfiltered
-            if tokenizer.unk_id is not None:
-                logits[:, tokenizer.unk_id] = float("-inf")  # never write the unknown symbol
-            tok = next_tokens(
-                logits,
-                config.temperature,
-                config.top_k,
-                config.top_p,
-                generator,
-                min_p=config.min_p,
-                repetition_penalty=config.repetition_penalty,
-                history=history,
-                ngram_blocker=blocker,
-            )  # (B,)
-            finished = [stream.done for stream in streams]  # these samples throw this token away
-            chosen = logprobs.gather(1, tok.unsqueeze(1)).squeeze(1).tolist()  # (B,)
-            for row, lp in enumerate(chosen):
-                if not finished[row]:
-                    self.logprob[row] += lp
-                    self.tokens[row] += 1
-            pieces = [stream.feed(token_bytes[t]) for stream, t in zip(streams, tok.tolist())]
-            history[:, position % window] = tok
+            tok = book.next_slot()  # (B,)
+            sample(book.current, tok, history, blocker)
+            ids = tok.tolist()
+            if history is not None:
+                history[:, position % window] = tok
             if blocker is not None:
-                blocker.update(tok)
-            # Read the token before yielding it, so ``hidden`` always covers what was yielded.
-            logits, new_hidden = step(tok, hidden)  # (B, V)
-            if any(finished):
-                keep = torch.tensor(finished, device=tok.device).view(1, -1, 1)  # (1, B, 1)
-                new_hidden = tuple(torch.where(keep, old, new) for old, new in zip(hidden, new_hidden))
-            hidden = self.hidden = new_hidden
-            self.logits = logits
+                blocker.update(ids)
+            if texts is not None:  # one character per token: every sample ends at the same token
+                book.drawn()
+                # Read the token before yielding it, so ``hidden`` always covers what was yielded.
+                step.step_(tok, state, out=book.next_logits(), token=ids[0] if batch == 1 else None)
+                yield [texts[t] for t in ids]
+                continue
+            finished = [row for row, stream in enumerate(streams) if stream.done]  # these throw it away
+            book.drawn(finished)
+            pieces = [stream.feed(token_bytes[t]) for stream, t in zip(streams, ids)]
+            if finished:  # a finished sample keeps its state
+                rows = torch.tensor(finished, device=tok.device)
+                kept = [t[:, rows] for t in state.hidden]  # (layers, F, H) each: copies
+            step.step_(tok, state, out=book.next_logits())
+            if finished:
+                for t, old in zip(state.hidden, kept):
+                    t[:, rows] = old
             yield pieces
             if all(stream.done for stream in streams):
                 return
-        yield [stream.finish() for stream in streams]
+        if streams is not None:
+            yield [stream.finish() for stream in streams]
+
+
+def _single_chars(tokenizer, token_bytes: list[bytes]) -> list[str] | None:
+    """Each token's text when every token the sampler may write is one whole character (a char
+    vocabulary), so text needs no incremental decoding; else None."""
+    texts = []
+    for i, data in enumerate(token_bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if len(text) != 1 and i != tokenizer.unk_id:  # the unknown symbol is never written
+            return None
+        texts.append(text)
+    return texts
+
+
+class Sampler:
+    """``next_tokens`` for one generation, with the unknown symbol never written, into a given
+    (B,) tensor. Plain sampling at a temperature and greedy decoding run on buffers allocated
+    once, drawing exactly what ``torch.multinomial`` would draw: for one sample per row it takes
+    ``argmax(probs / q)`` with ``q ~ Exp(1)`` from the same generator (the Gumbel trick), which
+    is done here without its checks and allocations. The filters go through ``next_tokens``."""
+
+    def __init__(self, config: SampleConfig, unk_id: int | None, logits: torch.Tensor, generator):
+        self.config, self.generator = config, generator
+        self.mask = torch.zeros_like(logits[0])  # (V,): -inf for the unknown symbol, 0 elsewhere
+        if unk_id is not None:
+            self.mask[unk_id] = float("-inf")
+        self.scaled = torch.empty_like(logits)  # (B, V)
+        self.noise = torch.empty_like(logits)  # (B, V)
+        self.temperature = torch.full_like(self.mask, config.temperature)  # (V,)
+        c = config
+        self.plain = c.repetition_penalty == 1.0 and c.no_repeat_ngram is None
+        self.plain = self.plain and c.top_k is None and c.top_p is None and c.min_p is None
+
+    def __call__(self, logits: torch.Tensor, out: torch.Tensor, history, blocker) -> torch.Tensor:
+        c = self.config
+        if not self.plain:
+            masked = torch.add(logits, self.mask, out=self.scaled)  # (B, V)
+            return out.copy_(
+                next_tokens(
+                    masked, c.temperature, c.top_k, c.top_p, self.generator, min_p=c.min_p,
+                    repetition_penalty=c.repetition_penalty, history=history, ngram_blocker=blocker,
+                )
+            )
+        if c.temperature == 0:
+            return torch.argmax(torch.add(logits, self.mask, out=self.scaled), dim=-1, out=out)
+        torch.addcdiv(self.mask, logits, self.temperature, out=self.scaled)  # logits / T, as next_tokens
+        probs = self.scaled.softmax(dim=-1)  # (B, V)
+        q = self.noise.exponential_(generator=self.generator)
+        return torch.argmax(torch.div(probs, q, out=q), dim=-1, out=out)  # (B,)
+
+
+class _LogprobBook:
+    """The logits of the last ``CHUNK`` steps and the tokens drawn from them, kept so that the
+    log-probabilities are summed a chunk at a time instead of once per token."""
+
+    CHUNK = 64
+
+    def __init__(self, batch: int):
+        self.batch = batch
+        self.sums = [0.0] * batch
+        self.counts = [0] * batch
+        self.current: torch.Tensor | None = None  # (B, V): the logits the next token is drawn from
+        self.k = 0  # tokens drawn in this chunk
+
+    def start(self, logits: torch.Tensor) -> None:
+        self.logits = logits.new_empty(self.CHUNK + 1, *logits.shape)  # (C + 1, B, V)
+        self.ids = torch.empty(self.CHUNK, self.batch, dtype=torch.long, device=logits.device)  # (C, B)
+        self.skipped: list[tuple[int, list[int]]] = []  # (step in chunk, rows that do not count)
+        self.logit_slots, self.id_slots = self.logits.unbind(0), self.ids.unbind(0)  # views, made once
+        self.current = self.logit_slots[0].copy_(logits)
+
+    def next_slot(self) -> torch.Tensor:
+        """Where the next tokens (B,) go."""
+        return self.id_slots[self.k]
+
+    def drawn(self, finished: list[int] | None = None) -> None:
+        """The next tokens are in ``next_slot()``; ``finished`` rows do not count them."""
+        if finished:
+            self.skipped.append((self.k, finished))
+        self.k += 1
+
+    def next_logits(self) -> torch.Tensor:
+        """Where the logits after the tokens just drawn go (they become ``current``)."""
+        if self.k == self.CHUNK:
+            self._add(*self._chunk())
+            self.k, self.skipped = 0, []
+        self.current = self.logit_slots[self.k]
+        return self.current
+
+    def _chunk(self) -> tuple[list[float], list[int]]:
+        """Per row, the sum of the log-probabilities of this chunk's counted tokens, and their count."""
+        k = self.k
+        if k == 0:
+            return [0.0] * self.batch, [0] * self.batch
+        logprobs = self.logits[:k].float().log_softmax(dim=-1)  # (k, B, V): the model's own, unfiltered
+        chosen = logprobs.gather(2, self.ids[:k].unsqueeze(2)).squeeze(2).double()  # (k, B)
+        counted = torch.ones_like(chosen, dtype=torch.bool)
+        for step, rows in self.skipped:
+            counted[step, rows] = False
+        sums = chosen.masked_fill(~counted, 0.0).sum(dim=0).tolist()  # (B,)
+        return sums, counted.sum(dim=0).tolist()
+
+    def _add(self, sums: list[float], counts: list[int]) -> None:
+        self.sums = [a + b for a, b in zip(self.sums, sums)]
+        self.counts = [a + b for a, b in zip(self.counts, counts)]
+
+    def totals(self) -> tuple[list[float], list[int]]:
+        if self.current is None:
+            return list(self.sums), list(self.counts)
+        sums, counts = self._chunk()
+        return [a + b for a, b in zip(self.sums, sums)], [a + b for a, b in zip(self.counts, counts)]
 
 
 # A prime up to this many tokens is read by the stepper, one token at a time: at batch 1 the fused
@@ -383,16 +513,18 @@ class Generation:
 STEPPED_PRIME = 256
 
 
-def read_prime(model, step: TokenStepper, ids: torch.Tensor, hidden: Hidden | None) -> tuple[torch.Tensor, Hidden]:
-    """Run the model over ``ids`` (T, B) from ``hidden`` (None: zeros); the last step's logits
-    (B, V) and the hidden state after it. Both paths compute the same equations."""
+def read_prime(model, step: TokenStepper, ids: torch.Tensor, state: StepState) -> torch.Tensor:
+    """Run the model over ``ids`` (T, B) from ``state``, which moves on in place; the last step's
+    logits (B, V). Both paths compute the same equations (a long prime goes through the fused
+    layer, in fp32, whatever the stepper's weights)."""
     if len(ids) > STEPPED_PRIME:
-        logits, hidden = model(ids, hidden)  # (T, B, V)
-        return logits[-1], hidden
-    hidden = hidden if hidden is not None else model.init_hidden(ids.size(1))
+        logits, hidden = model(ids, state.hidden)  # (T, B, V)
+        for mine, new in zip(state.hidden, hidden):
+            mine.copy_(new)
+        return state.logits.copy_(logits[-1])
     for token in ids:  # (B,)
-        logits, hidden = step(token, hidden)  # (B, V)
-    return logits, hidden
+        logits = step.step_(token, state)  # (B, V)
+    return logits
 
 
 def generate(

@@ -1,7 +1,7 @@
 """What a run leaves on disk, and reading it back safely.
 
-    checkpoint  the checkpoint format: payload, save, find, load (weights_only) and the checks on
-                untrusted input
+    checkpoint  the checkpoint format: payload, save, find, load (weights_only)
+    checks      the checks on a checkpoint's untrusted contents: model config, weights, training state
     digest      checksums over a payload
     lock        one writer per run directory
     directory   the run directory: preparing it, config.json, metrics, the token file, resume plans

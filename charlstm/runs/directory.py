@@ -1,5 +1,5 @@
 """Where a run lives: its directory (never one that holds another run), its memory-mapped token
-file, its JSON files, the record of the text it was trained on, and planning a resume.
+file, its JSON files, finding the text it was trained on again, and planning a resume.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import numpy as np
 
 from charlstm.atomic import atomic_write, cleanup_temp_files, write_error
 from charlstm.data.batches import encode_to_file, held_out_text, open_tokens
-from charlstm.runs.checkpoint import BEST, LAST, check_model, check_train_state, find_checkpoint, load_checkpoint
+from charlstm.runs.checkpoint import BEST, LAST, find_checkpoint, load_checkpoint
+from charlstm.runs.checks import check_model, check_train_state
 from charlstm.config import FIXED_ON_RESUME, ModelShape, TrainConfig, differences
 from charlstm.data.corpus import Corpus
 from charlstm.distributed import world_size_from_environment
@@ -31,6 +32,7 @@ from charlstm.errors import (
     RunLockedError,
 )
 from charlstm.runs.lock import RunLock
+from charlstm.data.source import Source
 from charlstm.data.text import TextSource, TextStats
 from charlstm.data.tokenizers import Tokenizer, id_dtype, tokenizer_from_dict
 
@@ -114,7 +116,8 @@ def write_json(path: Path, data: dict) -> None:
 class RunRecord:
     """A run's ``config.json``: its settings, text, command line, and a status that says what it
     is doing. ``running`` while a process trains (its pid and host say which), then
-    ``finished: <why it stopped>`` or ``failed: <message>`` (``runinfo.run_status`` reads it)."""
+    ``finished: <why it stopped>`` or ``failed: <message>`` (``charlstm.runs.info.run_status``
+    reads it)."""
 
     def __init__(self, run_dir: Path, fields: dict):
         self.path = Path(run_dir) / CONFIG
@@ -163,8 +166,9 @@ def tokenizer_sha256(tokenizer: Tokenizer) -> str:
 
 def token_file(
     run_dir: Path,
-    source: TextSource,
+    source: Source,
     tokenizer: Tokenizer,
+    *,
     expected_sha256: str | None = None,
     private: str | None = None,
 ) -> TokenFile:
@@ -224,59 +228,11 @@ def validation_text(run_dir: Path) -> str:
     return held_out_text(ids, payload["train_config"]["val_fraction"], tokenizer, meta.get("val_start"))
 
 
-# --------------------------------------------------------------------------------- the text record
+# ------------------------------------------------------------------------- the text, found again
 
 
-def corpus_record(source: TextSource | Corpus, stats: TextStats) -> dict:
-    """What a checkpoint records of its text, for ``--resume`` to find and check it: for a file,
-    its path, and for a corpus, every file with its size and SHA-256."""
-    record = {
-        "name": source.name,
-        "path": None if source.path is None else str(source.path.resolve()),
-        "builtin": source.is_builtin,
-        "encoding_errors": source.encoding_errors,
-        **stats.to_dict(),
-    }
-    if isinstance(source, Corpus):
-        record["files"] = source.files_record()
-        record["val_files"] = [str(p.resolve()) for p in source.val_paths]
-        record["separator"] = source.separator
-        record["skipped"] = source.skipped
-        record["stem"] = source.stem
-    elif source.path is not None:
-        record["files"] = [
-            {"path": record["path"], "name": source.name, "size": source.path.stat().st_size, "sha256": stats.sha256}
-        ]
-    return record
-
-
-def check_corpus_unchanged(corpus: dict, source: TextSource | Corpus) -> None:
-    """Refuse a corpus whose files are not those a run was trained on, naming the first that
-    changed (or is missing)."""
-    files = corpus.get("files")
-    if not isinstance(source, Corpus) or not files:
-        return
-    now = source.paths
-    for i, entry in enumerate(files):
-        if i >= len(now):
-            raise DataError(
-                f"{entry['name']}: the run was trained on this file too and it is not given now; "
-                "resuming would not continue the same data"
-            )
-        if source.file_sha256(now[i]) != entry["sha256"]:
-            raise DataError(
-                f"{now[i]}: this file has changed since the run started (its SHA-256 differs), so "
-                "resuming would not continue the same data; start a new run on it instead"
-            )
-    if len(now) > len(files):
-        raise DataError(
-            f"{now[len(files)]}: the run was not trained on this file; resuming would not continue the "
-            "same data; start a new run instead"
-        )
-
-
-def source_of(corpus: dict, encoding_errors: str) -> TextSource | Corpus:
-    """The text a run was trained on, from its checkpoint's record."""
+def source_of(corpus: dict, encoding_errors: str) -> Source:
+    """The text a run was trained on, from its checkpoint's record (``Source.record``)."""
     if corpus.get("builtin"):
         return TextSource.builtin()
     if "separator" in corpus:  # a corpus of several files
@@ -290,13 +246,13 @@ def source_of(corpus: dict, encoding_errors: str) -> TextSource | Corpus:
         paths = [f["path"] for f in corpus["files"]]
         source = Corpus(
             [p for p in paths if p not in val],
-            corpus["separator"],
-            [p for p in paths if p in val],
-            encoding_errors,
+            separator=corpus["separator"],
+            val_files=[p for p in paths if p in val],
+            encoding_errors=encoding_errors,
             stem=corpus.get("stem"),
             skipped=corpus.get("skipped", ()),
         )
-        check_corpus_unchanged(corpus, source)
+        source.check_unchanged(corpus)
         return source
     path = corpus.get("path")
     if not path or not Path(path).is_file():
@@ -319,12 +275,13 @@ class ResumePlan:
     payload: dict  # the loaded LAST checkpoint
     config: TrainConfig
     shape: ModelShape
-    source: TextSource
+    source: Source
 
 
 def plan_resume(
     run: str | os.PathLike,
-    source: TextSource | None = None,
+    source: Source | None = None,
+    *,
     changes: dict | None = None,
     lock: RunLock | None = None,
 ) -> ResumePlan:
@@ -393,8 +350,5 @@ def plan_resume(
         source = source_of(payload["corpus"], config.encoding_errors)
     else:
         # The text given again is read as the run read it: --encoding-errors cannot change.
-        source.encoding_errors = config.encoding_errors
-        if isinstance(source, Corpus) and not source.separator_given and "separator" in payload["corpus"]:
-            source.separator = payload["corpus"]["separator"]  # the files given again, joined as before
-        check_corpus_unchanged(payload["corpus"], source)
+        source.adopt(payload["corpus"], config.encoding_errors)
     return ResumePlan(run_dir, payload, config, shape, source)

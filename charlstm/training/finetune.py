@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from charlstm.runs.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from charlstm.runs.checkpoint import find_checkpoint, load_model
 from charlstm.config import ModelShape, differences
 from charlstm.errors import ConfigError, DataError
 from charlstm.data.text import file_sha256
@@ -43,12 +43,11 @@ class InitFrom:
         return self.payload["model"]
 
 
-def plan_init(source: str | os.PathLike, changes: dict, strict_vocab: bool = False) -> InitFrom:
+def plan_init(source: str | os.PathLike, changes: dict, *, strict_vocab: bool = False) -> InitFrom:
     """Check that a new run can start from ``source`` (a run directory or checkpoint file) with
     the settings given now (``changes``: field names); every conflicting setting is listed."""
     checkpoint = find_checkpoint(source)
-    payload = load_checkpoint(checkpoint)
-    model, tokenizer = model_from_checkpoint(payload, "cpu", str(checkpoint))  # refuses bad weights
+    model, tokenizer, payload = load_model(checkpoint, "cpu")  # refuses bad weights
     saved = {**payload["model_config"], **payload.get("train_config", {})}
     saved.setdefault("tokenizer", tokenizer.kind)
     conflicts = differences(changes, saved, FROM_THE_MODEL, "model")

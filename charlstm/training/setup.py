@@ -3,8 +3,8 @@
 A new run trains its tokenizer on the text (one pass that also checks every byte) before anything
 is written, then makes the run directory, writes the token file, lays the data out, and builds
 the model and optimizer. A resumed run takes the tokenizer, weights, optimizer and training state
-from its checkpoint (``runs.plan_resume`` has checked it). Under torchrun, rank 0 does the
-writing and the other ranks follow.
+from its checkpoint (``charlstm.runs.directory.plan_resume`` has checked it). Under torchrun,
+rank 0 does the writing and the other ranks follow.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Collection
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,17 +21,63 @@ import torch
 from charlstm.data.batches import TrainData, lay_out, min_train_tokens
 from charlstm.runs.checkpoint import TrainState
 from charlstm.config import ModelConfig, ModelShape, TrainConfig
-from charlstm.data.corpus import Corpus
 from charlstm.distributed import Dist, device_for
 from charlstm.errors import CheckpointError, DataError
 from charlstm.training.finetune import InitFrom, unknown_characters
 from charlstm.hardware import Precision, resolve_precision, select_device
 from charlstm.runs.lock import RunLock
 from charlstm.model import LanguageModel
-from charlstm.runs.directory import ResumePlan, corpus_record, prepare_run_dir, token_file, write_metrics
+from charlstm.runs.directory import ResumePlan, prepare_run_dir, token_file, write_metrics
 from charlstm.training.sizing import SHAPE_FIELDS, choose_size
-from charlstm.data.text import TextSource, read_head
+from charlstm.data.source import Source
+from charlstm.data.text import read_head
 from charlstm.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+
+
+def _recorded_if_given():
+    """A ``TrainInfo`` field left out of its record while it is None."""
+    return field(default=None, metadata={"omit_if_none": True})
+
+
+@dataclass
+class TrainInfo:
+    """What the start of training shows (``TrainingEvents.on_start``), recorded under ``info`` in
+    the run's ``config.json`` (``to_dict``)."""
+
+    run_dir: str
+    corpus: str  # the text's name
+    device: str
+    precision: str  # ``Precision.description``
+    tokenizer: str  # its kind
+    vocab_size: int
+    num_parameters: int
+    train_tokens: int
+    val_tokens: int
+    val_tokens_scored: int  # at most --eval-tokens of them
+    world_size: int
+    backend: str | None  # torchrun's: "nccl" or "gloo"
+    global_batch: int  # streams per step over all processes
+    token_cache: str  # "wrote PATH" or "reused PATH"
+    replacements: int  # invalid UTF-8 sequences replaced (--encoding-errors replace)
+    steps_per_epoch: int
+    planned_steps: int
+    max_time: float | None
+    resumed_from_step: int | None
+    unknown_tokens: int  # places trained as the unknown symbol
+    # Recorded only when there is something to say:
+    size: dict | None = _recorded_if_given()  # --size auto's choice (``SizeChoice.to_dict``) or why not
+    files: int | None = _recorded_if_given()  # a corpus: its files,
+    skipped: int | None = _recorded_if_given()  # how many --skip-bad-files left out,
+    validation: str | None = _recorded_if_given()  # and what validation is
+    init_from: dict | None = _recorded_if_given()  # fine-tuning: the checkpoint started from
+    unknown_chars: list[str] | None = _recorded_if_given()  # fine-tuning: characters the model lacks
+
+    def to_dict(self) -> dict:
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not (f.metadata.get("omit_if_none") and getattr(self, f.name) is None)
+        }
 
 
 @dataclass
@@ -40,25 +87,26 @@ class TrainingSetup:
     config: TrainConfig
     model_config: ModelConfig
     tokenizer: Tokenizer
-    source: TextSource
+    source: Source
     run_dir: Path
-    corpus: dict  # what checkpoints record of the text (``runs.corpus_record``)
+    corpus: dict  # what checkpoints record of the text (``Source.record``)
     data: TrainData
     model: LanguageModel
     optimizer: torch.optim.Optimizer
     state: TrainState
     device: torch.device
     precision: Precision
+    info: TrainInfo  # what the start of training shows
     dist: Dist = field(default_factory=Dist)
-    info: dict = field(default_factory=dict)  # what the start of training shows
     init_from: dict | None = None  # the checkpoint a fine-tuned run started from (path, sha256, step)
     sample_prime: str = "\n"  # what training samples start from: the text's first line
 
 
 def prepare_new(
-    source: TextSource,
+    source: Source,
     config: TrainConfig,
     shape: ModelShape,
+    *,
     out: str | os.PathLike | None,
     dist: Dist,
     init: InitFrom | None = None,
@@ -66,7 +114,7 @@ def prepare_new(
     shape_given: Collection[str] | None = None,
 ) -> TrainingSetup:
     """A new run on ``source`` in ``out`` (default: ``checkpoints/<stem>``, never over a run);
-    with ``init``, starting from that model's weights and tokenizer (``finetune.plan_init``).
+    with ``init``, starting from that model's weights and tokenizer (``charlstm.training.finetune.plan_init``).
     ``lock`` (rank 0's): taken on the run directory as soon as it exists; the caller releases it.
     ``shape_given``: the ``ModelShape`` fields the user chose; with it, ``--size auto`` (and
     ``--max-time``) sizes the rest by the budget. None: ``shape`` is used as it is."""
@@ -89,11 +137,12 @@ def prepare_new(
     tokenizer = tokenizer_from_dict(record)
     try:
         setup = _build(
-            source, config, shape, tokenizer, Path(run_dir), None, dist, device, precision, init, shape_given
+            source, config, shape, tokenizer, Path(run_dir), payload=None, dist=dist, device=device,
+            precision=precision, init=init, shape_given=shape_given,
         )
         if init is not None:
-            setup.info["init_from"] = init.record
-            setup.info["unknown_chars"] = unknown
+            setup.info.init_from = init.record
+            setup.info.unknown_chars = unknown
     except BaseException:
         if created is not None:  # leave nothing behind for a text that cannot be trained on
             if lock is not None:
@@ -109,7 +158,8 @@ def prepare_resume(plan: ResumePlan, dist: Dist) -> TrainingSetup:
     torch.manual_seed(plan.config.seed)
     tokenizer = tokenizer_from_dict(plan.payload["tokenizer"])
     setup = _build(
-        plan.source, plan.config, plan.shape, tokenizer, plan.run_dir, plan.payload, dist, device, precision
+        plan.source, plan.config, plan.shape, tokenizer, plan.run_dir, payload=plan.payload, dist=dist,
+        device=device, precision=precision,
     )
     setup.init_from = plan.payload.get("init_from")
     return setup
@@ -136,11 +186,12 @@ def _auto_size(shape, shape_given, config, vocab_size, train_tokens, dist, devic
 
 
 def _build(
-    source: TextSource,
+    source: Source,
     config: TrainConfig,
     shape: ModelShape,
     tokenizer: Tokenizer,
     run_dir: Path,
+    *,
     payload: dict | None,
     dist: Dist,
     device: torch.device,
@@ -151,12 +202,15 @@ def _build(
     """Tokens, data layout, model, optimizer and state; ``payload``: the checkpoint to resume;
     ``init``: the model a new run starts from; ``shape_given``: see ``prepare_new``."""
     expected = None if payload is None else payload["corpus"]["sha256"]
-    tokens = dist.on_main(lambda: token_file(run_dir, source, tokenizer, expected), share=False)
+    tokens = dist.on_main(lambda: token_file(run_dir, source, tokenizer, expected_sha256=expected), share=False)
     if not dist.is_main:  # rank 0 has written the token file; read it, or make one here
-        tokens = token_file(run_dir, source, tokenizer, expected, private=f"charlstm-rank{dist.rank}-")
+        tokens = token_file(
+            run_dir, source, tokenizer, expected_sha256=expected, private=f"charlstm-rank{dist.rank}-"
+        )
     data = lay_out(
-        tokens.ids, config.val_fraction, config.batch_size, config.bptt, config.eval_tokens, dist.rank,
-        dist.world_size, tokens.val_start, config.seed if config.variable_bptt else None,
+        tokens.ids, config.val_fraction, batch_size=config.batch_size, bptt=config.bptt,
+        eval_tokens=config.eval_tokens, rank=dist.rank, world_size=dist.world_size, val_start=tokens.val_start,
+        variable_bptt_seed=config.seed if config.variable_bptt else None,
     )
     needed = min_train_tokens(config.batch_size, config.bptt)
     per_rank = data.train_tokens // dist.world_size
@@ -184,7 +238,10 @@ def _build(
     state = TrainState(hidden_by_rank=[None] * dist.world_size, torch_rng_by_rank=[None] * dist.world_size)
     if payload is not None:
         try:
-            state = _restore(payload, model, optimizer, config, len(data.windows), dist, device, run_dir)
+            state = _restore(
+                payload, model, optimizer, config=config, steps_per_epoch=len(data.windows), dist=dist,
+                device=device, run_dir=run_dir,
+            )
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             # What check_train_state cannot see: an optimizer or hidden state of the wrong shape.
             raise CheckpointError(
@@ -192,45 +249,37 @@ def _build(
                 "it cannot be resumed (sample and eval can still use it)"
             ) from None
 
-    info = {
-        "run_dir": str(run_dir),
-        "corpus": source.name,
-        "device": str(device),
-        "precision": precision.description,
-        "tokenizer": tokenizer.kind,
-        "vocab_size": tokenizer.vocab_size,
-        "num_parameters": model.num_parameters(),
-        "train_tokens": data.train_tokens,
-        "val_tokens": data.val_tokens,
-        "val_tokens_scored": data.val_tokens_scored,
-        "world_size": dist.world_size,
-        "backend": dist.backend,
-        "global_batch": config.batch_size * dist.world_size,
-        "token_cache": tokens.how,
-        "replacements": tokens.stats.replacements,
-        "steps_per_epoch": len(data.windows),
-        "planned_steps": planned_steps(config, len(data.windows)),
-        "max_time": config.max_time,
-        "resumed_from_step": None if payload is None else state.step,
-        "unknown_tokens": tokens.unknown,
-    }
-    if size is not None:
-        info["size"] = size
-    if isinstance(source, Corpus):
-        info["files"] = len(source.paths)
-        info["skipped"] = len(source.skipped)
-        info["validation"] = (
-            f"files {', '.join(map(str, source.val_paths))}"
-            if source.val_paths
-            else f"the last {config.val_fraction * 100:g}% of the joined text"
-        )
+    info = TrainInfo(
+        run_dir=str(run_dir),
+        corpus=source.name,
+        device=str(device),
+        precision=precision.description,
+        tokenizer=tokenizer.kind,
+        vocab_size=tokenizer.vocab_size,
+        num_parameters=model.num_parameters(),
+        train_tokens=data.train_tokens,
+        val_tokens=data.val_tokens,
+        val_tokens_scored=data.val_tokens_scored,
+        world_size=dist.world_size,
+        backend=dist.backend,
+        global_batch=config.batch_size * dist.world_size,
+        token_cache=tokens.how,
+        replacements=tokens.stats.replacements,
+        steps_per_epoch=len(data.windows),
+        planned_steps=planned_steps(config, len(data.windows)),
+        max_time=config.max_time,
+        resumed_from_step=None if payload is None else state.step,
+        unknown_tokens=tokens.unknown,
+        size=size,
+        **source.files_info(config.val_fraction),
+    )
     return TrainingSetup(
         config=config,
         model_config=model_config,
         tokenizer=tokenizer,
         source=source,
         run_dir=run_dir,
-        corpus=corpus_record(source, tokens.stats),
+        corpus=source.record(tokens.stats),
         data=data,
         model=model,
         optimizer=optimizer,
@@ -275,7 +324,7 @@ def _adamw(model: LanguageModel, config: TrainConfig, device: torch.device) -> t
     )
 
 
-def _restore(payload, model, optimizer, config, steps_per_epoch, dist, device, run_dir) -> TrainState:
+def _restore(payload, model, optimizer, *, config, steps_per_epoch, dist, device, run_dir) -> TrainState:
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     for group in optimizer.param_groups:  # the moments must have their parameters' shapes

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from charlstm.config import ModelConfig, ModelShape, TrainConfig
 from charlstm.hardware import Precision
-from charlstm.model import LanguageModel
+from charlstm.model import LanguageModel, count_parameters
 
 LADDER = ((1, 128), (1, 256), (1, 384), (1, 512), (1, 768), (1, 1024), (2, 1024))  # (layers, units)
 TOKENS_PER_PARAMETER = 4.0
@@ -58,15 +58,6 @@ class SizeChoice:
         }
 
 
-def parameters(num_layers: int, hidden_size: int, embedding_dim: int, vocab_size: int) -> int:
-    """Parameters of an LSTM ``LanguageModel`` of this shape (untied)."""
-    recurrent = sum(
-        4 * hidden_size * ((embedding_dim if layer == 0 else hidden_size) + hidden_size + 2)
-        for layer in range(num_layers)
-    )
-    return vocab_size * embedding_dim + recurrent + (hidden_size + 1) * vocab_size
-
-
 def dropout_for(epochs: float) -> float:
     """Dropout for a run that makes ``epochs`` passes over its text: 0.1 for a fraction of a
     pass, rising by 0.012 a pass, at most 0.4. (300 s on tinyshakespeare is ~8 passes by the
@@ -81,10 +72,16 @@ def pick(budget: float, speeds: dict[tuple[int, int], float], train_tokens: int,
     ``PARAMETERS_PER_TOKEN`` parameters per training token; the smallest when none does."""
     chosen = next(iter(speeds))
     for (layers, units), speed in speeds.items():
-        n = parameters(layers, units, embedding_dim, vocab_size)
+        n = _parameters(layers, units, embedding_dim, vocab_size)
         if speed * budget >= TOKENS_PER_PARAMETER * n and n <= PARAMETERS_PER_TOKEN * train_tokens:
             chosen = (layers, units)
     return chosen
+
+
+def _parameters(num_layers: int, hidden_size: int, embedding_dim: int, vocab_size: int) -> int:
+    """Parameters of the (untied) LSTM model of this shape: the shapes on ``LADDER`` are LSTMs."""
+    shape = ModelConfig(vocab_size=vocab_size, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers)
+    return count_parameters(shape)
 
 
 def measure_speed(config: ModelConfig, batch_size: int, bptt: int, device, precision: Precision,
@@ -134,7 +131,7 @@ def choose_size(shape: ModelShape, config: TrainConfig, vocab_size: int, train_t
             ModelShape(**{**shape.to_dict(), "num_layers": layers, "hidden_size": units}), vocab_size
         )
         speeds[(layers, units)] = measure_speed(trial, config.batch_size, config.bptt, device, precision)
-        n = parameters(layers, units, shape.embedding_dim, vocab_size)
+        n = _parameters(layers, units, shape.embedding_dim, vocab_size)
         if speeds[(layers, units)] * budget < TOKENS_PER_PARAMETER * n or n > PARAMETERS_PER_TOKEN * train_tokens:
             break  # too big for the budget or the text: so is everything after it
     layers, units = pick(budget, speeds, train_tokens, shape.embedding_dim, vocab_size)
@@ -142,7 +139,7 @@ def choose_size(shape: ModelShape, config: TrainConfig, vocab_size: int, train_t
     planned = speed * budget
     epochs = planned / max(1, train_tokens)
     dropout = shape.dropout if keep_dropout else dropout_for(epochs)
-    n = parameters(layers, units, shape.embedding_dim, vocab_size)
+    n = _parameters(layers, units, shape.embedding_dim, vocab_size)
     reason = (
         f"{planned / 1e6:.1f}M tokens in {budget:g} s at the measured {speed:,.0f} tokens/s = "
         f"{planned / n:.1f} per parameter ({n:,}), {epochs:.1f} passes over the text"

@@ -30,10 +30,10 @@ from charlstm.evaluation.evaluate import stream_loss
 from charlstm.training.finetune import InitFrom
 from charlstm.runs.lock import RunLock
 from charlstm.model import detach_hidden
-from charlstm.training.setup import TrainingSetup, planned_steps, prepare_new, prepare_resume
+from charlstm.training.setup import TrainInfo, TrainingSetup, planned_steps, prepare_new, prepare_resume
 from charlstm.runs.directory import RunRecord, append_metrics, plan_resume
 from charlstm.training.tensorboard_log import check_available as check_tensorboard
-from charlstm.data.text import TextSource
+from charlstm.data.source import Source
 from charlstm.training.watching import Watcher
 
 MAX_BAD_STEPS = 3  # non-finite steps in a row before training gives up
@@ -51,7 +51,7 @@ class TrainResult:
     last_val_loss: float
     best_path: Path
     last_path: Path
-    stopped_by: str  # "epochs", "max_steps", "max_time", "patience" or the signal's name
+    stop_reason: str  # "epochs", "max_steps", "max_time", "patience" or the signal's name
     num_parameters: int
     metrics: list[dict] = field(default_factory=list)
 
@@ -59,7 +59,7 @@ class TrainResult:
 class TrainingEvents:
     """Hooks the caller overrides to show progress; the defaults do nothing."""
 
-    def on_start(self, info: dict) -> None: ...
+    def on_start(self, info: TrainInfo) -> None: ...
 
     def on_step(self, step: int, train_loss, tokens_per_s: float, elapsed: float) -> None:
         """``train_loss`` is a 0-dim tensor: reading it (``float``) waits for the GPU, so read it
@@ -76,9 +76,10 @@ class TrainingEvents:
 
 
 def train(
-    source: TextSource,
+    source: Source,
     config: TrainConfig,
     shape: ModelShape | None = None,
+    *,
     out: str | os.PathLike | None = None,
     events: TrainingEvents | None = None,
     init: InitFrom | None = None,
@@ -86,9 +87,10 @@ def train(
     shape_given: Collection[str] | None = None,
 ) -> TrainResult:
     """Train a new model on ``source`` and write checkpoints to the run directory; with ``init``
-    (``finetune.plan_init``), starting from that model. ``command``: the command line to record.
-    ``shape_given``: the shape fields the user chose, the rest sized by ``--size auto`` when
-    there is a ``--max-time`` (None: ``shape`` as it is; see ``prepare.prepare_new``).
+    (``charlstm.training.finetune.plan_init``), starting from that model. ``command``: the command
+    line to record. ``shape_given``: the shape fields the user chose, the rest sized by ``--size
+    auto`` when there is a ``--max-time`` (None: ``shape`` as it is; see
+    ``charlstm.training.setup.prepare_new``).
 
     The run directory is locked (``charlstm.runs.lock``, rank 0 only) from its creation to the end of
     training, whether it ends normally, by an error or by a signal."""
@@ -98,29 +100,32 @@ def train(
     try:
         with RunLock() as lock:
             setup = prepare_new(
-                source, config, shape or ModelShape(), out, dist, init, lock if dist.is_main else None, shape_given
+                source, config, shape or ModelShape(), out=out, dist=dist, init=init,
+                lock=lock if dist.is_main else None, shape_given=shape_given,
             )
-            return Trainer(setup, events, command).run()
+            return Trainer(setup, events, command=command).run()
     finally:
         shutdown(dist)
 
 
 def resume(
     run: str | os.PathLike,
-    source: TextSource | None = None,
+    source: Source | None = None,
+    *,
     changes: dict | None = None,
     events: TrainingEvents | None = None,
     command: list[str] | None = None,
 ) -> TrainResult:
-    """Continue a run exactly where its last checkpoint left it (see ``runs.plan_resume``); the
-    run is locked before anything in it is written, and until training ends."""
+    """Continue a run exactly where its last checkpoint left it (see
+    ``charlstm.runs.directory.plan_resume``); the run is locked before anything in it is written,
+    and until training ends."""
     with RunLock() as lock:
-        plan = plan_resume(run, source, changes, lock if is_main_process() else None)
+        plan = plan_resume(run, source, changes=changes, lock=lock if is_main_process() else None)
         if plan.config.tensorboard:
             check_tensorboard()
         dist = from_environment(plan.config.device)
         try:
-            return Trainer(prepare_resume(plan, dist), events, command).run()
+            return Trainer(prepare_resume(plan, dist), events, command=command).run()
         finally:
             shutdown(dist)
 
@@ -188,7 +193,7 @@ class Trainer:
     """
 
     def __init__(
-        self, setup: TrainingSetup, events: TrainingEvents | None = None, command: list[str] | None = None
+        self, setup: TrainingSetup, events: TrainingEvents | None = None, *, command: list[str] | None = None
     ):
         self.setup = setup
         self.command = command
@@ -232,7 +237,7 @@ class Trainer:
                     "train": self.config.to_dict(),
                     "corpus": setup.corpus,
                     "init_from": setup.init_from,
-                    "info": setup.info,
+                    "info": setup.info.to_dict(),
                     "versions": {"charlstm": __version__, "torch": torch.__version__},
                     "command": self.command,
                 },
@@ -253,15 +258,15 @@ class Trainer:
         self.events.on_start(self.setup.info)
         self._start = time.perf_counter() - state.elapsed
         self.model.train()
-        stopped_by = "epochs"
+        reason = "epochs"
         hidden = state.hidden_by_rank[self.dist.rank]
         with _StopRequest() as stop:
-            while state.epoch < config.epochs and stopped_by == "epochs":
+            while state.epoch < config.epochs and reason == "epochs":
                 if state.window == 0:
                     hidden = None  # each epoch starts from a zero state
                 for window in self.data.epoch_windows(state.epoch)[state.window :]:
-                    stopped_by = self._stop_reason(stop)
-                    if stopped_by != "epochs":
+                    reason = self._stop_reason_now(stop)
+                    if reason != "epochs":
                         break
                     hidden = self.train_step(window, hidden)
                     state.window += 1
@@ -270,13 +275,13 @@ class Trainer:
                     if self.watcher and self.watcher.sample_due(state.step):
                         self.watcher.sample(state.step, self.last_val)
                     if self.stop_reason == "patience":
-                        stopped_by = "patience"
+                        reason = "patience"
                         break
                 else:
                     state.epoch += 1
                     state.window = 0
-            self.stop_reason = stopped_by
-            if stopped_by in ("SIGINT", "SIGTERM"):
+            self.stop_reason = reason
+            if reason in ("SIGINT", "SIGTERM"):
                 # Someone is waiting for the stop: save where training is, without a validation pass.
                 self._save(hidden, improved=False)
             elif self.loss_count or not state.metrics:
@@ -287,9 +292,9 @@ class Trainer:
                 self._save(hidden, improved=False)  # so that the last checkpoint says why it stopped
             # No rank leaves before rank 0 has written: torchrun stops the rest when one exits.
             self.dist.barrier()
-        return self._finish(stopped_by)
+        return self._finish(reason)
 
-    def _stop_reason(self, stop: _StopRequest) -> str:
+    def _stop_reason_now(self, stop: _StopRequest) -> str:
         """Why training stops now ("epochs": it does not). All ranks agree: a signal or the clock
         seen by one rank stops every rank at the same step."""
         reason = "epochs"
@@ -368,8 +373,8 @@ class Trainer:
         """Validation loss now, a metrics record, ``last.pt`` (and ``best.pt`` when it improved)."""
         state = self.state
         val_sum, val_count = stream_loss(  # at least 64 warm streams: a small batch validates as fast
-            self.model, self.data.val_ids, max(self.config.batch_size, 64), self.config.bptt, self.device,
-            self.setup.precision,
+            self.model, self.data.val_ids, batch_size=max(self.config.batch_size, 64), bptt=self.config.bptt,
+            device=self.device, precision=self.setup.precision,
         )
         if self.dist.enabled:  # every rank scored its own share of the validation text
             totals = self.dist.sum(torch.tensor([val_sum, val_count], dtype=torch.float64, device=self.device))
@@ -419,13 +424,13 @@ class Trainer:
             train_state=state,
             corpus=self.setup.corpus,
             init_from=self.setup.init_from,
-            run={"stopped_by": self.stop_reason, "command": self.command},
+            run={"stop_reason": self.stop_reason, "command": self.command},
         )
         save_checkpoint(self.run_dir / LAST, payload)
         if improved:
             save_checkpoint(self.run_dir / BEST, payload)
 
-    def _finish(self, stopped_by: str) -> TrainResult:
+    def _finish(self, stop_reason: str) -> TrainResult:
         state = self.state
         elapsed = self.elapsed()
         result = TrainResult(
@@ -438,11 +443,11 @@ class Trainer:
             last_val_loss=self.last_val,
             best_path=self.run_dir / BEST,
             last_path=self.run_dir / LAST,
-            stopped_by=stopped_by,
+            stop_reason=stop_reason,
             num_parameters=self.model.num_parameters(),
             metrics=state.metrics,
         )
         if self.record is not None:
-            self.record.end(f"finished: {stopped_by}")
+            self.record.end(f"finished: {stop_reason}")
         self.events.on_end(result)
         return result

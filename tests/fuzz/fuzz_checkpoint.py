@@ -25,13 +25,12 @@ with atheris.instrument_imports(include=["charlstm"]):
 
     from charlstm.runs.checkpoint import (
         TrainState,
-        check_model,
-        check_train_state,
         load_checkpoint,
         make_payload,
         model_from_checkpoint,
         save_checkpoint,
     )
+    from charlstm.runs.checks import check_model, check_train_state
     from charlstm.config import ModelConfig, ModelShape, TrainConfig
     from charlstm.errors import CharlstmError
     from charlstm.model import LanguageModel

@@ -1,0 +1,455 @@
+"""The Starlette application: routes, the API key, CORS, limits, one log line per request.
+
+    GET  /                  the playground page (page.html, page.js: nothing from the internet)
+    POST /v1/completions    OpenAI's completions API; ``stream`` sends server-sent events
+    GET  /v1/models         the models served
+    POST /v1/score          per-line log-probability and bits per character (``charlstm score``)
+    GET  /health            503 until the models are loaded, then 200
+    GET  /metrics           Prometheus' text format
+    GET  /openapi.json      the API's schema
+
+Every refusal is OpenAI's error shape; an unexpected failure is a 500 in that shape too, its
+traceback logged on the server and never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from charlstm.errors import CharlstmError
+from charlstm.serving.batcher import Batcher, Choice, Finished, Token
+from charlstm.serving.errors import ApiError, bad_field, server_busy
+from charlstm.serving.metrics import Metrics
+from charlstm.serving.models import ServedModel, check_names
+from charlstm.serving.requests import CompletionRequest, Limits, MAX_SEED, parse_completion, parse_score
+from charlstm.serving.schema import openapi
+
+log = logging.getLogger("charlstm.serve")
+
+OPEN_PATHS = {"/", "/page.js", "/health", "/openapi.json", "/favicon.ico"}  # no API key needed
+ROUTED = {"/", "/page.js", "/health", "/metrics", "/openapi.json", "/v1/completions", "/v1/models", "/v1/score"}
+_PAGE_HEADERS = {
+    # The page fetches nothing from anywhere but this server.
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+    "Cache-Control": "no-cache",
+}
+
+
+def _error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _api(handler):
+    """Run ``handler``; an ``ApiError`` becomes its response."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return _error_response(e)
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+class Server:
+    """The application's state; ``Server(...).app`` is the ASGI app.
+
+    ``models``: the served models, or a function that loads them (run on a thread at start-up;
+    ``/health`` says 503 until it returns). ``on_load_error(error)`` is told if loading fails."""
+
+    def __init__(
+        self,
+        models: list[ServedModel] | Callable[[], list[ServedModel]],
+        limits: Limits = Limits(),
+        api_key: str | None = None,
+        cors_origins: list[str] | tuple[str, ...] = (),
+        on_load_error: Callable[[BaseException], None] | None = None,
+    ):
+        self.limits = limits
+        self.api_key = api_key
+        self.metrics = Metrics()
+        self.batcher = Batcher(limits, self.metrics)
+        self.models: dict[str, ServedModel] = {}
+        self.ready = False
+        self._loader = models if callable(models) else (lambda: models)
+        self._on_load_error = on_load_error
+        self._schema = json.dumps(openapi(limits)).encode()
+        package = resources.files("charlstm.serving")
+        self._page = (package / "page.html").read_bytes()
+        self._script = (package / "page.js").read_bytes()
+        routes = [
+            Route("/", self.page),
+            Route("/page.js", self.script),
+            Route("/health", self.health),
+            Route("/metrics", self.prometheus),
+            Route("/openapi.json", self.schema),
+            Route("/v1/models", _api(self.list_models)),
+            Route("/v1/models/{name:path}", _api(self.get_model)),
+            Route("/v1/completions", _api(self.completions), methods=["POST"]),
+            Route("/v1/score", _api(self.score), methods=["POST"]),
+        ]
+        app = Starlette(routes=routes, lifespan=self._lifespan, exception_handlers={HTTPException: self._http_error})
+        self.starlette = app
+        outer = self._guard(app)
+        if cors_origins:
+            outer = CORSMiddleware(
+                outer, allow_origins=list(cors_origins), allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]
+            )
+        self.app = outer
+
+    # ------------------------------------------------------------------------------ plumbing
+
+    @asynccontextmanager
+    async def _lifespan(self, app):
+        self.batcher.start()
+        task = asyncio.create_task(self._load())
+        try:
+            yield
+        finally:
+            self.batcher.accepting = False
+            task.cancel()
+            await asyncio.to_thread(self.batcher.stop)
+
+    async def _load(self) -> None:
+        try:
+            models = await asyncio.to_thread(self._loader)
+            check_names(models)
+        except (CharlstmError, OSError) as e:
+            log.error("error: %s", e)
+            if self._on_load_error is not None:
+                self._on_load_error(e)
+            return
+        self.models = {m.name: m for m in models}
+        self.ready = True
+        log.info("serving %s", ", ".join(f"{m.name} ({m.description.get('architecture', '?')})" for m in models))
+
+    def _guard(self, app):
+        """ASGI middleware: the API key, the body limit, the 500 of last resort, metrics and
+        one log line per request."""
+
+        async def guarded(scope, receive, send):
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            path, method = scope["path"], scope["method"]
+            status = {"code": 0}
+            scope.setdefault("state", {})["tokens"] = 0
+
+            async def sending(message):
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
+
+            try:
+                refusal = self._refusal(scope)
+                if refusal is not None:
+                    await _error_response(refusal)(scope, receive, sending)
+                else:
+                    await app(scope, receive, sending)
+            except Exception:
+                log.exception("%s %s failed", method, path)  # a bug on this side: its traceback, here only
+                if not status["code"]:
+                    error = ApiError(500, "internal server error (logged on the server)", type="server_error")
+                    await _error_response(error)(scope, receive, sending)
+            finally:
+                seconds = time.perf_counter() - started
+                code = status["code"] or 499  # 499: the client left before an answer started
+                self.metrics.request(path if path in ROUTED else "other", code)
+                tokens = scope["state"].get("tokens", 0)
+                log.info("%s %s %d %d tokens %.3f s", method, path, code, tokens, seconds)
+
+        return guarded
+
+    def _refusal(self, scope) -> ApiError | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.api_key is not None and scope["path"] not in OPEN_PATHS and scope["method"] != "OPTIONS":
+            given = headers.get("authorization", "")
+            scheme, _, key = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
+                return ApiError(
+                    401,
+                    "missing or wrong API key: send the header 'Authorization: Bearer KEY'",
+                    type="authentication_error",
+                    code="invalid_api_key",
+                )
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limits.max_body_bytes):
+            return self._too_large()
+        return None
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"the body is over {self.limits.max_body_bytes:,} bytes", code="body_too_large")
+
+    async def _http_error(self, request: Request, error: HTTPException) -> Response:
+        if error.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif error.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(error.detail)
+        return _error_response(ApiError(error.status_code, message, code="not_found" if error.status_code == 404 else None))
+
+    async def _read_json(self, request: Request):
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.limits.max_body_bytes:
+                raise self._too_large()
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "the body is not valid JSON", code="invalid_json") from None
+
+    def _model(self, name: str | None) -> ServedModel:
+        if not self.ready:
+            raise server_busy("the models are still loading", self.limits.retry_after)
+        if name is None:
+            if len(self.models) == 1:
+                return next(iter(self.models.values()))
+            raise bad_field("model", f"is required: this server has {', '.join(self.models)}")
+        if name not in self.models:
+            raise ApiError(
+                404, f"model: no model {name[:100]!r}; this server has {', '.join(self.models)}", param="model", code="model_not_found"
+            )
+        return self.models[name]
+
+    # -------------------------------------------------------------------------------- routes
+
+    async def page(self, request: Request) -> Response:
+        return Response(self._page, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+    async def script(self, request: Request) -> Response:
+        return Response(self._script, media_type="text/javascript; charset=utf-8", headers=_PAGE_HEADERS)
+
+    async def schema(self, request: Request) -> Response:
+        return Response(self._schema, media_type="application/json")
+
+    async def health(self, request: Request) -> Response:
+        if not self.ready:
+            return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
+        if not self.batcher.accepting:
+            return JSONResponse({"status": "stopping"}, status_code=503)
+        return JSONResponse({"status": "ok", "models": list(self.models)})
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    def _describe(self, model: ServedModel) -> dict:
+        return {"id": model.name, "object": "model", "created": 0, "owned_by": "charlstm", **model.description}
+
+    async def list_models(self, request: Request) -> Response:
+        if not self.ready:
+            raise server_busy("the models are still loading", self.limits.retry_after)
+        return JSONResponse({"object": "list", "data": [self._describe(m) for m in self.models.values()]})
+
+    async def get_model(self, request: Request) -> Response:
+        return JSONResponse(self._describe(self._model(request.path_params["name"])))
+
+    async def score(self, request: Request) -> Response:
+        from charlstm.evaluation.score import score_lines
+
+        wanted = parse_score(await self._read_json(request), self.limits)
+        model = self._model(wanted.model)
+        for line in wanted.lines:
+            self._encode(model, line, "input")
+        results = await self.batcher.call(
+            lambda: score_lines(model.module, model.tokenizer, list(wanted.lines), model.device)
+        )
+        tokens = sum(r.tokens for r in results)
+        request.state.tokens = tokens
+        data = [
+            {
+                "index": i,
+                "text": r.text,
+                "tokens": r.tokens,
+                "chars": r.chars,
+                "logprob": r.logprob,
+                "bits_per_char": None if math.isnan(r.bits_per_char) else r.bits_per_char,
+            }
+            for i, r in enumerate(results)
+        ]
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse({"object": "list", "model": model.name, "data": data, "usage": usage})
+
+    @staticmethod
+    def _encode(model: ServedModel, text: str, field: str) -> list[int]:
+        from charlstm.generation.sampling import encode_prime
+
+        try:
+            return encode_prime(model.tokenizer, text, field)
+        except CharlstmError as e:
+            raise bad_field(field, str(e).removeprefix(f"{field} ")) from None
+
+    async def completions(self, request: Request) -> Response:
+        wanted = parse_completion(await self._read_json(request), self.limits)
+        model = self._model(wanted.model)
+        if wanted.sampling.activation is not None:
+            layer, unit = wanted.sampling.activation
+            config = model.config
+            if layer >= config.num_layers or unit >= config.hidden_size:
+                raise bad_field(
+                    "activation", f"the model has layers 0-{config.num_layers - 1} and units 0-{config.hidden_size - 1}"
+                )
+        prompts = [(prompt, self._encode(model, prompt, "prompt")) for prompt in wanted.prompts]
+        seed = wanted.seed if wanted.seed is not None else secrets.randbelow(2**31)
+        events: asyncio.Queue = asyncio.Queue()
+        choices = [
+            Choice(model, i * wanted.n + j, ids, wanted.sampling, (seed + i * wanted.n + j) % (MAX_SEED + 1), events.put_nowait)
+            for i, (_, ids) in enumerate(prompts)
+            for j in range(wanted.n)
+        ]
+        prompt_tokens = sum(len(ids) if prompt else 0 for prompt, ids in prompts) * wanted.n
+        self.batcher.submit(choices)
+        self.metrics.prompt_tokens.labels(model.name).inc(prompt_tokens)
+        reply = _Reply(wanted, model.name, seed, [p for p, _ in prompts], prompt_tokens, request)
+        if wanted.stream:
+            return StreamingResponse(
+                reply.stream(events, choices),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return JSONResponse(await reply.whole(events, choices))
+
+
+class _Reply:
+    """One completions request's answer, built from the batcher's events."""
+
+    def __init__(self, wanted: CompletionRequest, model: str, seed: int, prompts: list[str], prompt_tokens: int, request):
+        self.wanted, self.model, self.seed, self.request = wanted, model, seed, request
+        self.id = f"cmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = 0
+        count = len(prompts) * wanted.n
+        self.echo = [prompts[i // wanted.n] if wanted.echo else "" for i in range(count)]
+        self.offsets = [len(e) for e in self.echo]
+
+    def _head(self) -> dict:
+        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "seed": self.seed}
+
+    def _usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def _logprobs(self, event: Token) -> dict | None:
+        if self.wanted.sampling.logprobs is None:
+            return None
+        offset = self.offsets[event.index]
+        self.offsets[event.index] += len(event.token)
+        piece = {"tokens": [event.token], "token_logprobs": [event.logprob], "top_logprobs": None, "text_offset": [offset]}
+        if event.top is not None:
+            piece["top_logprobs"] = [event.top]
+        return piece
+
+    def _finished(self, event: Finished) -> None:
+        self.completion_tokens += event.completion_tokens
+        self.request.state.tokens = self.completion_tokens
+
+    async def whole(self, events: asyncio.Queue, choices: list[Choice]) -> dict:
+        texts = list(self.echo)
+        logprobs = [
+            {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+            if self.wanted.sampling.logprobs is not None
+            else None
+            for _ in choices
+        ]
+        activations = [[] for _ in choices]
+        reasons: list[str | None] = [None] * len(choices)
+        try:
+            while None in reasons:
+                event = await self._next(events)
+                if event is None:
+                    return {}  # the client has gone: nobody reads this
+                texts[event.index] += event.text
+                if isinstance(event, Finished):
+                    reasons[event.index] = event.reason
+                    self._finished(event)
+                    continue
+                piece = self._logprobs(event)
+                if piece is not None:
+                    for key, value in piece.items():
+                        if value is not None:
+                            logprobs[event.index][key] += value
+                if event.activation is not None:
+                    activations[event.index].append(event.activation)
+        finally:
+            for choice in choices:
+                choice.cancelled = True  # a no-op for those that finished
+        out = []
+        for i in range(len(choices)):
+            choice = {"index": i, "text": texts[i], "logprobs": logprobs[i], "finish_reason": reasons[i]}
+            if self.wanted.sampling.activation is not None:
+                choice["activations"] = activations[i]
+            out.append(choice)
+        return {**self._head(), "choices": out, "usage": self._usage(), "system_fingerprint": None}
+
+    async def _next(self, events: asyncio.Queue):
+        """The next event; None once the client has disconnected (checked every half second)."""
+        while True:
+            try:
+                return await asyncio.wait_for(events.get(), timeout=0.5)
+            except asyncio.TimeoutError:
+                if await self.request.is_disconnected():
+                    return None
+
+    async def stream(self, events: asyncio.Queue, choices: list[Choice]):
+        head = self._head()
+
+        def chunk(index: int, text: str, reason: str | None, logprobs=None, activation=None) -> str:
+            choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
+            if activation is not None:
+                choice["activations"] = [activation]
+            body = {**head, "choices": [choice]}
+            if self.wanted.include_usage:
+                body["usage"] = None
+            return f"data: {json.dumps(body)}\n\n"
+
+        left = len(choices)
+        try:
+            for i, text in enumerate(self.echo):
+                if text:
+                    yield chunk(i, text, None)
+            while left:
+                event = await events.get()
+                if isinstance(event, Finished):
+                    left -= 1
+                    self._finished(event)
+                    yield chunk(event.index, event.text, event.reason)
+                    continue
+                logprobs = self._logprobs(event)
+                if event.text or logprobs is not None or event.activation is not None:
+                    yield chunk(event.index, event.text, None, logprobs, event.activation)
+            if self.wanted.include_usage:
+                yield f"data: {json.dumps({**head, 'choices': [], 'usage': self._usage()})}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            # The client may have gone (Starlette cancels this generator): free the slots.
+            for choice in choices:
+                choice.cancelled = True
+
+
+def create_app(models, **options):
+    """The ASGI app serving ``models`` (see ``Server`` for the options)."""
+    return Server(models, **options).app

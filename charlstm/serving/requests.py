@@ -1,0 +1,245 @@
+"""The server's limits, and request bodies checked into typed records.
+
+Every field is checked before any work starts; the first problem found is a 400 naming the
+field, in OpenAI's error shape (``errors.ApiError``). The fields are OpenAI's completions fields
+plus charlstm's own sampling options (``top_k``, ``min_p``, ``repetition_penalty``,
+``repetition_window``) and ``activation`` (the cell whose value the playground colours by).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from charlstm.serving.errors import ApiError, bad_field
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for and how much may wait; each is a ``charlstm serve`` flag."""
+
+    max_body_bytes: int = 1 << 20  # --max-body-bytes: larger bodies get 413
+    max_prompt_chars: int = 32_768  # --max-prompt-chars
+    max_tokens: int = 4096  # --max-tokens: the most a request may ask for
+    max_n: int = 8  # --max-n: choices per request (prompts x n)
+    max_stops: int = 4  # stop strings per request (OpenAI's limit)
+    max_batch: int = 64  # --max-batch: requests generated together; more wait in the queue
+    max_queue: int = 64  # --max-queue: requests waiting; more get 503 with Retry-After
+    time_limit: float = 120.0  # --time-limit: seconds one generation may run (finish_reason "time_limit")
+    retry_after: int = 1  # seconds a 503 asks the client to wait
+
+
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the completions API
+MAX_LOGPROBS = 5  # OpenAI's limit on top alternatives per token
+MAX_SEED = 2**63 - 1
+
+_COMPLETION_FIELDS = {
+    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream",
+    "stream_options", "logprobs", "echo", "top_k", "min_p", "repetition_penalty", "repetition_window",
+    "activation", "presence_penalty", "frequency_penalty", "logit_bias", "user", "best_of", "suffix",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one choice is generated (the fields of ``charlstm sample`` it shares, same meaning)."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    repetition_window: int = 64
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # None: none; 0: the chosen token's; k: and the k most likely
+    activation: tuple[int, int] | None = None  # (layer, unit), 0-based
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    model: str | None
+    prompts: tuple[str, ...]
+    n: int
+    seed: int | None
+    stream: bool
+    include_usage: bool
+    echo: bool
+    sampling: Sampling
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    model: str | None
+    lines: tuple[str, ...]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _int(body: dict, name: str, default, low: int, high: int | None = None):
+    value = body.get(name)
+    if value is None:
+        return default
+    if not _is_int(value):
+        raise bad_field(name, f"must be a whole number (got {_shown(value)})")
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise bad_field(name, f"must be {bounds} (got {value})")
+    return value
+
+
+def _float(body: dict, name: str, default, *, low: float, high: float | None = None, open_low: bool = False):
+    value = body.get(name)
+    if value is None:
+        return default
+    if not _is_number(value):
+        raise bad_field(name, f"must be a number (got {_shown(value)})")
+    if (value <= low if open_low else value < low) or (high is not None and value > high):
+        left = "(" if open_low else "["
+        right = f"{high}]" if high is not None else "inf)"
+        raise bad_field(name, f"must be in {left}{low}, {right} (got {value})")
+    return float(value)
+
+
+def _bool(body: dict, name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_field(name, f"must be true or false (got {_shown(value)})")
+    return value
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _model(body: dict) -> str | None:
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise bad_field("model", f"must be a string, a model's id from /v1/models (got {_shown(model)})")
+    return model
+
+
+def _texts(body: dict, name: str, limits: Limits, required: bool = True) -> tuple[str, ...]:
+    """A string or a non-empty list of strings, each at most ``max_prompt_chars`` characters."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise bad_field(name, "is required")
+        return ("",)
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise bad_field(name, "must be a string or a non-empty list of strings (token ids are not accepted)")
+    for text in texts:
+        if len(text) > limits.max_prompt_chars:
+            raise bad_field(name, f"is {len(text):,} characters; the limit is {limits.max_prompt_chars:,}")
+    return tuple(texts)
+
+
+def parse_completion(body, limits: Limits) -> CompletionRequest:
+    """The checked request, or ``ApiError`` 400 naming the first bad field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    unknown = sorted(set(body) - _COMPLETION_FIELDS)
+    if unknown:
+        raise bad_field(unknown[0], "unknown field")
+    # OpenAI's fields that charlstm does not implement are accepted only at their neutral values.
+    for name in ("presence_penalty", "frequency_penalty"):
+        if body.get(name) not in (None, 0, 0.0) or isinstance(body.get(name), bool):
+            raise bad_field(name, "is not supported (use repetition_penalty); leave it out or 0")
+    if body.get("logit_bias") not in (None, {}):
+        raise bad_field("logit_bias", "is not supported; leave it out")
+    if body.get("suffix") is not None:
+        raise bad_field("suffix", "is not supported (insertion); leave it out")
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise bad_field("user", "must be a string")
+
+    model = _model(body)
+    prompts = _texts(body, "prompt", limits, required=False)
+    n = _int(body, "n", 1, 1, limits.max_n)
+    if len(prompts) * n > limits.max_n:
+        raise bad_field("n", f"{len(prompts)} prompts x n {n} is more than {limits.max_n} choices")
+    best_of = body.get("best_of")
+    if best_of is not None and best_of != n:
+        raise bad_field("best_of", "is not supported other than equal to n; leave it out")
+    max_tokens = _int(body, "max_tokens", DEFAULT_MAX_TOKENS, 0, limits.max_tokens)
+    temperature = _float(body, "temperature", 1.0, low=0.0, high=100.0)
+    top_p = _float(body, "top_p", None, low=0.0, high=1.0, open_low=True)
+    min_p = _float(body, "min_p", None, low=0.0, high=1.0, open_low=True)
+    top_k = _int(body, "top_k", None, 1)
+    repetition_penalty = _float(body, "repetition_penalty", 1.0, low=0.0, high=100.0, open_low=True)
+    repetition_window = _int(body, "repetition_window", 64, 1, 4096)
+    seed = _int(body, "seed", None, 0, MAX_SEED)
+    logprobs = _int(body, "logprobs", None, 0, MAX_LOGPROBS)
+
+    stop = body.get("stop")
+    stops = () if stop is None else (stop,) if isinstance(stop, str) else stop
+    if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) for s in stops):
+        raise bad_field("stop", "must be a string or a list of strings")
+    if len(stops) > limits.max_stops:
+        raise bad_field("stop", f"has {len(stops)} strings; the limit is {limits.max_stops}")
+    if any(s == "" for s in stops):
+        raise bad_field("stop", "must not hold an empty string")
+    if any(len(s) > 1000 for s in stops):
+        raise bad_field("stop", "a stop string is over 1,000 characters")
+
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}):
+        raise bad_field("stream_options", 'must be an object with only "include_usage"')
+    include_usage = _bool(options or {}, "include_usage")
+
+    activation = body.get("activation")
+    if activation is not None:
+        if not (
+            isinstance(activation, dict)
+            and set(activation) == {"layer", "unit"}
+            and all(_is_int(v) and v >= 0 for v in activation.values())
+        ):
+            raise bad_field("activation", 'must be {"layer": L, "unit": U} with whole numbers from 0')
+        activation = (activation["layer"], activation["unit"])
+
+    sampling = Sampling(
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        repetition_window=repetition_window,
+        max_tokens=max_tokens,
+        stop=tuple(stops),
+        logprobs=logprobs,
+        activation=activation,
+    )
+    return CompletionRequest(
+        model=model,
+        prompts=prompts,
+        n=n,
+        seed=seed,
+        stream=_bool(body, "stream"),
+        include_usage=include_usage,
+        echo=_bool(body, "echo"),
+        sampling=sampling,
+    )
+
+
+def parse_score(body, limits: Limits) -> ScoreRequest:
+    """``{"model": ..., "input": "a line" | ["line", ...]}``: each string is one line (no newlines)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    unknown = sorted(set(body) - {"model", "input"})
+    if unknown:
+        raise bad_field(unknown[0], "unknown field")
+    lines = _texts(body, "input", limits)
+    if sum(len(line) for line in lines) > limits.max_prompt_chars:
+        raise bad_field("input", f"holds more than {limits.max_prompt_chars:,} characters in all")
+    if any("\n" in line for line in lines):
+        raise bad_field("input", "a line holds a newline; send each line as its own string")
+    return ScoreRequest(_model(body), lines)

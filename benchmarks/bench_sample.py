@@ -1,24 +1,31 @@
-"""Generation speed: charlstm's sampler against nn.LSTM called one token at a time, side by side.
+"""Generation speed: charlstm's sampler against plain PyTorch loops and the product floor, side by side.
 
-All at the reference shape (vocabulary of tinyshakespeare, embedding 128, 2 x 512), untrained
-weights (speed does not depend on them), CPU. Contenders, alternating round by round:
+Batch 1, the default model (1 x 512, embedding 64; ``--shape reference`` for 2 x 512, embedding
+128), tokens after a warm start, CPU, untrained weights (speed does not depend on them).
+Contenders, alternating round by round in one process so that drift hits all alike:
 
-- charlstm ``generate``, batch 1: the whole path, sampling and text decoding included;
-- nn.Embedding -> nn.LSTM -> nn.Linear called once per token with PyTorch's defaults, then
-  softmax + multinomial (what a straightforward sampler does), and the same with oneDNN disabled;
-- charlstm ``generate`` with 16 samples in one batch (total characters per second).
+- charlstm ``generate``, the whole path (sampling and text decoding included), with fp32, int8
+  and bf16 recurrent weights (``--weights``);
+- plain loops, one token per call then softmax + multinomial: nn.Embedding -> nn.LSTM ->
+  nn.Linear with oneDNN on (PyTorch's default) and off, and the same with ``torch.lstm_cell``;
+- the floor: the one product per token that reads the recurrent weights, ``torch.addmm`` of
+  (1 x E+H) by (E+H x 4H) in fp32, alone.
 
-Also: time to first character after the checkpoint is loaded; ``charlstm chat``'s latency (time
-from Enter to the reply's first character, the session already holding a text); and beam search
-throughput (tokens of the continuation per second) at several widths.
+Then: 1/4/16/64 streams (``num_samples``; characters per second of all samples together, and
+against one), what int8/bf16 cost in held-out loss (nats per character, charlstm's evaluate, on
+a model trained here for ``--train-seconds`` or given with ``--checkpoint``), time to first
+character, ``chat``'s Enter-to-first-character latency and beam search throughput.
 
-    python benchmarks/bench_sample.py [--rounds 5] [--length 1000] [--json out.json]
+    python benchmarks/bench_sample.py [--rounds 5] [--length 4000] [--json out.json]
+    python benchmarks/bench_sample.py --quick       # seconds: the test suite runs this
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,73 +34,161 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import REFERENCE, corpus_text, interleave, machine, print_table, stats, write_json  # noqa: E402
 
+from charlstm.cells import with_weights  # noqa: E402
+from charlstm.config import WEIGHTS, ModelConfig, ModelShape, SampleConfig, TrainConfig  # noqa: E402
+from charlstm.data.tokenizers import CharTokenizer  # noqa: E402
+from charlstm.evaluation.evaluate import evaluate_text  # noqa: E402
 from charlstm.generation.beam import beam_search  # noqa: E402
 from charlstm.generation.chat import ChatSession  # noqa: E402
-from charlstm.config import ModelConfig, SampleConfig  # noqa: E402
-from charlstm.model import LanguageModel  # noqa: E402
 from charlstm.generation.sampling import generate  # noqa: E402
-from charlstm.data.tokenizers import CharTokenizer  # noqa: E402
+from charlstm.model import LanguageModel  # noqa: E402
+
+DEFAULT = ModelShape()  # 1 x 512, embedding 64
+SHAPES = {
+    "default": (DEFAULT.embedding_dim, DEFAULT.hidden_size, DEFAULT.num_layers),
+    "reference": (REFERENCE["embedding_dim"], REFERENCE["hidden_size"], REFERENCE["num_layers"]),
+    "tiny": (16, 64, 1),  # --quick
+}
+STREAMS = (1, 4, 16, 64)
 
 
-def reference_model(vocab_size: int, device: str = "cpu", **shape) -> LanguageModel:
-    """An untrained model of the reference shape, or of ``shape``'s sizes where given (speed does
-    not depend on the weights)."""
+def reference_model(vocab_size: int, device: str = "cpu", shape: str = "reference") -> LanguageModel:
+    """An untrained model of the reference shape (speed does not depend on the weights)."""
     torch.manual_seed(0)
-    sizes = {k: REFERENCE[k] for k in ("embedding_dim", "hidden_size", "num_layers")}
-    config = ModelConfig(vocab_size=vocab_size, **{**sizes, **shape})
+    embedding_dim, hidden_size, num_layers = SHAPES[shape]
+    config = ModelConfig(
+        vocab_size=vocab_size, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers
+    )
     return LanguageModel(config).to(device).eval()
 
 
-def generate_rate(model, tokenizer, num_samples: int, length: int, device: str = "cpu") -> float:
+def generate_rate(
+    model, tokenizer, num_samples: int, length: int, device: str = "cpu", weights: str = "fp32", prime: str = "\n"
+) -> float:
     """Characters per second (all samples together) of charlstm's ``generate``: ``num_samples``
-    samples of ``length`` characters in one batch, text decoding included."""
-    config = SampleConfig(prime="\n", length=length, num_samples=num_samples, seed=1, temperature=1.0)
+    samples of ``length`` characters in one batch, text decoding included; the prime is read
+    before the clock starts."""
+    config = SampleConfig(
+        prime=prime, length=length, num_samples=num_samples, seed=1, temperature=1.0, weights=weights
+    )
+    run = generate(model, tokenizer, config, device)
+    next(run)  # reads the prime and writes the first token, untimed
     start = time.perf_counter()
-    chars = sum(len(p) for pieces in generate(model, tokenizer, config, device) for p in pieces)
+    chars = sum(len(p) for pieces in run for p in pieces)
     return chars / (time.perf_counter() - start)
+
+
+def plain_loop_rate(model, length: int, kind: str) -> float:
+    """Tokens per second of a straightforward sampler: one call per token, softmax + multinomial."""
+    rnn, head, embedding = model.rnn, model.head, model.embedding
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = kind != "nn.LSTM, oneDNN off"
+    try:
+        with torch.inference_mode():
+            g = torch.Generator().manual_seed(1)
+            x = torch.zeros(1, dtype=torch.long)
+            if kind == "torch.lstm_cell":
+                if rnn.num_layers != 1:
+                    return math.nan
+                weights = [p.detach() for p in (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)]
+                h = c = torch.zeros(1, rnn.hidden_size)
+                start = time.perf_counter()
+                for _ in range(length):
+                    h, c = torch.lstm_cell(embedding(x), (h, c), *weights)
+                    x = torch.multinomial(head(h).softmax(-1), 1, generator=g).view(1)
+            else:
+                state = None
+                start = time.perf_counter()
+                for _ in range(length):
+                    out, state = rnn(embedding(x.view(1, 1)), state)
+                    x = torch.multinomial(head(out[0]).softmax(-1), 1, generator=g).view(1)
+            return length / (time.perf_counter() - start)
+    finally:
+        torch.backends.mkldnn.enabled = previous
+
+
+def floor_rate(model, length: int) -> float:
+    """Products per second of (1 x E+H) @ (E+H x 4H) in fp32: the weights a step must read."""
+    rnn = model.rnn
+    inputs = rnn.input_size + rnn.hidden_size
+    weight = torch.randn(inputs, 4 * rnn.hidden_size)
+    bias, x = torch.randn(4 * rnn.hidden_size), torch.randn(1, inputs)
+    out = torch.empty(1, 4 * rnn.hidden_size)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for _ in range(length):
+            torch.addmm(bias, x, weight, out=out)
+        return length / (time.perf_counter() - start)
+
+
+def trained_model(args, text: str):
+    """The model whose loss the lighter weights are measured on, and its tokenizer."""
+    from charlstm.runs.checkpoint import load_checkpoint, model_from_checkpoint
+
+    if args.checkpoint:
+        return model_from_checkpoint(load_checkpoint(args.checkpoint))
+    from charlstm.data.text import TextSource
+    from charlstm.training.trainer import train
+
+    embedding_dim, hidden_size, num_layers = SHAPES[args.shape]
+    shape = ModelShape(embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers)
+    config = TrainConfig(device="cpu", seed=1, max_time=args.train_seconds, max_steps=args.train_steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(TextSource.from_text(text, "bench", "bench"), config, shape, out=Path(tmp) / "run")
+        return model_from_checkpoint(load_checkpoint(result.run_dir))
+
+
+def weight_losses(args, text: str) -> dict[str, dict]:
+    """Held-out loss (nats per character) with each kind of weights, and its cost against fp32."""
+    model, tok = trained_model(args, text[: int(len(text) * 0.9)])
+    held_out = text[int(len(text) * 0.9) :][: args.eval_chars]
+    found = {}
+    for weights in WEIGHTS:
+        report = evaluate_text(with_weights(model, weights), tok, held_out, batch_size=16, bptt=64, device="cpu")
+        found[weights] = {"loss_nats_per_char": report.loss * report.tokens / report.chars}
+    for weights in WEIGHTS:
+        found[weights]["cost_nats_per_char"] = found[weights]["loss_nats_per_char"] - found["fp32"]["loss_nats_per_char"]
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--length", type=int, default=1000, help="characters per sample")
+    parser.add_argument("--length", type=int, default=4000, help="tokens per timed block")
+    parser.add_argument("--shape", choices=("default", "reference"), default="default")
+    parser.add_argument("--checkpoint", help="measure the weights' loss on this model instead of training one")
+    parser.add_argument("--train-seconds", type=float, default=120.0)
+    parser.add_argument("--train-steps", type=int, default=None)
+    parser.add_argument("--eval-chars", type=int, default=50_000)
+    parser.add_argument("--quick", action="store_true", help="a tiny model and short runs (the test suite)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.length, args.shape = 2, 200, "tiny"
+        args.train_seconds, args.train_steps, args.eval_chars = 5.0, 20, 3000
 
     text, name = corpus_text()
     tok = CharTokenizer.train(text)
-    model = reference_model(tok.vocab_size)
+    model = reference_model(tok.vocab_size, shape=args.shape)
+    warm = text[:200]  # a warm start: the prime is read before the clock starts
+    length = args.length
 
-    def charlstm(num_samples: int):
-        return lambda: generate_rate(model, tok, num_samples, args.length)
-
-    def per_token_nn_lstm(onednn: bool):
-        def run() -> float:
-            torch.backends.mkldnn.enabled = onednn
-            try:
-                with torch.inference_mode():
-                    x, state = torch.zeros(1, 1, dtype=torch.long), None
-                    g = torch.Generator().manual_seed(1)
-                    start = time.perf_counter()
-                    for _ in range(args.length):
-                        out, state = model.rnn(model.embedding(x), state)
-                        probs = model.head(out[0]).softmax(-1)
-                        x = torch.multinomial(probs, 1, generator=g).view(1, 1)
-                    return args.length / (time.perf_counter() - start)
-            finally:
-                torch.backends.mkldnn.enabled = True
-
-        return run
-
-    contenders = {
-        "charlstm generate, 1 sample": charlstm(1),
-        "nn.LSTM per token, defaults": per_token_nn_lstm(True),
-        "nn.LSTM per token, oneDNN off": per_token_nn_lstm(False),
-        "charlstm generate, 16 samples (total)": charlstm(16),
-    }
+    contenders = {f"charlstm generate, {w}": (lambda w=w: generate_rate(model, tok, 1, length, weights=w, prime=warm)) for w in WEIGHTS}
+    for kind in ("nn.LSTM, oneDNN on (default)", "nn.LSTM, oneDNN off", "torch.lstm_cell"):
+        contenders[f"plain loop, {kind}"] = lambda kind=kind: plain_loop_rate(model, length, kind)
+    contenders["floor: addmm (1 x E+H) @ (E+H x 4H), fp32"] = lambda: floor_rate(model, length)
     for run in contenders.values():  # warm-up
         run()
     rates = interleave(contenders, args.rounds)
+
+    stream_contenders = {
+        f"{n} streams, {w}": (lambda n=n, w=w: generate_rate(model, tok, n, max(50, length // n), weights=w, prime=warm))
+        for w in ("fp32", "int8")
+        for n in STREAMS
+    }
+    for run in stream_contenders.values():
+        run()
+    streams = interleave(stream_contenders, args.rounds)
 
     first = []
     for _ in range(args.rounds):
@@ -120,48 +215,51 @@ def main() -> None:
         runs = []
         for _ in range(max(1, args.rounds // 2)):
             start = time.perf_counter()
-            ids, _ = beam_search(model, tok, prime_ids, 200, width, "cpu")
+            ids, _ = beam_search(model, tok, prime_ids, min(200, length), width, "cpu")
             runs.append(len(ids) / (time.perf_counter() - start))
         beam_rates[f"beam search, width {width}, tokens/s"] = runs
 
-    base = rates["nn.LSTM per token, defaults"]
-    speedup = [a / b for a, b in zip(rates["charlstm generate, 1 sample"], base)]
-    batch_gain = [
-        a / b
-        for a, b in zip(rates["charlstm generate, 16 samples (total)"], rates["charlstm generate, 1 sample"])
-    ]
-    rows = [(k, *(f"{stats(v)[s]:,.0f}" for s in ("min", "median", "max"))) for k, v in rates.items()]
-    rows.append(
-        (
-            "speed-up vs nn.LSTM defaults (per round)",
-            *(f"{stats(speedup)[s]:.2f}" for s in ("min", "median", "max")),
-        )
-    )
-    rows.append(
-        (
-            "16 samples / 1 sample (per round)",
-            *(f"{stats(batch_gain)[s]:.2f}" for s in ("min", "median", "max")),
-        )
-    )
-    rows.append(
-        ("time to first character, ms", *(f"{stats(first)[s] * 1000:.1f}" for s in ("min", "median", "max")))
-    )
-    rows.append(
-        ("chat: Enter to first character, ms", *(f"{stats(latency)[s] * 1000:.1f}" for s in ("min", "median", "max")))
-    )
-    rows += [(k, *(f"{stats(v)[s]:,.0f}" for s in ("min", "median", "max"))) for k, v in beam_rates.items()]
+    losses = weight_losses(args, text)
+
+    embedding_dim, hidden_size, num_layers = SHAPES[args.shape]
+    fmt = lambda v, s: f"{stats(v)[s]:,.0f}"  # noqa: E731
+    base = rates["charlstm generate, fp32"]
+    rows = [(k, *(fmt(v, s) for s in ("min", "median", "max")), f"{stats(v)['median'] / stats(base)['median']:.2f}") for k, v in rates.items()]
     print_table(
-        f"generation, characters/s ({name} vocabulary, 2 x 512, CPU, {args.rounds} rounds)",
+        f"batch 1, tokens/s ({name} vocabulary, {num_layers} x {hidden_size}, embedding {embedding_dim}, "
+        f"{length} tokens after a 200-token warm start, {args.rounds} rounds, {torch.get_num_threads()} threads)",
         rows,
-        ("", "min", "median", "max"),
+        ("", "min", "median", "max", "vs charlstm fp32"),
     )
+    one = {w: stats(streams[f"1 streams, {w}"])["median"] for w in ("fp32", "int8")}
+    rows = [
+        (k, *(fmt(v, s) for s in ("min", "median", "max")), f"{stats(v)['median'] / one[k.split(', ')[1]]:.1f}")
+        for k, v in streams.items()
+    ]
+    print_table("many streams, characters/s of all samples together", rows, ("", "min", "median", "max", "vs 1 stream"))
+    rows = [
+        (w, f"{stats(rates[f'charlstm generate, {w}'])['median']:,.0f}",
+         f"{v['loss_nats_per_char']:.4f}", f"{v['cost_nats_per_char']:+.4f}")
+        for w, v in losses.items()
+    ]
+    source = args.checkpoint or f"trained here for {args.train_seconds:g} s"
+    print_table(f"weights: speed and held-out loss ({source}, {args.eval_chars:,} held-out characters)", rows,
+                ("weights", "tokens/s (median)", "nats/char", "vs fp32"))
+    rows = [
+        ("time to first character, ms", *(f"{stats(first)[s] * 1000:.1f}" for s in ("min", "median", "max"))),
+        ("chat: Enter to first character, ms", *(f"{stats(latency)[s] * 1000:.1f}" for s in ("min", "median", "max"))),
+    ]
+    rows += [(k, *(fmt(v, s) for s in ("min", "median", "max"))) for k, v in beam_rates.items()]
+    print_table("latency and beam search", rows, ("", "min", "median", "max"))
     write_json(
         args.json,
         {
             "machine": machine(),
+            "shape": args.shape,
+            "length": length,
             "rates": {k: stats(v) for k, v in rates.items()},
-            "speedup": stats(speedup),
-            "batch_gain": stats(batch_gain),
+            "streams": {k: stats(v) for k, v in streams.items()},
+            "weights": losses,
             "first_char_s": stats(first),
             "chat_latency_s": stats(latency),
             "beam_tokens_per_s": {k: stats(v) for k, v in beam_rates.items()},

@@ -94,17 +94,19 @@ class Adaptation:
 # --------------------------------------------------------------------------------- the handle
 
 
-def load(path: PathLike, *, device: str = "auto") -> Model:
-    """The model in ``path`` (a run directory: its best checkpoint, else its last; or a .pt file),
-    checked before anything is built, on ``device`` (auto: a CUDA GPU, then Apple MPS, then the
-    CPU)."""
+def load(path: PathLike, *, device: str = "auto", weights: str = "fp32") -> Model:
+    """The model in ``path`` (a run directory: its best checkpoint, else its last; a .pt file;
+    or a folder ``charlstm export --format safetensors`` wrote), checked before anything is
+    built, on ``device`` (auto: a CUDA GPU, then Apple MPS, then the CPU). ``weights``: how the
+    recurrent weights are held when writing and scoring text (fp32 as trained; int8 or bf16,
+    lighter: ``--weights``); a call's own ``weights=`` overrides it."""
     from charlstm.hardware import select_device
     from charlstm.runs.checkpoint import load_model
 
-    SampleConfig(device=device)  # an unknown device name: the CLI's message
+    SampleConfig(device=device, weights=weights)  # an unknown name: the CLI's message
     torch_device = select_device(device)
     module, tokenizer, payload = load_model(path, torch_device)
-    return Model(module, tokenizer, payload, Path(path), torch_device, device)
+    return Model(module, tokenizer, payload, Path(path), torch_device, device, weights)
 
 
 class Model:
@@ -113,8 +115,12 @@ class Model:
     ``module`` is the ``torch.nn.Module``; ``tokenizer``, ``config`` (``ModelConfig``),
     ``device``, ``path`` and ``info`` (``ModelInfo``) describe it."""
 
-    def __init__(self, module, tokenizer, payload: dict, path: Path, device: torch.device, device_setting: str):
+    def __init__(
+        self, module, tokenizer, payload: dict, path: Path, device: torch.device, device_setting: str,
+        weights: str | None = None,
+    ):
         self.module = module
+        self.weights = weights  # fp32, int8 or bf16: the default of every call
         self.tokenizer = tokenizer
         self.path = path
         self.device = device
@@ -150,6 +156,8 @@ class Model:
     def _sample_config(self, prime: str, settings: dict) -> SampleConfig:
         from charlstm.generation.sampling import encode_prime
 
+        if settings.get("weights") is None:
+            settings["weights"] = self.weights
         config = SampleConfig(prime=prime, device=self._device_setting, **settings)
         encode_prime(self.tokenizer, prime)  # characters the vocabulary lacks: one clear line
         if config.seed is None:
@@ -172,13 +180,14 @@ class Model:
         num_samples: int = 1,
         seed: int | None = None,
         stop: str | None = None,
-        weights: str = "fp32",
+        weights: str | None = None,
         details: bool = False,
     ) -> str | list[str] | Completion | list[Completion]:
         """New text after ``prime`` (not included): a str, or a list of ``num_samples`` of them
         generated together as one batch; with ``details``, ``Completion`` records instead.
         ``beam_width``: the most likely continuation of ``length`` tokens (one, deterministic).
-        ``weights``: how the recurrent weights are held while generating (fp32, int8, bf16).
+        ``weights``: how the recurrent weights are held while generating (fp32, int8, bf16;
+        None: as ``load`` was given).
         The same settings and ``seed`` give the same text as ``charlstm sample``."""
         settings = dict(locals())
         for name in ("self", "prime", "details"):
@@ -212,7 +221,7 @@ class Model:
         beam_width: int | None = None,
         seed: int | None = None,
         stop: str | None = None,
-        weights: str = "fp32",
+        weights: str | None = None,
     ) -> Iterator[str]:
         """The text ``generate`` would return (one sample), in pieces as it is written. The
         settings are checked now; the text is made as the iterator is read. Beam search knows its
@@ -264,7 +273,7 @@ class Model:
         repetition_window: int = 64,
         no_repeat_ngram: int | None = None,
         seed: int | None = None,
-        weights: str = "fp32",
+        weights: str | None = None,
     ) -> Session:
         """A text written turn by turn, as ``charlstm chat`` writes it: each ``reply`` reads its
         text after everything so far and continues it (the hidden state is kept)."""
@@ -272,6 +281,7 @@ class Model:
         del settings["self"]
         from charlstm.generation.chat import ChatSession
 
+        settings["weights"] = settings["weights"] or self.weights
         config = SampleConfig(device=self._device_setting, **settings)
         return Session(ChatSession(self.module, self.tokenizer, config, self.device))
 
@@ -298,11 +308,19 @@ class Model:
 
     # ------------------------------------------------------------------------------- measuring
 
-    def score(self, lines: Sequence[str] | str | None = None, *, file: PathLike | None = None) -> list:
+    def score(
+        self,
+        lines: Sequence[str] | str | None = None,
+        *,
+        file: PathLike | None = None,
+        weights: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list:
         """A ``LineScore`` (text, tokens, chars, logprob in nats, bits per character) for each line,
         each scored on its own from the start of a text, as ``charlstm score`` scores them.
         ``lines``: a list of lines, or a text (its lines: a final newline starts no line); or
-        ``file``, a text file."""
+        ``file``, a text file. ``weights``: as in ``load`` (None: what ``load`` was given).
+        ``on_progress(tokens)`` follows the scoring."""
         from charlstm.data.text import TextSource
         from charlstm.evaluation.score import score_lines
 
@@ -315,7 +333,17 @@ class Model:
             if lines and lines[-1] == "":
                 lines.pop()  # the newline that ends the last line does not start another
             lines = [line.rstrip("\r") for line in lines]
-        return score_lines(self.module, self.tokenizer, list(lines), self.device)
+        module = self._weighted(weights)
+        return score_lines(module, self.tokenizer, list(lines), self.device, on_progress=on_progress)
+
+    def _weighted(self, weights: str | None):
+        """The module to score with: itself in fp32, else one whose recurrent products use the
+        lighter weights (``cells.with_weights``), so a figure shows what ``--weights`` costs."""
+        from charlstm.cells import with_weights
+
+        weights = weights or self.weights
+        SampleConfig(weights=weights)  # an unknown name: the CLI's message
+        return with_weights(self.module, weights)
 
     def evaluate(
         self,
@@ -329,12 +357,15 @@ class Model:
         adapt_decay: float | None = None,
         adapt_bptt: int | None = None,
         encoding_errors: str = "strict",
+        weights: str | None = None,
         on_progress: Callable[[int], None] | None = None,
     ):
-        """Loss, perplexity, bits per character and per byte on ``file`` (or ``text``): the
+        """Loss, perplexity, bits per character and per byte on ``file`` (files, a directory or a
+        pattern, as ``text_source`` reads them, or a source it made; or ``text``): the
         ``EvalReport`` of ``charlstm eval``. ``bptt`` defaults to the length the model trained
         with. ``adapt``: also with dynamic evaluation (``adapt_*`` as ``eval --adapt-*``); the
-        weights are put back afterwards. ``on_progress(tokens)`` follows the adapting pass."""
+        weights are put back afterwards. ``weights``: as in ``load``; dynamic evaluation needs
+        fp32. ``on_progress(tokens)`` follows the adapting pass."""
         from charlstm.data.text import TextSource
         from charlstm.evaluation.evaluate import evaluate_source
 
@@ -346,9 +377,13 @@ class Model:
         adapt_config = AdaptConfig(**given)
         if not adapt and given:
             raise ConfigError("--adapt-lr, --adapt-decay and --adapt-bptt need --adapt")
+        module = self._weighted(weights)
+        if adapt and module is not self.module:
+            raise ConfigError("--adapt learns in fp32: give --weights fp32 with --adapt")
         if (file is None) == (text is None):
             raise ConfigError("give a file or text= (one of them)")
-        source = TextSource.from_file(file, encoding_errors) if file is not None else TextSource.from_text(text)
+        # file: what text_source reads (a file, several, a directory, a pattern) or a source made already
+        source = _source(file, None, (), False, encoding_errors) if file is not None else TextSource.from_text(text)
         saved = self._saved_bptt
         bptt = config.bptt or (saved if type(saved) is int and 1 <= saved <= 1 << 20 else 128)
         trained = None
@@ -356,7 +391,7 @@ class Model:
             trained = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         try:
             return evaluate_source(
-                self.module, self.tokenizer, source, batch_size=config.batch_size, bptt=bptt, device=self.device,
+                module, self.tokenizer, source, batch_size=config.batch_size, bptt=bptt, device=self.device,
                 adapt_config=adapt_config if adapt else None, on_progress=on_progress,
             )
         finally:
@@ -376,8 +411,9 @@ class Model:
     ):
         """What ``charlstm inspect`` shows, as an ``Inspection``: activations over ``text`` (or the
         first ``max_chars`` of ``file``), interpretable units, gates and the top predictions at
-        token ``at`` (default: the last). ``show``: what to search and colour by; ``layer`` is
-        1-based; ``unit`` picks one unit instead of a search."""
+        token ``at`` (default: the last). ``show``: what to search and colour by; ``layer`` and
+        ``unit`` count from 1, as the CLI's flags and the labels shown do; ``unit`` picks one unit
+        instead of a search."""
         from charlstm.analysis.inspection import check_request, inspect_text
         from charlstm.data.text import TextSource, read_head
 
@@ -385,15 +421,17 @@ class Model:
             raise ConfigError("give FILE or --text (one of them)")
         problems = [
             f"--{name} must be at least {low} (got {value})"
-            for name, value, low in (("max-chars", max_chars, 1), ("layer", layer, 1), ("unit", unit, 0), ("at", at, 0))
+            for name, value, low in (("max-chars", max_chars, 1), ("layer", layer, 1), ("unit", unit, 1), ("at", at, 0))
             if value is not None and value < low
         ]
         if problems:
             raise ConfigError("; ".join(problems))
         check_request(self.config, show, layer, unit)  # before reading the text
         if text is None:
-            text = read_head(TextSource.from_file(file), max_chars)
-        return inspect_text(self.module, self.tokenizer, text, show, None if layer is None else layer - 1, unit, at)
+            text = read_head(_source(file, None, (), False, "strict"), max_chars)
+        return inspect_text(
+            self.module, self.tokenizer, text, show, None if layer is None else layer - 1, None if unit is None else unit - 1, at
+        )
 
 
 class Session:

@@ -220,7 +220,7 @@ def test_inspect_gives_what_inspect_shows(lm, tiny_run):
     assert all(unit.label in cli.stdout for unit in report.units)
     with pytest.raises(charlstm.ConfigError) as error:
         lm.inspect(text, layer=2)
-    assert str(error.value) == "--layer 2: the model has 1 layers"
+    assert str(error.value) == "--layer 2: the model has 1 layer"
     assert run_cli("inspect", tiny_run, "--text", text, "--layer", "2").stderr == f"Error: {error.value}\n"
 
 
@@ -264,3 +264,24 @@ def test_train_refuses_bad_settings_as_the_cli_does(tmp_path, text_file):
     with pytest.raises(charlstm.RunDirectoryError):
         charlstm.read_run(tmp_path / "nope")
     assert not (tmp_path / "a").exists()
+
+
+def test_lighter_weights_from_load_and_per_call(tiny_run, text_file):
+    """``load(weights=...)`` sets how generation and scoring hold the recurrent weights; a call's
+    own ``weights=`` overrides it; int8 stays close to fp32 and dynamic evaluation needs fp32."""
+    fp32 = charlstm.load(tiny_run, device="cpu")
+    int8 = charlstm.load(tiny_run, device="cpu", weights="int8")
+    assert int8.weights == "int8" and fp32.weights == "fp32"
+    text = int8.generate("the ", length=40, seed=3, details=True)
+    assert text.settings["weights"] == "int8" and text.tokens == 40
+    assert int8.generate("the ", length=40, seed=3, weights="fp32") == fp32.generate("the ", length=40, seed=3)
+    lines = ["the cat sat", "on the mat"]
+    for a, b in zip(fp32.score(lines), int8.score(lines)):
+        assert a.tokens == b.tokens and abs(a.logprob - b.logprob) < 0.05 * abs(a.logprob)
+    static = fp32.evaluate(text_file).loss
+    assert abs(int8.evaluate(text_file).loss - static) < 0.01
+    assert abs(fp32.evaluate(text_file, weights="bf16").loss - static) < 0.01
+    with pytest.raises(charlstm.ConfigError, match=r"^--adapt learns in fp32: give --weights fp32 with --adapt$"):
+        int8.evaluate(text_file, adapt=True)
+    with pytest.raises(charlstm.ConfigError, match=r"--weights"):
+        charlstm.load(tiny_run, weights="int4")

@@ -54,9 +54,9 @@ def test_all_beams_take_one_stepper_call_per_step(tiny, monkeypatch):
     batches = []
 
     class CountingStepper(charlstm.generation.beam.TokenStepper):
-        def __call__(self, ids, hidden):
-            batches.append((tuple(ids.shape), tuple(hidden[0].shape)))
-            return super().__call__(ids, hidden)
+        def step_(self, ids, state, out=None, token=None):
+            batches.append((tuple(ids.shape), tuple(state.hidden[0].shape)))
+            return super().step_(ids, state, out, token)
 
     monkeypatch.setattr(charlstm.generation.beam, "TokenStepper", CountingStepper)
     beam_search(model, tok, encode_prime(tok, "The "), 6, 3, "cpu")

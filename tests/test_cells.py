@@ -78,8 +78,9 @@ def _logprobs_over(stepper, ids: torch.Tensor, hidden) -> torch.Tensor:
 
 
 # How far the lighter weights may move a tiny trained model's next-token log-probabilities over
-# 100 steps (nats): the largest change at any step and token, and the mean change.
-WEIGHT_TOLERANCE = {"int8": (0.05, 0.01), "bf16": (0.05, 0.01)}
+# 100 steps (nats): the largest change at any step and token, and the mean change (measured:
+# int8 0.0018 and 0.0003, bf16 0.0008 and 0.0001).
+WEIGHT_TOLERANCE = {"int8": (0.01, 0.002), "bf16": (0.01, 0.002)}
 
 
 @pytest.mark.parametrize("weights", ["int8", "bf16"])
@@ -92,7 +93,6 @@ def test_lighter_weights_stay_within_tolerance_of_fp32(tiny_run, small_text, wei
         light = _logprobs_over(TokenStepper(model, weights), ids, model.init_hidden(1))
     change = (light - exact).abs()
     largest, mean = WEIGHT_TOLERANCE[weights]
-    print(weights, float(change.max()), float(change.mean()))
     assert float(change.max()) < largest and float(change.mean()) < mean
     assert float(change.max()) > 0  # it did use other weights
 

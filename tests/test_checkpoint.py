@@ -490,3 +490,28 @@ def test_resume_refuses_optimizer_and_hidden_states_of_the_wrong_shape(tiny_run,
             f"{run}: refused: its training state does not fit the model ({message}); it cannot be resumed "
             "(sample and eval can still use it)"
         )
+
+
+def test_a_damaged_best_pt_names_the_last_pt_that_loads_and_the_command(tiny_run, tmp_path):
+    import shutil
+
+    from tests.conftest import run_cli
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = bytearray((run / "best.pt").read_bytes())
+    at = data.index(load_checkpoint(run)["tokenizer"]["chars"].encode()) + 5
+    data[at] ^= 0x01
+    (run / "best.pt").write_bytes(bytes(data))
+    last = run / "last.pt"
+    expected = f"{run / 'best.pt'}: checksum mismatch: the file is corrupt; {last} (step 20) loads: charlstm sample {last}"
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(run)
+    assert str(e.value) == expected
+    result = run_cli("sample", run, "--length", "5")
+    assert result.returncode == 1 and result.stderr == f"Error: {expected}\n"
+    assert run_cli("sample", last, "--length", "5").returncode == 0  # the command it names works
+    last.write_bytes(last.read_bytes()[:1000])  # both damaged: nothing else to name
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(run)
+    assert str(e.value) == f"{run / 'best.pt'}: checksum mismatch: the file is corrupt; use another checkpoint"

@@ -197,7 +197,7 @@ BAD_INPUTS = {
         "give --prime or --prime-file, not both",
     ),
     "prime file missing": (lambda p: ["sample", p / "nope", "--prime-file", p / "x.txt"], 1, "x.txt: no such file"),
-    "score missing checkpoint": (lambda p: ["score", p / "nope", "--file", p / "x.txt"], 1, "no such checkpoint"),
+    "score missing checkpoint": (lambda p: ["score", p / "nope", p / "x.txt"], 1, "no such checkpoint"),
     "chat negative length": (lambda p: ["chat", p / "nope", "--length", "-3"], 2, "--length must be 0 or more"),
 }
 
@@ -393,7 +393,7 @@ def test_inspect_command(tiny_run, tmp_path, text_file):
 @pytest.mark.slow
 def test_long_range_experiment_command(tmp_path):
     out, png = tmp_path / "lr.json", tmp_path / "lr.png"
-    result = run_process("experiment", "long-range", "--quick", "--seeds", "2", "--json", out, "--png", png)
+    result = run_process("experiment", "long-range", "--quick", "--seeds", "2", "--out", out, "--png", png)
     assert result.returncode == 0, result.stderr
     assert "recall: seeds that solved it" in result.stdout and "copy: seeds that solved it" in result.stdout
     assert "d=20" in result.stdout and "doubling check" in result.stdout and "forget gates of LSTM" in result.stdout
@@ -408,8 +408,13 @@ def test_long_range_experiment_command(tmp_path):
         assert "matplotlib is not installed" in result.stderr and not png.exists()
     else:
         assert png.read_bytes().startswith(b"\x89PNG")
-    again = charlstm("experiment", "long-range", "--quick", "--json", out)
-    assert again.returncode == 1 and again.stderr == f"Error: {out}: already exists; choose another name or remove it first\n"
+    again = charlstm("experiment", "long-range", "--quick", "--out", out)
+    assert again.returncode == 1 and again.stderr == f"Error: {out}: already exists; pass --force to replace it\n"
+    old = charlstm("experiment", "long-range", "--quick", "--json", out)  # the old --json FILE: --out FILE, with a note
+    assert old.returncode == 1 and old.stderr == (
+        f"warning: --json FILE is deprecated; use --out {out} (--json alone prints JSON to stdout)\n"
+        f"Error: {out}: already exists; pass --force to replace it\n"
+    )
     bad = charlstm("experiment", "long-range", "--tasks", "recall,adding", "--seeds", "0")
     assert bad.returncode == 2 and bad.stderr == (
         "Error: --tasks must be some of recall, copy (got recall, adding); --seeds must be at least 1 (got 0)\n"

@@ -182,7 +182,7 @@ def test_nothing_is_replaced_without_force(tmp_path, small_text):
         before = sorted((p.name, p.stat().st_mtime_ns) for p in ([out] if out.is_file() else out.iterdir()))
         again = run_cli("export", run, "--format", format, "--out", out)
         assert again.returncode == 1
-        assert again.stderr == f"Error: {out}: already exists; add --force to replace it, or choose another --out\n"
+        assert again.stderr == f"Error: {out}: already exists; pass --force to replace it\n"
         assert sorted((p.name, p.stat().st_mtime_ns) for p in ([out] if out.is_file() else out.iterdir())) == before
         assert run_cli("export", run, "--format", format, "--out", out, "--force").returncode == 0
     wrong = run_cli("export", run, "--format", "html", "--out", tmp_path / "f", "--force")

@@ -89,12 +89,12 @@ def test_html_page_is_self_contained_and_complete(report):
 def test_requests_the_model_cannot_answer_are_refused_together(tiny_run):
     model, tokenizer = model_from_checkpoint(load_checkpoint(tiny_run))
     with pytest.raises(ConfigError) as e:
-        check_request(model.config, "update", 2, 32)
+        check_request(model.config, "update", 2, 33)
     assert str(e.value) == (
         "--show update: a lstm has cell, hidden, forget, input, output, candidate; "
-        "--layer 2: the model has 1 layers; --unit 32: layers have units 0-31"
+        "--layer 2: the model has 1 layer; --unit 33: layers have units 1-32"
     )
-    check_request(model.config, "forget", 1, 31)  # all within the model: no error
+    check_request(model.config, "forget", 1, 32)  # all within the model (both count from 1): no error
     with pytest.raises(DataError, match="too short to inspect: give at least 2 tokens"):
         inspect_text(model, tokenizer, "a")
     with pytest.raises(ConfigError, match=r"--at 9: the text has tokens 0-4"):

@@ -100,3 +100,35 @@ def test_info_skips_metrics_lines_of_another_shape(tmp_path, text_file):
     result = invoke("info", run)
     assert result.exit_code == 1 and f"{run}: config.json does not describe a charlstm run" in result.output
 
+
+
+def test_info_keeps_the_first_command_and_every_resume_quoted_to_copy(tmp_path, text_file):
+    import shlex
+
+    run = tmp_path / "run"
+    first = ["train", str(tmp_path / "*.txt"), "--out", str(run), *TINY_MODEL, "--max-steps", "2", "--eval-every", "2"]
+    assert charlstm(*first).returncode == 0
+    again = ["train", "--resume", str(run), "--max-steps", "4"]
+    assert charlstm(*again).returncode == 0
+    assert charlstm("train", "--resume", run, "--max-steps", "5").returncode == 0
+    [row] = json.loads(invoke("info", run, "--json").stdout)
+    assert row["command"] == shlex.join(["charlstm", *first]) and f"'{tmp_path / '*.txt'}'" in row["command"]
+    assert row["resumes"] == [
+        {"command": shlex.join(["charlstm", *again]), "step": 2},
+        {"command": f"charlstm train --resume {run} --max-steps 5", "step": 4},
+    ]
+    text = invoke("info", run).stdout
+    assert f"run: {row['command']}\n  resumed at step 2: {row['resumes'][0]['command']}\n" in text
+
+
+def test_info_reads_a_config_json_written_before_resumes_were_recorded(tmp_path, text_file):
+    run = tmp_path / "run"
+    assert charlstm("train", text_file, "--out", run, *TINY_MODEL, "--max-steps", "2").returncode == 0
+    record = json.loads((run / "config.json").read_text())
+    del record["resumes"]
+    (run / "config.json").write_text(json.dumps(record))
+    [row] = json.loads(invoke("info", run, "--json").stdout)
+    assert row["command"].startswith("charlstm train ") and row["resumes"] == []
+    assert charlstm("train", "--resume", run, "--max-steps", "3").returncode == 0
+    [row] = json.loads(invoke("info", run, "--json").stdout)
+    assert row["command"].startswith(f"charlstm train {text_file}") and row["resumes"][0]["step"] == 2

@@ -2,6 +2,7 @@ import json
 import math
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -317,3 +318,85 @@ def test_resume_never_continues_from_a_damaged_checkpoint(tmp_path, small_text, 
     source = TextSource.from_text(small_text, "small", "small")
     with pytest.raises(CheckpointError, match="truncated" if damage == "truncate" else "checksum mismatch"):
         resume(tmp_path / "run", source, changes={"max_steps": 6})
+
+
+# ------------------------------------------------------- #21: validation, the budget, a second Ctrl-C
+
+
+class _Phases(TrainingEvents):
+    """Records what the training events say of validations."""
+
+    def __init__(self):
+        self.validations: list[tuple[int, int]] = []  # (step, tokens announced)
+        self.scored: list[int] = []  # tokens reported by each validation
+        self.evals: list[dict] = []
+
+    def on_validation_start(self, step, tokens):
+        self.validations.append((step, tokens))
+        self.scored.append(0)
+
+    def on_validation_progress(self, tokens):
+        self.scored[-1] += tokens
+
+    def on_eval(self, record):
+        self.evals.append(record)
+
+
+def test_validation_is_a_phase_with_progress_and_tokens_per_s_counts_training_only(tmp_path, small_text):
+    events = _Phases()
+    config = TrainConfig(batch_size=4, bptt=16, device="cpu", seed=1, max_steps=6, eval_every=3, val_fraction=0.5)
+    result = train(TextSource.from_text(small_text, "t", "t"), config, TINY, out=tmp_path / "run", events=events)
+    assert [step for step, _ in events.validations] == [3, 6] == [r["step"] for r in events.evals]
+    announced = events.validations[0][1]
+    assert announced == 9_999 and events.scored == [announced, announced]  # 10,000 held out; all but the first scored
+    assert result.overhead_seconds > 0 and result.train_seconds > 0
+    assert result.tokens_per_s == pytest.approx(6 * 4 * 16 / result.train_seconds)
+    assert result.tokens_per_s > 6 * 4 * 16 / result.elapsed  # validation and saving are not counted
+
+
+@pytest.mark.slow
+def test_max_time_includes_the_final_validation_and_validates_several_times(tmp_path, small_text):
+    config = TrainConfig(batch_size=4, bptt=16, device="cpu", seed=1, max_time=6, epochs=1000)
+    result = train(TextSource.from_text(small_text, "t", "t"), config, TINY, out=tmp_path / "run")
+    assert result.stop_reason == "max_time" and result.overrun is None
+    assert result.elapsed <= 6 * 1.05 + 0.25, result.elapsed
+    assert len(result.metrics) >= 3  # the default --eval-every validates every budget / 6 under --max-time
+    assert result.metrics[-1]["step"] == result.steps  # the final validation is of the last step
+    saved = torch.load(result.last_path, weights_only=True)
+    assert saved["train_state"]["step"] == result.steps and saved["run"]["stop_reason"] == "max_time"
+    assert json.loads((result.run_dir / "config.json").read_text())["status"] == "finished: max_time"
+
+
+def test_an_explicit_eval_every_is_kept_under_max_time(tmp_path, small_text):
+    result = run(tmp_path, small_text, max_time=1.5, eval_every=100_000, epochs=1000)
+    assert result.stop_reason == "max_time" and len(result.metrics) == 1  # only the final validation
+
+
+class _TwoInterrupts(TrainingEvents):
+    """Ctrl-C twice at ``at``: the first asks for a stop, the second stops at once."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_step(self, step, train_loss, tokens_per_s, elapsed):
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs: a stop is asked for
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+
+def test_a_second_ctrl_c_says_what_the_run_falls_back_to(tmp_path, small_text):
+    config = TrainConfig(batch_size=4, bptt=16, device="cpu", seed=1, max_steps=100, eval_every=5)
+    source = TextSource.from_text(small_text, "t", "t")
+    with pytest.raises(KeyboardInterrupt) as e:
+        train(source, config, TINY, out=tmp_path / "run", events=_TwoInterrupts(8))
+    run_dir = tmp_path / "run"
+    assert str(e.value) == (
+        f"training stopped at step 8 without saving: the run falls back to its last checkpoint, {run_dir / 'last.pt'} "
+        f"(step 5; 3 steps lost); continue with: charlstm train --resume {run_dir}"
+    )
+    assert torch.load(run_dir / "last.pt", weights_only=True)["train_state"]["step"] == 5
+    assert json.loads((run_dir / "config.json").read_text())["status"] == f"interrupted: {e.value}"
+    with pytest.raises(KeyboardInterrupt, match="^training stopped at step 2 before any checkpoint was written"):
+        train(source, config, TINY, out=tmp_path / "early", events=_TwoInterrupts(2))

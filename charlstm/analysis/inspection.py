@@ -69,7 +69,8 @@ def _correlations(feature: np.ndarray, activations: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Unit:
-    """One unit's activation over the text: ``quantity`` of unit ``unit`` in ``layer`` (0-based)."""
+    """One unit's activation over the text: ``quantity`` of unit ``unit`` in ``layer`` (0-based;
+    the label counts both from 1, as ``inspect --layer`` and ``--unit`` do)."""
 
     layer: int
     unit: int
@@ -80,7 +81,7 @@ class Unit:
 
     @property
     def label(self) -> str:
-        name = f"layer {self.layer + 1} {self.quantity} unit {self.unit}"
+        name = f"layer {self.layer + 1} {self.quantity} unit {self.unit + 1}"
         if self.feature:
             name += f": {self.feature} (r = {self.correlation:+.2f})"
         return name
@@ -118,14 +119,15 @@ class Inspection:
 
 
 def check_request(config: ModelConfig, quantity: str | None, layer: int | None, unit: int | None) -> None:
-    """Refuse, all at once, a ``--show``, ``--layer`` (1-based) or ``--unit`` this model lacks."""
+    """Refuse, all at once, a ``--show``, ``--layer`` or ``--unit`` (both 1-based) this model lacks."""
     problems = []
     if quantity is not None and quantity not in QUANTITIES[config.cell]:
         problems.append(f"--show {quantity}: a {config.cell} has {', '.join(QUANTITIES[config.cell])}")
     if layer is not None and not 1 <= layer <= config.num_layers:
-        problems.append(f"--layer {layer}: the model has {config.num_layers} layers")
-    if unit is not None and not 0 <= unit < config.hidden_size:
-        problems.append(f"--unit {unit}: layers have units 0-{config.hidden_size - 1}")
+        layers = "1 layer" if config.num_layers == 1 else f"{config.num_layers} layers"
+        problems.append(f"--layer {layer}: the model has {layers}")
+    if unit is not None and not 1 <= unit <= config.hidden_size:
+        problems.append(f"--unit {unit}: layers have units 1-{config.hidden_size}")
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -147,7 +149,7 @@ def inspect_text(
     ``at`` is the token index after which the top predictions are shown (default: the last).
     """
     cell = model.config.cell
-    check_request(model.config, quantity, None if layer is None else layer + 1, unit)
+    check_request(model.config, quantity, None if layer is None else layer + 1, None if unit is None else unit + 1)
     quantity = quantity or ("cell" if cell == "lstm" else "hidden")
     model.eval()
     ids = torch.from_numpy(np.asarray(tokenizer.encode(text), dtype=np.int64))

@@ -5,7 +5,9 @@ are written once, in ``config.py``)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -17,6 +19,10 @@ from charlstm.config import (
 from charlstm.errors import CharlstmError, ConfigError
 
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as the shell reports `yes | head` (a `set -o pipefail` script sees it)
+
+# What RUN means, said in every command that takes one (and checked by tests/test_cli_rules.py).
+RUN_HELP = "RUN: a run directory, a checkpoint file or an exported folder."
 
 
 class _UsageProblem(click.ClickException):
@@ -25,13 +31,34 @@ class _UsageProblem(click.ClickException):
     exit_code = 2
 
 
+class _ReaderGone(Exception):
+    """stdout's reader went away (a BrokenPipeError), carried past Click's own EPIPE handling
+    (which exits 1) to ``_Group.main``."""
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the text still buffered for a reader that is gone is
+    dropped at exit instead of raising again (the recipe of Python's signal module docs)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (CliRunner)
+        pass
+
+
 class _Group(click.Group):
     def main(self, *args, standalone_mode: bool = True, **kwargs):
-        """Click's main, but every error is one line on stderr (no usage dump, no traceback)."""
+        """Click's main, but every error is one line on stderr (no usage dump, no traceback), and
+        a reader that goes away (`charlstm sample RUN | head -c 100`) ends the command quietly
+        with exit 141, as the shell's own tools end."""
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+            sys.stdout.flush()  # the last of the output, while a broken pipe can still be caught
+        except (_ReaderGone, BrokenPipeError):
+            _quiet_stdout()
+            sys.exit(EXIT_BROKEN_PIPE)
         except click.ClickException as e:
             message = e.format_message()
             if isinstance(e, click.UsageError) and e.ctx is not None:
@@ -50,9 +77,11 @@ class _Group(click.Group):
             raise _UsageProblem(str(e)) from None
         except CharlstmError as e:
             raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted", err=True)
+        except KeyboardInterrupt as e:  # training says what the run falls back to, and how to go on
+            click.echo("\ninterrupted" + (f": {e}" if str(e) else ""), err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            raise _ReaderGone() from None
 
 
 # ------------------------------------------------------------------------------ shared options
@@ -152,8 +181,66 @@ def device_option(function):
     )(function)
 
 
-def json_option(function):
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(function)
+def json_option(function=None, *, help: str = "Print JSON to stdout instead of a table."):
+    """``--json``: a flag in every command, printing JSON to stdout."""
+
+    def decorate(function):
+        return click.option("--json", "as_json", is_flag=True, help=help)(function)
+
+    return decorate if function is None else decorate(function)
+
+
+def run_argument(function):
+    """RUN, the model a command uses (``RUN_HELP`` says what it may be)."""
+    return click.argument("run", metavar="RUN", type=click.Path())(function)
+
+
+def runs_argument(function):
+    """RUN..., one or more runs (``info``, ``plot``)."""
+    return click.argument("runs", nargs=-1, required=True, metavar="RUN...", type=click.Path())(function)
+
+
+def out_option(help: str):
+    """``--out PATH``, the one option naming the file a command writes (``train``'s --out, a run
+    directory, is its own)."""
+    return click.option("--out", type=click.Path(), metavar="PATH", help=help)
+
+
+def force_option(function):
+    return click.option(
+        "--force", is_flag=True, help="Replace the files --out, --png or --html name if they exist."
+    )(function)
+
+
+def deprecated_option(old: str, instead: str, **kwargs):
+    """An old spelling kept for a release: hidden from --help, and one line on stderr when used."""
+
+    def warn(ctx, param, value):
+        if value is not None and value != ():
+            click.echo(f"warning: {old} is deprecated; {instead}", err=True)
+        return value
+
+    return click.option(old, hidden=True, callback=warn, expose_value=True, **kwargs)
+
+
+def check_new_files(force: bool, folder_ok: bool = False, **paths: str | None) -> None:
+    """The one check before a command writes files (``--out``, ``--png``, ``--html``, given by
+    option name): each must be new unless ``force``, not a directory (unless ``folder_ok``: a
+    command that writes a folder), in a directory that exists, and no two the same file. Done
+    before any work, so nothing is computed for nothing."""
+    given = {f"--{name.replace('_', '-')}": path for name, path in paths.items() if path is not None}
+    seen: dict = {}
+    for option, path in given.items():
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise click.UsageError(f"{seen[resolved]} and {option} name the same file")
+        seen[resolved] = option
+        if Path(path).is_dir() and not folder_ok:
+            raise CharlstmError(f"{path}: is a directory; give a file name")
+        if (Path(path).exists() or Path(path).is_symlink()) and not force:
+            raise CharlstmError(f"{path}: already exists; pass --force to replace it")
+        if not resolved.parent.is_dir():
+            raise CharlstmError(f"{path}: its directory does not exist")
 
 
 def _given(options: dict) -> dict:

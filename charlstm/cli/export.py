@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import click
 
-from charlstm.cli.base import cli
+from charlstm.cli.base import cli, force_option, run_argument
 
 _FORMATS = ("safetensors", "onnx", "html")
 _DTYPES = ("f32", "f16", "int8")
 
 
 @cli.command()
-@click.argument("run", type=click.Path())
+@run_argument
 @click.option(
     "--format", "format_", type=click.Choice(_FORMATS), required=True, help="What to write (see above)."
 )
 @click.option(
-    "--out", type=click.Path(), required=True, help="The folder (safetensors) or file (onnx, html) to write."
+    "--out", type=click.Path(), metavar="PATH", required=True,
+    help="The folder (safetensors) or file (onnx, html) to write.",
 )
 @click.option("--dtype", type=click.Choice(_DTYPES), default="int8", show_default=True,
               help="html: how the page stores the weights (int8: one scale per row).")
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@force_option
 def export(run: str, format_: str, out: str, dtype: str, force: bool) -> None:
-    """Write the model of RUN (a run directory: its best checkpoint; a checkpoint file; an
-    exported folder) so that other programs, or a browser, can run it.
+    """Write the model of RUN so that other programs, or a browser, can run it.
+
+    RUN: a run directory, a checkpoint file or an exported folder.
 
     \b
     safetensors  a folder: model.safetensors, config.json (model config, tokenizer, validation

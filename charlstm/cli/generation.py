@@ -12,11 +12,16 @@ import click
 from charlstm.cli.base import (
     _given,
     adapt_options,
+    check_new_files,
     cli,
     config_file_option,
     config_option,
+    deprecated_option,
     device_option,
+    force_option,
     json_option,
+    out_option,
+    run_argument,
 )
 from charlstm.config import (
     AdaptConfig,
@@ -50,7 +55,7 @@ _GENERATION = (
 
 @cli.command()
 @config_file_option
-@click.argument("checkpoint", type=click.Path())
+@run_argument
 @config_option(SampleConfig, "prime", type=str)
 @click.option(
     "--prime-file", type=click.Path(dir_okay=False), help="Start from the text of this file (newlines kept)."
@@ -63,7 +68,7 @@ _GENERATION = (
     help="Sampling temperature; 0 is greedy. Give it several times to compare, one sample set per "
     "value, all with the same seed  [default: 0.8]",
 )
-@_sample_options(*_GENERATION, "beam_width", "num_samples", "seed", "stop", "device")
+@_sample_options(*_GENERATION, "beam_width", "num_samples", "seed", "stop", "device", "weights")
 @click.option(
     "--echo-prime/--no-echo-prime",
     default=True,
@@ -77,25 +82,24 @@ _GENERATION = (
     "then sample: text in the manner of that file.",
 )
 @adapt_options
-@click.option("--output", type=click.Path(dir_okay=False), help="Write the samples to this file, not stdout.")
-@click.option("--force", is_flag=True, help="Let --output replace a file that exists.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="One JSON line per sample: text, prime, settings, the seed used, tokens, mean log-probability.",
-)
+@out_option("Write the samples to this file, not stdout.")
+@deprecated_option("--output", "use --out", type=click.Path())
+@force_option
+@json_option(help="One JSON line per sample: text, prime, settings, the seed used, tokens, mean log-probability.")
 def sample(
-    checkpoint: str, prime_file, temperatures, echo_prime: bool, adapt_to, output, force, as_json, **options
+    run: str, prime_file, temperatures, echo_prime: bool, adapt_to, out, output, force, as_json, **options
 ) -> None:
-    """Generate text from CHECKPOINT (a run directory or a .pt file).
+    """Generate text from RUN.
 
-    Only the text goes to stdout (or --output); several samples are separated by a blank line.
+    Only the text goes to stdout (or --out); several samples are separated by a blank line.
     Filters apply in this order: --repetition-penalty, --no-repeat-ngram, --temperature, --top-k,
     --top-p, --min-p. `--prime -` reads the prime from stdin.
-    """
-    from pathlib import Path
 
+    RUN: a run directory, a checkpoint file or an exported folder.
+    """
+    if out is not None and output is not None:
+        raise click.UsageError("give --out (or the old --output), not both")
+    output = out if out is not None else output
     given = _given(options)
     given["prime"] = _read_prime(given.get("prime"), prime_file)
     configs = [SampleConfig.from_dict({**given, "temperature": t}) for t in temperatures]
@@ -103,12 +107,11 @@ def sample(
     adapt_config = AdaptConfig.from_dict(given)
     if adapt_to is None and any(name in given for name in AdaptConfig.field_names()):
         raise click.UsageError("--adapt-lr, --adapt-decay and --adapt-bptt need --adapt-to")
-    if output is not None and Path(output).exists() and not force:
-        raise CharlstmError(f"--output {output}: already exists; pass --force to replace it")
+    check_new_files(force, out=output)
     import charlstm
     from charlstm.generation.sampling import encode_prime
 
-    lm = charlstm.load(checkpoint, device=configs[0].device)
+    lm = charlstm.load(run, device=configs[0].device, weights=configs[0].weights)
     encode_prime(lm.tokenizer, configs[0].prime)  # a bad prime fails before anything is written
     adapted_to = None
     if adapt_to is not None:
@@ -219,32 +222,38 @@ _SESSION = (*_GENERATION, "temperature", "seed", "weights")
 
 @cli.command()
 @config_file_option
-@click.argument("checkpoint", type=click.Path())
+@run_argument
 @click.option(
     "--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.  [default: 0.8]"
 )
 @click.option("--length", type=int, default=None, help="Characters of each reply.  [default: 200]")
-@_sample_options(*(name for name in _GENERATION if name != "length"), "seed", "device")
-def chat(checkpoint: str, **options) -> None:
+@_sample_options(*(name for name in _GENERATION if name != "length"))
+@click.option(
+    "--seed", type=int, default=None, help="Random seed  [default: a new one, shown by /settings]"
+)
+@_sample_options("device", "weights")
+def chat(run: str, **options) -> None:
     """Write with a model, turn by turn: each line you type is continued, and the text goes on
     where it left off (the model keeps its state between turns) until /reset.
 
-    A separate command, not `sample --interactive`: it is a loop with its own commands and state,
+    A command of its own, apart from `sample`: it is a loop with its own commands and state,
     while `sample` stays a one-shot command for pipes and scripts. When stdin is not a terminal,
     each line read is answered in turn (no prompt), so it can be scripted. Type /help for the
     commands.
+
+    RUN: a run directory, a checkpoint file or an exported folder.
     """
     import charlstm
 
     config = SampleConfig.from_dict({"length": 200, **_given(options)})
-    lm = charlstm.load(checkpoint, device=config.device)
+    lm = charlstm.load(run, device=config.device, weights=config.weights)
     session = lm.session(**{name: getattr(config, name) for name in _SESSION})
     interactive = sys.stdin.isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())
 
         click.echo(
-            f"charlstm chat {checkpoint} (seed {session.settings['seed']}); /help for commands, Ctrl-D to leave",
+            f"charlstm chat {run} (seed {session.settings['seed']}); /help for commands, Ctrl-D to leave",
             err=True,
         )
     while True:
@@ -274,6 +283,18 @@ def chat(checkpoint: str, **options) -> None:
         click.echo("", err=True)
 
 
+# Every /command chat knows, as an unknown one's message lists them.
+_CHAT_COMMANDS = (
+    "temperature", "length", "top-k", "top-p", "min-p", "seed", "repetition-penalty",
+    "repetition-window", "no-repeat-ngram", "top", "reset", "settings", "help", "quit",
+)
+
+
+def _setting_text(value) -> str:
+    """A setting as /settings shows it: a filter that is not set is "off", never Python's None."""
+    return "off" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _chat_command(session, line: str) -> bool:
     """Carry out a /command; False to leave the loop."""
     name, _, value = line[1:].strip().partition(" ")
@@ -286,7 +307,10 @@ def _chat_command(session, line: str) -> bool:
         session.reset()
         click.echo("(the text so far is forgotten)", err=True)
     elif name == "settings":
-        click.echo("  ".join(f"{k} {v}" for k, v in session.settings.items()), err=True)
+        click.echo("  ".join(f"{k} {_setting_text(v)}" for k, v in session.settings.items()), err=True)
+    elif name not in _CHAT_COMMANDS:
+        commands = ", ".join("/" + c for c in _CHAT_COMMANDS)
+        click.echo(f"error: /{name}: not a command; the commands are {commands}", err=True)
     elif name == "top":
         try:
             k = int(value) if value else 10
@@ -296,10 +320,14 @@ def _chat_command(session, line: str) -> bool:
         for piece, prob in session.top_next(max(1, k)):
             click.echo(f"{prob:8.4f}  {piece!r}")
     else:
+        before = session.settings.get(name)
         try:
             session.set(name, value)
         except ConfigError as e:
             click.echo(f"error: {e}", err=True)
+            return True
+        after = session.settings.get(name)
+        click.echo(f"{name} {_setting_text(before)} -> {_setting_text(after)}", err=True)
     return True
 
 
@@ -308,25 +336,61 @@ def _chat_command(session, line: str) -> bool:
 
 @cli.command()
 @config_file_option
-@click.argument("checkpoint", type=click.Path())
-@click.option(
-    "--file", "file", type=click.Path(dir_okay=False), help="Read the lines from FILE  [default: stdin]"
-)
+@run_argument
+@click.argument("files", nargs=-1, metavar="[FILE]...", type=click.Path())
+@deprecated_option("--file", "give FILE as an argument: charlstm score RUN FILE", type=click.Path(dir_okay=False))
 @json_option
 @device_option
-def score(checkpoint: str, file: str | None, as_json: bool, device: str) -> None:
-    """Score each line of the input under the model: its log-probability (nats) and bits per
+@config_option(SampleConfig, "weights")
+def score(run: str, files: tuple[str, ...], file: str | None, as_json: bool, device: str, weights: str | None) -> None:
+    """Score each line of FILEs under the model: its log-probability (nats) and bits per
     character, to rank candidates or find unusual lines. Each line is scored on its own, from the
-    start of a text; blank lines are kept (no tokens, no score)."""
+    start of a text; blank lines are kept (no tokens, no score).
+
+    FILE: files, directories or quoted patterns, as train takes them; none or - reads stdin.
+
+    RUN: a run directory, a checkpoint file or an exported folder.
+    """
     import charlstm
 
-    lm = charlstm.load(checkpoint, device=device)
     if file is not None:
-        results = lm.score(file=file)
-    else:
-        from charlstm.data.text import decode_input
+        files = (*files, file)
+    lm = charlstm.load(run, device=device, weights=weights or "fp32")
+    texts = _score_texts(files or ("-",))
+    _warn_unknown(lm.tokenizer, texts)
+    from charlstm.display import print_scores, token_progress
 
-        results = lm.score(decode_input(sys.stdin.buffer.read(), "stdin"))
-    from charlstm.display import print_scores
-
+    results = []
+    with token_progress("scoring") as on_progress:
+        for text in texts:
+            results += lm.score(text, on_progress=on_progress)
     print_scores(results, as_json)
+
+
+def _score_texts(files: tuple[str, ...]) -> list[str]:
+    """The text of each file FILE arguments name (``-``: stdin), in order."""
+    from charlstm.api import text_source
+    from charlstm.data.text import decode_input
+
+    texts = []
+    for arg in files:
+        if arg == "-":
+            texts.append(decode_input(sys.stdin.buffer.read(), "stdin"))
+            continue
+        source = text_source(arg)
+        texts += [s.read() for s in (source.sources() if hasattr(source, "sources") else [source])]
+    return texts
+
+
+def _warn_unknown(tokenizer, texts: list[str]) -> None:
+    """One line on stderr when the text holds characters the model never saw (scored as the
+    unknown symbol, as eval counts them)."""
+    if tokenizer.kind != "char":
+        return  # byte and subword models can read every character
+    unknown = sorted({c for text in texts for c in tokenizer.unknown_chars(text)})
+    if unknown:
+        count = sum(text.count(c) for text in texts for c in unknown)
+        shown = " ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        click.echo(
+            f"warning: {count:,} characters the model never saw are scored as unknown: {shown}", err=True
+        )

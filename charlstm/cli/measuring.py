@@ -9,28 +9,42 @@ import click
 from charlstm.cli.base import (
     _given,
     adapt_options,
+    check_new_files,
     cli,
     config_file_option,
     config_option,
     device_option,
+    force_option,
     json_option,
+    out_option,
+    run_argument,
 )
 from charlstm.config import (
     SHOW_CHOICES,
     AdaptConfig,
     EvalConfig,
     ExperimentConfig,
+    SampleConfig,
     flag,
 )
-from charlstm.errors import CharlstmError
 
 # ----------------------------------------------------------------------------------------- eval
 
 
+def _text_source(files: tuple[str, ...], encoding_errors: str = "strict"):
+    """FILE arguments as ``train`` reads them (files, directories, quoted patterns), via
+    ``charlstm.api.text_source``; at least one is needed."""
+    from charlstm.api import text_source
+
+    if not files:
+        raise click.UsageError("give FILE (a file, a directory or a quoted pattern)")
+    return text_source(files, encoding_errors=encoding_errors)
+
+
 @cli.command(name="eval")
 @config_file_option
-@click.argument("checkpoint", type=click.Path())
-@click.argument("file", type=click.Path())
+@run_argument
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", type=click.Path())
 @json_option
 @config_option(EvalConfig, "batch_size")
 @config_option(EvalConfig, "bptt")
@@ -38,15 +52,17 @@ from charlstm.errors import CharlstmError
 @adapt_options
 @config_option(EvalConfig, "device")
 @config_option(EvalConfig, "encoding_errors")
-def eval_(checkpoint: str, file: str, as_json: bool, **options) -> None:
-    """Measure CHECKPOINT on FILE: loss, perplexity, bits per character and per byte.
+@config_option(SampleConfig, "weights")
+def eval_(run: str, files: tuple[str, ...], as_json: bool, weights: str | None, **options) -> None:
+    """Measure RUN on FILEs: loss, perplexity, bits per character and per byte.
 
     \b
       charlstm eval checkpoints/my_text held_out.txt
       charlstm eval checkpoints/my_text held_out.txt --adapt      static and dynamic evaluation
-    """
-    from pathlib import Path
+      charlstm eval checkpoints/my_text notes/ 'poems/**/*.md'    several files, read as train reads them
 
+    RUN: a run directory, a checkpoint file or an exported folder.
+    """
     import charlstm
 
     given = _given(options)
@@ -54,15 +70,16 @@ def eval_(checkpoint: str, file: str, as_json: bool, **options) -> None:
     adapt_config = AdaptConfig.from_dict(given)
     if not config.adapt and any(name in given for name in AdaptConfig.field_names()):
         raise click.UsageError("--adapt-lr, --adapt-decay and --adapt-bptt need --adapt")
-    lm = charlstm.load(checkpoint, device=config.device)
-    settings = {k: v for k, v in config.to_dict().items() if k != "device"}
+    source = _text_source(files, config.encoding_errors)
+    lm = charlstm.load(run, device=config.device, weights=weights or "fp32")
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "encoding_errors")}
     if config.adapt:
         settings.update(adapt_config.to_dict())
     from charlstm.display import token_progress
 
     with token_progress("adapting", enabled=config.adapt) as on_progress:
-        report = lm.evaluate(file, **settings, on_progress=on_progress)
-    show_eval_report(report, str(Path(file)), as_json)  # the name as the text source gives it
+        report = lm.evaluate(source, **settings, on_progress=on_progress)
+    show_eval_report(report, source.name, as_json)
 
 
 def show_eval_report(report, name: str, as_json: bool) -> None:
@@ -82,8 +99,8 @@ def show_eval_report(report, name: str, as_json: bool) -> None:
 
 @cli.command()
 @config_file_option
-@click.argument("checkpoint", type=click.Path())
-@click.argument("file", required=False, type=click.Path())
+@run_argument
+@click.argument("files", nargs=-1, metavar="[FILE]...", type=click.Path())
 @click.option("--text", help="The text to run the model over (instead of FILE).")
 @click.option(
     "--max-chars", default=2000, show_default=True, type=click.IntRange(1), help="Read this much of FILE."
@@ -96,47 +113,51 @@ def show_eval_report(report, name: str, as_json: bool) -> None:
 )
 @click.option("--layer", type=click.IntRange(1), help="Only this layer (1 = the first).")
 @click.option(
-    "--unit", type=click.IntRange(0), help="Show this unit instead of searching for interpretable ones."
+    "--unit",
+    type=click.IntRange(1),
+    help="Show this unit (1 = the first) instead of searching for interpretable ones.",
 )
 @click.option(
     "--at", type=click.IntRange(0), help="Token index for the top-5 predictions  [default: the last]"
 )
 @click.option(
-    "--html", "html_out", type=click.Path(dir_okay=False), help="Also write the pictures to this page."
+    "--html", "html_out", metavar="PATH", type=click.Path(), help="Also write the pictures to this page."
 )
 @click.option(
     "--png",
     "png_out",
-    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    type=click.Path(),
     help="Also draw the units over the text's first 600 characters to this PNG (needs matplotlib).",
 )
-def inspect(checkpoint, file, text, max_chars, quantity, layer, unit, at, html_out, png_out) -> None:
+@force_option
+def inspect(run, files, text, max_chars, quantity, layer, unit, at, html_out, png_out, force) -> None:
     """See inside a model: activations over a text, interpretable units, gates and predictions.
 
     \b
       charlstm inspect checkpoints/my_text --text 'He said "yes" (twice).'
       charlstm inspect checkpoints/my_text notes.txt --show forget --layer 2 --unit 17
       charlstm inspect checkpoints/my_text notes.txt --html inside.html --png inside.png
-    """
-    from pathlib import Path
 
-    if (text is None) == (file is None):
+    FILE: files, directories or quoted patterns, as train takes them (the first --max-chars of
+    their text). --layer and --unit count from 1, as the labels shown do.
+
+    RUN: a run directory, a checkpoint file or an exported folder.
+    """
+    if (text is None) == (not files):
         raise click.UsageError("give FILE or --text (one of them)")
-    if html_out is not None and png_out is not None and Path(html_out).resolve() == Path(png_out).resolve():
-        raise click.UsageError("--html and --png name the same file")
-    for option, path in (("--html", html_out), ("--png", png_out)):
-        if path is not None and Path(path).exists():
-            raise CharlstmError(f"{option} {path}: already exists; choose another name or remove it first")
+    check_new_files(force, html=html_out, png=png_out)
     import charlstm
     from charlstm.display import inspection_html, print_inspection
 
-    lm = charlstm.load(checkpoint, device="cpu")
-    report = lm.inspect(text, file=file, max_chars=max_chars, show=quantity, layer=layer, unit=unit, at=at)
+    source = _text_source(files) if files else None
+    lm = charlstm.load(run, device="cpu")
+    report = lm.inspect(text, file=source, max_chars=max_chars, show=quantity, layer=layer, unit=unit, at=at)
     print_inspection(report, lm.config)
     if html_out is not None:
         from charlstm.atomic import atomic_write
 
-        atomic_write(html_out, inspection_html(report, f"charlstm inspect {checkpoint}"))
+        atomic_write(html_out, inspection_html(report, f"charlstm inspect {run}"))
         click.echo(f"wrote {html_out}", err=True)
     if png_out is not None:
         from charlstm.display import inspection_png
@@ -195,9 +216,22 @@ def _list_option(name: str, kind):
 @config_option(ExperimentConfig, "curriculum")
 @config_option(ExperimentConfig, "jobs")
 @device_option
-@click.option("--png", type=click.Path(dir_okay=False), help="Also plot to this PNG (needs matplotlib).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write every result as JSON.")
-def long_range(quick: bool, device: str, png: str | None, json_out: str | None, **options) -> None:
+@out_option("Also write every result as JSON to this file.")
+@click.option("--png", metavar="PATH", type=click.Path(), help="Also plot to this PNG (needs matplotlib).")
+@force_option
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=False,
+    flag_value="-",
+    default=None,
+    metavar="",
+    type=click.Path(),
+    help="Print every result as JSON to stdout instead of the tables.",
+)
+def long_range(
+    quick: bool, device: str, out: str | None, png: str | None, force: bool, as_json: str | None, **options
+) -> None:
     """Can LSTM, GRU and tanh-RNN models remember across d steps, and how fast do their gradients
     vanish?
 
@@ -208,8 +242,16 @@ def long_range(quick: bool, device: str, png: str | None, json_out: str | None, 
     was enough. Then, on the models that learnt, ||dloss/dh(T-k)|| against k and the forget
     gates of the LSTM that remembers. Uses the GPU when there is one, else one process per core.
     """
+    if as_json not in (None, "-"):  # the old --json FILE: --out FILE
+        click.echo(
+            f"warning: --json FILE is deprecated; use --out {as_json} (--json alone prints JSON to stdout)",
+            err=True,
+        )
+        if out is not None:
+            raise click.UsageError("give --out FILE (or the old --json FILE), not both")
+        out, as_json = as_json, None
+    json_out = out
     import importlib.util
-    from pathlib import Path
 
     from charlstm.display.long_range import ExperimentProgress, plot_long_range, print_long_range, print_start
     from charlstm.analysis.experiment import plan, run_experiment, worker_count
@@ -217,13 +259,7 @@ def long_range(quick: bool, device: str, png: str | None, json_out: str | None, 
 
     given = _given(options)
     config = ExperimentConfig.quick(**given) if quick else ExperimentConfig(**given)
-    if png is not None and json_out is not None and Path(png).resolve() == Path(json_out).resolve():
-        raise click.UsageError("--png and --json name the same file")
-    for path in (png, json_out):
-        if path is not None and Path(path).exists():
-            raise CharlstmError(f"{path}: already exists; choose another name or remove it first")
-        if path is not None and not Path(path).resolve().parent.is_dir():
-            raise CharlstmError(f"{path}: its directory does not exist")
+    check_new_files(force, out=json_out, png=png)
     if png is not None and importlib.util.find_spec("matplotlib") is None:
         click.echo(
             f"--png {png}: matplotlib is not installed (pip install matplotlib); tables only", err=True
@@ -239,10 +275,13 @@ def long_range(quick: bool, device: str, png: str | None, json_out: str | None, 
         report = run_experiment(config, where, progress)
     finally:
         progress.close()
-    print_long_range(report)
-    if json_out is not None:
-        import json
+    import json
 
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_long_range(report)
+    if json_out is not None:
         from charlstm.atomic import atomic_write
 
         atomic_write(json_out, json.dumps(report.to_dict(), indent=2) + "\n")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import click
 
 from charlstm.cli.base import (
+    check_new_files,
     cli,
     config_file_option,
+    force_option,
     json_option,
+    out_option,
+    runs_argument,
 )
 from charlstm.errors import CharlstmError
 
@@ -22,13 +26,15 @@ def _summaries(runs: tuple[str, ...]):
 
 @cli.command()
 @config_file_option
-@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@runs_argument
 @json_option
 def info(runs: tuple[str, ...], as_json: bool) -> None:
     """One row per run: how it was started, model, tokenizer, data, steps, time, best validation
     loss, status (running, finished and why, killed) and its last sample.
 
     Works on a finished run, a running one and a killed one (it reads only whole files).
+
+    RUN: a run directory (what train --out made).
     """
     summaries = _summaries(runs)
     if as_json:
@@ -43,21 +49,23 @@ def info(runs: tuple[str, ...], as_json: bool) -> None:
 
 @cli.command()
 @config_file_option
-@click.argument("runs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", type=click.Path(dir_okay=False), help="Write a PNG here (needs matplotlib).")
-def plot(runs: tuple[str, ...], out: str | None) -> None:
-    """Loss curves of RUNS: a PNG of training and validation loss against steps and against time
-    with --out (needs matplotlib), else a small chart in the terminal."""
-    from pathlib import Path
+@runs_argument
+@out_option("Write a PNG here (needs matplotlib).")
+@force_option
+def plot(runs: tuple[str, ...], out: str | None, force: bool) -> None:
+    """Loss curves of RUNs: a PNG of training and validation loss against steps and against time
+    with --out (needs matplotlib), else a small chart in the terminal.
 
+    RUN: a run directory (what train --out made).
+    """
+    if out is not None:
+        check_new_files(force, out=out)
     summaries = _summaries(runs)
     if out is None:
         from charlstm.display import print_curves
 
         print_curves(summaries)
         return
-    if Path(out).exists():
-        raise CharlstmError(f"--out {out}: already exists; choose another name or remove it first")
     from charlstm.display import plot_runs
 
     try:

@@ -3,6 +3,7 @@ call (``charlstm.train`` / ``charlstm.resume``), progress and summary through ``
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
@@ -70,7 +71,7 @@ def _train_options(function):
 
 @cli.command()
 @config_file_option
-@click.argument("files", nargs=-1, type=click.Path())
+@click.argument("files", nargs=-1, metavar="[FILE]...", type=click.Path())
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Run directory  [default: checkpoints/<file stem>]"
 )
@@ -91,6 +92,7 @@ def _train_options(function):
 )
 @click.option(
     "--init-from",
+    metavar="RUN",
     type=click.Path(),
     help="Fine-tune: start a new run from this run's (or checkpoint's) weights and tokenizer.",
 )
@@ -101,6 +103,7 @@ def _train_options(function):
 )
 @click.option(
     "--resume",
+    metavar="RUN",
     type=click.Path(),
     help="Continue the run in this directory exactly where it stopped (FILE defaults to its text).",
 )
@@ -198,10 +201,14 @@ def demo(max_time: float, device: str) -> None:
         result = charlstm.train(source, progress=progress, max_time=max_time, device=device)
     _exit_if_stopped_by_signal(result)
     console = stderr_console()
-    console.rule(f"charlstm sample {result.run_dir} --prime 'The ' --length 400")
+    prime, length, seed = "The ", 400, 0
+    console.rule("a sample")
+    # The command that writes this very sample again (its seed included), whole on one line to copy.
+    command = ["charlstm", "sample", str(result.run_dir), "--prime", prime, "--length", str(length), "--seed", str(seed)]
+    click.echo(shlex.join(command), err=True)
     lm = charlstm.load(result.run_dir, device=device)
-    sys.stdout.write("The ")
-    for piece in lm.stream("The ", length=400, seed=0):
+    sys.stdout.write(prime)
+    for piece in lm.stream(prime, length=length, seed=seed):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

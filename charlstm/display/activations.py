@@ -19,6 +19,37 @@ def colour(value: float, scale: float) -> tuple[int, int, int]:
     return (255, fade, fade) if x >= 0 else (fade, fade, 255)
 
 
+SPARKS = "▁▂▃▄▅▆▇█"  # most negative ... most positive; ▄▅ about zero
+
+
+def sparkline(values, scale: float) -> str:
+    """One mark per value, from ▁ (``-scale`` or less) through ▄▅ (zero) to █ (``scale`` or more):
+    the picture without colour (NO_COLOR, a pipe, a file)."""
+    marks = []
+    for value in values:
+        x = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
+        marks.append(SPARKS[min(len(SPARKS) - 1, int((x + 1) / 2 * len(SPARKS)))])
+    return "".join(marks)
+
+
+def _plain_rows(pieces: list[str], values: list[float], scale: float, width: int) -> list[str]:
+    """The text in rows of at most ``width`` characters (a newline shown as ↵, not broken), each
+    followed by its sparkline: the mark under a character is its token's value."""
+    chars, marks = [], []
+    for piece, value in zip(pieces, values):
+        shown = piece.replace("\t", "→").replace("\r", "␍").replace("\n", "↵") or "∅"
+        chars += list(shown)
+        marks += [sparkline([value], scale)] * len(shown)
+    rows = []
+    for start in range(0, len(chars), width):
+        rows += ["".join(chars[start : start + width]), "".join(marks[start : start + width])]
+    return rows
+
+
+def layer_count(n: int) -> str:
+    return "1 layer" if n == 1 else f"{n} layers"
+
+
 def scale_of(values: np.ndarray) -> float:
     """The activation that gets full colour: 1 for gates and tanh outputs, the largest magnitude
     seen for an LSTM cell state (which is not bounded)."""
@@ -70,18 +101,29 @@ def print_inspection(report: Inspection, config) -> None:
             file=sys.stderr,
         )
     console = stdout_console()
-    console.print(
-        f"[bold]{config.cell.upper()}[/], {config.num_layers} x {config.hidden_size}, "
-        f"{len(report.pieces):,} tokens. Background: the unit's value after each character "
-        "(red positive, blue negative, white zero)."
-    )
+    # No colour (NO_COLOR, a pipe, a file): a sparkline under the text carries the values instead.
+    coloured = console.color_system is not None and not console.no_color
+    head = f"[bold]{config.cell.upper()}[/], {config.num_layers} x {config.hidden_size}, {len(report.pieces):,} tokens. "
+    if coloured:
+        console.print(head + "Background: the unit's value after each character (red positive, blue negative, white zero).")
+    else:
+        console.print(
+            head + "Under each line of text, the unit's value after each character: "
+            f"{SPARKS[0]} most negative, {SPARKS[3]}{SPARKS[4]} about zero, {SPARKS[-1]} most positive "
+            "(--html PATH shows it in colour)."
+        )
     for unit in report.units:
         scale = scale_of(unit.values)
+        console.rule(unit.label)
+        if not coloured:
+            width = max(20, min(console.width, 100))
+            for row in _plain_rows(report.pieces, unit.values.tolist(), scale, width):
+                console.print(Text(row), no_wrap=True, overflow="ignore", crop=False)
+            continue
         line = Text()
         for piece, value in zip(report.pieces, unit.values.tolist()):
             r, g, b = colour(value, scale)
             line.append(visible(piece), style=f"black on rgb({r},{g},{b})")
-        console.rule(unit.label)
         console.print(line)
     if report.skipped_features:
         console.print(f"not searched (constant in this text): {', '.join(report.skipped_features)}")
@@ -119,7 +161,7 @@ def inspection_html(report: Inspection, title: str) -> str:
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
         "th{background:#eee}</style></head><body>",
         f"<h1>{e(title)}</h1>",
-        f"<p>{e(report.cell.upper())}, {len(report.trace.layers)} layers, {len(report.pieces):,} tokens. "
+        f"<p>{e(report.cell.upper())}, {layer_count(len(report.trace.layers))}, {len(report.pieces):,} tokens. "
         "Each character's background is the unit's activation after reading it: "
         "red positive, blue negative, white zero.</p>",
     ]

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 
-def stderr_console():
+def _console(**kwargs):
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would exit 1 here; every command ends alike when its reader goes away
+            # (exit 141, nothing on stderr: charlstm.cli.base), so the error goes on to it.
+            self.quiet = True
+            raise BrokenPipeError("the reader of the output went away")
+
+    return _Console(highlight=False, **kwargs)
+
+
+def stderr_console():
+    return _console(stderr=True)
 
 
 def stdout_console():
-    from rich.console import Console
-
-    return Console(highlight=False)
+    return _console()
 
 
 def duration(seconds: float) -> str:

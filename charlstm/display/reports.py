@@ -68,7 +68,7 @@ def print_scores(results, as_json: bool) -> None:
 
 def print_runs(summaries) -> None:
     """``charlstm info``: one row per run on a wide terminal (one table per run on a narrow one),
-    then the command line each was started with."""
+    then the command line each was started with, and each it was resumed with."""
     from rich.table import Table
 
     console = stdout_console()
@@ -106,6 +106,11 @@ def print_runs(summaries) -> None:
             console.print(table)
     for s in summaries:
         console.print(f"{s.name}: {s.command or '(command not recorded)'}", markup=False, soft_wrap=True)
+        for resume in s.resumes:
+            step = f" at step {resume['step']:,}" if isinstance(resume.get("step"), int) else ""
+            console.print(
+                f"  resumed{step}: {resume.get('command') or '(command not recorded)'}", markup=False, soft_wrap=True
+            )
 
 
 def _run_row(s) -> tuple[str, ...]:

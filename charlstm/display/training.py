@@ -8,25 +8,128 @@ import time
 
 from charlstm.display.consoles import duration, stderr_console
 
+_FINISHED = ("epochs", "max_steps", "max_time", "patience")  # stop reasons of a run that did what it was asked
 
-class TrainProgress:
-    """``TrainingEvents`` for a terminal: a progress bar during training and a summary table at
-    the end, all on stderr."""
+
+class _Bars:
+    """The bars of a training run: one for training (steps, or under ``--max-time`` seconds of
+    the budget), and while a validation runs, one for its tokens below it. Beside the training
+    bar: the latest step's loss and the latest validation loss, kept current at each validation
+    and at the end."""
 
     def __init__(self) -> None:
-        self.console = stderr_console()
         self.bar = None
+        self.validation = None  # the validation's bar, while one runs
         self.val_loss = math.nan
+        self.loss = None  # the latest step's loss (a tensor: read only when shown)
+        self.tokens_per_s: float | None = None
         self.last_update = 0.0
         self.info = None  # the run's ``TrainInfo``, once it starts
+        self._tqdm = None
+        self._mininterval = 0.1
+
+    def _open_bar(self, info, tqdm, mininterval: float = 0.1) -> None:
+        self.info, self._tqdm, self._mininterval = info, tqdm, mininterval
+        if info.max_time:  # a time bar: the run ends at the budget, whatever the epochs planned
+            self.bar = tqdm(
+                total=round(info.max_time, 1), unit="s", file=sys.stderr, dynamic_ncols=True, mininterval=mininterval,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}",
+            )
+        else:
+            self.bar = tqdm(
+                total=info.planned_steps, initial=info.resumed_from_step or 0, file=sys.stderr, unit="step",
+                dynamic_ncols=True, mininterval=mininterval,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+            )
+
+    def _advance(self, step: int, elapsed: float) -> None:
+        if self.info.max_time:
+            self.bar.update(max(0.0, min(elapsed, self.bar.total) - self.bar.n))
+        else:
+            self.bar.update(max(0, step - self.bar.n))
+
+    def _losses(self) -> str:
+        loss = f"{float(self.loss):.3f}" if self.loss is not None else "-"
+        val = f"{self.val_loss:.3f}" if math.isfinite(self.val_loss) else "-"  # none measured yet
+        return f"loss {loss}, val {val}"
+
+    def _postfix(self, eta: float | None) -> str:
+        return self._losses()
+
+    def _eta(self, step: int, elapsed: float) -> float | None:
+        return None
+
+    def on_step(self, step: int, train_loss, tokens_per_s: float, elapsed: float) -> None:
+        self.loss, self.tokens_per_s = train_loss, tokens_per_s
+        self._advance(step, elapsed)
+        now = time.monotonic()
+        if now - self.last_update < 0.5:
+            return
+        self.last_update = now
+        self.bar.set_postfix_str(self._postfix(self._eta(step, elapsed)), refresh=False)
+
+    def on_validation_start(self, step: int, tokens: int) -> None:
+        self._close_validation()
+        if self.bar is None:
+            return
+        # On a terminal, below the training bar; in a log (no cursor to move), in the bar's
+        # place, and only once a validation has taken 10 s.
+        terminal = sys.stderr.isatty()
+        self.validation = self._tqdm(
+            total=tokens, desc=f"validating at step {step:,}", unit="tok", unit_scale=True, leave=False,
+            file=sys.stderr, dynamic_ncols=True, mininterval=self._mininterval,
+            position=None if terminal else 0, delay=0 if terminal else 10,
+        )
+
+    def on_validation_progress(self, tokens: int) -> None:
+        if self.validation is not None:
+            self.validation.update(tokens)
+
+    def on_eval(self, record: dict) -> None:
+        self._close_validation()
+        self.val_loss = record["val_loss"]
+        if self.bar is not None:  # shown now, not at the next step
+            self.bar.set_postfix_str(self._postfix(self._eta(record["step"], record["time"])), refresh=True)
+
+    def _close_validation(self) -> None:
+        if self.validation is not None:
+            self.validation.close()
+            self.validation = None
+
+    def _end_bar(self, result) -> None:
+        """The bar as the run ended: full when it did what it was asked, the last loss beside it."""
+        self._close_validation()
+        if self.bar is None:
+            return
+        if math.isfinite(result.last_val_loss):
+            self.val_loss = result.last_val_loss
+        if self.info is not None and self.info.max_time and result.stop_reason in _FINISHED:
+            self.bar.update(self.bar.total - self.bar.n)
+        elif self.info is not None and not self.info.max_time and result.stop_reason in _FINISHED:
+            self.bar.total = max(self.bar.n, 1)  # stopped before the planned steps (patience): done
+        self.bar.set_postfix_str(self._postfix(0.0 if result.stop_reason in _FINISHED else None), refresh=False)
+        self.close()
+
+    def close(self) -> None:
+        self._close_validation()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class TrainProgress(_Bars):
+    """``TrainingEvents`` for a terminal: a progress bar during training (and one for each
+    validation) and a summary table at the end, all on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.console = stderr_console()
 
     def __enter__(self) -> TrainProgress:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.bar is not None:  # an error ends the bar's line before its message is printed
-            self.bar.close()
-            self.bar = None
+        self.close()  # an error ends the bar's line before its message is printed
 
     def on_start(self, info) -> None:
         """``info``: the run's ``charlstm.training.setup.TrainInfo``."""
@@ -84,33 +187,21 @@ class TrainProgress:
             self.console.print(f"invalid UTF-8: {info.replacements:,} byte sequences replaced by U+FFFD")
         if info.resumed_from_step is not None:
             self.console.print(f"resuming from step {info.resumed_from_step:,} ({info.token_cache})")
-        self.bar = tqdm(
-            total=info.planned_steps,
-            initial=info.resumed_from_step or 0,
-            file=sys.stderr,
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line every 10 s
-            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
-        )
+        self._open_bar(info, tqdm, mininterval=0.1 if sys.stderr.isatty() else 10.0)  # a log file: a line every 10 s
 
-    def on_step(self, step: int, train_loss, tokens_per_s: float, elapsed: float) -> None:
-        self.bar.update(1)
-        now = time.monotonic()
-        if now - self.last_update < 0.5:
-            return
-        self.last_update = now
-        eta = (self.info.planned_steps - step) * elapsed / step
+    def _postfix(self, eta: float | None) -> str:
+        parts = [self._losses()]
+        if self.tokens_per_s is not None:
+            parts.append(f"{self.tokens_per_s:,.0f} tok/s")
+        if eta is not None:
+            parts.append(f"ETA {duration(eta)}")
+        return ", ".join(parts)
+
+    def _eta(self, step: int, elapsed: float) -> float:
+        eta = (self.info.planned_steps - step) * elapsed / max(1, step)
         if self.info.max_time:
             eta = min(eta, max(0.0, self.info.max_time - elapsed))
-        val = f"{self.val_loss:.3f}" if math.isfinite(self.val_loss) else "-"  # none measured yet
-        self.bar.set_postfix_str(
-            f"loss {float(train_loss):.3f}, val {val}, {tokens_per_s:,.0f} tok/s, ETA {duration(eta)}",
-            refresh=False,
-        )
-
-    def on_eval(self, record: dict) -> None:
-        self.val_loss = record["val_loss"]
+        return eta
 
     @property
     def wants_samples(self) -> bool:
@@ -127,17 +218,20 @@ class TrainProgress:
     def on_end(self, result) -> None:
         from rich.table import Table
 
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self._end_bar(result)
         table = Table(title="charlstm train", show_header=False, title_justify="left")
         table.add_column(style="bold")
         table.add_column()
         table.add_row(
             "steps", f"{result.steps:,} ({result.epochs_done:.2f} epochs, stopped by {result.stop_reason})"
         )
-        table.add_row("time", duration(result.elapsed))
-        table.add_row("tokens/s", f"{result.tokens_per_s:,.0f}")
+        budget = f" of the {duration(result.max_time)} budget" if result.max_time else ""
+        overhead = getattr(result, "overhead_seconds", 0.0)
+        spent = f"; validation, checkpoints and samples {duration(overhead)}" if overhead >= 0.5 else ""
+        table.add_row("time", f"{duration(result.elapsed)}{budget}{spent}")
+        if getattr(result, "overrun", None):
+            table.add_row("over budget", result.overrun)
+        table.add_row("tokens/s", f"{result.tokens_per_s:,.0f} (training steps only)")
         table.add_row("parameters", f"{result.num_parameters:,}")
         unit = "char" if self.info is not None and self.info.tokenizer == "char" else "token"
         if math.isfinite(result.best_val_loss):
@@ -155,40 +249,20 @@ class TrainProgress:
         self.console.print(table)
 
 
-class TrainBar:
-    """``TrainingEvents`` for ``charlstm.train(..., progress=True)``: one progress bar (tqdm.auto:
-    a terminal's or a notebook's), with the loss and validation loss beside it; nothing else."""
+class TrainBar(_Bars):
+    """``TrainingEvents`` for ``charlstm.train(..., progress=True)``: the progress bar (tqdm.auto:
+    a terminal's or a notebook's), with the loss and validation loss beside it, and a bar for
+    each validation; nothing else."""
 
     wants_samples = False
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.val_loss = math.nan
-        self.last_update = 0.0
 
     def on_start(self, info) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=info.planned_steps, initial=info.resumed_from_step or 0, unit="step", file=sys.stderr)
-
-    def on_step(self, step: int, train_loss, tokens_per_s: float, elapsed: float) -> None:
-        self.bar.update(1)
-        now = time.monotonic()
-        if now - self.last_update >= 0.5:
-            self.last_update = now
-            val = f"{self.val_loss:.3f}" if math.isfinite(self.val_loss) else "-"
-            self.bar.set_postfix_str(f"loss {float(train_loss):.3f}, val {val}", refresh=False)
-
-    def on_eval(self, record: dict) -> None:
-        self.val_loss = record["val_loss"]
+        self._open_bar(info, tqdm)
 
     def on_sample(self, step: int, val_loss: float, text: str) -> None:
         pass
 
     def on_end(self, result) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self._end_bar(result)

@@ -73,8 +73,10 @@ def stream_loss(
     device,
     precision: Precision | None = None,
     warmup: int = WARMUP_TOKENS,
+    on_progress=None,
 ) -> tuple[float, int]:
     """Sum of next-token negative log-likelihoods over ``ids``, and how many tokens were scored.
+    ``on_progress(tokens)``, when given, is called after each window with the tokens it scored.
 
     The stream is split into ``batch_size`` contiguous parts run side by side, each carrying its
     hidden state from window to window. Every part but the first starts warm: it first reads the
@@ -99,6 +101,8 @@ def stream_loss(
             extra, total, count = _warm_up(model, ids, starts[1:], min(warmup, rows), device)
         zero = model.init_hidden(1)  # the first part has nothing before it
         hidden = tuple(torch.cat([z, h.to(z.dtype)], dim=1) for z, h in zip(zero, extra))
+        if on_progress is not None:
+            on_progress(count)
     for window in windows(rows, bptt):
         # Gather one window of rows (inputs plus the next row of targets) straight from ``ids``,
         # which may be a memory-mapped file: nothing the size of the text is ever built.
@@ -109,7 +113,10 @@ def stream_loss(
         with autocast(device):
             logits, hidden = model(x, hidden)  # (t, B, V)
         total += (token_nll(logits, y) * valid).sum(dtype=torch.float64)
-        count += int(valid.sum())
+        scored = int(valid.sum())
+        count += scored
+        if on_progress is not None:
+            on_progress(scored)
     model.train(was_training)
     return float(total), count
 

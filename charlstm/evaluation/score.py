@@ -40,12 +40,13 @@ class LineScore:
 
 @torch.inference_mode()
 def score_lines(
-    model, tokenizer, lines: Sequence[str], device, batch_size: int = 64, bptt: int = 256
+    model, tokenizer, lines: Sequence[str], device, batch_size: int = 64, bptt: int = 256, on_progress=None
 ) -> list[LineScore]:
     """A ``LineScore`` for each of ``lines`` (without their newlines), in the same order.
 
     ``batch_size`` lines of similar length run side by side, in windows of ``bptt`` tokens. The
-    results do not depend on either, up to float rounding.
+    results do not depend on either, up to float rounding. ``on_progress(tokens)`` is called
+    after each window with the tokens it scored (all of them add up to the lines' tokens).
     """
     encoded = [np.asarray(tokenizer.encode(line), dtype=np.int64) for line in lines]
     start = default_start_id(tokenizer)
@@ -76,6 +77,8 @@ def score_lines(
             nll = token_nll(logits, y)  # (t, B)
             valid = real[window.start : window.start + window.length]  # (t, B)
             total += (nll.double() * valid).sum(dim=0)
+            if on_progress is not None:
+                on_progress(int(valid.sum()))
         for column, i in enumerate(group):
             logprob, chars = -float(total[column]), len(lines[i])
             bits_per_char = -logprob / math.log(2) / chars

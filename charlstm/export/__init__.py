@@ -47,9 +47,9 @@ def export(
         raise ConfigError(f"--dtype {dtype}: not one of {', '.join(DTYPES)}")
     out = check_out(out, force, folder=format == "safetensors")
     if format == "onnx":
-        from charlstm.export.onnx_graph import _require_onnx
+        from charlstm.export.onnx_graph import require_onnx
 
-        _require_onnx()  # before the model is loaded
+        require_onnx()  # before the model is loaded
     source = load_source(run)
     if format == "safetensors":
         from charlstm.export.folder import write_folder

@@ -33,7 +33,7 @@ OUTPUTS = ("logits", "h_out", "c_out")
 MISSING = "ONNX export needs the onnx extra: pip install 'charlstm[onnx]' (onnx, onnxscript, onnxruntime)"
 
 
-def _require_onnx():
+def require_onnx():
     try:
         import onnx
     except ImportError:
@@ -76,7 +76,7 @@ def onnx_bytes(source: ExportSource) -> bytes:
     """The ONNX model, serialized."""
     import torch
 
-    onnx = _require_onnx()
+    onnx = require_onnx()
     config = source.config
     graph = _graph_module(source.model)
     ids = torch.zeros(2, 2, dtype=torch.long)  # (T, B): any sizes; both axes are dynamic

@@ -61,6 +61,8 @@ def load_source(run: str | os.PathLike) -> ExportSource:
     bptt = train_config.get("bptt") if isinstance(train_config, dict) else None
     corpus = payload.get("corpus")
     trained_on = str(corpus.get("name", "?")) if isinstance(corpus, dict) else "?"
+    if "/" in trained_on or os.sep in trained_on:
+        trained_on = os.path.basename(trained_on.rstrip("/" + os.sep)) or trained_on  # not the sharer's folders
     stamp = (path / "config.json" if path.is_dir() else path).stat().st_mtime
     date = datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return ExportSource(
@@ -80,7 +82,7 @@ def check_out(out: str | os.PathLike, force: bool, folder: bool = False) -> Path
     out = Path(out)
     if out.exists() or out.is_symlink():
         if not force:
-            raise CharlstmError(f"{out}: already exists; add --force to replace it, or choose another --out")
+            raise CharlstmError(f"{out}: already exists; pass --force to replace it")  # as every command says
         if folder and not out.is_dir():
             raise CharlstmError(f"{out}: is a file, and this format writes a folder; choose another --out")
         if not folder and out.is_dir():

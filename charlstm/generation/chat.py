@@ -41,7 +41,7 @@ class ChatSession:
 
     def __init__(self, model, tokenizer, config: SampleConfig, device):
         self.model, self.tokenizer, self.device = model, tokenizer, device
-        self.stepper = TokenStepper(model)  # built once: its weights are laid out for one-token steps
+        self.stepper = TokenStepper(model, config.weights)  # built once: its weights are laid out for one-token steps
         seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
         self.config = dataclasses.replace(config, num_samples=1, seed=seed, prime="", beam_width=None)
         self.turns = 0  # a new seed per turn, derived from --seed: replies differ, yet repeat exactly

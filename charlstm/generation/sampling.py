@@ -292,13 +292,15 @@ class Generation:
         self._start = hidden
         self._state: StepState | None = None  # the stepper's, updated in place, once the prime is read
         self._book = _LogprobBook(config.num_samples)
+        self._inference = torch.inference_mode()
         self._steps = self._run(model, tokenizer, config, device, hidden, stepper)
 
     def __iter__(self) -> Generation:
         return self
 
     def __next__(self) -> list[str]:
-        return next(self._steps)
+        with self._inference:  # entered per token: cheaper than decorating the generator
+            return next(self._steps)
 
     @property
     def hidden(self) -> Hidden | None:
@@ -324,7 +326,6 @@ class Generation:
         """Per sample, the mean log-probability per token (nan before any token)."""
         return [lp / n if n else math.nan for lp, n in zip(*self._book.totals())]
 
-    @torch.inference_mode()
     def _run(self, model, tokenizer, config: SampleConfig, device, hidden, stepper) -> Iterator[list[str]]:
         model.eval()
         batch = config.num_samples
@@ -422,7 +423,12 @@ class Sampler:
         if unk_id is not None:
             self.mask[unk_id] = float("-inf")
         self.scaled = torch.empty_like(logits)  # (B, V)
-        self.noise = torch.empty_like(logits)  # (B, V)
+        # Exp(1) noise for the next ``NOISE_CHUNK`` steps, drawn in one call where that draws the
+        # very numbers the per-step calls would (checked once per shape and device).
+        chunk = NOISE_CHUNK if _chunked_draws_match(tuple(logits.shape), logits.device) else 1
+        self.noise_block = logits.new_empty(chunk, *logits.shape)  # (chunk, B, V)
+        self.noise = self.noise_block.unbind(0)  # views, made once
+        self.used = chunk
         self.temperature = torch.full_like(self.mask, config.temperature)  # (V,)
         c = config
         self.plain = c.repetition_penalty == 1.0 and c.no_repeat_ngram is None
@@ -442,8 +448,29 @@ class Sampler:
             return torch.argmax(torch.add(logits, self.mask, out=self.scaled), dim=-1, out=out)
         torch.addcdiv(self.mask, logits, self.temperature, out=self.scaled)  # logits / T, as next_tokens
         probs = self.scaled.softmax(dim=-1)  # (B, V)
-        q = self.noise.exponential_(generator=self.generator)
+        if self.used == len(self.noise):
+            self.noise_block.exponential_(generator=self.generator)
+            self.used = 0
+        q = self.noise[self.used]  # (B, V)
+        self.used += 1
         return torch.argmax(torch.div(probs, q, out=q), dim=-1, out=out)  # (B,)
+
+
+NOISE_CHUNK = 64
+_CHUNKED_DRAWS: dict[tuple, bool] = {}
+
+
+def _chunked_draws_match(shape: tuple[int, ...], device) -> bool:
+    """Whether one ``exponential_`` call over (NOISE_CHUNK, *shape) draws the same numbers as
+    NOISE_CHUNK calls over ``shape`` from the same generator (it does on PyTorch's CPU kernel,
+    which draws element by element; a vectorised generator might not)."""
+    key = (shape, str(device))
+    if key not in _CHUNKED_DRAWS:
+        one, many = (torch.Generator(device=device).manual_seed(0) for _ in range(2))
+        whole = torch.empty(NOISE_CHUNK, *shape, device=device).exponential_(generator=one)
+        parts = [torch.empty(shape, device=device).exponential_(generator=many) for _ in range(NOISE_CHUNK)]
+        _CHUNKED_DRAWS[key] = bool(torch.equal(whole, torch.stack(parts)))
+    return _CHUNKED_DRAWS[key]
 
 
 class _LogprobBook:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shlex
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,10 +206,46 @@ def find_checkpoint(path: str | os.PathLike, prefer: tuple[str, ...] = (BEST, LA
 def load_checkpoint(path: str | os.PathLike, prefer: tuple[str, ...] = (BEST, LAST)) -> dict:
     """Load and check a checkpoint safely (``weights_only=True``); never runs code from the file.
     The payload's structure, checksum and model config are checked (``check_model`` checks the
-    weights against the config, before a model is built)."""
+    weights against the config, before a model is built).
+
+    A run's ``best.pt`` or ``last.pt`` that fails to load names the other one when that one loads
+    (with its step and a command that uses it), so a damaged file never hides a good one."""
     path = find_checkpoint(path, prefer)
     if is_model_folder(path):
         return load_folder(path)  # safetensors + JSON, checked as carefully (charlstm.runs.folder)
+    try:
+        return _load_file(path)
+    except CheckpointError as e:
+        other = _another_that_loads(path)
+        if other is None:
+            raise
+        message = str(e).removesuffix(_USE_ANOTHER)
+        raise CheckpointError(f"{message}; {other}") from None
+
+
+_USE_ANOTHER = "; use another checkpoint"
+
+
+def _another_that_loads(path: Path) -> str | None:
+    """For a run's ``best.pt`` / ``last.pt`` that failed: the other one, if it loads, said as
+    "RUN/last.pt (step N) loads: charlstm sample RUN/last.pt"; else None."""
+    if path.name not in (BEST, LAST):
+        return None
+    other = path.with_name(LAST if path.name == BEST else BEST)
+    if not other.is_file():
+        return None
+    try:
+        payload = _load_file(other)
+    except CheckpointError:
+        return None
+    state = payload.get("train_state")
+    step = state.get("step") if isinstance(state, dict) else None
+    at = f" (step {step:,})" if isinstance(step, int) else ""
+    return f"{other}{at} loads: charlstm sample {shlex.quote(str(other))}"
+
+
+def _load_file(path: Path) -> dict:
+    """``load_checkpoint`` of one checkpoint file."""
     file_size = _check_zip(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -243,7 +280,7 @@ def load_checkpoint(path: str | os.PathLike, prefer: tuple[str, ...] = (BEST, LA
         raise CheckpointError(f"{path}: refused: {str(e)[:300]}") from None
     if actual != expected:
         what = "the file is" if version > 1 else "the weights are"
-        raise CheckpointError(f"{path}: checksum mismatch: {what} corrupt; use another checkpoint")
+        raise CheckpointError(f"{path}: checksum mismatch: {what} corrupt{_USE_ANOTHER}")
     payload["model"] = upgrade_state_dict(payload["model"])
     check_model_config(payload["model_config"], path, file_size)
     return payload

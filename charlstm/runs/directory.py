@@ -132,6 +132,23 @@ class RunRecord:
             pass  # a full disk: the error being raised says so already
 
 
+def recorded_commands(run_dir: Path) -> tuple[list[str] | None, list[dict]]:
+    """The command line that started the run in ``run_dir`` and its resumes (``{"command",
+    "step"}`` each), from its ``config.json``; a resumed run keeps them all. A file written
+    before resumes were recorded has only the latest command, taken as the first."""
+    try:
+        record = json.loads((Path(run_dir) / CONFIG).read_text())
+    except (OSError, ValueError):
+        return None, []
+    if not isinstance(record, dict):
+        return None, []
+    command = record.get("command")
+    resumes = record.get("resumes")
+    command = command if isinstance(command, list) and all(isinstance(a, str) for a in command) else None
+    resumes = [r for r in resumes if isinstance(r, dict)] if isinstance(resumes, list) else []
+    return command, resumes
+
+
 def write_metrics(run_dir: Path, records: list[dict]) -> None:
     """``metrics.jsonl`` as exactly ``records`` (a resumed run drops those newer than its checkpoint)."""
     atomic_write(run_dir / METRICS, "".join(json.dumps(record) + "\n" for record in records))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ class RunSummary:
     name: str
     path: str
     status: str
-    command: str | None = None
+    command: str | None = None  # the command that started the run, quoted to copy and paste
+    resumes: list[dict] = field(default_factory=list)  # {"command": str or None, "step": int} each
     num_parameters: int | None = None
     model: str | None = None  # "lstm 2x256"
     tokenizer: str | None = None  # "char (104)"
@@ -120,6 +122,14 @@ def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _joined(command) -> str | None:
+    """A recorded command line (a list of arguments) as a shell would take it back: ``shlex.join``,
+    so a quoted pattern keeps its quotes."""
+    if isinstance(command, list) and all(isinstance(a, str) for a in command):
+        return shlex.join(command)
+    return None
+
+
 def read_run(path: str | os.PathLike) -> RunSummary:
     """A summary of the run in ``path`` (a run directory)."""
     run_dir = Path(path)
@@ -137,7 +147,10 @@ def read_run(path: str | os.PathLike) -> RunSummary:
     metrics = read_metrics(run_dir)
     summary = RunSummary(name=run_dir.name, path=str(run_dir), status=run_status(record), metrics=metrics)
     command = record.get("command")
-    summary.command = " ".join(command) if isinstance(command, list) else None
+    summary.command = _joined(command)
+    for resume in record.get("resumes") or []:
+        if isinstance(resume, dict):
+            summary.resumes.append({"command": _joined(resume.get("command")), "step": resume.get("step")})
     summary.num_parameters = info.get("num_parameters")
     if model:
         summary.model = f"{model.get('cell', 'lstm')} {model.get('num_layers')}x{model.get('hidden_size')}"

@@ -293,7 +293,7 @@ def _build(
     )
 
 
-def sample_prime(source, tokenizer, max_chars: int = 80) -> str:
+def sample_prime(source: Source, tokenizer: Tokenizer, max_chars: int = 80) -> str:
     """The prime of the samples written while training: the text's first line (at most
     ``max_chars``, and only characters the tokenizer knows), or a newline."""
     line = read_head(source, max_chars).split("\n")[0].rstrip("\r")

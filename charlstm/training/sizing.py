@@ -80,8 +80,8 @@ def pick(budget: float, speeds: dict[tuple[int, int], float], train_tokens: int,
 
 def _parameters(num_layers: int, hidden_size: int, embedding_dim: int, vocab_size: int) -> int:
     """Parameters of the (untied) LSTM model of this shape: the shapes on ``LADDER`` are LSTMs."""
-    shape = ModelConfig(vocab_size=vocab_size, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers)
-    return count_parameters(shape)
+    config = ModelConfig(vocab_size=vocab_size, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers)
+    return count_parameters(config)
 
 
 def measure_speed(config: ModelConfig, batch_size: int, bptt: int, device, precision: Precision,

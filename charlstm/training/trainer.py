@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import signal
+import statistics
 import time
+from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ from charlstm import __version__
 from charlstm.data.batches import Window, get_window
 from charlstm.cells import Hidden
 from charlstm.runs.checkpoint import BEST, LAST, make_payload, save_checkpoint
-from charlstm.config import ModelShape, TrainConfig
+from charlstm.config import EVAL_EVERY_TOKENS, ModelShape, TrainConfig
 from charlstm.distributed import from_environment, is_main_process, shutdown
 from charlstm.errors import CharlstmError, NumericalError
 from charlstm.evaluation.evaluate import stream_loss
@@ -31,12 +34,18 @@ from charlstm.training.finetune import InitFrom
 from charlstm.runs.lock import RunLock
 from charlstm.model import detach_hidden
 from charlstm.training.setup import TrainInfo, TrainingSetup, planned_steps, prepare_new, prepare_resume
-from charlstm.runs.directory import RunRecord, append_metrics, plan_resume
+from charlstm.runs.directory import RunRecord, append_metrics, plan_resume, recorded_commands
 from charlstm.training.tensorboard_log import check_available as check_tensorboard
 from charlstm.data.source import Source
 from charlstm.training.watching import Watcher
 
 MAX_BAD_STEPS = 3  # non-finite steps in a row before training gives up
+# --max-time counts everything from the first step to the last checkpoint written: training stops
+# early enough that the final validation, checkpoint (and sample) end within the budget, from
+# their cost measured at the previous validations. An estimate that falls short by up to
+# BUDGET_TOLERANCE of the budget passes unremarked; more, and the result says what ran over and why.
+BUDGET_TOLERANCE = 0.02
+VALIDATIONS_IN_BUDGET = 6  # the default --eval-every validates at least every --max-time / 6 seconds
 _STOP_REASONS = ("epochs", "max_steps", "max_time", "patience", "SIGINT", "SIGTERM")  # in order of precedence
 
 
@@ -54,6 +63,11 @@ class TrainResult:
     stop_reason: str  # "epochs", "max_steps", "max_time", "patience" or the signal's name
     num_parameters: int
     metrics: list[dict] = field(default_factory=list)
+    # This process's seconds (a resumed run's ``elapsed`` also counts those before the resume):
+    train_seconds: float = 0.0  # in training steps (``tokens_per_s`` is tokens over these)
+    overhead_seconds: float = 0.0  # in validations, checkpoints and samples
+    max_time: float | None = None  # the budget (--max-time)
+    overrun: str | None = None  # what ran over the budget (beyond BUDGET_TOLERANCE) and why
 
 
 class TrainingEvents:
@@ -64,6 +78,14 @@ class TrainingEvents:
     def on_step(self, step: int, train_loss, tokens_per_s: float, elapsed: float) -> None:
         """``train_loss`` is a 0-dim tensor: reading it (``float``) waits for the GPU, so read it
         only when it is shown."""
+
+    def on_validation_start(self, step: int, tokens: int) -> None:
+        """A validation begins after ``step``: ``tokens`` held-out tokens to score, reported by
+        ``on_validation_progress`` as they are; ``on_eval`` follows, with its record, once the
+        checkpoint is written."""
+
+    def on_validation_progress(self, tokens: int) -> None:
+        """``tokens`` more validation tokens scored."""
 
     def on_eval(self, record: dict) -> None: ...
 
@@ -184,6 +206,13 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def _emit(events, name: str, *args) -> None:
+    """Call an event hook that an events object written before it existed may lack."""
+    hook = getattr(events, name, None)
+    if hook is not None:
+        hook(*args)
+
+
 class Trainer:
     """One training run, handed everything it starts from (``TrainingSetup``): ``run`` trains,
     ``train_step`` is one optimizer step, ``evaluate_and_save`` validates and writes checkpoints.
@@ -219,6 +248,22 @@ class Trainer:
         self.bad_steps: list[int] = []  # the current run of non-finite steps
         self.last_val = self.state.metrics[-1]["val_loss"] if self.state.metrics else math.nan
         self._start = time.perf_counter() - self.state.elapsed
+        # Where this process started, and its seconds spent other than in training steps.
+        self._session_elapsed, self._session_tokens = self.state.elapsed, self.state.tokens
+        self._overhead = 0.0
+        self._round_costs: list[float] = []  # seconds of each validation + checkpoint (+ sample)
+        self._sample_cost = 0.0  # seconds of the last training sample
+        self._recent_steps: deque[float] = deque(maxlen=31)  # seconds of the last training steps
+        self._step_median = 0.0
+        self._step_seconds = 0.0  # what the next step may take
+        self._last_validation = self.state.elapsed  # elapsed at the last validation (or the start)
+        self._reserved: float | None = None  # seconds set aside for the final round when training stopped
+        self._final_round: float | None = None  # what the final round took
+        self._saved: tuple[int, str | None] | None = None  # (step, stop reason) of the last save
+        self._checkpoint_step: int | None = setup.info.resumed_from_step  # what last.pt holds
+        self._time_validations = self.config.max_time is not None and self.config.eval_every == max(
+            1, round(EVAL_EVERY_TOKENS / (self.config.batch_size * self.config.bptt))
+        )  # the default --eval-every: under --max-time, also validate every max_time / 6 seconds
         self.stop_reason: str | None = None  # known before the last checkpoint is written
         self.watcher: Watcher | None = None  # samples and TensorBoard (rank 0)
         self.record: RunRecord | None = None  # config.json (rank 0)
@@ -230,6 +275,11 @@ class Trainer:
     def run(self) -> TrainResult:
         if self.dist.is_main:
             setup = self.setup
+            command, resumes = self.command, []
+            if setup.info.resumed_from_step is not None:  # the first command stays; this one is a resume
+                first, resumes = recorded_commands(self.run_dir)
+                command = first
+                resumes = [*resumes, {"command": self.command, "step": setup.info.resumed_from_step}]
             self.record = RunRecord(
                 self.run_dir,
                 {
@@ -239,7 +289,8 @@ class Trainer:
                     "init_from": setup.init_from,
                     "info": setup.info.to_dict(),
                     "versions": {"charlstm": __version__, "torch": torch.__version__},
-                    "command": self.command,
+                    "command": command,
+                    "resumes": resumes,
                 },
             )
             self.watcher = Watcher(setup, self.events)
@@ -249,6 +300,11 @@ class Trainer:
             if self.record is not None:
                 self.record.end(f"failed: {e}")
             raise
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the steps since last.pt lost
+            message = self._interrupted()
+            if self.record is not None:
+                self.record.end(f"interrupted: {message}")
+            raise KeyboardInterrupt(message) from None
         finally:
             if self.watcher is not None:
                 self.watcher.close()
@@ -268,14 +324,19 @@ class Trainer:
                     reason = self._stop_reason_now(stop)
                     if reason != "epochs":
                         break
+                    started = time.perf_counter()
                     hidden = self.train_step(window, hidden)
+                    self._timed_step(time.perf_counter() - started)
                     state.window += 1
-                    if state.step % config.eval_every == 0:
-                        self.evaluate_and_save(hidden)
-                    if self.watcher and self.watcher.sample_due(state.step):
-                        self.watcher.sample(state.step, self.last_val)
-                    if self.stop_reason == "patience":
-                        reason = "patience"
+                    if state.step % config.eval_every == 0 or self._validation_due_by_time():
+                        last_round = self._no_room_for_another_round()
+                        if last_round:
+                            self.stop_reason = "max_time"  # recorded in the checkpoint written now
+                        self._round(hidden, final=last_round)
+                    elif self.watcher and self.watcher.sample_due(state.step):
+                        self._sample()
+                    if self.stop_reason in ("patience", "max_time"):
+                        reason = self.stop_reason
                         break
                 else:
                     state.epoch += 1
@@ -285,10 +346,8 @@ class Trainer:
                 # Someone is waiting for the stop: save where training is, without a validation pass.
                 self._save(hidden, improved=False)
             elif self.loss_count or not state.metrics:
-                self.evaluate_and_save(hidden)
-                if self.watcher and self.watcher.sampling and self.watcher.last_sample_step != state.step:
-                    self.watcher.sample(state.step, self.last_val)
-            else:
+                self._round(hidden, final=True)
+            elif self._saved != (state.step, reason):
                 self._save(hidden, improved=False)  # so that the last checkpoint says why it stopped
             # No rank leaves before rank 0 has written: torchrun stops the rest when one exits.
             self.dist.barrier()
@@ -300,13 +359,127 @@ class Trainer:
         reason = "epochs"
         if self.config.max_steps is not None and self.state.step >= self.config.max_steps:
             reason = "max_steps"
-        elif self.config.max_time is not None and self.elapsed() >= self.config.max_time:
+        elif self.config.max_time is not None and self._out_of_time():
             reason = "max_time"
         if stop.signal_name:
             reason = stop.signal_name
         if self.dist.enabled:
             reason = _STOP_REASONS[self.dist.max(_STOP_REASONS.index(reason), self.device)]
         return reason
+
+    # ------------------------------------------------------------------ the --max-time budget
+
+    def _timed_step(self, seconds: float) -> None:
+        """What a step takes: the median of the last 31 (a busy machine's odd slow step, and the
+        first step of a process, slow with one-time work, is left out), with a margin."""
+        if self.state.step - (self.setup.info.resumed_from_step or 0) > 1:
+            self._recent_steps.append(seconds)
+            self._step_median = statistics.median(self._recent_steps)
+        self._step_seconds = 1.5 * self._step_median
+
+    def train_seconds(self) -> float:
+        """Seconds this process has spent in training steps (not validating, saving or sampling)."""
+        return max(1e-9, self.elapsed() - self._session_elapsed - self._overhead)
+
+    def _agreed(self, flag: bool) -> bool:
+        """``flag`` on every rank if it is true on any (their clocks differ)."""
+        if self.dist.enabled:
+            return bool(self.dist.max(int(flag), self.device))
+        return flag
+
+    def _round_estimate(self) -> float:
+        """Seconds a validation, its checkpoint and its sample will take: the most of the last
+        three measured, with a margin; before any, from the speed of the recent training steps
+        (scoring a token costs at most what training on it does) and the size of a checkpoint."""
+        sample = self._sample_cost if self.watcher is not None and self.watcher.sampling else 0.0
+        if self._round_costs:
+            return 1.1 * max(self._round_costs[-3:]) + sample
+        step_tokens = self.config.batch_size * self.config.bptt
+        scoring = len(self.data.val_ids) * self._step_median / step_tokens
+        saving = 0.05 + 3 * 4 * self.model.num_parameters() / 100e6  # weights and two moments at 100 MB/s
+        return scoring + saving + sample
+
+    def _out_of_time(self) -> bool:
+        """Whether another step would leave too little of ``--max-time`` for the final
+        validation and checkpoint (all ranks agree through ``_stop_reason_now``)."""
+        reserve = self._round_estimate()
+        if self.elapsed() + self._step_seconds + reserve < self.config.max_time:
+            return False
+        self._reserved = reserve
+        return True
+
+    def _validation_due_by_time(self) -> bool:
+        """Under --max-time with the default --eval-every: a validation every budget / 6 seconds,
+        so a short run still has a curve, and samples while it trains."""
+        if not self._time_validations:
+            return False
+        interval = self.config.max_time / VALIDATIONS_IN_BUDGET
+        return self._agreed(self.elapsed() - self._last_validation >= interval)
+
+    def _no_room_for_another_round(self) -> bool:
+        """Under --max-time: whether, after this validation, the budget would not hold another
+        step and the final round; then this one is the final."""
+        if self.config.max_time is None:
+            return False
+        estimate = self._round_estimate()
+        late = self.elapsed() + estimate + self._step_seconds + estimate >= self.config.max_time
+        if self._agreed(late):
+            self._reserved = estimate
+            return True
+        return False
+
+    def _round(self, hidden: Hidden | None, final: bool = False) -> None:
+        """Validate, write the checkpoints and (when due) a sample, timing it all."""
+        started = time.perf_counter()
+        self.evaluate_and_save(hidden)
+        saved = time.perf_counter()
+        self._round_costs.append(saved - started)
+        if self.watcher and (
+            self.watcher.sample_due(self.state.step, evaluated=True)
+            or (final and self.watcher.sampling and self.watcher.last_sample_step != self.state.step)
+        ):
+            self._sample(timed=False)
+            self._sample_cost = time.perf_counter() - saved
+        self._overhead += time.perf_counter() - started
+        self._last_validation = self.elapsed()
+        if final:
+            self._final_round = time.perf_counter() - started
+
+    def _sample(self, timed: bool = True) -> None:
+        started = time.perf_counter()
+        self.watcher.sample(self.state.step, self.last_val)
+        if timed:
+            self._sample_cost = time.perf_counter() - started
+            self._overhead += self._sample_cost
+
+    def _overrun(self, elapsed: float) -> str | None:
+        """What ran over ``--max-time`` (by more than BUDGET_TOLERANCE) and why; None: nothing."""
+        budget = self.config.max_time
+        if budget is None or self.stop_reason != "max_time" or elapsed <= budget * (1 + BUDGET_TOLERANCE):
+            return None
+        over = f"{elapsed - budget:.1f} s over the {budget:g} s budget"
+        if self._final_round is not None and self._reserved is not None and self._final_round > self._reserved:
+            return (
+                f"{over}: the final validation and checkpoint took {self._final_round:.1f} s where "
+                f"{self._reserved:.1f} s had been set aside (measured at the validations before it)"
+            )
+        if self._reserved is not None and self._reserved > budget:
+            return f"{over}: one validation and checkpoint takes about {self._reserved:.1f} s, more than the budget"
+        return f"{over}: a training step took longer than the {self._step_seconds:.1f} s the steps before it took"
+
+    def _interrupted(self) -> str:
+        """What a second Ctrl-C loses, and how to go on."""
+        state, last = self.state, self.run_dir / LAST
+        if self._checkpoint_step is None or not last.is_file():
+            return f"training stopped at step {state.step:,} before any checkpoint was written; nothing of this run was kept"
+        lost = state.step - self._checkpoint_step
+        return (
+            f"training stopped at step {state.step:,} without saving: the run falls back to its last checkpoint, "
+            f"{last} (step {self._checkpoint_step:,}; {lost:,} steps lost); continue with: "
+            f"charlstm train --resume {shlex.quote(str(self.run_dir))}"
+        )
+
+    # ------------------------------------------------------------------------ one step
 
     def train_step(self, window: Window, hidden: Hidden | None) -> Hidden | None:
         """One optimizer step on one window, starting from ``hidden``; returns the carried
@@ -340,7 +513,7 @@ class Trainer:
         state.step += 1
         state.tokens += x.numel()
         elapsed = self.elapsed()
-        self.events.on_step(state.step, loss.detach(), state.tokens / elapsed, elapsed)
+        self.events.on_step(state.step, loss.detach(), self.tokens_per_s(), elapsed)
         if not finite:
             self._bad_step()
             return None  # a state computed from non-finite values would poison the next windows
@@ -351,6 +524,10 @@ class Trainer:
         # The next window continues these streams: keep the state's values, but stop
         # backpropagation at this boundary (truncated BPTT).
         return detach_hidden(hidden)
+
+    def tokens_per_s(self) -> float:
+        """Training tokens per second of training (this process; validation and saving left out)."""
+        return (self.state.tokens - self._session_tokens) / self.train_seconds()
 
     def _bad_step(self) -> None:
         self.bad_steps.append(self.state.step)
@@ -372,9 +549,11 @@ class Trainer:
     def evaluate_and_save(self, hidden: Hidden | None) -> dict:
         """Validation loss now, a metrics record, ``last.pt`` (and ``best.pt`` when it improved)."""
         state = self.state
+        _emit(self.events, "on_validation_start", state.step, len(self.data.val_ids) - 1)  # all but the first
         val_sum, val_count = stream_loss(  # at least 64 warm streams: a small batch validates as fast
             self.model, self.data.val_ids, batch_size=max(self.config.batch_size, 64), bptt=self.config.bptt,
             device=self.device, precision=self.setup.precision,
+            on_progress=getattr(self.events, "on_validation_progress", None),
         )
         if self.dist.enabled:  # every rank scored its own share of the validation text
             totals = self.dist.sum(torch.tensor([val_sum, val_count], dtype=torch.float64, device=self.device))
@@ -386,7 +565,7 @@ class Trainer:
             "time": round(elapsed, 3),
             "train_loss": float(self.loss_sum) / self.loss_count if self.loss_count else None,
             "val_loss": self.last_val,
-            "tokens_per_s": state.tokens / elapsed if elapsed > 0 else 0.0,
+            "tokens_per_s": self.tokens_per_s(),  # of training alone
             "lr": self.lr,
             "grad_norm": float(self.grad_norm),
         }
@@ -427,18 +606,20 @@ class Trainer:
             run={"stop_reason": self.stop_reason, "command": self.command},
         )
         save_checkpoint(self.run_dir / LAST, payload)
+        self._checkpoint_step = state.step
+        self._saved = (state.step, self.stop_reason)
         if improved:
             save_checkpoint(self.run_dir / BEST, payload)
 
     def _finish(self, stop_reason: str) -> TrainResult:
         state = self.state
-        elapsed = self.elapsed()
+        elapsed, train_seconds = self.elapsed(), self.train_seconds()
         result = TrainResult(
             run_dir=self.run_dir,
             steps=state.step,
             epochs_done=state.epoch + state.window / len(self.data.epoch_windows(state.epoch)),
             elapsed=elapsed,
-            tokens_per_s=state.tokens / elapsed if elapsed > 0 else 0.0,
+            tokens_per_s=(state.tokens - self._session_tokens) / train_seconds,
             best_val_loss=state.best_val_loss,
             last_val_loss=self.last_val,
             best_path=self.run_dir / BEST,
@@ -446,8 +627,14 @@ class Trainer:
             stop_reason=stop_reason,
             num_parameters=self.model.num_parameters(),
             metrics=state.metrics,
+            train_seconds=train_seconds,
+            overhead_seconds=self._overhead,
+            max_time=self.config.max_time,
+            overrun=self._overrun(elapsed),
         )
         if self.record is not None:
+            if result.overrun:
+                self.record.record["overrun"] = result.overrun
             self.record.end(f"finished: {stop_reason}")
         self.events.on_end(result)
         return result

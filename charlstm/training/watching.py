@@ -19,24 +19,27 @@ class Watcher:
     """Samples while training and the TensorBoard log of one run (``setup``: its ``TrainingSetup``).
 
     Samples come every ``--sample-every`` steps, or by default at each evaluation when the events
-    ask for them (``wants_samples``: a terminal shows them); ``--no-samples``: never.
+    ask for them (``wants_samples``: a terminal shows them; evaluations that ``--max-time`` brings
+    forward included); ``--no-samples``: never.
     """
 
     def __init__(self, setup, events):
         self.setup, self.events = setup, events
         config = setup.config
         self.every = config.sample_every if config.samples else None
-        if config.samples and self.every is None and getattr(events, "wants_samples", False):
-            self.every = config.eval_every
+        self.at_evaluations = bool(config.samples and self.every is None and getattr(events, "wants_samples", False))
         self.board = TensorBoardLog(setup.run_dir) if config.tensorboard else None
         self.last_sample_step: int | None = None
 
     @property
     def sampling(self) -> bool:
-        return self.every is not None
+        return self.every is not None or self.at_evaluations
 
-    def sample_due(self, step: int) -> bool:
-        return self.every is not None and step % self.every == 0
+    def sample_due(self, step: int, evaluated: bool = False) -> bool:
+        """Whether a sample is due after ``step`` (``evaluated``: the step was just validated)."""
+        if self.every is not None:
+            return step % self.every == 0
+        return self.at_evaluations and evaluated
 
     def sample(self, step: int, val_loss: float) -> str:
         """A short sample (fixed prime and seed); the training random numbers are not touched

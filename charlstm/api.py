@@ -26,7 +26,17 @@ from pathlib import Path
 
 import torch
 
-from charlstm.config import AdaptConfig, EvalConfig, ModelConfig, ModelShape, SampleConfig, TrainConfig
+from charlstm.config import (
+    ADAPT_NEEDS,
+    AdaptConfig,
+    CacheConfig,
+    EvalConfig,
+    ModelConfig,
+    ModelShape,
+    SampleConfig,
+    TrainConfig,
+    check_cache,
+)
 from charlstm.errors import ConfigError
 from charlstm.runs.info import RunSummary
 from charlstm.training.trainer import TrainResult
@@ -289,8 +299,9 @@ class Model:
         self,
         file: PathLike,
         *,
-        adapt_lr: float = 0.1,
-        adapt_decay: float = 0.0,
+        adapt_method: str = "rms",
+        adapt_lr: float | None = None,
+        adapt_decay: float | None = None,
         adapt_bptt: int = 64,
         on_progress: Callable[[int], None] | None = None,
     ) -> Adaptation:
@@ -300,7 +311,9 @@ class Model:
         from charlstm.data.text import TextSource
         from charlstm.evaluation.adaptation import adapt_to_source
 
-        config = AdaptConfig(adapt_lr=adapt_lr, adapt_decay=adapt_decay, adapt_bptt=adapt_bptt)
+        config = AdaptConfig(
+            adapt_method=adapt_method, adapt_lr=adapt_lr, adapt_decay=adapt_decay, adapt_bptt=adapt_bptt
+        )
         source = TextSource.from_file(file)
         started = time.perf_counter()
         loss, tokens = adapt_to_source(self.module, self.tokenizer, source, config, self.device, on_progress)
@@ -314,15 +327,23 @@ class Model:
         *,
         file: PathLike | None = None,
         weights: str | None = None,
+        cache_size: int = 0,
+        cache_theta: float | None = None,
+        cache_lambda: float | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> list:
         """A ``LineScore`` (text, tokens, chars, logprob in nats, bits per character) for each line,
         each scored on its own from the start of a text, as ``charlstm score`` scores them.
         ``lines``: a list of lines, or a text (its lines: a final newline starts no line); or
         ``file``, a text file. ``weights``: as in ``load`` (None: what ``load`` was given).
+        ``cache_size``: a neural cache of that many recent tokens, read across the lines in order
+        (``cache_theta``, ``cache_lambda`` as ``score --cache-*``; fp32 weights).
         ``on_progress(tokens)`` follows the scoring."""
         from charlstm.data.text import TextSource
         from charlstm.evaluation.score import score_lines
+
+        cache_config = CacheConfig(cache_size=cache_size, cache_theta=cache_theta, cache_lambda=cache_lambda)
+        check_cache(cache_config)
 
         if (lines is None) == (file is None):
             raise ConfigError("give lines or file= (one of them)")
@@ -334,7 +355,12 @@ class Model:
                 lines.pop()  # the newline that ends the last line does not start another
             lines = [line.rstrip("\r") for line in lines]
         module = self._weighted(weights)
-        return score_lines(module, self.tokenizer, list(lines), self.device, on_progress=on_progress)
+        if cache_size and module is not self.module:
+            raise ConfigError("--cache-size reads the model's states in fp32: give --weights fp32 with --cache-size")
+        return score_lines(
+            module, self.tokenizer, list(lines), self.device, on_progress=on_progress,
+            cache_config=cache_config if cache_size else None,
+        )
 
     def _weighted(self, weights: str | None):
         """The module to score with: itself in fp32, else one whose recurrent products use the
@@ -353,9 +379,13 @@ class Model:
         batch_size: int = 64,
         bptt: int | None = None,
         adapt: bool = False,
+        adapt_method: str | None = None,
         adapt_lr: float | None = None,
         adapt_decay: float | None = None,
         adapt_bptt: int | None = None,
+        cache_size: int = 0,
+        cache_theta: float | None = None,
+        cache_lambda: float | None = None,
         encoding_errors: str = "strict",
         weights: str | None = None,
         on_progress: Callable[[int], None] | None = None,
@@ -364,22 +394,34 @@ class Model:
         pattern, as ``text_source`` reads them, or a source it made; or ``text``): the
         ``EvalReport`` of ``charlstm eval``. ``bptt`` defaults to the length the model trained
         with. ``adapt``: also with dynamic evaluation (``adapt_*`` as ``eval --adapt-*``); the
-        weights are put back afterwards. ``weights``: as in ``load``; dynamic evaluation needs
-        fp32. ``on_progress(tokens)`` follows the adapting pass."""
+        weights are put back afterwards. ``cache_size``: also with a neural cache of that many
+        recent tokens (``cache_theta``, ``cache_lambda`` as ``eval --cache-*``; with ``adapt``,
+        the adapted figures with the cache too). ``weights``: as in ``load``; dynamic evaluation
+        and the cache need fp32. ``on_progress(tokens)`` follows the adapting pass."""
         from charlstm.data.text import TextSource
         from charlstm.evaluation.evaluate import evaluate_source
 
         config = EvalConfig(
             batch_size=batch_size, bptt=bptt, adapt=adapt, device=self._device_setting, encoding_errors=encoding_errors
         )
-        given = {k: v for k, v in (("adapt_lr", adapt_lr), ("adapt_decay", adapt_decay), ("adapt_bptt", adapt_bptt))
-                 if v is not None}
+        given = {
+            k: v
+            for k, v in (
+                ("adapt_method", adapt_method), ("adapt_lr", adapt_lr), ("adapt_decay", adapt_decay),
+                ("adapt_bptt", adapt_bptt),
+            )
+            if v is not None
+        }
         adapt_config = AdaptConfig(**given)
+        cache_config = CacheConfig(cache_size=cache_size, cache_theta=cache_theta, cache_lambda=cache_lambda)
         if not adapt and given:
-            raise ConfigError("--adapt-lr, --adapt-decay and --adapt-bptt need --adapt")
+            raise ConfigError(ADAPT_NEEDS + " need --adapt")
+        check_cache(cache_config)
         module = self._weighted(weights)
         if adapt and module is not self.module:
             raise ConfigError("--adapt learns in fp32: give --weights fp32 with --adapt")
+        if cache_size and module is not self.module:
+            raise ConfigError("--cache-size reads the model's states in fp32: give --weights fp32 with --cache-size")
         if (file is None) == (text is None):
             raise ConfigError("give a file or text= (one of them)")
         # file: what text_source reads (a file, several, a directory, a pattern) or a source made already
@@ -392,7 +434,8 @@ class Model:
         try:
             return evaluate_source(
                 module, self.tokenizer, source, batch_size=config.batch_size, bptt=bptt, device=self.device,
-                adapt_config=adapt_config if adapt else None, on_progress=on_progress,
+                adapt_config=adapt_config if adapt else None, cache_config=cache_config if cache_size else None,
+                on_progress=on_progress,
             )
         finally:
             if trained is not None:
@@ -579,7 +622,9 @@ def train(
     if settings.get("size") == "auto" and config.max_time is None:
         raise ConfigError("--size auto needs --max-time: it sizes the model for the time budget")
     source = _source(files, separator, val_files, skip_bad_files, config.encoding_errors)
-    shape_given = [name for name in ModelShape.field_names() if name in settings]
+    # What --size auto keeps as given: shape options, and the recipe options a small text's sizing sets.
+    recipe = ("epochs", "eval_every", "patience", "ema")  # charlstm.training.sizing.small_text_recipe
+    shape_given = [name for name in (*ModelShape.field_names(), *recipe) if name in settings]
     return _with_progress(
         progress,
         lambda events: run_training(

@@ -29,6 +29,9 @@ WEIGHTS = ("fp32", "int8", "bf16")
 CELLS = ("lstm", "gru", "rnn")
 SIZES = ("auto", "fixed")
 ENCODING_ERRORS = ("strict", "replace")
+ADAPT_METHODS = ("rms", "sgd")
+# Each dynamic-evaluation method's (--adapt-lr, --adapt-decay) when not given.
+ADAPT_DEFAULTS = {"sgd": (0.1, 0.0), "rms": (0.002, 0.01)}
 # What ``inspect --show`` can colour by, per cell, in display order (``cells.trace`` records each).
 QUANTITIES = {
     "lstm": ("cell", "hidden", "forget", "input", "output", "candidate"),
@@ -207,6 +210,11 @@ class TrainConfig(_Serializable):
     final_lr_ratio: float = setting(0.0, "Where the cosine schedule ends, as a fraction of --lr.")
     weight_decay: float = setting(0.01, "AdamW weight decay (weight matrices only).")
     clip: float = setting(1.0, "Gradient-norm clipping threshold.")
+    ema: float | None = setting(
+        None,
+        "Keep a moving average of the weights with this decay per step (e.g. 0.999): validation and "
+        "best.pt use the averaged weights; last.pt keeps the raw ones and the average [default: off].",
+    )
     epochs: int = setting(10, "Stop after this many passes over the text...")
     max_steps: int | None = setting(None, "...or this many steps...")
     max_time: float | None = setting(None, "...or this many seconds, whichever comes first.")
@@ -269,6 +277,7 @@ class TrainConfig(_Serializable):
         c.within("final_lr_ratio", "[0, 1]")
         c.zero_or_more("weight_decay")
         c.check("clip", lambda clip: clip > 0, "must be positive")
+        c.within("ema", "(0, 1)")
         c.at_least("epochs", 1)
         c.at_least("max_steps", 1)
         c.check("max_time", lambda seconds: seconds > 0, "must be a positive number of seconds")
@@ -320,16 +329,71 @@ class EvalConfig(_Serializable):
 class AdaptConfig(_Serializable):
     """Dynamic evaluation (``eval --adapt``, ``sample --adapt-to``): how the weights follow a text."""
 
-    adapt_lr: float = setting(0.1, "Learning rate of the adapting SGD steps (each step clipped to norm 1).")
-    adapt_decay: float = setting(0.0, "Pull towards the trained weights after each step (0: none, 1: undo it).")
+    adapt_method: str = setting(
+        "rms",
+        "How the weights follow the text: rms (Krause et al. 2018: each step divided by the root mean "
+        "square of the gradients seen so far, the pull back scaled per weight) or sgd (a plain step "
+        "clipped to norm 1).",
+        choices=ADAPT_METHODS,
+    )
+    adapt_lr: float | None = setting(
+        None, "Learning rate of the adapting steps [default: 0.1 for sgd, 0.002 for rms]."
+    )
+    adapt_decay: float | None = setting(
+        None,
+        "Pull towards the trained weights after each step (0: none; 1 undoes an sgd step) "
+        "[default: 0 for sgd, 0.01 for rms].",
+    )
     adapt_bptt: int = setting(64, "Tokens scored per adapting step.")
 
     def __post_init__(self) -> None:
         c = _Checks(self)
+        c.choice("adapt_method", ADAPT_METHODS)
         c.positive_number("adapt_lr")
         c.within("adapt_decay", "[0, 1]")
         c.at_least("adapt_bptt", 1)
         c.raise_if_any()
+        defaults = ADAPT_DEFAULTS.get(self.adapt_method, ADAPT_DEFAULTS["sgd"])
+        if self.adapt_lr is None:
+            self.adapt_lr = defaults[0]
+        if self.adapt_decay is None:
+            self.adapt_decay = defaults[1]
+
+
+@dataclass
+class CacheConfig(_Serializable):
+    """The neural cache (Grave et al. 2017) of ``eval`` and ``score``: the model's distribution
+    mixed with one that copies what followed similar recent states."""
+
+    cache_size: int = setting(
+        0, "Recent tokens the cache remembers (their last-layer state and the token that followed); 0: no cache."
+    )
+    cache_theta: float | None = setting(
+        None,
+        "How sharply the cache prefers the most similar states [default: chosen as the text is read, "
+        "from 0.03, 0.1, 0.3, 1].",
+    )
+    cache_lambda: float | None = setting(
+        None,
+        "The cache's share of the mixture [default: chosen as the text is read, from 0.05, 0.1, 0.2, 0.35, 0.5, 0.7].",
+    )
+
+    def __post_init__(self) -> None:
+        c = _Checks(self)
+        c.zero_or_more("cache_size")
+        c.positive_number("cache_theta")
+        c.within("cache_lambda", "[0, 1)")
+        c.raise_if_any()
+
+
+# The adapting flags, named in "... need --adapt" (eval) and "... need --adapt-to" (sample).
+ADAPT_NEEDS = "--adapt-method, --adapt-lr, --adapt-decay and --adapt-bptt"
+
+
+def check_cache(config: CacheConfig) -> None:
+    """--cache-theta and --cache-lambda mean nothing without a cache."""
+    if config.cache_size == 0 and (config.cache_theta is not None or config.cache_lambda is not None):
+        raise ConfigError("--cache-theta and --cache-lambda need --cache-size (above 0)")
 
 
 @dataclass

@@ -65,13 +65,21 @@ class LanguageModel(nn.Module):
     def forward(self, ids: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """``ids`` (T, B) token ids -> logits (T, B, vocab_size) and the hidden state after the
         last step (None: start from zeros)."""
+        logits, _, hidden = self.forward_features(ids, hidden)
+        return logits, hidden
+
+    def forward_features(
+        self, ids: torch.Tensor, hidden: Hidden | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, Hidden]:
+        """``forward``, also returning the last layer's output (T, B, hidden_size) that the
+        projection reads: the neural cache (``evaluation.cache``) keys on it."""
         x = self.embedding(ids)  # (T, B, embedding_dim)
         lstm = self.config.cell == "lstm"
         if hidden is not None and not lstm:
             hidden = hidden[0]  # nn.GRU / nn.RNN take h alone
         out, hidden = self.rnn(x, hidden)  # (T, B, hidden_size)
         logits = self.head(self.dropout(out))  # (T, B, vocab_size)
-        return logits, (hidden if lstm else (hidden,))
+        return logits, out, (hidden if lstm else (hidden,))
 
 
 def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:

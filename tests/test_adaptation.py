@@ -32,7 +32,7 @@ def test_a_full_pull_back_undoes_every_step_so_scores_are_static():
     ids = np.random.default_rng(1).integers(0, 12, size=300)
     static = stream_loss(model, ids, batch_size=1, bptt=50, device="cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    adapted = adapt(model, ids, AdaptConfig(adapt_lr=0.5, adapt_decay=1.0, adapt_bptt=16), "cpu")
+    adapted = adapt(model, ids, AdaptConfig(adapt_method="sgd", adapt_lr=0.5, adapt_decay=1.0, adapt_bptt=16), "cpu")
     assert adapted[1] == static[1] == 299
     assert math.isclose(adapted[0], static[0], rel_tol=1e-5)
     assert all(torch.allclose(before[k], v) for k, v in model.state_dict().items())
@@ -44,7 +44,7 @@ def test_adapting_learns_a_text_that_repeats_and_changes_the_weights():
     ids = np.tile(np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3]), 100)
     static, count = stream_loss(model, ids, batch_size=1, bptt=64, device="cpu")
     before = model.head.weight.detach().clone()
-    adapted, adapted_count = adapt(model, ids, AdaptConfig(adapt_lr=3.0, adapt_bptt=10), "cpu")
+    adapted, adapted_count = adapt(model, ids, AdaptConfig(adapt_method="sgd", adapt_lr=3.0, adapt_bptt=10), "cpu")
     assert adapted_count == count == 999
     assert adapted / count < 0.5 * static / count  # later repeats are predicted from earlier ones
     assert not torch.equal(before, model.head.weight)

@@ -48,6 +48,7 @@ def test_a_written_file_gets_the_mode_the_umask_allows(tmp_path):
         assert oct(path.stat().st_mode & 0o777) == oct(expected)
 
 
+@pytest.mark.slow  # the real CLI (train, sample, inspect) under each umask
 @pytest.mark.parametrize("mask", [0o022, 0o027])
 def test_every_file_a_run_writes_follows_the_umask(tmp_path, mask):
     """Checkpoints, config.json, the token file, metrics, samples, the inspect page and

@@ -52,8 +52,9 @@ def test_end_to_end_train_sample_eval(tmp_path, text_file):
         "replacements",
         "seconds",
         "adapted",
+        "cached",
     ]
-    assert report["adapted"] is None  # without --adapt
+    assert report["adapted"] is None and report["cached"] is None  # without --adapt, --cache-size
     assert report["chars"] == len(text_file.read_text())
     assert 0 < report["loss"] < 6 and report["unknown"] == 0
 
@@ -145,6 +146,8 @@ BAD_INPUTS = {
         1,
         "the largest that works is",
     ),
+    "ema of 1": (lambda p: ["train", p / "missing.txt", "--ema", "1"], 2, "--ema must be in (0, 1) (got 1.0)"),
+    "ema negative": (lambda p: ["train", p / "missing.txt", "--ema", "-0.5"], 2, "--ema must be in (0, 1) (got -0.5)"),
     "resume missing": (lambda p: ["train", "--resume", p / "nope"], 1, "no such run directory"),
     "resume empty": (lambda p: ["train", "--resume", _dir(p, "empty")], 1, "nothing to resume"),
     "resume with --out": (lambda p: ["train", "--resume", p, "--out", p / "o"], 2, "--out cannot be used"),
@@ -573,8 +576,13 @@ def test_eval_adapt_reports_static_and_adapted_figures(tiny_run, short_file):
     report = json.loads(result.stdout)
     assert report["loss"] == pytest.approx(static["loss"], rel=1e-6)  # the static figure is unchanged
     adapted = report["adapted"]
-    assert set(adapted) == {"loss", "bits_per_char", "bits_per_byte", "seconds", "adapt_lr", "adapt_decay", "adapt_bptt"}
-    assert (adapted["adapt_lr"], adapted["adapt_decay"], adapted["adapt_bptt"]) == (0.05, 0.0, 32)
+    assert set(adapted) == {
+        "loss", "bits_per_char", "bits_per_byte", "seconds", "adapt_lr", "adapt_decay", "adapt_bptt", "adapt_method",
+        "cached",
+    }
+    assert (adapted["adapt_method"], adapted["adapt_lr"], adapted["adapt_decay"], adapted["adapt_bptt"]) == (
+        "rms", 0.05, 0.01, 32
+    )
     assert adapted["bits_per_char"] == pytest.approx(adapted["loss"] / math.log(2) * report["tokens"] / report["chars"])
     assert adapted["loss"] != report["loss"] and adapted["seconds"] > 0
     table = invoke("eval", tiny_run, text_file, "--adapt")
@@ -585,7 +593,7 @@ def test_adapt_options_need_adapt(tiny_run, text_file):
     result = charlstm("eval", tiny_run, text_file, "--adapt-lr", "0.1")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == (
-        "Error: --adapt-lr, --adapt-decay and --adapt-bptt need --adapt (see 'charlstm eval --help')"
+        "Error: --adapt-method, --adapt-lr, --adapt-decay and --adapt-bptt need --adapt (see 'charlstm eval --help')"
     )
     bad = charlstm("eval", tiny_run, text_file, "--adapt", "--adapt-decay", "2")
     assert bad.returncode == 2 and "--adapt-decay must be in [0, 1] (got 2.0)" in bad.stderr
@@ -593,12 +601,44 @@ def test_adapt_options_need_adapt(tiny_run, text_file):
     assert sampled.exit_code == 2 and "need --adapt-to" in sampled.output
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--adapt", "--adapt-method", "adam"], "Invalid value for '--adapt-method': 'adam' is not one of 'rms', 'sgd'."),
+        (["--adapt", "--adapt-lr", "0"], "--adapt-lr must be a positive number (got 0.0)"),
+        (["--cache-size", "-5"], "--cache-size must be 0 or more (got -5)"),
+        (["--cache-size", "10", "--cache-theta", "-1"], "--cache-theta must be a positive number (got -1.0)"),
+        (["--cache-size", "10", "--cache-lambda", "1"], "--cache-lambda must be in [0, 1) (got 1.0)"),
+        (["--cache-lambda", "0.2"], "--cache-theta and --cache-lambda need --cache-size (above 0)"),
+    ],
+)
+def test_bad_adapt_and_cache_values_are_one_line_exit_2(tiny_run, text_file, args, message):
+    result = charlstm("eval", tiny_run, text_file, *args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_eval_and_score_with_the_cache(tiny_run, short_file):
+    report = json.loads(invoke("eval", tiny_run, short_file, "--json", "--adapt", "--cache-size", "200").stdout)
+    for cached in (report["cached"], report["adapted"]["cached"]):
+        assert cached["cache_size"] == 200 and 0 < cached["bits_per_byte"] < 10
+    lines = short_file.read_text().splitlines()[:5]
+    with_cache = charlstm("score", tiny_run, "--json", "--cache-size", "100", "--cache-theta", "1", "--cache-lambda", "0", input="\n".join(lines))
+    without = charlstm("score", tiny_run, "--json", input="\n".join(lines))
+    assert with_cache.returncode == 0, with_cache.stderr
+    a = [json.loads(l)["logprob"] for l in with_cache.stdout.splitlines()]
+    b = [json.loads(l)["logprob"] for l in without.stdout.splitlines()]
+    assert a == pytest.approx(b, rel=1e-4)  # lambda 0: the model's own scores
+
+
 def test_sample_adapt_to_adapts_then_samples(tiny_run, short_file, tmp_path):
     text_file = short_file
     result = charlstm("sample", tiny_run, "--adapt-to", text_file, "--length", "30", "--seed", "3", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
-    assert record["adapted_to"] == {"text": str(text_file), "adapt_lr": 0.1, "adapt_decay": 0.0, "adapt_bptt": 64}
+    assert record["adapted_to"] == {
+        "text": str(text_file), "adapt_method": "rms", "adapt_lr": 0.002, "adapt_decay": 0.01, "adapt_bptt": 64
+    }
     assert record["tokens"] == 30
     assert result.stderr.startswith(f"adapted to {text_file}: 3,000 tokens in ")
     plain = json.loads(charlstm("sample", tiny_run, "--length", "30", "--seed", "3", "--json").stdout)

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -9,10 +10,12 @@ from charlstm.model import LanguageModel, count_parameters
 from charlstm.training.sizing import (
     LADDER,
     TOKENS_PER_PARAMETER,
+    SMALL_TEXT_PATIENCE,
     choose_size,
     dropout_for,
     measure_speed,
     pick,
+    small_text_recipe,
 )
 from charlstm.data.text import TextSource
 from charlstm.training.trainer import train
@@ -37,6 +40,9 @@ def test_pick_takes_the_largest_shape_the_budget_and_text_allow():
     assert pick(3600, speeds, 1_000_000, 64, 66) == (1, 768)
     # A text too small for the model's parameters caps it, whatever the budget.
     assert pick(3600, speeds, n512 // 3 - 1, 64, 66) == (1, 256)
+    # A small text stops early (small_text_recipe) instead: only the budget caps its model.
+    assert pick(300, speeds, 27_000, 64, 66) == (1, 512)
+    assert pick(300, speeds, 300_000, 64, 66) == (1, 256)  # 300,000 tokens: capped again
     # Nothing fits: the smallest.
     assert pick(1, speeds, 1_000_000, 64, 66) == (1, 256)
     assert speeds[(1, 512)] * 300 >= TOKENS_PER_PARAMETER * n512
@@ -48,7 +54,7 @@ def test_measure_speed_leaves_the_random_state_alone():
     torch.manual_seed(5)
     config = ModelConfig(vocab_size=20, embedding_dim=8, hidden_size=16, num_layers=1)
     speed = measure_speed(config, 4, 8, torch.device("cpu"), FP32)
-    assert speed > 1000  # tokens/s of a 16-unit model on any CPU
+    assert 100 < speed < 1e9  # tokens/s of a 16-unit model: finite and plausible even on a loaded CPU
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -90,6 +96,42 @@ def test_a_run_with_max_time_is_sized_and_records_why(tmp_path, small_text, monk
                   shape_given=())
     record = json.loads((fixed.run_dir / "config.json").read_text())
     assert record["model"]["hidden_size"] == ModelShape().hidden_size and "size" not in record["info"]
+
+
+def test_a_small_text_trains_for_the_budget_with_early_stopping():
+    config = TrainConfig(max_time=60)  # --epochs 10
+    # 27,000 tokens, 200 passes in the budget: the budget ends the run, validating every pass.
+    assert small_text_recipe(200.4, 27_000, 27, config) == {"epochs": 201, "eval_every": 27, "patience": 3, "ema": 0.99}
+    assert SMALL_TEXT_PATIENCE == 3
+    # What the user gave is kept.
+    assert small_text_recipe(200.4, 27_000, 27, config, ("patience", "epochs", "ema")) == {"eval_every": 27}
+    # A large text, or a small one the budget passes over at most --epochs times: unchanged.
+    assert small_text_recipe(13.0, 1_000_000, 980, config) == {}
+    assert small_text_recipe(9.5, 27_000, 27, config) == {}
+    assert small_text_recipe(200.0, 27_000, 27, TrainConfig(max_time=60, epochs=300)) == {}
+
+
+def test_a_small_text_run_with_max_time_gets_the_recipe_and_a_large_one_does_not(tmp_path, small_text, monkeypatch):
+    # 1x512: 381,000 tokens/s, 11.4M tokens in 30 s (9 per parameter); 1x768: under 4 per parameter.
+    monkeypatch.setattr("charlstm.training.sizing.measure_speed", lambda config, *a, **k: 1e11 / config.hidden_size**2)
+    source = TextSource.from_text(small_text[:6000], "small", "small")  # 5,400 training tokens
+    config = TrainConfig(batch_size=4, bptt=16, device="cpu", seed=1, max_time=30, max_steps=3)
+    result = train(source, config, ModelShape(), out=tmp_path / "auto", shape_given=())
+    record = json.loads((result.run_dir / "config.json").read_text())
+    size, train_config = record["info"]["size"], record["train"]
+    steps_per_epoch = record["info"]["steps_per_epoch"]
+    assert size["recipe"] == {"epochs": math.ceil(size["epochs"]), "eval_every": steps_per_epoch, "patience": 3, "ema": 0.99}
+    assert (train_config["epochs"], train_config["eval_every"], train_config["patience"], train_config["ema"]) == (
+        math.ceil(size["epochs"]), steps_per_epoch, 3, 0.99
+    )
+    assert size["shape"] == "1x512"  # 230 parameters per token: no cap for a small text, only the budget
+    assert size["dropout"] == 0.4 and "a small text: up to" in size["reason"]
+    # A given --patience is kept; the rest of the recipe still applies.
+    given = train(source, TrainConfig(**{**config.to_dict(), "patience": 7}), ModelShape(), out=tmp_path / "given",
+                  shape_given=("patience",))
+    assert json.loads((given.run_dir / "config.json").read_text())["train"]["patience"] == 7
+    # Large texts are sized as before: the recipe is left alone.
+    assert small_text_recipe(size["epochs"], 1_000_000, steps_per_epoch, config) == {}
 
 
 @pytest.mark.slow

@@ -142,6 +142,7 @@ def test_a_small_model_learns_real_text(tmp_path, shakespeare):
     assert result.best_val_loss < unigram - 1.0, (result.best_val_loss, unigram)
 
 
+@pytest.mark.slow  # two runs of 150 steps, fp32 and bf16
 def test_bf16_autocast_keeps_quality(tmp_path, small_text, monkeypatch):
     """bf16 autocast: validation loss after equal steps within 0.02 nats of fp32.
 
@@ -197,13 +198,15 @@ def _weights(path):
 
 
 @pytest.mark.parametrize(
-    "stop_at, variable_bptt",
-    [(7, False), (12, False), (20, False), (7, True), (20, True)],  # mid-epoch, epoch boundary, epoch 2
+    "stop_at, variable_bptt, ema",
+    # mid-epoch, epoch boundary, epoch 2; --ema: the average goes on exactly too
+    [(7, False, None), (12, False, None), (20, False, None), (7, True, None), (20, True, None),
+     (7, False, 0.9), (12, True, 0.9)],
 )
-def test_resume_is_bitwise_identical(tmp_path, small_text, stop_at, variable_bptt):
+def test_resume_is_bitwise_identical(tmp_path, small_text, stop_at, variable_bptt, ema):
     text = small_text[:860]  # 774 training chars: 12 steps per epoch at batch 4 x bptt 16
     options = {"batch_size": 4, "bptt": 16, "device": "cpu", "seed": 3, "max_steps": 26, "eval_every": 5,
-               "variable_bptt": variable_bptt}
+               "variable_bptt": variable_bptt, "ema": ema}
     source = TextSource.from_text(text, "t", "t")
 
     whole = _Recorder()
@@ -219,9 +222,43 @@ def test_resume_is_bitwise_identical(tmp_path, small_text, stop_at, variable_bpt
     assert {**first.losses, **second.losses} == whole.losses  # bit for bit, every step
     a, b = _weights(tmp_path / "whole" / "last.pt"), _weights(tmp_path / "split" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("last.pt", "best.pt"):  # with --ema: the average in last.pt, best.pt's weights
+        a, b = (torch.load(tmp_path / run / name, weights_only=True) for run in ("whole", "split"))
+        assert ("ema" in a) == ("ema" in b) == (ema is not None and name == "last.pt")
+        pairs = [(a["model"], b["model"])] + ([(a["ema"]["model"], b["ema"]["model"])] if "ema" in a else [])
+        assert all(torch.equal(x[k], y[k]) for x, y in pairs for k in x)
     # The resumed run's metrics continue the first part's; none are lost or repeated.
     records = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [s for s in (5, 10, 15, 20, 25, 26)]
+    whole_records = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_loss"] for r in records] == [r["val_loss"] for r in whole_records]
+
+
+def test_ema_leaves_training_alone_and_best_pt_holds_the_average(tmp_path, small_text):
+    """--ema: the raw weights follow exactly the run without it (last.pt); validation scores the
+    average, and best.pt holds it; without --ema, checkpoints hold no average."""
+    off, on = _Recorder(), _Recorder()
+    source = TextSource.from_text(small_text[:6000], "t", "t")
+    options = {"batch_size": 4, "bptt": 16, "device": "cpu", "seed": 2, "max_steps": 40, "eval_every": 20}
+    plain = train(source, TrainConfig(**options), TINY, out=tmp_path / "off", events=off)
+    averaged = train(source, TrainConfig(**options, ema=0.95), TINY, out=tmp_path / "on", events=on)
+    assert off.losses == on.losses  # every training step bit for bit
+    plain_last, last = (torch.load(r.last_path, weights_only=True) for r in (plain, averaged))
+    best = torch.load(averaged.best_path, weights_only=True)
+    assert "ema" not in plain_last and "ema" not in best
+    assert all(torch.equal(plain_last["model"][k], last["model"][k]) for k in last["model"])
+    assert last["ema"]["decay"] == 0.95 and last["ema"]["updates"] == 40
+    assert last["train_config"]["ema"] == 0.95 and plain_last["train_config"]["ema"] is None
+    # Validation scored the average: it differs from the raw weights' score, best.pt is the average.
+    assert [m["val_loss"] for m in averaged.metrics] != [m["val_loss"] for m in plain.metrics]
+    assert best["train_state"]["step"] == min(averaged.metrics, key=lambda m: m["val_loss"])["step"]
+    if best["train_state"]["step"] == 40:
+        assert all(torch.equal(best["model"][k], last["ema"]["model"][k]) for k in last["model"])
+    assert not all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    # --ema may change on resume: given for the first time, the average starts at the resumed weights.
+    resumed = resume(tmp_path / "off", source, changes={"max_steps": 45, "ema": 0.9})
+    later = torch.load(resumed.last_path, weights_only=True)
+    assert later["ema"]["updates"] == 5 and later["train_config"]["ema"] == 0.9
 
 
 def test_resume_reuses_the_token_cache_and_refuses_a_changed_text(tmp_path, small_text):
@@ -400,3 +437,39 @@ def test_a_second_ctrl_c_says_what_the_run_falls_back_to(tmp_path, small_text):
     assert json.loads((run_dir / "config.json").read_text())["status"] == f"interrupted: {e.value}"
     with pytest.raises(KeyboardInterrupt, match="^training stopped at step 2 before any checkpoint was written"):
         train(source, config, TINY, out=tmp_path / "early", events=_TwoInterrupts(2))
+
+
+@pytest.mark.slow
+def test_two_ctrl_c_in_the_real_command_say_the_step_it_falls_back_to_and_how_to_resume(tmp_path, small_text):
+    """The first Ctrl-C lands in a long validation (at step 10), the second before it ends: the
+    command stops at once, and says what is kept and how to go on."""
+    import subprocess
+    import sys
+
+    text = tmp_path / "big.txt"
+    text.write_text((small_text * 60)[:1_200_000])  # 600,000 validation tokens: seconds to score
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlstm", "train", str(text), "--out", str(run_dir), "--embedding-dim", "16",
+         "--hidden-size", "128", "--num-layers", "1", "--batch-size", "4", "--bptt", "2", "--val-fraction", "0.5",
+         "--precision", "fp32", "--max-steps", "1000", "--eval-every", "5", "--device", "cpu"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "last.pt").exists() and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # steps 6-10 take milliseconds; the validation at step 10 takes seconds
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    last = run_dir / "last.pt"
+    assert proc.returncode == 130, stderr[-1500:]
+    assert stderr.rstrip().endswith(
+        f"interrupted: training stopped at step 10 without saving: the run falls back to its last checkpoint, "
+        f"{last} (step 5; 5 steps lost); continue with: charlstm train --resume {run_dir}"
+    ), stderr[-600:]
+    assert torch.load(last, weights_only=True)["train_state"]["step"] == 5

@@ -117,6 +117,15 @@ def adapt_options(command):
     return command
 
 
+def cache_options(command):
+    """``--cache-size``, ``--cache-theta``, ``--cache-lambda`` (``eval``, ``score``)."""
+    from charlstm.config import CacheConfig
+
+    for name in reversed(CacheConfig.field_names()):
+        command = config_option(CacheConfig, name)(command)
+    return command
+
+
 def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None):
     """``--config FILE``: the command's table of a TOML file becomes Click's ``default_map``, so
     the command line and ``CHARLSTM_<COMMAND>_<OPTION>`` variables win over it and it wins over

@@ -12,6 +12,7 @@ import click
 from charlstm.cli.base import (
     _given,
     adapt_options,
+    cache_options,
     check_new_files,
     cli,
     config_file_option,
@@ -24,7 +25,10 @@ from charlstm.cli.base import (
     run_argument,
 )
 from charlstm.config import (
+    ADAPT_NEEDS,
     AdaptConfig,
+    CacheConfig,
+    check_cache,
     SampleConfig,
 )
 from charlstm.errors import CharlstmError, ConfigError
@@ -106,7 +110,7 @@ def sample(
     configs = configs or [SampleConfig.from_dict(given)]
     adapt_config = AdaptConfig.from_dict(given)
     if adapt_to is None and any(name in given for name in AdaptConfig.field_names()):
-        raise click.UsageError("--adapt-lr, --adapt-decay and --adapt-bptt need --adapt-to")
+        raise click.UsageError(f"{ADAPT_NEEDS} need --adapt-to")
     check_new_files(force, out=output)
     import charlstm
     from charlstm.generation.sampling import encode_prime
@@ -342,17 +346,25 @@ def _chat_command(session, line: str) -> bool:
 @json_option
 @device_option
 @config_option(SampleConfig, "weights")
-def score(run: str, files: tuple[str, ...], file: str | None, as_json: bool, device: str, weights: str | None) -> None:
+@cache_options
+def score(
+    run: str, files: tuple[str, ...], file: str | None, as_json: bool, device: str, weights: str | None, **options
+) -> None:
     """Score each line of FILEs under the model: its log-probability (nats) and bits per
     character, to rank candidates or find unusual lines. Each line is scored on its own, from the
     start of a text; blank lines are kept (no tokens, no score).
 
     FILE: files, directories or quoted patterns, as train takes them; none or - reads stdin.
 
+    With --cache-size N the lines are also read in order by a neural cache of the last N tokens,
+    so a line that repeats an earlier one scores better.
+
     RUN: a run directory, a checkpoint file or an exported folder.
     """
     import charlstm
 
+    cache_config = CacheConfig.from_dict(_given(options))
+    check_cache(cache_config)
     if file is not None:
         files = (*files, file)
     lm = charlstm.load(run, device=device, weights=weights or "fp32")
@@ -363,7 +375,7 @@ def score(run: str, files: tuple[str, ...], file: str | None, as_json: bool, dev
     results = []
     with token_progress("scoring") as on_progress:
         for text in texts:
-            results += lm.score(text, on_progress=on_progress)
+            results += lm.score(text, on_progress=on_progress, **cache_config.to_dict())
     print_scores(results, as_json)
 
 

@@ -9,6 +9,7 @@ import click
 from charlstm.cli.base import (
     _given,
     adapt_options,
+    cache_options,
     check_new_files,
     cli,
     config_file_option,
@@ -20,11 +21,14 @@ from charlstm.cli.base import (
     run_argument,
 )
 from charlstm.config import (
+    ADAPT_NEEDS,
     SHOW_CHOICES,
     AdaptConfig,
+    CacheConfig,
     EvalConfig,
     ExperimentConfig,
     SampleConfig,
+    check_cache,
     flag,
 )
 
@@ -50,6 +54,7 @@ def _text_source(files: tuple[str, ...], encoding_errors: str = "strict"):
 @config_option(EvalConfig, "bptt")
 @config_option(EvalConfig, "adapt")
 @adapt_options
+@cache_options
 @config_option(EvalConfig, "device")
 @config_option(EvalConfig, "encoding_errors")
 @config_option(SampleConfig, "weights")
@@ -59,6 +64,7 @@ def eval_(run: str, files: tuple[str, ...], as_json: bool, weights: str | None, 
     \b
       charlstm eval checkpoints/my_text held_out.txt
       charlstm eval checkpoints/my_text held_out.txt --adapt      static and dynamic evaluation
+      charlstm eval checkpoints/my_text held_out.txt --adapt --cache-size 2000   and a neural cache
       charlstm eval checkpoints/my_text notes/ 'poems/**/*.md'    several files, read as train reads them
 
     RUN: a run directory, a checkpoint file or an exported folder.
@@ -68,13 +74,16 @@ def eval_(run: str, files: tuple[str, ...], as_json: bool, weights: str | None, 
     given = _given(options)
     config = EvalConfig.from_dict(given)
     adapt_config = AdaptConfig.from_dict(given)
+    cache_config = CacheConfig.from_dict(given)
     if not config.adapt and any(name in given for name in AdaptConfig.field_names()):
-        raise click.UsageError("--adapt-lr, --adapt-decay and --adapt-bptt need --adapt")
+        raise click.UsageError(f"{ADAPT_NEEDS} need --adapt")
+    check_cache(cache_config)
     source = _text_source(files, config.encoding_errors)
     lm = charlstm.load(run, device=config.device, weights=weights or "fp32")
     settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "encoding_errors")}
     if config.adapt:
-        settings.update(adapt_config.to_dict())
+        settings.update({k: v for k, v in given.items() if k in AdaptConfig.field_names()})
+    settings.update(cache_config.to_dict())
     from charlstm.display import token_progress
 
     with token_progress("adapting", enabled=config.adapt) as on_progress:
@@ -177,7 +186,7 @@ def inspect(run, files, text, max_chars, quantity, layer, unit, at, html_out, pn
 
 @cli.group()
 def experiment() -> None:
-    """Experiments on how recurrent cells behave (see the README's long-range section)."""
+    """Experiments on how recurrent cells behave (docs/inside-the-lstm.md)."""
 
 
 def _comma_list(kind):

@@ -29,13 +29,25 @@ def print_eval_report(report, name: str) -> None:
     if adapted is not None:
         table.add_row("static scoring time", f"{report.seconds:.1f} s")
         table.add_row(
-            f"adapted loss (lr {adapted.adapt_lr:g}, decay {adapted.adapt_decay:g}, bptt {adapted.adapt_bptt})",
+            f"adapted loss ({adapted.adapt_method}, lr {adapted.adapt_lr:g}, decay {adapted.adapt_decay:g}, "
+            f"bptt {adapted.adapt_bptt})",
             f"{adapted.loss:.4f}",
         )
         table.add_row("adapted bits per character", f"{adapted.bits_per_char:.4f}")
         table.add_row("adapted bits per byte", f"{adapted.bits_per_byte:.4f}")
         table.add_row("gain (bits per character)", f"{report.bits_per_char - adapted.bits_per_char:.4f}")
         table.add_row("adapting time", f"{adapted.seconds:.1f} s")
+    if adapted is None and report.cached is not None:
+        table.add_row("static scoring time", f"{report.seconds:.1f} s")
+    for label, cached in (("cache", report.cached), ("adapted + cache", adapted and adapted.cached)):
+        if cached is not None:
+            table.add_row(
+                f"{label} bits per byte (size {cached.cache_size}, theta {cached.cache_theta:g}, "
+                f"lambda {cached.cache_lambda:g})",
+                f"{cached.bits_per_byte:.4f}",
+            )
+    if report.cached is not None:
+        table.add_row("cache time", f"{report.cached.seconds:.1f} s")
     stdout_console().print(table)
 
 

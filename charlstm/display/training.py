@@ -39,7 +39,7 @@ class _Bars:
             self.bar = tqdm(
                 total=info.planned_steps, initial=info.resumed_from_step or 0, file=sys.stderr, unit="step",
                 dynamic_ncols=True, mininterval=mininterval,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}{postfix}]",
             )
 
     def _advance(self, step: int, elapsed: float) -> None:

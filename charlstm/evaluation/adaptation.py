@@ -1,17 +1,26 @@
-"""Dynamic evaluation (Krause et al. 2017, "Dynamic Evaluation of Neural Sequence Models").
+"""Dynamic evaluation (Krause et al. 2018, "Dynamic Evaluation of Neural Sequence Models").
 
 A trained model reads a text in order, one stream, ``--adapt-bptt`` tokens at a time. Each
 segment is scored first, with the weights as they are, and only then used for one gradient step,
 so every token is scored by weights that have learnt from the text before it and never from the
-text after it:
+text after it. Two ways to step (``--adapt-method``):
 
-    score segment s with weights w
-    w <- w - lr * grad loss(s)             (SGD; the gradient clipped to norm 1)
-    w <- w + decay * (w_trained - w)       (a pull back towards the trained weights)
+    sgd:  w <- w - lr * g                         (g clipped to norm 1)
+          w <- w + decay * (w_trained - w)        (a pull back towards the trained weights)
+
+    rms:  ms <- mean of g*g over the segments read so far          (per weight)
+          w  <- w - lr * g / (sqrt(ms) + eps)                      (each element at most 3 lr)
+          w  <- w + min(1, decay * r) * (w_trained - w),  r = sqrt(ms) / mean over tensors of mean sqrt(ms)
+
+The rms method is Krause et al.'s: updates normalised by the root mean square of the gradients,
+and a pull back that is stronger for the weights whose gradients are large. They collect the
+mean squares on the training data; a checkpoint does not carry its training text, so here they
+come from the gradients of the text already scored (the first segment's step is a sign step).
 
 The hidden state is carried from segment to segment, as in ``evaluate.stream_loss`` with one
 stream. ``charlstm eval --adapt`` reports the static and the adapted figures side by side;
-``charlstm sample --adapt-to FILE`` adapts the weights to a text before sampling.
+``charlstm sample --adapt-to FILE`` adapts the weights to a text before sampling. With a neural
+cache (``evaluation.cache``) the same pass also scores each segment with the cache mixed in.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import torch.nn.functional as F
 
 from charlstm.data.batches import encode_to_file, windows
 from charlstm.config import AdaptConfig
+from charlstm.evaluation.cache import NeuralCache
 from charlstm.errors import DataError
 from charlstm.model import detach_hidden
 from charlstm.data.text import TextSource
@@ -47,17 +57,22 @@ def _adapting(model):
         model.train(was_training)
 
 
-def adapt(model, ids: np.ndarray, config: AdaptConfig, device, on_progress=None) -> tuple[float, int]:
+def adapt(
+    model, ids: np.ndarray, config: AdaptConfig, device, on_progress=None, cache: NeuralCache | None = None
+) -> tuple[float, int] | tuple[float, int, float]:
     """Score ``ids`` as one stream while adapting ``model``'s weights to it, in place.
 
     Returns the sum of next-token negative log-likelihoods (each token scored *before* any step
-    on it) and how many tokens were scored (all but the first). ``on_progress(tokens)`` is called
-    after each segment.
+    on it) and how many tokens were scored (all but the first); with ``cache``, also the sum
+    with the cache mixed in (the steps follow the model's own loss either way).
+    ``on_progress(tokens)`` is called after each segment.
     """
     device = torch.device(device)
     params = [p for p in model.parameters() if p.requires_grad]
     trained = [p.detach().clone() for p in params]
+    step = _RmsStep(params, config) if config.adapt_method == "rms" else None
     total = torch.zeros((), dtype=torch.float64, device=device)
+    cached = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     hidden = None
     with _adapting(model):
@@ -65,21 +80,57 @@ def adapt(model, ids: np.ndarray, config: AdaptConfig, device, on_progress=None)
             block = torch.from_numpy(
                 np.asarray(ids[window.start : window.start + window.length + 1]).astype(np.int64)
             ).to(device)[:, None]  # (t+1, 1)
-            logits, hidden = model(block[:-1], hidden)  # (t, 1, V)
+            logits, features, hidden = model.forward_features(block[:-1], hidden)  # (t, 1, V), (t, 1, H)
             nll = F.cross_entropy(logits.float().flatten(0, 1), block[1:].flatten(), reduction="none")  # (t,)
             total += nll.detach().sum(dtype=torch.float64)
             count += nll.numel()
+            if cache is not None:
+                cached += cache.score(features[:, 0], -nll, block[1:, 0]).sum(dtype=torch.float64)
             grads = torch.autograd.grad(nll.mean(), params)
             with torch.no_grad():
-                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-                scale = config.adapt_lr * torch.clamp(1.0 / (norm + 1e-6), max=1.0)  # clip to norm 1
-                torch._foreach_sub_(params, torch._foreach_mul(grads, scale))
-                if config.adapt_decay:
-                    torch._foreach_lerp_(params, trained, config.adapt_decay)
+                if step is not None:
+                    step(grads, trained)
+                else:
+                    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                    scale = config.adapt_lr * torch.clamp(1.0 / (norm + 1e-6), max=1.0)  # clip to norm 1
+                    torch._foreach_sub_(params, torch._foreach_mul(grads, scale))
+                    if config.adapt_decay:
+                        torch._foreach_lerp_(params, trained, config.adapt_decay)
             hidden = detach_hidden(hidden)
             if on_progress is not None:
                 on_progress(window.length)
+    if cache is not None:
+        return float(total), count, float(cached)
     return float(total), count
+
+
+# Added to the root mean square before dividing (gradients of a mean loss over a segment are
+# ~1e-3..1e-1 per weight), and the most an element moves in one step, in units of lr: the first
+# time a rare token's weights see a gradient, g / rms is sqrt(segments so far).
+RMS_EPS = 1e-6
+RMS_MAX_STEP = 3.0
+
+
+class _RmsStep:
+    """Krause et al.'s RMS-normalised step with a per-weight pull back (the module docstring)."""
+
+    def __init__(self, params, config: AdaptConfig) -> None:
+        self.params, self.config = params, config
+        self.squares = [torch.zeros_like(p) for p in params]
+        self.steps = 0
+
+    def __call__(self, grads, trained) -> None:
+        self.steps += 1
+        torch._foreach_addcmul_(self.squares, grads, grads)
+        rms = torch._foreach_sqrt(torch._foreach_div(self.squares, float(self.steps)))
+        update = torch._foreach_div(grads, torch._foreach_add(rms, RMS_EPS))
+        for u in update:
+            u.clamp_(-RMS_MAX_STEP, RMS_MAX_STEP)
+        torch._foreach_sub_(self.params, torch._foreach_mul(update, self.config.adapt_lr))
+        if self.config.adapt_decay:
+            mean = torch.stack([r.mean() for r in rms]).sum() + 1e-12
+            rates = [torch.clamp(r * (self.config.adapt_decay / mean), max=1.0) for r in rms]
+            torch._foreach_add_(self.params, torch._foreach_mul(torch._foreach_sub(trained, self.params), rates))
 
 
 def adapt_to_source(model, tokenizer, source: TextSource, config: AdaptConfig, device, on_progress=None) -> tuple[float, int]:
@@ -90,7 +141,7 @@ def adapt_to_source(model, tokenizer, source: TextSource, config: AdaptConfig, d
         encoded = encode_to_file(source, tokenizer, Path(tmp) / "tokens")
         if len(encoded.ids) < 2:
             raise DataError(f"{source.name}: too short to adapt to: it needs at least 2 tokens")
-        total, count = adapt(model, encoded.ids, config, device, on_progress)
+        total, count = adapt(model, encoded.ids, config, device, on_progress)[:2]
         n_tokens = len(encoded.ids)
         del encoded  # close the memory map before the directory goes
     return total / count, n_tokens

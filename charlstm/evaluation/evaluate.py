@@ -14,10 +14,24 @@ import torch.nn.functional as F
 
 from charlstm.evaluation.adaptation import adapt
 from charlstm.data.batches import encode_to_file, windows
-from charlstm.config import AdaptConfig
+from charlstm.config import AdaptConfig, CacheConfig
+from charlstm.evaluation.cache import NeuralCache, cached_stream_loss, token_nll  # noqa: F401 (token_nll: score)
 from charlstm.errors import DataError
 from charlstm.hardware import FP32, Precision
 from charlstm.data.text import TextSource
+
+
+@dataclass
+class CachedScore:
+    """The same text scored with the neural cache mixed in (``charlstm eval --cache-size N``)."""
+
+    loss: float  # nats per token
+    bits_per_char: float
+    bits_per_byte: float
+    seconds: float  # the cached pass alone (one stream); 0 when it rode on the adapting pass
+    cache_size: int
+    cache_theta: float  # the pair in use at the end (chosen as the text was read, unless given)
+    cache_lambda: float
 
 
 @dataclass
@@ -31,6 +45,8 @@ class AdaptedScore:
     adapt_lr: float
     adapt_decay: float
     adapt_bptt: int
+    adapt_method: str = "sgd"
+    cached: CachedScore | None = None  # adapting and the cache together (--adapt --cache-size N)
 
 
 @dataclass
@@ -46,20 +62,14 @@ class EvalReport:
     replacements: int  # invalid byte sequences read as U+FFFD (--encoding-errors replace)
     seconds: float = 0.0  # the scoring pass alone (not loading or encoding)
     adapted: AdaptedScore | None = None  # with --adapt
+    cached: CachedScore | None = None  # with --cache-size N (static weights, one stream)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood (nats) of each target: ``logits`` (T, B, V), ``targets`` (T, B)
-    -> (T, B), computed in float32 whatever the logits' dtype. Shared by ``eval`` and ``score``."""
-    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")  # (T*B,)
-    return nll.view(targets.shape)  # (T, B)
-
-
 # Tokens of the preceding text each parallel stream reads, unscored, before its own part: enough
-# for a character model's state to forget that it started cold (measured in the README's "eval").
+# for a character model's state to forget that it started cold (measured in docs/measuring.md, "charlstm eval").
 WARMUP_TOKENS = 256
 
 
@@ -146,6 +156,7 @@ def evaluate_source(
     bptt: int,
     device,
     adapt_config: AdaptConfig | None = None,
+    cache_config: CacheConfig | None = None,
     on_progress=None,
 ) -> EvalReport:
     """Score a text with the model and report per-token, per-character and per-byte figures.
@@ -155,8 +166,12 @@ def evaluate_source(
     char, byte and subword models can be compared. The mean loss over the scored tokens stands
     for the one unscored (the first). With ``adapt_config`` the text is scored a second time
     with dynamic evaluation (``charlstm.evaluation.adaptation``), which changes ``model``'s weights;
-    ``on_progress(tokens)`` follows that pass.
+    ``on_progress(tokens)`` follows that pass. With ``cache_config`` (a ``cache_size`` above 0)
+    the text is also read as one stream with the neural cache (``charlstm.evaluation.cache``),
+    and the adapting pass, if any, scores with the cache as well.
     """
+    if cache_config is not None and cache_config.cache_size == 0:
+        cache_config = None
     with tempfile.TemporaryDirectory(prefix="charlstm-eval-") as tmp:
         encoded = encode_to_file(source, tokenizer, Path(tmp) / "tokens")
         ids, stats = encoded.ids, encoded.stats
@@ -165,9 +180,15 @@ def evaluate_source(
         started = time.perf_counter()
         nll_sum, scored = stream_loss(model, ids, batch_size=batch_size, bptt=bptt, device=device)
         seconds = time.perf_counter() - started
+        if cache_config is not None:
+            started = time.perf_counter()
+            cached_sum, cached_scored, cache = cached_stream_loss(model, ids, cache_config, bptt=bptt, device=device)
+            cache_seconds = time.perf_counter() - started
         if adapt_config is not None:
             started = time.perf_counter()
-            adapted_sum, adapted_scored = adapt(model, ids, adapt_config, device, on_progress)
+            adapt_cache = NeuralCache(cache_config, device) if cache_config is not None else None
+            results = adapt(model, ids, adapt_config, device, on_progress, cache=adapt_cache)
+            adapted_sum, adapted_scored = results[:2]
             adapt_seconds = time.perf_counter() - started
         n_tokens, encoded_unknown = len(ids), encoded.unknown
         del ids, encoded  # close the memory map before the directory goes
@@ -178,10 +199,21 @@ def evaluate_source(
 
     loss = nll_sum / scored
     bits_per_char, bits_per_byte = per_unit(loss)
+    cached = None
+    if cache_config is not None:
+        cached_loss = cached_sum / cached_scored
+        cached = CachedScore(
+            cached_loss, *per_unit(cached_loss), cache_seconds, cache.size, cache.theta, cache.lambda_
+        )
     adapted = None
     if adapt_config is not None:
         adapted_loss = adapted_sum / adapted_scored
         adapted = AdaptedScore(adapted_loss, *per_unit(adapted_loss), adapt_seconds, **adapt_config.to_dict())
+        if adapt_cache is not None:
+            both = results[2] / adapted_scored
+            adapted.cached = CachedScore(
+                both, *per_unit(both), 0.0, adapt_cache.size, adapt_cache.theta, adapt_cache.lambda_
+            )
     return EvalReport(
         tokens=n_tokens,
         chars=stats.chars,
@@ -194,6 +226,7 @@ def evaluate_source(
         replacements=stats.replacements,
         seconds=seconds,
         adapted=adapted,
+        cached=cached,
     )
 
 

@@ -10,6 +10,11 @@ bits per character nan.
 Lines are sorted by length and run in batches of similar lengths, padded and masked, so a
 thousand short lines take a few dozen model calls at most, not a thousand; long lines are read in
 windows of ``bptt`` tokens, carrying the state, so memory stays bounded.
+
+With a neural cache (``score --cache-size N``, ``evaluation.cache``) each line is still read from a
+zero state, but its tokens are also copied from the last N tokens of the lines before it and its
+own earlier tokens, in the order of the text: lines run in batches in their own order then, and
+a line that repeats an earlier one scores far better.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import numpy as np
 import torch
 
 from charlstm.data.batches import get_window, windows
-from charlstm.evaluation.evaluate import token_nll
+from charlstm.config import CacheConfig
+from charlstm.evaluation.cache import NeuralCache, token_nll
 from charlstm.data.tokenizers import default_start_id
 
 
@@ -40,7 +46,14 @@ class LineScore:
 
 @torch.inference_mode()
 def score_lines(
-    model, tokenizer, lines: Sequence[str], device, batch_size: int = 64, bptt: int = 256, on_progress=None
+    model,
+    tokenizer,
+    lines: Sequence[str],
+    device,
+    batch_size: int = 64,
+    bptt: int = 256,
+    on_progress=None,
+    cache_config: CacheConfig | None = None,
 ) -> list[LineScore]:
     """A ``LineScore`` for each of ``lines`` (without their newlines), in the same order.
 
@@ -54,8 +67,14 @@ def score_lines(
     for i, line in enumerate(lines):
         if len(encoded[i]) == 0:
             results[i] = LineScore(line, 0, len(line), 0.0, math.nan)
-    # Shortest first, so each batch pads its lines only up to a length close to their own.
-    order = sorted((i for i in range(len(lines)) if len(encoded[i])), key=lambda i: len(encoded[i]))
+    # Shortest first, so each batch pads its lines only up to a length close to their own; in
+    # the text's order with a cache, which reads the lines in order.
+    order = [i for i in range(len(lines)) if len(encoded[i])]
+    cache = None
+    if cache_config is not None and cache_config.cache_size > 0:
+        cache = NeuralCache(cache_config, device)
+    else:
+        order.sort(key=lambda i: len(encoded[i]))
 
     was_training = model.training
     model.eval()
@@ -71,14 +90,29 @@ def score_lines(
         real = torch.arange(longest, device=device).unsqueeze(1) < lengths  # (T, B): not padding
         total = torch.zeros(len(group), dtype=torch.float64, device=device)  # (B,)
         hidden = None
+        pieces = []  # with a cache: each window's (features, nll) for the pass in order below
         for window in windows(longest + 1, bptt):
             x, y = get_window(block, window)  # (t, B) each
-            logits, hidden = model(x, hidden)  # (t, B, V)
+            if cache is None:
+                logits, hidden = model(x, hidden)  # (t, B, V)
+            else:
+                logits, features, hidden = model.forward_features(x, hidden)  # (t, B, V), (t, B, H)
             nll = token_nll(logits, y)  # (t, B)
             valid = real[window.start : window.start + window.length]  # (t, B)
-            total += (nll.double() * valid).sum(dim=0)
+            if cache is None:
+                total += (nll.double() * valid).sum(dim=0)
+            else:
+                pieces.append((features, nll))
             if on_progress is not None:
                 on_progress(int(valid.sum()))
+        if cache is not None:
+            features = torch.cat([f for f, _ in pieces])  # (T, B, H)
+            nll = torch.cat([n for _, n in pieces])  # (T, B)
+            for column in range(len(group)):
+                length = int(lengths[column])
+                targets = block[1 : length + 1, column]  # (length,)
+                cached = cache.score(features[:length, column], -nll[:length, column], targets)  # (length,)
+                total[column] = cached.sum(dtype=torch.float64)
         for column, i in enumerate(group):
             logprob, chars = -float(total[column]), len(lines[i])
             bits_per_char = -logprob / math.log(2) / chars

@@ -330,6 +330,9 @@ class Server:
         return JSONResponse(await reply.whole(events, choices))
 
 
+_GENERATION_FAILED = ApiError(500, "the generation failed (logged on the server)", type="server_error")
+
+
 class _Reply:
     """One completions request's answer, built from the batcher's events."""
 
@@ -397,6 +400,8 @@ class _Reply:
         finally:
             for choice in choices:
                 choice.cancelled = True  # a no-op for those that finished
+        if "error" in reasons:
+            raise _GENERATION_FAILED
         out = []
         for i in range(len(choices)):
             choice = {"index": i, "text": texts[i], "logprobs": logprobs[i], "finish_reason": reasons[i]}
@@ -436,7 +441,10 @@ class _Reply:
                 if isinstance(event, Finished):
                     left -= 1
                     self._finished(event)
-                    yield chunk(event.index, event.text, event.reason)
+                    if event.reason == "error":
+                        yield f"data: {json.dumps(_GENERATION_FAILED.body())}\n\n"
+                    else:
+                        yield chunk(event.index, event.text, event.reason)
                     continue
                 logprobs = self._logprobs(event)
                 if event.text or logprobs is not None or event.activation is not None:

@@ -5,7 +5,7 @@ computes, so the event loop stays free to read and write sockets). Requests arri
 (``submit``); at each step the worker
 
     1. admits waiting requests while fewer than ``max_batch`` run: reads each prompt on its own
-       (``sampling.read_prime``, as ``charlstm sample`` does) and appends its row to its model's
+       (as ``charlstm sample`` does: token by token, a long one through the fused layer) and appends its row to its model's
        batch (hidden state (layers, B, H), next-token logits (B, V));
     2. picks one token per row: the model's own log-probabilities for ``logprobs``, then the
        filters of ``charlstm.generation.sampling`` in ``next_tokens``' order, rows that share
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import logging
 import threading
 import time
 from collections import deque
@@ -36,8 +37,8 @@ import torch
 
 from charlstm.generation.sampling import (
     apply_temperature,
+    STEPPED_PRIME,
     min_p_filter,
-    read_prime,
     repetition_penalty,
     top_k_filter,
     top_p_filter,
@@ -45,6 +46,8 @@ from charlstm.generation.sampling import (
 from charlstm.serving.errors import server_busy
 from charlstm.serving.models import ServedModel
 from charlstm.serving.requests import Limits, Sampling
+
+log = logging.getLogger("charlstm.serve")
 
 
 @dataclass(slots=True)
@@ -63,7 +66,7 @@ class Token:
 @dataclass(slots=True)
 class Finished:
     index: int
-    reason: str  # "stop", "length" or "time_limit"
+    reason: str  # "stop", "length", "time_limit", or "error" (logged on the server)
     text: str  # text held back until now (a partial stop string that was not one)
     prompt_tokens: int
     completion_tokens: int
@@ -149,6 +152,19 @@ class _Job:
     future: asyncio.Future
 
 
+def read_prompt(model: ServedModel, ids: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Read ``ids`` (T, 1) from a zero state: the last logits (1, V) and the state after them.
+    Up to ``STEPPED_PRIME`` tokens go through the stepper one at a time, longer prompts through
+    the fused layer at once, as ``charlstm sample`` reads its prime."""
+    hidden = model.module.init_hidden(ids.size(1))
+    if len(ids) > STEPPED_PRIME:
+        logits, hidden = model.module(ids, hidden)  # (T, 1, V)
+        return logits[-1], hidden
+    for token in ids:  # (1,)
+        logits, hidden = model.stepper(token, hidden)  # (1, V)
+    return logits, hidden
+
+
 class Batcher:
     """Runs ``Choice``s on a worker thread; ``start`` on the event loop, ``stop`` at the end.
 
@@ -227,11 +243,20 @@ class Batcher:
                 for item in admitted:
                     if isinstance(item, _Job):
                         self._run_job(item)
-                    else:
+                        continue
+                    try:
                         self._admit(item)
+                    except Exception:
+                        log.exception("reading a prompt failed")
+                        self._end(item, "error", "", 0)
+                        self._release(1)
                 for batch in self._batches.values():
                     if batch.rows:
-                        self._step(batch)
+                        try:
+                            self._step(batch)
+                        except Exception:
+                            log.exception("a generation step failed")
+                            self._fail(batch)
                 self._flush()
         self._finish_all()
 
@@ -281,7 +306,7 @@ class Batcher:
             self._release(1)
             return
         ids = torch.tensor(choice.prompt_ids, dtype=torch.long, device=model.device).unsqueeze(1)  # (T, 1)
-        logits, hidden = read_prime(model.module, model.stepper, ids, None)  # (1, V), (layers, 1, H)
+        logits, hidden = read_prompt(model, ids)  # (1, V), (layers, 1, H)
         generator = torch.Generator(device=model.device)
         generator.manual_seed(choice.seed)
         history = None
@@ -391,6 +416,13 @@ class Batcher:
             for j, i in enumerate(members):
                 tok[i] = torch.multinomial(probs[j : j + 1], 1, generator=rows[i].generator)[0, 0]
         return tok
+
+    def _fail(self, batch: _Batch) -> None:
+        """A step failed (a bug, or the device ran out of memory): its rows end with "error"."""
+        for row in batch.rows:
+            self._end(row.choice, "error", "", row.tokens)
+        self._release(len(batch.rows))
+        batch.rows, batch.hidden, batch.logits = [], None, None
 
     def _end(self, choice: Choice, reason: str, text: str, tokens: int) -> None:
         self._outbox.append((choice.deliver, Finished(choice.index, reason, text, len(choice.prompt_ids), tokens)))

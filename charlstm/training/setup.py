@@ -28,7 +28,8 @@ from charlstm.hardware import Precision, resolve_precision, select_device
 from charlstm.runs.lock import RunLock
 from charlstm.model import LanguageModel
 from charlstm.runs.directory import ResumePlan, prepare_run_dir, token_file, write_metrics
-from charlstm.training.sizing import SHAPE_FIELDS, choose_size
+from charlstm.training.averaging import WeightAverage
+from charlstm.training.sizing import SHAPE_FIELDS, choose_size, small_text_recipe
 from charlstm.data.source import Source
 from charlstm.data.text import read_head
 from charlstm.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -100,6 +101,7 @@ class TrainingSetup:
     dist: Dist = field(default_factory=Dist)
     init_from: dict | None = None  # the checkpoint a fine-tuned run started from (path, sha256, step)
     sample_prime: str = "\n"  # what training samples start from: the text's first line
+    average: WeightAverage | None = None  # --ema: the moving average of the weights
 
 
 def prepare_new(
@@ -116,7 +118,8 @@ def prepare_new(
     """A new run on ``source`` in ``out`` (default: ``checkpoints/<stem>``, never over a run);
     with ``init``, starting from that model's weights and tokenizer (``charlstm.training.finetune.plan_init``).
     ``lock`` (rank 0's): taken on the run directory as soon as it exists; the caller releases it.
-    ``shape_given``: the ``ModelShape`` fields the user chose; with it, ``--size auto`` (and
+    ``shape_given``: the ``ModelShape`` fields the user chose (and ``epochs``, ``eval_every``,
+    ``patience``, ``ema`` if chosen: a small text's recipe keeps them); with it, ``--size auto`` (and
     ``--max-time``) sizes the rest by the budget. None: ``shape`` is used as it is."""
     device, precision = _hardware(config, dist)
     torch.manual_seed(config.seed)
@@ -170,19 +173,30 @@ def _hardware(config: TrainConfig, dist: Dist) -> tuple[torch.device, Precision]
     return device, resolve_precision(config.precision, device)
 
 
-def _auto_size(shape, shape_given, config, vocab_size, train_tokens, dist, device, precision):
-    """``--size auto`` (``charlstm.training.sizing``): the shape for the time budget, and what to record of
-    the choice (None: sizing was not asked for)."""
+def _auto_size(shape, shape_given, config, vocab_size, train_tokens, steps_per_epoch, dist, device, precision):
+    """``--size auto`` (``charlstm.training.sizing``): the shape for the time budget, the config
+    (a small text's recipe: ``small_text_recipe``) and what to record of the choice (None: sizing
+    was not asked for)."""
     if config.size != "auto" or config.max_time is None or shape_given is None:
-        return shape, None
+        return shape, config, None
     if set(shape_given) & set(SHAPE_FIELDS):
-        return shape, {"reason": "the shape options given are kept"}
+        return shape, config, {"reason": "the shape options given are kept"}
     if dist.enabled:
-        return shape, {"reason": "off under torchrun (each process would time its own speed): the default shape"}
+        return shape, config, {"reason": "off under torchrun (each process would time its own speed): the default shape"}
     choice = choose_size(
         shape, config, vocab_size, train_tokens, device, precision, keep_dropout="dropout" in shape_given
     )
-    return choice.shape, choice.to_dict()
+    record = choice.to_dict()
+    recipe = small_text_recipe(choice.epochs, train_tokens, steps_per_epoch, config, shape_given)
+    if recipe:
+        config = dataclasses.replace(config, **recipe)
+        record["recipe"] = recipe
+        record["reason"] += (
+            f"; a small text: up to {config.epochs} passes, validating every {config.eval_every} steps, "
+            f"stopping after {config.patience} validations without improvement"
+            + (f", weights averaged (--ema {config.ema:g})" if config.ema is not None else "")
+        )
+    return choice.shape, config, record
 
 
 def _build(
@@ -215,7 +229,10 @@ def _build(
     needed = min_train_tokens(config.batch_size, config.bptt)
     per_rank = data.train_tokens // dist.world_size
     if init is None:  # a fine-tuned model keeps its shape
-        shape, size = _auto_size(shape, shape_given, config, tokenizer.vocab_size, data.train_tokens, dist, device, precision)
+        shape, config, size = _auto_size(
+            shape, shape_given, config, tokenizer.vocab_size, data.train_tokens, len(data.windows), dist, device,
+            precision,
+        )
     else:
         size = None
     if per_rank < needed:
@@ -236,18 +253,23 @@ def _build(
         torch.manual_seed(config.seed + dist.rank)
     data.stream = data.stream.to(device)  # on the CPU: still a view of the memory-mapped file
     state = TrainState(hidden_by_rank=[None] * dist.world_size, torch_rng_by_rank=[None] * dist.world_size)
+    average = None
     if payload is not None:
         try:
             state = _restore(
                 payload, model, optimizer, config=config, steps_per_epoch=len(data.windows), dist=dist,
                 device=device, run_dir=run_dir,
             )
+            if config.ema is not None:  # --ema given on resume for the first time: it starts here
+                average = WeightAverage(model, config.ema, payload.get("ema"))
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
             # What check_train_state cannot see: an optimizer or hidden state of the wrong shape.
             raise CheckpointError(
                 f"{run_dir}: refused: its training state does not fit the model ({str(e).strip()[:200]}); "
                 "it cannot be resumed (sample and eval can still use it)"
             ) from None
+    elif config.ema is not None:
+        average = WeightAverage(model, config.ema)
 
     info = TrainInfo(
         run_dir=str(run_dir),
@@ -290,6 +312,7 @@ def _build(
         info=info,
         init_from=None if init is None else init.record,
         sample_prime=sample_prime(source, tokenizer),
+        average=average,
     )
 
 

@@ -8,17 +8,24 @@ from the budget, this machine's measured speed and the corpus size:
    run's device, precision and batch), so the speed is this machine's, not a guess.
 2. Take the largest shape that still sees ``TOKENS_PER_PARAMETER`` tokens per parameter in the
    budget at that speed, and has at most ``PARAMETERS_PER_TOKEN`` parameters per token of
-   training text (a small corpus gets a smaller model).
+   training text (a smaller corpus gets a smaller model) unless the text is small (under
+   ``SMALL_TEXT_TOKENS``): there early stopping (4.) guards against over-fitting, and a bigger
+   model stopped early did better (benchmarks/RESULTS.md, "Small texts").
 3. Set the dropout from how many passes over the text the budget gives (``dropout_for``): more
    passes over the same text need more regularisation.
+4. A small text (under ``SMALL_TEXT_TOKENS`` training tokens) that the budget passes over more
+   than ``--epochs`` times also gets its recipe (``small_text_recipe``): the budget, not
+   ``--epochs``, ends the run, with a validation every pass and early stopping, so ``best.pt``
+   is the model before it over-fits.
 
-The constants were measured on tinyshakespeare with 60 s, 300 s and 1800 s budgets (README,
+The constants were measured on tinyshakespeare with 60 s, 300 s and 1800 s budgets (benchmarks/RESULTS.md,
 "A longer run"). Any shape option the user gives turns sizing off, and the choice and the
 reason are shown at the start and recorded in the run's ``config.json``.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -33,6 +40,9 @@ from charlstm.model import LanguageModel, count_parameters
 LADDER = ((1, 128), (1, 256), (1, 384), (1, 512), (1, 768), (1, 1024), (2, 1024))  # (layers, units)
 TOKENS_PER_PARAMETER = 4.0
 PARAMETERS_PER_TOKEN = 3.0
+SMALL_TEXT_TOKENS = 200_000  # training tokens below which --size auto also sets the recipe
+SMALL_TEXT_PATIENCE = 3  # a small text's run stops after this many validations without improvement
+SMALL_TEXT_EMA = 0.99  # and averages its weights (--ema): it stops early, at a high learning rate
 # The shape fields a user can give; giving any of them keeps the shape as given.
 SHAPE_FIELDS = ("cell", "embedding_dim", "hidden_size", "num_layers", "tie_weights")
 
@@ -65,17 +75,45 @@ def dropout_for(epochs: float) -> float:
     return round(min(0.4, 0.1 + 0.012 * max(0.0, epochs)), 2)
 
 
+def small_text_recipe(epochs: float, train_tokens: int, steps_per_epoch: int, config: TrainConfig,
+                      given=()) -> dict:
+    """``TrainConfig`` changes for a text of ``train_tokens`` that the budget passes over
+    ``epochs`` times: none for a text of ``SMALL_TEXT_TOKENS`` or more, or one the budget passes
+    over at most ``--epochs`` times. Otherwise the default ``--epochs`` 10 would stop a 30 KB text
+    after a few seconds of a minute's budget: ``--epochs`` rises to the passes the budget buys,
+    ``--eval-every`` to one pass and ``--patience`` to ``SMALL_TEXT_PATIENCE``, so the run stops
+    once the held-out tail stops improving and ``best.pt`` keeps the best; and ``--ema``
+    ``SMALL_TEXT_EMA``: stopped early, the learning rate is still high, and the average of the
+    last steps' weights scored better. Options in ``given`` (what the user chose) are kept."""
+    if train_tokens >= SMALL_TEXT_TOKENS or epochs <= config.epochs:
+        return {}
+    changes = {
+        "epochs": math.ceil(epochs), "eval_every": steps_per_epoch, "patience": SMALL_TEXT_PATIENCE,
+        "ema": SMALL_TEXT_EMA,
+    }
+    return {name: value for name, value in changes.items() if name not in given}
+
+
 def pick(budget: float, speeds: dict[tuple[int, int], float], train_tokens: int, embedding_dim: int,
          vocab_size: int) -> tuple[int, int]:
     """The largest shape of ``speeds`` (in ``LADDER`` order) that sees at least
     ``TOKENS_PER_PARAMETER`` tokens per parameter in ``budget`` seconds and has at most
-    ``PARAMETERS_PER_TOKEN`` parameters per training token; the smallest when none does."""
+    ``PARAMETERS_PER_TOKEN`` parameters per training token (a text of ``SMALL_TEXT_TOKENS`` or
+    more); the smallest when none does."""
     chosen = next(iter(speeds))
     for (layers, units), speed in speeds.items():
-        n = _parameters(layers, units, embedding_dim, vocab_size)
-        if speed * budget >= TOKENS_PER_PARAMETER * n and n <= PARAMETERS_PER_TOKEN * train_tokens:
+        if _fits(_parameters(layers, units, embedding_dim, vocab_size), speed, budget, train_tokens):
             chosen = (layers, units)
     return chosen
+
+
+def _fits(parameters: int, speed: float, budget: float, train_tokens: int) -> bool:
+    """Whether a model of ``parameters`` at ``speed`` tokens/s suits the budget and the text (a
+    text under ``SMALL_TEXT_TOKENS`` has no cap on parameters per token: it stops early)."""
+    capped = train_tokens >= SMALL_TEXT_TOKENS
+    return speed * budget >= TOKENS_PER_PARAMETER * parameters and (
+        not capped or parameters <= PARAMETERS_PER_TOKEN * train_tokens
+    )
 
 
 def _parameters(num_layers: int, hidden_size: int, embedding_dim: int, vocab_size: int) -> int:
@@ -132,7 +170,7 @@ def choose_size(shape: ModelShape, config: TrainConfig, vocab_size: int, train_t
         )
         speeds[(layers, units)] = measure_speed(trial, config.batch_size, config.bptt, device, precision)
         n = _parameters(layers, units, shape.embedding_dim, vocab_size)
-        if speeds[(layers, units)] * budget < TOKENS_PER_PARAMETER * n or n > PARAMETERS_PER_TOKEN * train_tokens:
+        if not _fits(n, speeds[(layers, units)], budget, train_tokens):
             break  # too big for the budget or the text: so is everything after it
     layers, units = pick(budget, speeds, train_tokens, shape.embedding_dim, vocab_size)
     speed = speeds[(layers, units)]

@@ -228,6 +228,7 @@ class Trainer:
         self.command = command
         self.config, self.model, self.optimizer = setup.config, setup.model, setup.optimizer
         self.data, self.state, self.dist, self.device = setup.data, setup.state, setup.dist, setup.device
+        self.average = setup.average  # --ema: validated and saved as best.pt instead of the raw weights
         self.run_dir = setup.run_dir
         self.events = (events or TrainingEvents()) if self.dist.is_main else TrainingEvents()
         self.planned_steps = planned_steps(self.config, len(self.data.windows))
@@ -510,6 +511,8 @@ class Trainer:
         if finite or fp16:
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.average is not None:
+                self.average.update()
         state.step += 1
         state.tokens += x.numel()
         elapsed = self.elapsed()
@@ -550,8 +553,9 @@ class Trainer:
         """Validation loss now, a metrics record, ``last.pt`` (and ``best.pt`` when it improved)."""
         state = self.state
         _emit(self.events, "on_validation_start", state.step, len(self.data.val_ids) - 1)  # all but the first
+        model = self.model if self.average is None else self.average.model
         val_sum, val_count = stream_loss(  # at least 64 warm streams: a small batch validates as fast
-            self.model, self.data.val_ids, batch_size=max(self.config.batch_size, 64), bptt=self.config.bptt,
+            model, self.data.val_ids, batch_size=max(self.config.batch_size, 64), bptt=self.config.bptt,
             device=self.device, precision=self.setup.precision,
             on_progress=getattr(self.events, "on_validation_progress", None),
         )
@@ -605,11 +609,15 @@ class Trainer:
             init_from=self.setup.init_from,
             run={"stop_reason": self.stop_reason, "command": self.command},
         )
+        best = payload
+        if self.average is not None:  # last.pt: the raw weights and the average; best.pt: the average
+            best = {**payload, "model": self.average.state_dict()}
+            payload["ema"] = self.average.to_checkpoint()
         save_checkpoint(self.run_dir / LAST, payload)
         self._checkpoint_step = state.step
         self._saved = (state.step, self.stop_reason)
         if improved:
-            save_checkpoint(self.run_dir / BEST, payload)
+            save_checkpoint(self.run_dir / BEST, best)
 
     def _finish(self, stop_reason: str) -> TrainResult:
         state = self.state

@@ -1,0 +1,239 @@
+"""charlstm against general-purpose compressors on texts that are not prose (issue #25).
+
+For each text, built from what this machine has (nothing is copied into the project):
+
+    code      CPython's standard library .py files, in name order, the first ~1 MB
+    licences  /usr/share/common-licenses, concatenated
+    cjk       CPython's Lib/test/cjkencodings/*-utf8.txt, then the ja/ko/zh man pages (roff), ~600 KB
+    log       /var/log/dpkg.log (else alternatives.log, else a generated apt-style log)
+    prose     ../shared/data/tinyshakespeare.txt, the control
+
+the text is split 90/10; ``charlstm train`` (``--size auto``, the defaults a user gets) trains on
+the first 90% for each of ``--budgets`` seconds, and one ``charlstm eval --adapt --cache-size N``
+scores the last 10%: static, dynamic evaluation, the neural cache and both, in bits per byte.
+``xz -9e`` and ``zstd --ultra -22`` get the first 90% as context: their figure is
+size(compress(train + test)) - size(compress(train)), in bits per byte of the test part.
+
+    python3 benchmarks/bench_compress.py --json compress.json       # 5 texts x (120 + 300) s: ~40 min
+    python3 benchmarks/bench_compress.py --budgets 300 --texts code,log
+    python3 benchmarks/bench_compress.py --quick                    # seconds: tiny slices and models (the suite)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import gzip
+import io
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import SHARED_DATA, machine, print_table, write_json  # noqa: E402
+
+TEXTS = ("code", "licences", "cjk", "log", "prose")
+SIZES = {"code": 1_000_000, "licences": 1_000_000, "cjk": 600_000, "log": 1_000_000, "prose": 1_200_000}
+QUICK_BYTES = 12_000
+TINY = "--size fixed --embedding-dim 16 --hidden-size 32 --num-layers 1 --batch-size 4 --bptt 32 --max-steps 20".split()
+CACHE_SIZE = 2000
+
+
+def _stdlib() -> Path:
+    return Path(os.__file__).resolve().parent
+
+
+def _cut(text: str, size: int) -> str:
+    """The first ``size`` UTF-8 bytes of ``text``, never splitting a character."""
+    return text.encode()[:size].decode("utf-8", "ignore")
+
+
+def build_text(name: str, size: int) -> str | None:
+    """The text ``name`` from this machine, at most ``size`` bytes; None when the machine lacks it."""
+    parts: list[str] = []
+    total = 0
+
+    def add(text: str) -> bool:
+        nonlocal total
+        parts.append(text)
+        total += len(text.encode())
+        return total >= size
+
+    if name == "code":
+        for path in sorted(_stdlib().glob("*.py")):
+            if add(path.read_text(encoding="utf-8", errors="replace")):
+                break
+    elif name == "licences":
+        for path in sorted(Path("/usr/share/common-licenses").glob("*")):
+            if path.is_file() and not path.is_symlink() and add(path.read_text(encoding="utf-8", errors="replace")):
+                break
+    elif name == "cjk":
+        for path in sorted(glob.glob(str(_stdlib() / "test" / "cjkencodings" / "*-utf8.txt"))):
+            add(Path(path).read_text(encoding="utf-8", errors="replace"))
+        for language in ("ja", "ko", "zh_CN", "zh_TW"):
+            for path in sorted(glob.glob(f"/usr/share/man/{language}/man*/*.gz")):
+                try:
+                    if add(gzip.decompress(Path(path).read_bytes()).decode("utf-8")):
+                        break
+                except (OSError, UnicodeDecodeError):
+                    continue
+            if total >= size:
+                break
+    elif name == "log":
+        for path in ("/var/log/dpkg.log", "/var/log/alternatives.log"):
+            if Path(path).is_file():
+                add(Path(path).read_text(encoding="utf-8", errors="replace"))
+                break
+        if not parts:  # no log on this machine: one in dpkg's shape, from the installed packages
+            import importlib.metadata as md
+
+            names = sorted(d.metadata["Name"] or "?" for d in md.distributions())
+            for i in range(100_000):
+                package = names[i % len(names)]
+                stamp = f"2024-{1 + i // 30000 % 12:02d}-{1 + i // 1000 % 28:02d} {i // 60 % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d}"
+                if add(f"{stamp} status {'half-installed unpacked installed'.split()[i % 3]} {package}:amd64 {i % 7}.{i % 13}\n"):
+                    break
+    elif name == "prose":
+        path = SHARED_DATA / "tinyshakespeare.txt"
+        if path.is_file():
+            add(path.read_text(encoding="utf-8"))
+    else:
+        raise ValueError(name)
+    if not parts:
+        return None
+    return _cut("".join(parts), size)
+
+
+def split(text: str) -> tuple[str, str]:
+    """The first 90% and the last 10% (by characters)."""
+    cut = len(text) * 9 // 10
+    return text[:cut], text[cut:]
+
+
+def compressor_bits_per_byte(command: list[str], train: bytes, test: bytes) -> float | None:
+    """Bits per test byte of ``command`` (stdin -> stdout) given ``train`` as context."""
+    if shutil.which(command[0]) is None:
+        return None
+
+    def size(data: bytes) -> int:
+        return len(subprocess.run(command, input=data, capture_output=True, check=True).stdout)
+
+    return (size(train + test) - size(train)) * 8 / len(test)
+
+
+def charlstm(args: list, log: list[str]) -> str:
+    """Run one charlstm command in this process (as the command line would); returns its stdout."""
+    from charlstm.cli import cli
+
+    log.append("charlstm " + " ".join(shlex.quote(str(a)) for a in args))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            cli.main([str(a) for a in args], prog_name="charlstm", standalone_mode=False)
+        except SystemExit as e:
+            if e.code:
+                raise
+    return out.getvalue()
+
+
+def run(texts: list[str], budgets: list[float], quick: bool, tmp: Path) -> dict:
+    log: list[str] = []
+    results = []
+    for name in texts:
+        text = build_text(name, QUICK_BYTES if quick else SIZES[name])
+        if text is None:
+            print(f"{name}: not on this machine; skipped", file=sys.stderr)
+            continue
+        train, test = split(text)
+        train_path, test_path = tmp / f"{name}.train.txt", tmp / f"{name}.test.txt"
+        train_path.write_text(train, encoding="utf-8")
+        test_path.write_text(test, encoding="utf-8")
+        train_bytes, test_bytes = train.encode(), test.encode()
+        row = {
+            "text": name,
+            "bytes": len(text.encode()),
+            "test_bytes": len(test_bytes),
+            "xz -9e": compressor_bits_per_byte(["xz", "-9e", "-c"], train_bytes, test_bytes),
+            "zstd --ultra -22": compressor_bits_per_byte(["zstd", "--ultra", "-22", "-c", "-q"], train_bytes, test_bytes),
+            "runs": [],
+        }
+        for budget in budgets:
+            out = tmp / f"{name}-{budget:g}"
+            shape = TINY if quick else ["--size", "auto"]
+            started = time.perf_counter()
+            charlstm(["train", train_path, "--out", out, "--max-time", budget, *shape, "--no-samples", "--device", "cpu"], log)
+            trained = time.perf_counter() - started
+            started = time.perf_counter()
+            report = json.loads(
+                charlstm(["eval", out, test_path, "--adapt", "--cache-size", CACHE_SIZE, "--json", "--device", "cpu"], log)
+            )
+            adapted = report["adapted"]
+            row["runs"].append(
+                {
+                    "budget_s": budget,
+                    "train_s": round(trained, 1),
+                    "eval_s": round(time.perf_counter() - started, 1),
+                    "static": report["bits_per_byte"],
+                    "adapt": adapted["bits_per_byte"],
+                    "cache": report["cached"]["bits_per_byte"],
+                    "adapt + cache": adapted["cached"]["bits_per_byte"],
+                    "cache_theta": report["cached"]["cache_theta"],
+                    "cache_lambda": report["cached"]["cache_lambda"],
+                    "adapt_method": adapted["adapt_method"],
+                }
+            )
+        results.append(row)
+    return {"results": results, "commands": log}
+
+
+def table_rows(results: list[dict]) -> list[tuple[str, ...]]:
+    def f(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    rows = []
+    for row in results:
+        for r in row["runs"]:
+            best = min(r["static"], r["adapt"], r["cache"], r["adapt + cache"])
+            xz = row["xz -9e"]
+            rows.append(
+                (
+                    row["text"], f"{row['bytes'] // 1000} KB", f"{r['budget_s']:g}", f(r["static"]), f(r["adapt"]),
+                    f(r["cache"]), f(r["adapt + cache"]), f(xz), f(row["zstd --ultra -22"]),
+                    "-" if xz is None else ("yes" if best < xz else "no"),
+                )
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budgets", default="120,300", help="Training seconds, comma-separated [120,300].")
+    parser.add_argument("--texts", default=",".join(TEXTS), help=f"Which texts [{','.join(TEXTS)}].")
+    parser.add_argument("--quick", action="store_true", help="Seconds: 12 KB slices, tiny models, 20 steps.")
+    parser.add_argument("--json", metavar="FILE", help="Also write the results as JSON.")
+    args = parser.parse_args()
+    texts = [t.strip() for t in args.texts.split(",") if t.strip()]
+    unknown = [t for t in texts if t not in TEXTS]
+    if unknown:
+        parser.error(f"--texts: unknown {', '.join(unknown)} (choose from {', '.join(TEXTS)})")
+    budgets = [float(b) for b in args.budgets.split(",")] if not args.quick else [1.0]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="charlstm-compress-") as tmp:
+        data = run(texts, budgets, args.quick, Path(tmp))
+    header = ("text", "size", "train s", "static", "adapt", "cache", "both", "xz -9e", "zstd -22", "beats xz")
+    print_table("bits per byte on the last 10% (lower is better)", table_rows(data["results"]), header)
+    data.update(machine=machine(), quick=args.quick, budgets=budgets, seconds=round(time.perf_counter() - started, 1))
+    write_json(args.json, data)
+
+
+if __name__ == "__main__":
+    main()

@@ -537,8 +537,7 @@ def part_sampling(args, part: Part) -> None:
 
     text, name = corpus_text(args)
     tok = CharTokenizer.train(text)
-    tiny = {"embedding_dim": 16, "hidden_size": 64, "num_layers": 1} if args.quick else {}
-    model = reference_model(tok.vocab_size, args.device, **tiny)
+    model = reference_model(tok.vocab_size, args.device, shape="tiny" if args.quick else "reference")
     length, rounds = (100, 1) if args.quick else (1000, 3)
     part.set(shape="1 x 64 (--quick)" if args.quick else "2 x 512 (reference)", weights="untrained",
              vocabulary=name, length=length, rounds=rounds,

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from charlstm.cli.base import cli, device_option
+from charlstm.cli.base import cli, device_option, runs_argument
 from charlstm.errors import CharlstmError, ConfigError
 
 _EXTRA = 'charlstm serve needs the web packages: pip install "charlstm[serve]"'
@@ -23,7 +23,7 @@ def is_loopback(host: str) -> bool:
 
 
 @cli.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@runs_argument
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; any but loopback needs --api-key.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
 @click.option(
@@ -48,9 +48,12 @@ def is_loopback(host: str) -> bool:
 )
 @device_option
 def serve(runs, host, port, api_key, cors_origin, device, shutdown_timeout, **limits) -> None:
-    """Serve RUNS (run directories or .pt files) over HTTP: OpenAI-compatible /v1/completions
-    (streamed with "stream": true), /v1/models, /v1/score, /health, /metrics, and a page to write
-    with at /. Listens on 127.0.0.1 unless --host says otherwise. See docs/serving.md."""
+    """Serve RUNs over HTTP: OpenAI-compatible /v1/completions (streamed with "stream": true),
+    /v1/models, /v1/score, /health, /metrics, and a page to write with at /. Listens on
+    127.0.0.1 unless --host says otherwise. See docs/serving.md.
+
+    RUN: a run directory, a checkpoint file or an exported folder.
+    """
     try:
         import prometheus_client  # noqa: F401
         import starlette  # noqa: F401

@@ -437,18 +437,39 @@ class _Reply:
                 if text:
                     yield chunk(i, text, None)
             while left:
-                event = await events.get()
-                if isinstance(event, Finished):
-                    left -= 1
-                    self._finished(event)
-                    if event.reason == "error":
-                        yield f"data: {json.dumps(_GENERATION_FAILED.body())}\n\n"
-                    else:
-                        yield chunk(event.index, event.text, event.reason)
-                    continue
-                logprobs = self._logprobs(event)
-                if event.text or logprobs is not None or event.activation is not None:
-                    yield chunk(event.index, event.text, None, logprobs, event.activation)
+                # Everything the batcher has produced since the last write goes out in one write,
+                # and a choice's plain text pieces in one event: with many streams the event loop,
+                # not the model, is the limit, and a client that fell behind catches up at once.
+                batch = [await events.get()]
+                while not events.empty():
+                    batch.append(events.get_nowait())
+                out: list[str] = []
+                pending: dict[int, str] = {}  # index -> text not yet sent
+
+                def flush() -> None:
+                    out.extend(chunk(index, text, None) for index, text in pending.items() if text)
+                    pending.clear()
+
+                for event in batch:
+                    if isinstance(event, Finished):
+                        left -= 1
+                        self._finished(event)
+                        pending[event.index] = pending.get(event.index, "")
+                        flush()
+                        if event.reason == "error":
+                            out.append(f"data: {json.dumps(_GENERATION_FAILED.body())}\n\n")
+                        else:
+                            out.append(chunk(event.index, event.text, event.reason))
+                        continue
+                    logprobs = self._logprobs(event)
+                    if logprobs is None and event.activation is None:
+                        pending[event.index] = pending.get(event.index, "") + event.text
+                    else:  # per-token records stay one token an event, as OpenAI sends them
+                        flush()
+                        out.append(chunk(event.index, event.text, None, logprobs, event.activation))
+                flush()
+                if out:
+                    yield "".join(out)
             if self.wanted.include_usage:
                 yield f"data: {json.dumps({**head, 'choices': [], 'usage': self._usage()})}\n\n"
             yield "data: [DONE]\n\n"

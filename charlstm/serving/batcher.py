@@ -405,6 +405,7 @@ class Batcher:
             if temperature == 0:
                 tok.index_copy_(0, index, group.argmax(dim=-1))
                 continue
+            greedy = group.argmax(dim=-1)  # (G,): for a temperature so small that it overflows
             group = apply_temperature(group, temperature)
             if top_k is not None:
                 group = top_k_filter(group, top_k)
@@ -413,8 +414,15 @@ class Batcher:
             if min_p is not None:
                 group = min_p_filter(group, min_p)
             probs = group.softmax(dim=-1)  # (G, V)
+            finite = torch.isfinite(probs).all(dim=-1)  # (G,): False where logits / temperature overflowed
+            # What torch.multinomial(probs[j], 1, generator) draws, for all rows in one argmax:
+            # argmax(probs / q) with q ~ Exp(1) from each row's own generator (the same numbers
+            # multinomial would take from it, so a seeded request writes the same text).
+            noise = torch.empty_like(probs)  # (G, V)
             for j, i in enumerate(members):
-                tok[i] = torch.multinomial(probs[j : j + 1], 1, generator=rows[i].generator)[0, 0]
+                noise[j].exponential_(generator=rows[i].generator)
+            drawn = probs.div_(noise).argmax(dim=-1)  # (G,)
+            tok.index_copy_(0, index, torch.where(finite, drawn, greedy))  # overflowed: the limit is greedy
         return tok
 
     def _fail(self, batch: _Batch) -> None:

@@ -152,6 +152,12 @@ class _Job:
     future: asyncio.Future
 
 
+# Events go to the event loop at most this often while generations run (every step's events
+# otherwise): each hand-over wakes every stream's writer, and with many streams those wake-ups,
+# not the model, set the pace. The cost is at most this much latency per piece of text.
+FLUSH_SECONDS = 0.005
+
+
 def read_prompt(model: ServedModel, ids: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Read ``ids`` (T, 1) from a zero state: the last logits (1, V) and the state after them.
     Up to ``STEPPED_PRIME`` tokens go through the stepper one at a time, longer prompts through
@@ -183,6 +189,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: list[tuple[Callable, Token | Finished]] = []
+        self._flushed = 0.0  # perf_counter of the last hand-over to the event loop
 
     # ------------------------------------------------------------------ the event loop's side
 
@@ -257,7 +264,9 @@ class Batcher:
                         except Exception:
                             log.exception("a generation step failed")
                             self._fail(batch)
-                self._flush()
+                busy = any(batch.rows for batch in self._batches.values())
+                if not busy or time.perf_counter() - self._flushed >= FLUSH_SECONDS:
+                    self._flush()
         self._finish_all()
 
     def _take(self) -> list | None:
@@ -441,6 +450,7 @@ class Batcher:
         self._report_depth()
 
     def _flush(self) -> None:
+        self._flushed = time.perf_counter()
         if not self._outbox:
             return
         events, self._outbox = self._outbox, []

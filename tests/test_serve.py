@@ -123,6 +123,20 @@ def test_greedy_completion_is_what_charlstm_sample_writes(client, tiny_run):
     assert body["object"] == "text_completion" and isinstance(body["seed"], int)
 
 
+def test_int8_weights_serve_what_sample_writes_with_them(tiny_run):
+    """``serve --weights int8`` steps with the lighter weights: a seeded request writes what
+    ``charlstm sample --weights int8`` writes for the same seed, and /v1/models says so."""
+    expected = run_cli("sample", tiny_run, "--weights", "int8", "--temperature", "0", "--prime", "The ",
+                       "--length", "30", "--device", "cpu", "--json")
+    assert expected.returncode == 0, expected.stderr
+    server = Server([load_served(tiny_run, "cpu", weights="int8")], Limits())
+    with TestClient(server.app) as client:
+        _ready(client)
+        assert client.get("/v1/models").json()["data"][0]["weights"] == "int8"
+        body = client.post("/v1/completions", json={"prompt": "The ", "max_tokens": 30, "temperature": 0}).json()
+    assert body["choices"][0]["text"] == json.loads(expected.stdout)["text"]
+
+
 def test_a_seed_reproduces_and_each_choice_gets_the_next_seed(client):
     ask = {"prompt": "a", "max_tokens": 30, "temperature": 1.0, "top_k": 20, "top_p": 0.95, "min_p": 0.01}
     two = client.post("/v1/completions", json={**ask, "seed": 7, "n": 2}).json()
@@ -401,7 +415,7 @@ def test_real_process_with_the_openai_client_and_sigterm(tiny_run):
 
         # SIGTERM while a stream runs: it still ends whole, then the process exits 0.
         with httpx.stream("POST", url + "/v1/completions", headers={"Authorization": "Bearer k"},
-                          json={"prompt": "a", "max_tokens": 4096, "stream": True}, timeout=30) as response:
+                          json={"prompt": "a", "max_tokens": 1000, "stream": True}, timeout=30) as response:
             lines_read = response.iter_lines()
             next(lines_read)
             process.send_signal(signal.SIGTERM)

@@ -106,8 +106,7 @@ def test_a_small_text_trains_for_the_budget_with_early_stopping():
     # What the user gave is kept.
     assert small_text_recipe(200.4, 27_000, 27, config, ("patience", "epochs", "ema")) == {"eval_every": 27}
     # A large text, or a small one the budget passes over at most --epochs times: unchanged.
-    assert small_text_recipe(13.0, 1_000_000, 980, config) == {"epochs": 13, "patience": 3}  # the budget ends it
-    assert small_text_recipe(9.0, 1_000_000, 980, config) == {}
+    assert small_text_recipe(13.0, 1_000_000, 980, config) == {}
     assert small_text_recipe(9.5, 27_000, 27, config) == {}
     assert small_text_recipe(200.0, 27_000, 27, TrainConfig(max_time=60, epochs=300)) == {}
 
@@ -131,10 +130,8 @@ def test_a_small_text_run_with_max_time_gets_the_recipe_and_a_large_one_does_not
     given = train(source, TrainConfig(**{**config.to_dict(), "patience": 7}), ModelShape(), out=tmp_path / "given",
                   shape_given=("patience",))
     assert json.loads((given.run_dir / "config.json").read_text())["train"]["patience"] == 7
-    # A large text keeps its validation spacing and weights; the budget, with patience, ends it.
-    assert small_text_recipe(size["epochs"], 1_000_000, steps_per_epoch, config) == {
-        "epochs": math.ceil(size["epochs"]), "patience": 3
-    }
+    # Large texts are sized as before: the recipe is left alone.
+    assert small_text_recipe(size["epochs"], 1_000_000, steps_per_epoch, config) == {}
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from charlstm.cli.base import cli, device_option, runs_argument
+from charlstm.cli.base import cli, config_option, device_option, runs_argument
+from charlstm.config import SampleConfig
 from charlstm.errors import CharlstmError, ConfigError
 
 _EXTRA = 'charlstm serve needs the web packages: pip install "charlstm[serve]"'
@@ -47,7 +48,8 @@ def is_loopback(host: str) -> bool:
     help="On SIGINT/SIGTERM, seconds running streams get to end.",
 )
 @device_option
-def serve(runs, host, port, api_key, cors_origin, device, shutdown_timeout, **limits) -> None:
+@config_option(SampleConfig, "weights")
+def serve(runs, host, port, api_key, cors_origin, device, weights, shutdown_timeout, **limits) -> None:
     """Serve RUNs over HTTP: OpenAI-compatible /v1/completions (streamed with "stream": true),
     /v1/models, /v1/score, /health, /metrics, and a page to write with at /. Listens on
     127.0.0.1 unless --host says otherwise. See docs/serving.md.
@@ -90,7 +92,7 @@ def serve(runs, host, port, api_key, cors_origin, device, shutdown_timeout, **li
         server.should_exit = True
 
     state = Server(
-        lambda: [load_served(run, device) for run in runs],
+        lambda: [load_served(run, device, weights=weights or "fp32") for run in runs],
         Limits(**limits),
         api_key=api_key,
         cors_origins=cors_origin,

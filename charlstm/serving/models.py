@@ -24,11 +24,12 @@ class ServedModel:
     device: torch.device
     description: dict = field(default_factory=dict)  # what /v1/models says beyond the id
     stepper: object = None
+    weights: str = "fp32"  # how the stepper holds the recurrent weights (--weights)
 
     def __post_init__(self) -> None:
         self.module.eval()
         if self.stepper is None:
-            self.stepper = TokenStepper(self.module)
+            self.stepper = TokenStepper(self.module, self.weights)
         self.token_bytes: list[bytes] = self.tokenizer.token_bytes()
         self.token_text = [piece.decode("utf-8", "replace") for piece in self.token_bytes]
 
@@ -46,11 +47,14 @@ def model_name(path: str | os.PathLike) -> str:
     return path.stem if path.is_file() else path.name
 
 
-def load_served(path: str | os.PathLike, device: str = "auto", name: str | None = None) -> ServedModel:
-    """Load and check the model at ``path`` with the public API (``charlstm.load``)."""
+def load_served(
+    path: str | os.PathLike, device: str = "auto", name: str | None = None, weights: str = "fp32"
+) -> ServedModel:
+    """Load and check the model at ``path`` with the public API (``charlstm.load``); ``weights``
+    as ``--weights`` (fp32, int8, bf16)."""
     from charlstm.api import load
 
-    lm = load(path, device=device)
+    lm = load(path, device=device, weights=weights)
     config, info = lm.config, lm.info
     description = {
         "parameters": info.parameters,
@@ -63,8 +67,9 @@ def load_served(path: str | os.PathLike, device: str = "auto", name: str | None 
         "num_layers": config.num_layers,
         "hidden_size": config.hidden_size,
         "cell": config.cell,
+        "weights": weights,
     }
-    return ServedModel(name or model_name(path), lm.module, lm.tokenizer, lm.device, description)
+    return ServedModel(name or model_name(path), lm.module, lm.tokenizer, lm.device, description, weights=weights)
 
 
 def check_names(models: list[ServedModel]) -> None:

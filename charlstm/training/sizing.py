@@ -13,10 +13,10 @@ from the budget, this machine's measured speed and the corpus size:
    model stopped early did better (benchmarks/RESULTS.md, "Small texts").
 3. Set the dropout from how many passes over the text the budget gives (``dropout_for``): more
    passes over the same text need more regularisation.
-4. A text that the budget passes over more than ``--epochs`` times gets a recipe
-   (``small_text_recipe``): the budget, not ``--epochs``, ends the run, with early stopping as
-   the guard; a small one (under ``SMALL_TEXT_TOKENS`` training tokens) also validates every pass
-   and averages its weights, so ``best.pt`` is the model before it over-fits.
+4. A small text (under ``SMALL_TEXT_TOKENS`` training tokens) that the budget passes over more
+   than ``--epochs`` times also gets its recipe (``small_text_recipe``): the budget, not
+   ``--epochs``, ends the run, with a validation every pass and early stopping, so ``best.pt``
+   is the model before it over-fits.
 
 The constants were measured on tinyshakespeare with 60 s, 300 s and 1800 s budgets (benchmarks/RESULTS.md,
 "A longer run"). Any shape option the user gives turns sizing off, and the choice and the
@@ -78,25 +78,19 @@ def dropout_for(epochs: float) -> float:
 def small_text_recipe(epochs: float, train_tokens: int, steps_per_epoch: int, config: TrainConfig,
                       given=()) -> dict:
     """``TrainConfig`` changes for a text of ``train_tokens`` that the budget passes over
-    ``epochs`` times: none for one the budget passes over at most ``--epochs`` times; for a text of
-    ``SMALL_TEXT_TOKENS`` or more, ``--epochs`` rises to the passes and ``--patience`` guards. Otherwise the default ``--epochs`` 10 would stop a 30 KB text
+    ``epochs`` times: none for a text of ``SMALL_TEXT_TOKENS`` or more, or one the budget passes
+    over at most ``--epochs`` times. Otherwise the default ``--epochs`` 10 would stop a 30 KB text
     after a few seconds of a minute's budget: ``--epochs`` rises to the passes the budget buys,
     ``--eval-every`` to one pass and ``--patience`` to ``SMALL_TEXT_PATIENCE``, so the run stops
     once the held-out tail stops improving and ``best.pt`` keeps the best; and ``--ema``
     ``SMALL_TEXT_EMA``: stopped early, the learning rate is still high, and the average of the
     last steps' weights scored better. Options in ``given`` (what the user chose) are kept."""
-    if epochs <= config.epochs:
+    if train_tokens >= SMALL_TEXT_TOKENS or epochs <= config.epochs:
         return {}
-    if train_tokens >= SMALL_TEXT_TOKENS:
-        # A larger text the budget passes over more than --epochs times: the budget, not --epochs,
-        # ends the run too (10 epochs had stopped 237 KB of licences after 42 s of 300), with
-        # early stopping as the guard; validation keeps its spacing by tokens.
-        changes = {"epochs": math.ceil(epochs), "patience": SMALL_TEXT_PATIENCE}
-    else:
-        changes = {
-            "epochs": math.ceil(epochs), "eval_every": steps_per_epoch, "patience": SMALL_TEXT_PATIENCE,
-            "ema": SMALL_TEXT_EMA,
-        }
+    changes = {
+        "epochs": math.ceil(epochs), "eval_every": steps_per_epoch, "patience": SMALL_TEXT_PATIENCE,
+        "ema": SMALL_TEXT_EMA,
+    }
     return {name: value for name, value in changes.items() if name not in given}
 
 

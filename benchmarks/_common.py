@@ -92,3 +92,23 @@ def write_json(path: str | None, data: dict) -> None:
     if path:
         Path(path).write_text(json.dumps(data, indent=2) + "\n")
         print(f"\nwrote {path}")
+
+
+def charlstm(args: list, log: list[str]) -> str:
+    """Run one charlstm command in this process (as the command line would) and keep it in ``log``;
+    returns what it wrote on stdout."""
+    import contextlib
+    import io
+    import shlex
+
+    from charlstm.cli import cli
+
+    log.append("charlstm " + " ".join(shlex.quote(str(a)) for a in args))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            cli.main([str(a) for a in args], prog_name="charlstm", standalone_mode=False)
+        except SystemExit as e:
+            if e.code:
+                raise
+    return out.getvalue()

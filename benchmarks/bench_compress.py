@@ -22,13 +22,10 @@ size(compress(train + test)) - size(compress(train)), in bits per byte of the te
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import gzip
-import io
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -39,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import SHARED_DATA, machine, print_table, write_json  # noqa: E402
+from _common import SHARED_DATA, charlstm, machine, print_table, write_json  # noqa: E402
 
 TEXTS = ("code", "licences", "cjk", "log", "prose")
 SIZES = {"code": 1_000_000, "licences": 1_000_000, "cjk": 600_000, "log": 1_000_000, "prose": 1_200_000}
@@ -128,21 +125,6 @@ def compressor_bits_per_byte(command: list[str], train: bytes, test: bytes) -> f
         return len(subprocess.run(command, input=data, capture_output=True, check=True).stdout)
 
     return (size(train + test) - size(train)) * 8 / len(test)
-
-
-def charlstm(args: list, log: list[str]) -> str:
-    """Run one charlstm command in this process (as the command line would); returns its stdout."""
-    from charlstm.cli import cli
-
-    log.append("charlstm " + " ".join(shlex.quote(str(a)) for a in args))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        try:
-            cli.main([str(a) for a in args], prog_name="charlstm", standalone_mode=False)
-        except SystemExit as e:
-            if e.code:
-                raise
-    return out.getvalue()
 
 
 def run(texts: list[str], budgets: list[float], quick: bool, tmp: Path) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -26,32 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import SHARED_DATA, machine, print_table, write_json  # noqa: E402
+from _common import SHARED_DATA, charlstm, machine, print_table, write_json  # noqa: E402
 
 TINY = "--embedding-dim 16 --hidden-size 32 --num-layers 1 --batch-size 4 --bptt 16".split()
 # The schedule and (full mode) the model the README's figures were measured with: the defaults
 # before issue #13 changed them (2 x 256, dropout 0.1, batch 32, lr 4e-3, cosine to lr/10).
 SCHEDULE = "--lr 4e-3 --final-lr-ratio 0.1".split()
 FULL_MODEL = "--num-layers 2 --hidden-size 256 --dropout 0.1 --batch-size 32".split()
-
-
-def charlstm(args: list[str], log: list[str]) -> str:
-    """Run one charlstm command in this process (as the command line would) and keep it in ``log``;
-    returns what it wrote on stdout."""
-    import contextlib
-    import io
-
-    from charlstm.cli import cli
-
-    log.append("charlstm " + " ".join(shlex.quote(str(a)) for a in args))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        try:
-            cli.main([str(a) for a in args], prog_name="charlstm", standalone_mode=False)
-        except SystemExit as e:
-            if e.code:
-                raise
-    return out.getvalue()
 
 
 def run(quick: bool, base_steps: int, steps: int, tmp: Path) -> dict:

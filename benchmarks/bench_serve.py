@@ -23,7 +23,6 @@ import asyncio
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -151,7 +150,7 @@ def main() -> None:
         "batched (--max-batch 64)": measure(args.run, 64, args.length, args.rounds),
         "one at a time (--max-batch 1)": measure(args.run, 1, args.length, args.rounds),
     }
-    print(f"| server | streams | chars/s | speed-up | time to first char, median |")
+    print("| server | streams | chars/s | speed-up | time to first char, median |")
     print("|---|---:|---:|---:|---:|")
     for name, rows in results.items():
         single = rows[1]["chars_per_s"]

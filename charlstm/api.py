@@ -458,7 +458,7 @@ class Model:
         ``unit`` count from 1, as the CLI's flags and the labels shown do; ``unit`` picks one unit
         instead of a search."""
         from charlstm.analysis.inspection import check_request, inspect_text
-        from charlstm.data.text import TextSource, read_head
+        from charlstm.data.text import read_head
 
         if (text is None) == (file is None):
             raise ConfigError("give FILE or --text (one of them)")

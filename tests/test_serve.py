@@ -23,7 +23,6 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
 import httpx  # noqa: E402
-import torch  # noqa: E402
 import uvicorn  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 

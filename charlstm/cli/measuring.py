@@ -73,7 +73,7 @@ def eval_(run: str, files: tuple[str, ...], as_json: bool, weights: str | None, 
 
     given = _given(options)
     config = EvalConfig.from_dict(given)
-    adapt_config = AdaptConfig.from_dict(given)
+    AdaptConfig.from_dict(given)  # a bad --adapt-* value: one line, before any work
     cache_config = CacheConfig.from_dict(given)
     if not config.adapt and any(name in given for name in AdaptConfig.field_names()):
         raise click.UsageError(f"{ADAPT_NEEDS} need --adapt")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from charlstm.evaluation.adaptation import adapt
 from charlstm.data.batches import encode_to_file, windows

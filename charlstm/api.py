@@ -191,13 +191,18 @@ class Model:
         seed: int | None = None,
         stop: str | None = None,
         weights: str | None = None,
+        cache_size: int = 0,
+        cache_theta: float | None = None,
+        cache_lambda: float | None = None,
         details: bool = False,
     ) -> str | list[str] | Completion | list[Completion]:
         """New text after ``prime`` (not included): a str, or a list of ``num_samples`` of them
         generated together as one batch; with ``details``, ``Completion`` records instead.
         ``beam_width``: the most likely continuation of ``length`` tokens (one, deterministic).
         ``weights``: how the recurrent weights are held while generating (fp32, int8, bf16;
-        None: as ``load`` was given).
+        None: as ``load`` was given). ``cache_size``: mix a neural cache of the last N tokens
+        into every draw (``cache_theta``, ``cache_lambda``: chosen on the prime when None), so
+        the model copies more of the prime and of what it wrote.
         The same settings and ``seed`` give the same text as ``charlstm sample``."""
         settings = dict(locals())
         for name in ("self", "prime", "details"):
@@ -232,6 +237,9 @@ class Model:
         seed: int | None = None,
         stop: str | None = None,
         weights: str | None = None,
+        cache_size: int = 0,
+        cache_theta: float | None = None,
+        cache_lambda: float | None = None,
     ) -> Iterator[str]:
         """The text ``generate`` would return (one sample), in pieces as it is written. The
         settings are checked now; the text is made as the iterator is read. Beam search knows its
@@ -284,9 +292,13 @@ class Model:
         no_repeat_ngram: int | None = None,
         seed: int | None = None,
         weights: str | None = None,
+        cache_size: int = 0,
+        cache_theta: float | None = None,
+        cache_lambda: float | None = None,
     ) -> Session:
         """A text written turn by turn, as ``charlstm chat`` writes it: each ``reply`` reads its
-        text after everything so far and continues it (the hidden state is kept)."""
+        text after everything so far and continues it (the hidden state is kept, and with
+        ``cache_size`` the neural cache of every turn's text)."""
         settings = dict(locals())
         del settings["self"]
         from charlstm.generation.chat import ChatSession
@@ -386,6 +398,7 @@ class Model:
         cache_size: int = 0,
         cache_theta: float | None = None,
         cache_lambda: float | None = None,
+        context: PathLike | None = None,
         encoding_errors: str = "strict",
         weights: str | None = None,
         on_progress: Callable[[int], None] | None = None,
@@ -426,6 +439,7 @@ class Model:
             raise ConfigError("give a file or text= (one of them)")
         # file: what text_source reads (a file, several, a directory, a pattern) or a source made already
         source = _source(file, None, (), False, encoding_errors) if file is not None else TextSource.from_text(text)
+        before = _source(context, None, (), False, encoding_errors) if context is not None else None
         saved = self._saved_bptt
         bptt = config.bptt or (saved if type(saved) is int and 1 <= saved <= 1 << 20 else 128)
         trained = None
@@ -435,7 +449,7 @@ class Model:
             return evaluate_source(
                 module, self.tokenizer, source, batch_size=config.batch_size, bptt=bptt, device=self.device,
                 adapt_config=adapt_config if adapt else None, cache_config=cache_config if cache_size else None,
-                on_progress=on_progress,
+                context=before, on_progress=on_progress,
             )
         finally:
             if trained is not None:

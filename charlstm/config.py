@@ -371,11 +371,12 @@ class CacheConfig(_Serializable):
     cache_theta: float | None = setting(
         None,
         "How sharply the cache prefers the most similar states [default: chosen as the text is read, "
-        "from 0.03, 0.1, 0.3, 1].",
+        "from 0.03, 0.1, 0.3, 1, 3].",
     )
     cache_lambda: float | None = setting(
         None,
-        "The cache's share of the mixture [default: chosen as the text is read, from 0.05, 0.1, 0.2, 0.35, 0.5, 0.7].",
+        "The cache's share of the mixture [default: chosen as the text is read, from 0.05, 0.1, 0.2, 0.35, "
+        "0.5, 0.7, 0.85, 0.95].",
     )
 
     def __post_init__(self) -> None:
@@ -431,9 +432,27 @@ class SampleConfig(_Serializable):
         "bf16 (faster for many samples at once).",
         choices=WEIGHTS,
     )
+    cache_size: int = setting(
+        0,
+        "Mix a neural cache of the last N tokens (prime and output) into every draw: the model "
+        "copies more of what it has read; 0: no cache.",
+    )
+    cache_theta: float | None = setting(
+        None, "How sharply the cache prefers the most similar states [default: chosen on the prime]."
+    )
+    cache_lambda: float | None = setting(None, "The cache's share of the mixture [default: chosen on the prime].")
+
+    def cache_config(self) -> CacheConfig:
+        return CacheConfig(cache_size=self.cache_size, cache_theta=self.cache_theta, cache_lambda=self.cache_lambda)
 
     def __post_init__(self) -> None:
         c = _Checks(self)
+        c.zero_or_more("cache_size")
+        c.positive_number("cache_theta")
+        c.within("cache_lambda", "[0, 1)")
+        if self.cache_size == 0 and (self.cache_theta is not None or self.cache_lambda is not None):
+            c.problems.append("--cache-theta and --cache-lambda need --cache-size (above 0)")  # as check_cache
+        c.check("cache_size", lambda size: not size or self.beam_width is None, "does not combine with --beam-width", got=False)
         c.zero_or_more("length")
         c.check("temperature", lambda t: t >= 0 and math.isfinite(t), "must be 0 (greedy) or more")
         c.at_least("top_k", 1)

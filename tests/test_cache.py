@@ -65,7 +65,7 @@ def test_a_text_that_repeats_itself_is_scored_far_better_with_the_cache():
     cached, cached_count, cache = cached_stream_loss(model, ids, config, bptt=32, device="cpu")
     assert cached_count == count == 799
     assert cached / count < 0.7 * static / count  # 0.65 measured
-    assert cache.lambda_ == 0.7  # the grid learnt to trust the copy
+    assert cache.lambda_ == 0.95  # the grid learnt to trust the copy (its largest share)
 
 
 def test_lambda_0_scores_as_the_model_alone_and_a_window_of_0_is_no_cache():
@@ -102,3 +102,86 @@ def test_bad_cache_settings_are_one_line_naming_the_flag(changes, message):
     with pytest.raises(ConfigError) as error:
         CacheConfig(**changes)
     assert str(error.value) == message
+
+
+# ------------------------------------------------------------------------- a context (eval --context)
+
+
+def test_a_context_is_read_but_never_scored_by_each_pass():
+    """With ``skip`` context tokens, each pass scores exactly the text's tokens, as the one-stream
+    pass over context + text scores them: the context starts the state, fills the cache and
+    (adapting) moves the weights, but none of its tokens counts."""
+    from charlstm.config import AdaptConfig
+    from charlstm.evaluation.adaptation import adapt
+
+    model = small_model()
+    ids = np.random.default_rng(4).integers(0, 12, size=300)
+    skip = 128  # two adapting segments of 64: the windows of the context alone are the same
+    whole, whole_count = stream_loss(model, ids, batch_size=1, bptt=32, device="cpu")
+    head, head_count = stream_loss(model, ids[:skip], batch_size=1, bptt=32, device="cpu")
+    for batch_size in (1, 4):
+        text, count = stream_loss(model, ids, batch_size=batch_size, bptt=32, device="cpu", skip=skip, min_part=2)
+        assert count == len(ids) - skip == whole_count - head_count  # the text's first token too
+        assert math.isclose(text, whole - head, rel_tol=1e-5)
+    config = CacheConfig(cache_size=50, cache_theta=1.0)  # given: a context settles the grid's theta
+    whole_c, _, _ = cached_stream_loss(model, ids, config, bptt=32, device="cpu")
+    head_c, _, _ = cached_stream_loss(model, ids[:skip], config, bptt=32, device="cpu")
+    text_c, count_c, _ = cached_stream_loss(model, ids, config, bptt=32, device="cpu", skip=skip)
+    assert count_c == len(ids) - skip and math.isclose(text_c, whole_c - head_c, rel_tol=1e-5)
+
+    def adapted(ids, **kw):
+        m = small_model()  # adapting changes the weights: a fresh copy each time
+        return adapt(m, ids, AdaptConfig(adapt_bptt=64), "cpu", **kw)[:2]
+
+    whole_a, head_a, (text_a, count_a) = adapted(ids)[0], adapted(ids[:skip])[0], adapted(ids, skip=skip)
+    assert count_a == len(ids) - skip and math.isclose(text_a, whole_a - head_a, rel_tol=1e-5)
+    # learn=0: the context is only read, so the text is scored from the trained weights first
+    not_learnt, _ = adapted(ids, skip=skip, learn=0)
+    assert not math.isclose(not_learnt, text_a, rel_tol=1e-4)
+
+
+def test_a_context_makes_a_text_that_repeats_it_cheap():
+    """The cache copies from the context: a text that is its context again scores far better
+    with the context given than alone, and only the text's tokens count."""
+    import random
+
+    from charlstm.data.text import TextSource
+    from charlstm.data.tokenizers import CharTokenizer
+    from charlstm.evaluation.evaluate import evaluate_source
+
+    random.seed(0)
+    piece = "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(50))
+    text, context = piece * 2, piece * 8  # the text's second half repeats its first, the context all of it
+    tok = CharTokenizer.train(text)
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=tok.vocab_size, embedding_dim=8, hidden_size=24, num_layers=1))
+    config = CacheConfig(cache_size=4000, cache_theta=30.0)  # an untrained model's states are small: sharp
+
+    def scored(context):
+        return evaluate_source(
+            model, tok, TextSource.from_text(text), batch_size=1, bptt=32, device="cpu", cache_config=config,
+            context=None if context is None else TextSource.from_text(context),
+        )
+
+    alone, given = scored(None), scored(context)
+    assert given.context_tokens == 400 and alone.context_tokens == 0 and given.tokens == 100
+    assert given.cached.loss < 0.75 * alone.cached.loss  # 2.21 against 3.29 nats
+    assert abs(given.loss - alone.loss) < 0.05  # the static model learns nothing from it
+
+
+def test_eval_context_through_the_cli(tiny_run, tmp_path, small_text):
+    from tests.conftest import run_cli
+    import json
+
+    part = tmp_path / "part.txt"
+    part.write_text(small_text[:2000], encoding="utf-8")
+    base = ["eval", tiny_run, part, "--cache-size", "3000", "--json"]
+    alone, given = run_cli(*base), run_cli(*base, "--context", part)
+    assert alone.returncode == given.returncode == 0, given.stderr
+    alone, given = json.loads(alone.stdout), json.loads(given.stdout)
+    assert given["context_tokens"] == 2000 and alone["context_tokens"] == 0
+    assert given["cached"]["bits_per_char"] < alone["cached"]["bits_per_char"]
+    table = run_cli("eval", tiny_run, part, "--context", part)
+    assert "context read first (not scored)" in table.stdout and "2,000 tokens" in table.stdout
+    missing = run_cli("eval", tiny_run, part, "--context", tmp_path / "nope.txt")
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "nope.txt" in missing.stderr

@@ -56,6 +56,8 @@ _GENERATION = (
     "no_repeat_ngram",
 )
 
+_CACHE = ("cache_size", "cache_theta", "cache_lambda")
+
 
 @cli.command()
 @config_file_option
@@ -72,7 +74,7 @@ _GENERATION = (
     help="Sampling temperature; 0 is greedy. Give it several times to compare, one sample set per "
     "value, all with the same seed  [default: 0.8]",
 )
-@_sample_options(*_GENERATION, "beam_width", "num_samples", "seed", "stop", "device", "weights")
+@_sample_options(*_GENERATION, "beam_width", "num_samples", "seed", "stop", "device", "weights", *_CACHE)
 @click.option(
     "--echo-prime/--no-echo-prime",
     default=True,
@@ -152,7 +154,7 @@ def sample(
     click.echo(f"wrote {output}", err=True)
 
 
-_GENERATE = (*_GENERATION, "temperature", "beam_width", "num_samples", "seed", "stop", "weights")
+_GENERATE = (*_GENERATION, "temperature", "beam_width", "num_samples", "seed", "stop", "weights", *_CACHE)
 
 
 def _write_samples(lm, configs: list[SampleConfig], echo_prime: bool, as_json: bool, out, adapted_to=None) -> None:
@@ -221,7 +223,7 @@ _CHAT_HELP = """commands (a line starting with / ; anything else is text to cont
   /help, /quit  (Ctrl-C stops a reply, Ctrl-D leaves)"""
 
 
-_SESSION = (*_GENERATION, "temperature", "seed", "weights")
+_SESSION = (*_GENERATION, "temperature", "seed", "weights", *_CACHE)
 
 
 @cli.command()
@@ -235,7 +237,7 @@ _SESSION = (*_GENERATION, "temperature", "seed", "weights")
 @click.option(
     "--seed", type=int, default=None, help="Random seed  [default: a new one, shown by /settings]"
 )
-@_sample_options("device", "weights")
+@_sample_options("device", "weights", *_CACHE)
 def chat(run: str, **options) -> None:
     """Write with a model, turn by turn: each line you type is continued, and the text goes on
     where it left off (the model keeps its state between turns) until /reset.

@@ -55,10 +55,21 @@ def _text_source(files: tuple[str, ...], encoding_errors: str = "strict"):
 @config_option(EvalConfig, "adapt")
 @adapt_options
 @cache_options
+@click.option(
+    "--context",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(),
+    help="Text that comes before FILE (repeat for more; a directory or a quoted pattern too): read "
+    "first, never scored; it starts the state, fills the cache and, with --adapt, is learnt from "
+    "first, as a compressor given a dictionary. E.g. the text the run trained on.",
+)
 @config_option(EvalConfig, "device")
 @config_option(EvalConfig, "encoding_errors")
 @config_option(SampleConfig, "weights")
-def eval_(run: str, files: tuple[str, ...], as_json: bool, weights: str | None, **options) -> None:
+def eval_(
+    run: str, files: tuple[str, ...], as_json: bool, weights: str | None, context: tuple[str, ...], **options
+) -> None:
     """Measure RUN on FILEs: loss, perplexity, bits per character and per byte.
 
     \b
@@ -66,6 +77,7 @@ def eval_(run: str, files: tuple[str, ...], as_json: bool, weights: str | None, 
       charlstm eval checkpoints/my_text held_out.txt --adapt      static and dynamic evaluation
       charlstm eval checkpoints/my_text held_out.txt --adapt --cache-size 2000   and a neural cache
       charlstm eval checkpoints/my_text notes/ 'poems/**/*.md'    several files, read as train reads them
+      charlstm eval checkpoints/my_text held_out.txt --cache-size 20000 --context train.txt
 
     RUN: a run directory, a checkpoint file or an exported folder.
     """
@@ -79,6 +91,7 @@ def eval_(run: str, files: tuple[str, ...], as_json: bool, weights: str | None, 
         raise click.UsageError(f"{ADAPT_NEEDS} need --adapt")
     check_cache(cache_config)
     source = _text_source(files, config.encoding_errors)
+    before = _text_source(context, config.encoding_errors) if context else None
     lm = charlstm.load(run, device=config.device, weights=weights or "fp32")
     settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "encoding_errors")}
     if config.adapt:
@@ -87,7 +100,7 @@ def eval_(run: str, files: tuple[str, ...], as_json: bool, weights: str | None, 
     from charlstm.display import token_progress
 
     with token_progress("adapting", enabled=config.adapt) as on_progress:
-        report = lm.evaluate(source, **settings, on_progress=on_progress)
+        report = lm.evaluate(source, **settings, context=before, on_progress=on_progress)
     show_eval_report(report, source.name, as_json)
 
 

@@ -25,6 +25,8 @@ def print_eval_report(report, name: str) -> None:
     table.add_row("unknown characters", f"{report.unknown:,}")
     if report.replacements:
         table.add_row("invalid UTF-8 replaced", f"{report.replacements:,}")
+    if report.context_tokens:
+        table.add_row("context read first (not scored)", f"{report.context_tokens:,} tokens")
     adapted = report.adapted
     if adapted is not None:
         table.add_row("static scoring time", f"{report.seconds:.1f} s")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from charlstm.data.batches import encode_to_file, windows
 from charlstm.config import AdaptConfig
-from charlstm.evaluation.cache import NeuralCache
+from charlstm.evaluation.cache import CONTEXT_TUNE_TOKENS, NeuralCache, token_nll
 from charlstm.errors import DataError
 from charlstm.model import detach_hidden
 from charlstm.data.text import TextSource
@@ -58,13 +58,22 @@ def _adapting(model):
 
 
 def adapt(
-    model, ids: np.ndarray, config: AdaptConfig, device, on_progress=None, cache: NeuralCache | None = None
+    model,
+    ids: np.ndarray,
+    config: AdaptConfig,
+    device,
+    on_progress=None,
+    cache: NeuralCache | None = None,
+    skip: int = 0,
+    learn: int | None = None,
 ) -> tuple[float, int] | tuple[float, int, float]:
     """Score ``ids`` as one stream while adapting ``model``'s weights to it, in place.
 
     Returns the sum of next-token negative log-likelihoods (each token scored *before* any step
     on it) and how many tokens were scored (all but the first); with ``cache``, also the sum
-    with the cache mixed in (the steps follow the model's own loss either way).
+    with the cache mixed in (the steps follow the model's own loss either way). The first
+    ``skip`` tokens are context, never scored: the last ``learn`` of them (all when None) are
+    learnt from like the text, the ones before are only read (and remembered by the cache).
     ``on_progress(tokens)`` is called after each segment.
     """
     device = torch.device(device)
@@ -75,17 +84,33 @@ def adapt(
     cached = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     hidden = None
+    learn = skip if learn is None else learn
+    settled = False
     with _adapting(model):
         for window in windows(len(ids), config.adapt_bptt):
             block = torch.from_numpy(
                 np.asarray(ids[window.start : window.start + window.length + 1]).astype(np.int64)
             ).to(device)[:, None]  # (t+1, 1)
+            if window.start + window.length < skip - learn:  # early context: read, not learnt from
+                with torch.no_grad():
+                    logits, features, hidden = model.forward_features(block[:-1], hidden)
+                if cache is not None and window.start + window.length < skip - CONTEXT_TUNE_TOKENS:
+                    cache.remember(features[:, 0], block[1:, 0])
+                elif cache is not None:  # the context's last tokens choose the cache's theta and lambda
+                    with torch.no_grad():
+                        cache.score(features[:, 0], -token_nll(logits, block[1:])[:, 0], block[1:, 0])
+                hidden = detach_hidden(hidden)
+                continue
             logits, features, hidden = model.forward_features(block[:-1], hidden)  # (t, 1, V), (t, 1, H)
             nll = F.cross_entropy(logits.float().flatten(0, 1), block[1:].flatten(), reduction="none")  # (t,)
-            total += nll.detach().sum(dtype=torch.float64)
-            count += nll.numel()
+            first = max(0, skip - 1 - window.start)  # the first row whose target is scored
+            if cache is not None and skip and first < window.length and not settled:
+                cache.settle_theta()  # the text begins: theta stays as the context chose
+                settled = True
+            total += nll.detach()[first:].sum(dtype=torch.float64)
+            count += max(0, nll.numel() - first)
             if cache is not None:
-                cached += cache.score(features[:, 0], -nll, block[1:, 0]).sum(dtype=torch.float64)
+                cached += cache.score(features[:, 0], -nll, block[1:, 0])[first:].sum(dtype=torch.float64)
             grads = torch.autograd.grad(nll.mean(), params)
             with torch.no_grad():
                 if step is not None:

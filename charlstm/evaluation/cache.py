@@ -38,8 +38,14 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 # The grids searched for a theta or lambda not given. theta multiplies a dot product of two states
 # in [-1, 1]^hidden_size; lambda is the cache's share.
-THETAS = (0.03, 0.1, 0.3, 1.0)
-LAMBDAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7)
+EMPTY = -(1 << 62)  # the place of a ring slot not yet written: never within reach
+
+# The last tokens of a context (``cached_stream_loss``'s ``skip``) scored to choose theta and
+# lambda; the cache only remembers the context before them.
+CONTEXT_TUNE_TOKENS = 4096
+
+THETAS = (0.03, 0.1, 0.3, 1.0, 3.0)
+LAMBDAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 0.95)
 
 
 class NeuralCache:
@@ -49,11 +55,15 @@ class NeuralCache:
         self.size = config.cache_size
         self.thetas = (config.cache_theta,) if config.cache_theta is not None else THETAS
         self.lambdas = (config.cache_lambda,) if config.cache_lambda is not None else LAMBDAS
-        device = torch.device(device)
-        self.keys: torch.Tensor | None = None  # (M, H), M <= size: the latest states
-        self.values = torch.zeros(0, dtype=torch.long, device=device)  # (M,): the tokens that followed
+        self.device = torch.device(device)
+        # A ring of ``size`` slots, allocated at the first state: each slot's state, the token
+        # that followed it and its place in the stream (EMPTY before it is written).
+        self.ring: torch.Tensor | None = None  # (size, H)
+        self.ring_values = torch.zeros(self.size, dtype=torch.long, device=self.device)  # (size,)
+        self.ring_places = torch.full((self.size,), EMPTY, dtype=torch.long, device=self.device)  # (size,)
+        self.count = 0  # positions remembered so far: the next one's place in the stream
         # What each (theta, lambda) pair would have scored so far (nats), and the pair in use.
-        self.totals = torch.zeros(len(self.thetas), len(self.lambdas), dtype=torch.float64, device=device)
+        self.totals = torch.zeros(len(self.thetas), len(self.lambdas), dtype=torch.float64, device=self.device)
         self.choice = (len(self.thetas) // 2, len(self.lambdas) // 2)
 
     @property
@@ -64,30 +74,49 @@ class NeuralCache:
     def lambda_(self) -> float:
         return self.lambdas[self.choice[1]]
 
-    def _scores(self, features: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h_t . h_i for each row t of ``features`` (T, H) against the cache and the segment's
-        earlier rows, and which of them row t may see: (T, M+T) each."""
-        memory = 0 if self.keys is None else len(self.keys)
-        every = keys if self.keys is None else torch.cat([self.keys, keys])  # (M+T, H)
-        dots = features.float() @ every.float().T  # (T, M+T)
-        t = torch.arange(len(features), device=features.device)[:, None] + memory  # (T, 1): row t's place
-        j = torch.arange(memory + len(keys), device=features.device)[None, :]  # (1, M+T)
-        visible = (j < t) & (j >= t - self.size)  # (T, M+T): the size positions before t
-        return dots, visible
+    @property
+    def filled(self) -> int:
+        return min(self.count, self.size)
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        """(M, H): the states held, M <= size (in the ring's order, not the text's)."""
+        return None if self.ring is None else self.ring[: self.filled]
+
+    @property
+    def values(self) -> torch.Tensor:
+        """(M,): the token that followed each of ``keys``."""
+        return self.ring_values[: self.filled]
+
+    def settle_theta(self) -> None:
+        """Keep only the theta that has done best so far (lambda is still chosen as the text is
+        read): after a context, the text costs one pass per segment instead of one per theta."""
+        k = self.choice[0]
+        self.thetas, self.totals, self.choice = (self.thetas[k],), self.totals[k : k + 1], (0, self.choice[1])
+
+    def remember(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add states ``features`` (T, H) and the tokens that followed them ``targets`` (T,) to
+        the cache without scoring them (a context whose start is only remembered)."""
+        self._remember(features.detach(), targets.detach())
 
     def _remember(self, features: torch.Tensor, targets: torch.Tensor) -> None:
-        keys = features.detach().float()
-        self.keys = keys if self.keys is None else torch.cat([self.keys, keys])
-        self.values = torch.cat([self.values, targets])
-        if len(self.values) > self.size:
-            self.keys, self.values = self.keys[-self.size :], self.values[-self.size :]
+        if self.size == 0:
+            return
+        if self.ring is None:
+            self.ring = torch.zeros(self.size, features.size(-1), device=self.device)
+        places = torch.arange(self.count, self.count + len(targets), device=self.device)[-self.size :]
+        slots = places % self.size
+        self.ring.index_copy_(0, slots, features[-len(places) :].float())
+        self.ring_values.index_copy_(0, slots, targets[-len(places) :])
+        self.ring_places.index_copy_(0, slots, places)
+        self.count += len(targets)
 
     def distribution(self, features: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
         """The mixed log-distribution (T, V) for rows ``features`` (T, H) whose model
         log-distributions are ``log_probs`` (T, V), with the pair in use, each row seeing the cache
         as it is (not the segment's own rows: use ``score`` to read a text). Nothing is remembered."""
         features = features.detach()
-        if self.keys is None or self.size == 0:
+        if self.ring is None or self.size == 0:
             return log_probs.float()
         dots = features.float() @ self.keys.T  # (T, M)
         weights = torch.softmax(self.theta * dots, dim=-1)  # (T, M)
@@ -99,20 +128,39 @@ class NeuralCache:
         """Negative log-likelihoods (T,) of ``targets`` (T,) under the mixture, for one segment
         of the stream: ``features`` (T, H) the last layer's outputs at the positions that predict
         ``targets`` and ``log_p_model`` (T,) the model's log-probabilities of them. Then the
-        segment joins the cache and the grid's totals."""
-        features, targets, log_p_model = features.detach(), targets.detach(), log_p_model.detach().float()
+        segment joins the cache and the grid's totals.
+
+        One (T, M+T) matrix of dot products against the ring and the segment; positions a row
+        may not see (later ones, or more than ``size`` back) are -inf. Per theta, four passes over
+        it: scale and exponentiate (after subtracting each row's largest, once), sum, and a dot
+        with the mask of positions followed by the target."""
+        features, targets, log_p_model = features.detach().float(), targets.detach(), log_p_model.detach().float()
         if self.size == 0:
             return -log_p_model
-        dots, visible = self._scores(features, features)  # (T, M+T) each
-        every_value = torch.cat([self.values, targets])  # (M+T,)
-        same = every_value[None, :] == targets[:, None]  # (T, M+T): positions followed by the target
-        thetas = torch.tensor(self.thetas, device=dots.device)[:, None, None]  # (K, 1, 1)
-        logits_cache = (thetas * dots).masked_fill(~visible, -math.inf)  # (K, T, M+T)
-        log_norm = torch.logsumexp(logits_cache, dim=-1)  # (K, T); -inf where nothing is visible
-        log_p_cache = torch.logsumexp(logits_cache.masked_fill(~same, -math.inf), dim=-1) - log_norm  # (K, T)
+        T = len(targets)
+        here = torch.arange(self.count, self.count + T, device=self.device)  # (T,): each row's place
+        own = here[None, :] < here[:, None]  # (T, T): the segment's earlier rows
+        own &= here[None, :] >= here[:, None] - self.size
+        if self.ring is None:
+            dots = features @ features.T  # (T, T)
+            visible, every_value = own, targets
+        else:
+            dots = torch.cat([features @ self.ring.T, features @ features.T], dim=1)  # (T, size+T)
+            held = self.ring_places[None, :] >= here[:, None] - self.size  # (T, size); EMPTY never
+            visible = torch.cat([held, own], dim=1)
+            every_value = torch.cat([self.ring_values, targets])  # (size+T,)
+        dots.masked_fill_(~visible, -math.inf)
         empty = ~visible.any(dim=-1)  # (T,): nothing to copy from yet: the model alone
-        log_p_cache = log_p_cache.masked_fill(empty, -math.inf)
-        lambdas = torch.tensor(self.lambdas, device=dots.device)  # (L,)
+        top = dots.amax(dim=-1, keepdim=True).masked_fill_(empty[:, None], 0.0)  # (T, 1)
+        centred = dots.sub_(top)  # (T, M+T): <= 0, -inf where hidden
+        same = (every_value[None, :] == targets[:, None]).float()  # (T, M+T): followed by the target
+        weights = torch.empty_like(centred)
+        log_p_cache = torch.empty(len(self.thetas), T, device=self.device)  # (K, T)
+        for k, theta in enumerate(self.thetas):
+            torch.mul(centred, theta, out=weights).exp_()  # (T, M+T), 0 where hidden
+            log_p_cache[k] = torch.linalg.vecdot(weights, same).log() - weights.sum(dim=-1).log()
+        log_p_cache = log_p_cache.masked_fill(empty, -math.inf)  # -inf: nothing visible was followed by it
+        lambdas = torch.tensor(self.lambdas, device=self.device)  # (L,)
         mixed = _mix(log_p_model[None, None, :], log_p_cache[:, None, :], lambdas[None, :, None])  # (K, L, T)
         mixed = torch.where(empty, log_p_model, mixed)
         nll = -mixed[self.choice]  # (T,): with the pair chosen before this segment
@@ -130,9 +178,13 @@ def _mix(log_p_model, log_p_cache, lambda_):
 
 
 @torch.inference_mode()
-def cached_stream_loss(model, ids, config: CacheConfig, *, bptt: int, device, on_progress=None) -> tuple[float, int, NeuralCache]:
+def cached_stream_loss(
+    model, ids, config: CacheConfig, *, bptt: int, device, skip: int = 0, on_progress=None
+) -> tuple[float, int, NeuralCache]:
     """Sum of next-token negative log-likelihoods over ``ids`` read as one stream with the cache,
-    how many tokens were scored (all but the first), and the cache (its chosen pair)."""
+    how many tokens were scored (all but the first, and none of the first ``skip``: context,
+    which fills the cache and chooses its pair unscored; theta is then kept for the text), and
+    the cache (its chosen pair)."""
     was_training = model.training
     model.eval()
     device = torch.device(device)
@@ -140,14 +192,22 @@ def cached_stream_loss(model, ids, config: CacheConfig, *, bptt: int, device, on
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     hidden = None
+    settled = False
     for window in windows(len(ids), bptt):
         block = torch.from_numpy(
             np.asarray(ids[window.start : window.start + window.length + 1]).astype(np.int64)
         ).to(device)[:, None]  # (t+1, 1)
         logits, features, hidden = model.forward_features(block[:-1], hidden)  # (t, 1, V), (t, 1, H)
+        if window.start + window.length < skip - CONTEXT_TUNE_TOKENS:  # early context: only remembered
+            cache.remember(features[:, 0], block[1:, 0])
+            continue
+        first = max(0, skip - 1 - window.start)  # the first row whose target is scored
+        if skip and first < window.length and not settled:  # the text begins: theta stays as the context chose
+            cache.settle_theta()
+            settled = True
         nll = cache.score(features[:, 0], -token_nll(logits, block[1:])[:, 0], block[1:, 0])  # (t,)
-        total += nll.sum(dtype=torch.float64)
-        count += nll.numel()
+        total += nll[first:].sum(dtype=torch.float64)
+        count += max(0, nll.numel() - first)
         if on_progress is not None:
             on_progress(window.length)
     model.train(was_training)

@@ -62,6 +62,7 @@ class EvalReport:
     seconds: float = 0.0  # the scoring pass alone (not loading or encoding)
     adapted: AdaptedScore | None = None  # with --adapt
     cached: CachedScore | None = None  # with --cache-size N (static weights, one stream)
+    context_tokens: int = 0  # tokens of the context (--context) read before the text, unscored
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +71,20 @@ class EvalReport:
 # Tokens of the preceding text each parallel stream reads, unscored, before its own part: enough
 # for a character model's state to forget that it started cold (measured in docs/measuring.md, "charlstm eval").
 WARMUP_TOKENS = 256
+
+# The shortest part a parallel stream scores. A state started cold in the wrong place (inside a
+# block of capitals, say) can settle into a regime that stays wrong for thousands of characters:
+# a model trained 36 s on 213 KB of licences scored its last 24 KB at 1.768 nats/char as one
+# stream and at 1.978 as 64 warm streams of 371 characters (3.854 as 5 with 1,024 tokens of
+# warm-up). Parts this long make such a start rare and its cost small; below two of them the
+# text is one stream, which for so short a text costs no more than a second.
+MIN_PART_TOKENS = 16384
+
+# Tokens at the end of a context that dynamic evaluation learns from before the text
+# (``evaluate_source``); before them the context is only read. Learning from the last 20,000
+# took 0.05-0.07 bits per byte more off licence texts and a log than reading them alone
+# (benchmarks/RESULTS.md, "Not prose").
+CONTEXT_ADAPT_TOKENS = 20_000
 
 
 @torch.inference_mode()
@@ -82,6 +97,8 @@ def stream_loss(
     device,
     precision: Precision | None = None,
     warmup: int = WARMUP_TOKENS,
+    skip: int = 0,
+    min_part: int | None = None,
     on_progress=None,
 ) -> tuple[float, int]:
     """Sum of next-token negative log-likelihoods over ``ids``, and how many tokens were scored.
@@ -91,10 +108,12 @@ def stream_loss(
     hidden state from window to window. Every part but the first starts warm: it first reads the
     ``warmup`` tokens before it (which the part before scores), so its first tokens are scored
     with context as they would be in one long stream. Only the text's first token is not scored
-    (the last part is padded, and the padding masked out).
+    (the last part is padded, and the padding masked out). Each part is at least ``min_part``
+    tokens long (``MIN_PART_TOKENS``), so a short text is one stream. The first ``skip`` tokens are
+    context: read, never scored (``evaluate_source``'s ``context``).
     """
     n = len(ids)
-    streams = max(1, min(batch_size, n // 2))
+    streams = max(1, min(batch_size, n // (min_part or MIN_PART_TOKENS)))
     rows = math.ceil(n / streams)
     starts = np.arange(streams) * rows  # where each stream begins in ``ids``
 
@@ -107,7 +126,7 @@ def stream_loss(
     hidden = None
     if streams > 1 and warmup > 0:
         with autocast(device):
-            extra, total, count = _warm_up(model, ids, starts[1:], min(warmup, rows), device)
+            extra, total, count = _warm_up(model, ids, starts[1:], min(warmup, rows), device, skip)
         zero = model.init_hidden(1)  # the first part has nothing before it
         hidden = tuple(torch.cat([z, h.to(z.dtype)], dim=1) for z, h in zip(zero, extra))
         if on_progress is not None:
@@ -116,7 +135,7 @@ def stream_loss(
         # Gather one window of rows (inputs plus the next row of targets) straight from ``ids``,
         # which may be a memory-mapped file: nothing the size of the text is ever built.
         index = starts + np.arange(window.start, window.start + window.length + 1)[:, None]  # (t+1, B)
-        valid = torch.from_numpy(index[1:] < n).to(device)  # (t, B); the last stream is short
+        valid = torch.from_numpy((index[1:] < n) & (index[1:] >= skip)).to(device)  # (t, B); the last stream is short
         block = _gather(ids, np.minimum(index, n - 1), device)
         x, y = block[:-1], block[1:]  # (t, B) each
         with autocast(device):
@@ -134,14 +153,14 @@ def _gather(ids: np.ndarray, index: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.asarray(ids[index]).astype(np.int64)).to(device)
 
 
-def _warm_up(model, ids: np.ndarray, starts: np.ndarray, length: int, device):
+def _warm_up(model, ids: np.ndarray, starts: np.ndarray, length: int, device, skip: int = 0):
     """Run the model over the ``length`` tokens before each of ``starts``: the hidden state it
     leaves, and the loss (and count) of its last prediction, which is of each start's own token."""
     n = len(ids)
     index = starts - length + np.arange(length + 1)[:, None]  # (length+1, S)
     block = _gather(ids, np.minimum(index, n - 1), device)
     logits, hidden = model(block[:-1])  # (length, S, V)
-    valid = torch.from_numpy(starts < n).to(device)  # (S,); a short text can leave the last part empty
+    valid = torch.from_numpy((starts < n) & (starts >= skip)).to(device)  # (S,); a short text can leave the last part empty
     first = token_nll(logits[-1:], block[-1:])[0] * valid  # each part's first token
     return hidden, first.sum(dtype=torch.float64), int(valid.sum())
 
@@ -156,6 +175,7 @@ def evaluate_source(
     device,
     adapt_config: AdaptConfig | None = None,
     cache_config: CacheConfig | None = None,
+    context: TextSource | None = None,
     on_progress=None,
 ) -> EvalReport:
     """Score a text with the model and report per-token, per-character and per-byte figures.
@@ -168,29 +188,52 @@ def evaluate_source(
     ``on_progress(tokens)`` follows that pass. With ``cache_config`` (a ``cache_size`` above 0)
     the text is also read as one stream with the neural cache (``charlstm.evaluation.cache``),
     and the adapting pass, if any, scores with the cache as well.
+
+    ``context``: the text that comes before this one (``eval --context FILE``), read and never
+    scored, as a compressor given a dictionary reads it: its last tokens start each pass's
+    state, fill the cache (its last ``cache_size`` tokens, which also choose the cache's theta
+    and lambda) and, with dynamic evaluation, its last ``CONTEXT_ADAPT_TOKENS`` are learnt from
+    first. With a context every token of the text is scored, the first too.
     """
     if cache_config is not None and cache_config.cache_size == 0:
         cache_config = None
     with tempfile.TemporaryDirectory(prefix="charlstm-eval-") as tmp:
         encoded = encode_to_file(source, tokenizer, Path(tmp) / "tokens")
         ids, stats = encoded.ids, encoded.stats
-        if len(ids) < 2:
+        before = encode_to_file(context, tokenizer, Path(tmp) / "context").ids if context is not None else ids[:0]
+        if len(ids) < 2 - (len(before) > 0):
             raise DataError(f"{source.name}: too short to evaluate: it needs at least 2 tokens")
+
+        def joined(tail: int, name: str) -> tuple[np.ndarray, int]:
+            """The text after the last ``tail`` tokens of the context, and how many those are."""
+            tail = min(tail, len(before))
+            if tail == 0:
+                return ids, 0
+            return _concatenate(before[len(before) - tail :], ids, Path(tmp) / name), tail
+
         started = time.perf_counter()
-        nll_sum, scored = stream_loss(model, ids, batch_size=batch_size, bptt=bptt, device=device)
+        text, skip = joined(WARMUP_TOKENS, "static")
+        nll_sum, scored = stream_loss(model, text, batch_size=batch_size, bptt=bptt, device=device, skip=skip)
         seconds = time.perf_counter() - started
         if cache_config is not None:
             started = time.perf_counter()
-            cached_sum, cached_scored, cache = cached_stream_loss(model, ids, cache_config, bptt=bptt, device=device)
+            text, skip = joined(cache_config.cache_size + WARMUP_TOKENS, "cached")
+            cached_sum, cached_scored, cache = cached_stream_loss(
+                model, text, cache_config, bptt=bptt, device=device, skip=skip
+            )
             cache_seconds = time.perf_counter() - started
         if adapt_config is not None:
             started = time.perf_counter()
             adapt_cache = NeuralCache(cache_config, device) if cache_config is not None else None
-            results = adapt(model, ids, adapt_config, device, on_progress, cache=adapt_cache)
+            tail = max(CONTEXT_ADAPT_TOKENS, cache_config.cache_size if cache_config is not None else 0)
+            text, skip = joined(tail + WARMUP_TOKENS, "adapted")
+            results = adapt(
+                model, text, adapt_config, device, on_progress, cache=adapt_cache, skip=skip, learn=CONTEXT_ADAPT_TOKENS
+            )
             adapted_sum, adapted_scored = results[:2]
             adapt_seconds = time.perf_counter() - started
-        n_tokens, encoded_unknown = len(ids), encoded.unknown
-        del ids, encoded  # close the memory map before the directory goes
+        n_tokens, encoded_unknown, n_context = len(ids), encoded.unknown, len(before)
+        del ids, encoded, before, text  # close the memory maps before the directory goes
 
     def per_unit(loss: float) -> tuple[float, float]:
         total_bits = loss * n_tokens / math.log(2)
@@ -226,7 +269,18 @@ def evaluate_source(
         seconds=seconds,
         adapted=adapted,
         cached=cached,
+        context_tokens=n_context,
     )
+
+
+def _concatenate(first: np.ndarray, second: np.ndarray, path: Path) -> np.ndarray:
+    """``first`` then ``second`` in a new memory-mapped file, copied a chunk at a time."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=second.dtype, shape=(len(first) + len(second),))
+    out[: len(first)] = first
+    for start in range(0, len(second), 1 << 22):
+        out[len(first) + start : len(first) + start + (1 << 22)] = second[start : start + (1 << 22)]
+    out.flush()
+    return out
 
 
 def evaluate_text(model, tokenizer, text: str, *, batch_size: int, bptt: int, device) -> EvalReport:

@@ -47,19 +47,23 @@ class ChatSession:
         self.turns = 0  # a new seed per turn, derived from --seed: replies differ, yet repeat exactly
         self.hidden: Hidden | None = None
         self.logits: torch.Tensor | None = None  # (V,): the next token's, after the text so far
+        self.cache = None  # with --cache-size: the GenerationCache of every turn's text
 
     def reply(self, text: str) -> Generation:
         """Read ``text`` after everything so far and continue it; iterate over the result for
         the new text. Stopping early (Ctrl-C) keeps what was generated up to there."""
         encode_prime(self.tokenizer, text, what="the line")  # unknown characters: one clear line
         config = dataclasses.replace(self.config, prime=text or "\n", seed=self.config.seed + self.turns)
-        generation = generate(self.model, self.tokenizer, config, self.device, hidden=self.hidden, stepper=self.stepper)
+        generation = generate(
+            self.model, self.tokenizer, config, self.device, hidden=self.hidden, stepper=self.stepper, cache=self.cache
+        )
+        self.cache = generation.cache
         self.turns += 1
         return _Tracked(generation, self)
 
     def reset(self) -> None:
         """Start again: forget the text so far, and count turns (and their seeds) from the first."""
-        self.hidden, self.logits, self.turns = None, None, 0
+        self.hidden, self.logits, self.turns, self.cache = None, None, 0, None
 
     @torch.inference_mode()
     def top_next(self, k: int = 10) -> list[tuple[str, float]]:

@@ -31,6 +31,7 @@ import torch
 from charlstm.cells import Hidden, StepState, TokenStepper
 from charlstm.config import SampleConfig
 from charlstm.data.tokenizers import default_start_id
+from charlstm.generation.cache import GenerationCache
 from charlstm.errors import ConfigError
 
 
@@ -287,9 +288,12 @@ class Generation:
     """
 
     def __init__(
-        self, model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None, stepper=None
+        self, model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None, stepper=None, cache=None
     ):
         self._start = hidden
+        if cache is None and config.cache_size:
+            cache = GenerationCache(config.cache_config(), config.num_samples, model.rnn.hidden_size, device)
+        self.cache = cache  # a GenerationCache to go on with (chat), else one made for --cache-size
         self._state: StepState | None = None  # the stepper's, updated in place, once the prime is read
         self._book = _LogprobBook(config.num_samples)
         self._inference = torch.inference_mode()
@@ -341,6 +345,11 @@ class Generation:
         prime = torch.tensor(prime_ids, dtype=torch.long, device=device)
         step = stepper or TokenStepper(model, config.weights)
         state = step.state(hidden, batch)  # (layers, B, H) each: a copy, updated in place from here
+        cache = self.cache
+        if cache is not None:  # the prime's states, before read_prime moves the state on
+            start = None if hidden is None else tuple(t.clone() for t in state.hidden)
+            cache.read(model, prime.unsqueeze(1).expand(-1, batch), start)
+        features = state.layers[-1][0]  # (B, H): the last layer's state, a view updated in place
         book = self._book
         book.start(read_prime(model, step, prime.unsqueeze(1).expand(-1, batch), state))  # (B, V)
         self._state = state
@@ -366,7 +375,11 @@ class Generation:
         budget = config.length if texts is not None else config.length * 4 + 64
         for position in range(budget):
             tok = book.next_slot()  # (B,)
+            if cache is not None:
+                cache.mix_(book.current, features)
             sample(book.current, tok, history, blocker)
+            if cache is not None:
+                cache.remember(features, tok)
             ids = tok.tolist()
             if history is not None:
                 history[:, position % window] = tok
@@ -555,7 +568,13 @@ def read_prime(model, step: TokenStepper, ids: torch.Tensor, state: StepState) -
 
 
 def generate(
-    model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None, stepper: TokenStepper | None = None
+    model,
+    tokenizer,
+    config: SampleConfig,
+    device,
+    hidden: Hidden | None = None,
+    stepper: TokenStepper | None = None,
+    cache: GenerationCache | None = None,
 ) -> Generation:
     """Stream ``config.num_samples`` samples, generated together as one batch (see ``Generation``
     for what it yields and records). Stops when every sample has its length or its stop string.
@@ -564,7 +583,9 @@ def generate(
     session keeps one). ``hidden`` is a state to start from instead of zeros, such as an earlier ``Generation``'s
     ``hidden``, with one row or one per sample; the prime is read on top of it (an empty prime
     reads a newline, as always). The repetition penalty and the n-gram ban see this call's prime
-    and output only. ``config.beam_width`` is for ``charlstm.generation.beam.beam_search``, not for this.
+    and output only. ``config.cache_size``: a neural cache (``generation.cache``) mixed into every
+    draw; ``cache``: one to go on with (a chat's), which remembers this call's prime and output
+    too. ``config.beam_width`` is for ``charlstm.generation.beam.beam_search``, not for this.
     """
     if config.beam_width is not None:
         raise ValueError("generate() samples; beam search is charlstm.generation.beam.beam_search")
@@ -573,4 +594,4 @@ def generate(
             f"the start state has {hidden[0].size(1)} rows; it needs 1 or one per sample "
             f"({config.num_samples})"
         )
-    return Generation(model, tokenizer, config, device, hidden, stepper)
+    return Generation(model, tokenizer, config, device, hidden, stepper, cache)

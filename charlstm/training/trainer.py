@@ -554,7 +554,7 @@ class Trainer:
         state = self.state
         _emit(self.events, "on_validation_start", state.step, len(self.data.val_ids) - 1)  # all but the first
         model = self.model if self.average is None else self.average.model
-        val_sum, val_count = stream_loss(  # at least 64 warm streams: a small batch validates as fast
+        val_sum, val_count = stream_loss(  # up to 64 warm streams: a small batch validates as fast
             model, self.data.val_ids, batch_size=max(self.config.batch_size, 64), bptt=self.config.bptt,
             device=self.device, precision=self.setup.precision,
             on_progress=getattr(self.events, "on_validation_progress", None),

@@ -15,7 +15,7 @@ bits per byte, with the first 90% read first as context (never scored), as the c
 it: ``xz -9e`` and ``zstd --ultra -22``'s figure is size(compress(train + test)) -
 size(compress(train)), in bits per byte of the test part.
 
-    python3 benchmarks/bench_compress.py --json compress.json       # 5 texts x (120 + 300) s: ~40 min
+    python3 benchmarks/bench_compress.py --budgets 300 --json compress.json   # 5 texts: 40 min (2 cores)
     python3 benchmarks/bench_compress.py --budgets 300 --texts code,log
     python3 benchmarks/bench_compress.py --quick                    # seconds: tiny slices and models (the suite)
 """
@@ -195,7 +195,7 @@ def table_rows(results: list[dict]) -> list[tuple[str, ...]]:
             xz = row["xz -9e"]
             rows.append(
                 (
-                    row["text"], f"{row['bytes'] // 1000} KB", f"{r['budget_s']:g}", f(r["static"]), f(r["adapt"]),
+                    row["text"], f"{row['bytes'] // 1000} KB", f"{r['train_s']:.0f} of {r['budget_s']:g}", f(r["static"]), f(r["adapt"]),
                     f(r["cache"]), f(r["adapt + cache"]), f(xz), f(row["zstd --ultra -22"]),
                     "-" if xz is None else ("yes" if best < xz else "no"),
                 )
@@ -219,7 +219,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="charlstm-compress-") as tmp:
         data = run(texts, budgets, args.quick, Path(tmp), 200 if args.quick else args.cache_size)
-    header = ("text", "size", "train s", "static", "adapt", "cache", "both", "xz -9e", "zstd -22", "beats xz")
+    header = ("text", "size", "trained s", "static", "adapt", "cache", "both", "xz -9e", "zstd -22", "beats xz")
     print_table("bits per byte on the last 10% (lower is better)", table_rows(data["results"]), header)
     data.update(machine=machine(), quick=args.quick, budgets=budgets, seconds=round(time.perf_counter() - started, 1))
     write_json(args.json, data)

@@ -53,8 +53,10 @@ def test_end_to_end_train_sample_eval(tmp_path, text_file):
         "seconds",
         "adapted",
         "cached",
+        "context_tokens",
     ]
     assert report["adapted"] is None and report["cached"] is None  # without --adapt, --cache-size
+    assert report["context_tokens"] == 0  # without --context
     assert report["chars"] == len(text_file.read_text())
     assert 0 < report["loss"] < 6 and report["unknown"] == 0
 

@@ -109,3 +109,18 @@ def test_stream_loss_reads_a_memory_mapped_file(tmp_path):
     assert stream_loss(model, mapped, batch_size=5, bptt=11, device="cpu") == stream_loss(
         model, ids, batch_size=5, bptt=11, device="cpu"
     )
+
+
+def test_a_short_text_is_one_stream():
+    """Parts are at least MIN_PART_TOKENS long: below two of them, batch_size does not matter
+    at all (a cold start in the wrong place can cost a real model dearly)."""
+    from charlstm.evaluation.evaluate import MIN_PART_TOKENS
+
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=9, embedding_dim=4, hidden_size=6, num_layers=1))
+    ids = np.random.default_rng(3).integers(0, 9, size=2 * MIN_PART_TOKENS - 1)
+    one = stream_loss(model, ids, batch_size=1, bptt=256, device="cpu", warmup=0)
+    many = stream_loss(model, ids, batch_size=64, bptt=256, device="cpu", warmup=0)
+    assert many == one  # bit for bit: the same single stream
+    two = stream_loss(model, np.concatenate([ids, ids[:1]]), batch_size=64, bptt=256, device="cpu", warmup=0)
+    assert two[1] == 2 * MIN_PART_TOKENS - 2  # two cold parts: each part's first token unscored

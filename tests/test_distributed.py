@@ -52,13 +52,21 @@ def _join(rank, world_size, port):
     torch.set_num_threads(1)
 
 
+def _leave():
+    """Meet at a barrier, then tear the group down (as ``charlstm.distributed.shutdown`` does): a
+    rank that destroyed its group while the other still used it aborted the other at exit once
+    ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def _rank_main(rank, world_size, port, text, out, results):
     _join(rank, world_size, port)
     grads = _one_step(text, 4, out)
     torch.save(grads, results / f"grads{rank}.pt")
-    import torch.distributed as dist
-
-    dist.destroy_process_group()
+    _leave()
 
 
 def test_two_ranks_of_b_streams_give_the_gradients_of_one_process_with_2b(tmp_path, small_text):
@@ -89,9 +97,7 @@ def _poisoned_rank_main(rank, world_size, port, text, out, results):
     trainer.train_step(trainer.data.windows[0], None)
     unchanged = all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     torch.save({"unchanged": unchanged, "bad_steps": list(trainer.bad_steps)}, results / f"poison{rank}.pt")
-    import torch.distributed as dist
-
-    dist.destroy_process_group()
+    _leave()
 
 
 def test_a_non_finite_loss_on_one_rank_skips_the_step_on_all(tmp_path, small_text):

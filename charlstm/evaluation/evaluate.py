@@ -204,20 +204,23 @@ def evaluate_source(
         if len(ids) < 2 - (len(before) > 0):
             raise DataError(f"{source.name}: too short to evaluate: it needs at least 2 tokens")
 
-        def joined(tail: int, name: str) -> tuple[np.ndarray, int]:
-            """The text after the last ``tail`` tokens of the context, and how many those are."""
-            tail = min(tail, len(before))
-            if tail == 0:
-                return ids, 0
-            return _concatenate(before[len(before) - tail :], ids, Path(tmp) / name), tail
+        # Each pass reads its own tail of the context (``CONTEXT_TAILS``): one file holds the
+        # longest tail and the text, and each pass starts where its tail does.
+        tails = context_tails(len(before), adapt_config, cache_config)
+        longest = max(tails.values())
+        every = _concatenate(before[len(before) - longest :], ids, Path(tmp) / "joined") if longest else ids
+
+        def joined(part: str) -> tuple[np.ndarray, int]:
+            """The text after the context tail of pass ``part``, and how long that tail is."""
+            return every[longest - tails[part] :], tails[part]
 
         started = time.perf_counter()
-        text, skip = joined(WARMUP_TOKENS, "static")
+        text, skip = joined("static")
         nll_sum, scored = stream_loss(model, text, batch_size=batch_size, bptt=bptt, device=device, skip=skip)
         seconds = time.perf_counter() - started
         if cache_config is not None:
             started = time.perf_counter()
-            text, skip = joined(cache_config.cache_size + WARMUP_TOKENS, "cached")
+            text, skip = joined("cached")
             cached_sum, cached_scored, cache = cached_stream_loss(
                 model, text, cache_config, bptt=bptt, device=device, skip=skip
             )
@@ -225,15 +228,14 @@ def evaluate_source(
         if adapt_config is not None:
             started = time.perf_counter()
             adapt_cache = NeuralCache(cache_config, device) if cache_config is not None else None
-            tail = max(CONTEXT_ADAPT_TOKENS, cache_config.cache_size if cache_config is not None else 0)
-            text, skip = joined(tail + WARMUP_TOKENS, "adapted")
+            text, skip = joined("adapted")
             results = adapt(
                 model, text, adapt_config, device, on_progress, cache=adapt_cache, skip=skip, learn=CONTEXT_ADAPT_TOKENS
             )
             adapted_sum, adapted_scored = results[:2]
             adapt_seconds = time.perf_counter() - started
         n_tokens, encoded_unknown, n_context = len(ids), encoded.unknown, len(before)
-        del ids, encoded, before, text  # close the memory maps before the directory goes
+        del ids, encoded, before, text, every  # close the memory maps before the directory goes
 
     def per_unit(loss: float) -> tuple[float, float]:
         total_bits = loss * n_tokens / math.log(2)
@@ -271,6 +273,15 @@ def evaluate_source(
         cached=cached,
         context_tokens=n_context,
     )
+
+
+def context_tails(available: int, adapt_config: AdaptConfig | None, cache_config: CacheConfig | None) -> dict[str, int]:
+    """How many of a context's last tokens each pass of ``evaluate_source`` reads (of the
+    ``available``): the warm-up for the static pass, the cache's window for the cached pass, the
+    larger of the window and ``CONTEXT_ADAPT_TOKENS`` for the adapting pass."""
+    window = cache_config.cache_size if cache_config is not None else 0
+    wanted = {"static": 0, "cached": window, "adapted": max(CONTEXT_ADAPT_TOKENS, window) if adapt_config else 0}
+    return {part: min(available, n + WARMUP_TOKENS) if available else 0 for part, n in wanted.items()}
 
 
 def _concatenate(first: np.ndarray, second: np.ndarray, path: Path) -> np.ndarray:

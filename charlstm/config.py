@@ -391,10 +391,13 @@ class CacheConfig(_Serializable):
 ADAPT_NEEDS = "--adapt-method, --adapt-lr, --adapt-decay and --adapt-bptt"
 
 
+CACHE_NEEDS_SIZE = "--cache-theta and --cache-lambda need --cache-size (above 0)"
+
+
 def check_cache(config: CacheConfig) -> None:
     """--cache-theta and --cache-lambda mean nothing without a cache."""
     if config.cache_size == 0 and (config.cache_theta is not None or config.cache_lambda is not None):
-        raise ConfigError("--cache-theta and --cache-lambda need --cache-size (above 0)")
+        raise ConfigError(CACHE_NEEDS_SIZE)
 
 
 @dataclass
@@ -451,7 +454,7 @@ class SampleConfig(_Serializable):
         c.positive_number("cache_theta")
         c.within("cache_lambda", "[0, 1)")
         if self.cache_size == 0 and (self.cache_theta is not None or self.cache_lambda is not None):
-            c.problems.append("--cache-theta and --cache-lambda need --cache-size (above 0)")  # as check_cache
+            c.problems.append(CACHE_NEEDS_SIZE)
         c.check("cache_size", lambda size: not size or self.beam_width is None, "does not combine with --beam-width", got=False)
         c.zero_or_more("length")
         c.check("temperature", lambda t: t >= 0 and math.isfinite(t), "must be 0 (greedy) or more")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from charlstm.data.batches import encode_to_file, windows
 from charlstm.config import AdaptConfig
-from charlstm.evaluation.cache import CONTEXT_TUNE_TOKENS, NeuralCache, token_nll
+from charlstm.evaluation.cache import NeuralCache, token_nll, tunes
 from charlstm.errors import DataError
 from charlstm.model import detach_hidden
 from charlstm.data.text import TextSource
@@ -94,7 +94,7 @@ def adapt(
             if window.start + window.length < skip - learn:  # early context: read, not learnt from
                 with torch.no_grad():
                     logits, features, hidden = model.forward_features(block[:-1], hidden)
-                if cache is not None and window.start + window.length < skip - CONTEXT_TUNE_TOKENS:
+                if cache is not None and not tunes(window.start + window.length, skip):
                     cache.remember(features[:, 0], block[1:, 0])
                 elif cache is not None:  # the context's last tokens choose the cache's theta and lambda
                     with torch.no_grad():

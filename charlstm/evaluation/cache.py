@@ -44,6 +44,13 @@ EMPTY = -(1 << 62)  # the place of a ring slot not yet written: never within rea
 # lambda; the cache only remembers the context before them.
 CONTEXT_TUNE_TOKENS = 4096
 
+def tunes(end: int, skip: int) -> bool:
+    """Whether a window of the stream ending at ``end`` is scored by the cache (it is text, or
+    among the context's last ``CONTEXT_TUNE_TOKENS``, which choose theta and lambda) rather than
+    only remembered, for a stream whose first ``skip`` tokens are context."""
+    return end >= skip - CONTEXT_TUNE_TOKENS
+
+
 THETAS = (0.03, 0.1, 0.3, 1.0, 3.0)
 LAMBDAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 0.95)
 
@@ -198,7 +205,7 @@ def cached_stream_loss(
             np.asarray(ids[window.start : window.start + window.length + 1]).astype(np.int64)
         ).to(device)[:, None]  # (t+1, 1)
         logits, features, hidden = model.forward_features(block[:-1], hidden)  # (t, 1, V), (t, 1, H)
-        if window.start + window.length < skip - CONTEXT_TUNE_TOKENS:  # early context: only remembered
+        if not tunes(window.start + window.length, skip):  # early context: only remembered
             cache.remember(features[:, 0], block[1:, 0])
             continue
         first = max(0, skip - 1 - window.start)  # the first row whose target is scored

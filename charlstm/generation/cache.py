@@ -36,10 +36,6 @@ class GenerationCache:
         self.theta = config.cache_theta
         self.lambda_ = config.cache_lambda
 
-    @property
-    def batch_size(self) -> int:
-        return self.keys.size(0)
-
     @torch.inference_mode()
     def read(self, model, ids: torch.Tensor, hidden) -> None:
         """Remember a text the samples read (``ids`` (T, B), from ``hidden``; None: the zero

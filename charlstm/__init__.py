@@ -20,7 +20,7 @@ from charlstm.errors import (
     WriteError,
 )
 
-__version__ = "0.1.0"
+from charlstm._version import __version__
 
 _API = (
     "Adaptation",

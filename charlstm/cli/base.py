@@ -278,5 +278,6 @@ def cli() -> None:
       charlstm info checkpoints/*         what each run did (or is doing)
       charlstm plot checkpoints/a checkpoints/b --out curves.png
 
-    Every command takes --config FILE.toml; CHARLSTM_TRAIN_HIDDEN_SIZE=512 sets --hidden-size.
+    Every command but serve and export takes --config FILE.toml; CHARLSTM_TRAIN_HIDDEN_SIZE=512 sets
+    --hidden-size.
     """

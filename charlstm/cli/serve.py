@@ -30,7 +30,8 @@ def is_loopback(host: str) -> bool:
 @click.option(
     "--api-key",
     envvar="CHARLSTM_API_KEY",
-    help="Answer only requests with 'Authorization: Bearer KEY' (/ and /health stay open)  [env: CHARLSTM_API_KEY]",
+    help="Answer only requests with 'Authorization: Bearer KEY' (/, /page.js, /health and /openapi.json "
+    "stay open)  [env: CHARLSTM_API_KEY]",
 )
 @click.option("--cors-origin", multiple=True, help="Let pages from this origin call the API (repeatable); off by default.")
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1), help="Generations stepped together.")

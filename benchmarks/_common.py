@@ -24,7 +24,7 @@ REFERENCE = {
 
 
 def corpus_text() -> tuple[str, str]:
-    """tinyshakespeare when ../shared/data has it, else the built-in corpus."""
+    """tinyshakespeare when the test data has it, else the built-in corpus."""
     path = SHARED_DATA / "tinyshakespeare.txt"
     if path.is_file():
         return path.read_text(), "tinyshakespeare"

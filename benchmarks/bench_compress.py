@@ -1,4 +1,4 @@
-"""charlstm against general-purpose compressors on texts that are not prose (issue #25).
+"""charlstm against general-purpose compressors on texts that are not prose.
 
 For each text, built from what this machine has (nothing is copied into the project):
 
@@ -6,7 +6,7 @@ For each text, built from what this machine has (nothing is copied into the proj
     licences  /usr/share/common-licenses, concatenated
     cjk       CPython's Lib/test/cjkencodings/*-utf8.txt, then the ja/ko/zh man pages (roff), ~600 KB
     log       /var/log/dpkg.log (else alternatives.log, else a generated apt-style log)
-    prose     ../shared/data/tinyshakespeare.txt, the control
+    prose     tinyshakespeare.txt from the test data, the control
 
 the text is split 90/10; ``charlstm train`` (``--size auto``, the defaults a user gets) trains on
 the first 90% for each of ``--budgets`` seconds, and one ``charlstm eval --adapt --cache-size N

@@ -5,10 +5,10 @@ base model (``--init-from``) and one from random weights, with the same settings
 number of steps. Each is scored with ``charlstm eval`` on the second text's held-out last tenth
 (what both validated on), next to the base model itself (no training on the second text).
 
-    python benchmarks/bench_finetune.py                # ~10 min of CPU on 2 cores: the README's figures
+    python benchmarks/bench_finetune.py                # ~10 min of CPU on 2 cores: the figures in docs/training.md
     python benchmarks/bench_finetune.py --quick        # seconds, tiny models (the test suite runs it)
 
-Full: base on ../shared/data/shakespeare_complete.txt (5 MB), --tokenizer byte (so no text has
+Full: base on the test data's shakespeare_complete.txt (5 MB), --tokenizer byte (so no text has
 unknown characters and the comparison is fair), the CLI's default model; second text: the
 built-in corpus (the Python Language Reference). Quick: tiny models, base on the first 60,000
 characters of the built-in corpus, second text a later 12,000 characters of it.
@@ -29,7 +29,7 @@ from _common import SHARED_DATA, charlstm, machine, print_table, write_json  # n
 
 TINY = "--embedding-dim 16 --hidden-size 32 --num-layers 1 --batch-size 4 --bptt 16".split()
 # The schedule and (full mode) the model the README's figures were measured with: the defaults
-# before issue #13 changed them (2 x 256, dropout 0.1, batch 32, lr 4e-3, cosine to lr/10).
+# before 1 x 512 became the default (2 x 256, dropout 0.1, batch 32, lr 4e-3, cosine to lr/10).
 SCHEDULE = "--lr 4e-3 --final-lr-ratio 0.1".split()
 FULL_MODEL = "--num-layers 2 --hidden-size 256 --dropout 0.1 --batch-size 32".split()
 

@@ -26,7 +26,7 @@ Host syncs are counted with torch.cuda.set_sync_debug_mode("warn"): every operat
 the host wait for the GPU (.item(), bool(tensor), a device-to-host copy, a pageable host-to-device
 copy) raises a warning, and the warnings of a few steps are counted and divided by the steps.
 
-On the device machine ../shared is not there: copy tinyshakespeare.txt to data/ (ignored by git)
+Where the test data is not there: copy tinyshakespeare.txt to data/ (ignored by git)
 and carry it, or pass --corpus. Without it the quality part is skipped, never run on another text.
 """
 
@@ -220,7 +220,7 @@ def run_one_part(args) -> int:
 
 
 def find_corpus(args) -> Path | None:
-    """--corpus, else tinyshakespeare.txt in ../shared/data, shared/data or data/."""
+    """--corpus, else tinyshakespeare.txt from the test data (shared/data beside or inside the repository) or data/."""
     if args.corpus:
         return args.corpus
     for folder in (ROOT.parent / "shared" / "data", ROOT / "shared" / "data", ROOT / "data"):

@@ -115,7 +115,9 @@ def test_same_scores(runs):
 
 
 def test_same_server_scores(runs):
-    """/v1/score of the same lines on servers started with fp32 and with int8 weights."""
+    """/v1/score of the same lines on servers started with fp32 and with int8 weights: the
+    numbers ``Model.score`` gives for the same weights (the server once scored in fp32 whatever
+    its --weights said)."""
     pytest.importorskip("starlette")
     pytest.importorskip("httpx")
-    _check(PINNED["server_scores"], script.server_scores(runs[PINNED["score_model"]]), "server_scores")
+    _check(PINNED["scores"], script.server_scores(runs[PINNED["score_model"]]), "server_scores")

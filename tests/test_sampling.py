@@ -104,7 +104,7 @@ def test_prime_is_read_once_then_state_is_carried(tiny_run, small_text):
     """Each token is read once: a short prime and every new token by the stepper, a long prime
     by the fused layer in one call; the prefix is never fed again. Both paths agree."""
     from charlstm.cells import TokenStepper
-    from charlstm.generation.sampling import STEPPED_PRIME
+    from charlstm.generation.engine import STEPPED_PRIME
 
     payload = load_checkpoint(tiny_run)
     model, tok = model_from_checkpoint(payload)
@@ -131,13 +131,13 @@ def test_prime_is_read_once_then_state_is_carried(tiny_run, small_text):
     long_text = "".join(p[0] for p in generate(model, tok, config, "cpu", stepper=Counting(model)))
     assert fused == [(STEPPED_PRIME + 44, 1)] and len(stepped) == 10
     model.forward = original  # the same continuation when the long prime is read token by token
-    from charlstm.generation import sampling
+    from charlstm.generation import engine
 
-    sampling_limit, sampling.STEPPED_PRIME = sampling.STEPPED_PRIME, 10**6
+    sampling_limit, engine.STEPPED_PRIME = engine.STEPPED_PRIME, 10**6
     try:
         assert "".join(p[0] for p in generate(model, tok, config, "cpu")) == long_text
     finally:
-        sampling.STEPPED_PRIME = sampling_limit
+        engine.STEPPED_PRIME = sampling_limit
     assert len(short) == 10
 
 
@@ -406,18 +406,65 @@ def test_fp32_text_for_a_seed_is_unchanged():
 
 def test_fast_sampler_draws_what_multinomial_draws():
     """Plain sampling skips ``torch.multinomial`` but consumes the generator the same way."""
-    from charlstm.generation.sampling import Sampler
+    from charlstm.generation.choose import Chooser, Noise
 
     logits = torch.randn(8, 30, generator=torch.Generator().manual_seed(0)) * 3
-    config = SampleConfig(temperature=0.7)
-    g_fast, g_slow = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-    sample = Sampler(config, 29, logits, g_fast)
+    config = SampleConfig(temperature=0.7, seed=4)
+    g_slow = torch.Generator().manual_seed(4)
+    choose = Chooser([(config, 8, Noise(8, 30, 4, "cpu"), None)], 30, 29, "cpu")
     out = torch.empty(8, dtype=torch.long)
     for _ in range(50):
         masked = logits.clone()
         masked[:, 29] = -INF
-        assert sample(logits, out, None, None).tolist() == next_tokens(masked, 0.7, generator=g_slow).tolist()
+        assert choose(logits, None, out).tolist() == next_tokens(masked, 0.7, generator=g_slow).tolist()
     assert 29 not in out.tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_row_draws_the_same_token_alone_or_beside_rows_with_other_settings(seed):
+    """The batch filters every row by its own settings in one pass: each row's tokens equal what
+    ``next_tokens`` (one setting for all rows) draws for it alone from the same generator."""
+    from charlstm.generation.choose import Chooser, Histories, Noise
+
+    V = 40
+    configs = [
+        SampleConfig(temperature=0.9, seed=1),
+        SampleConfig(temperature=0, seed=2),
+        SampleConfig(temperature=1.2, top_k=5, seed=3),
+        SampleConfig(temperature=0.8, top_p=0.7, seed=4),
+        SampleConfig(temperature=1.0, min_p=0.2, seed=5),
+        SampleConfig(temperature=1.1, repetition_penalty=1.5, repetition_window=3, seed=6),
+        SampleConfig(temperature=0.7, top_k=9, top_p=0.9, min_p=0.05, seed=7),
+    ]
+    prompt = [3, 4, 5, 6, 7, 3]
+    parts = [(c, 1, Noise(1, V, c.seed, "cpu") if c.temperature else None, None) for c in configs]
+    choose = Chooser(parts, V, None, "cpu")
+    rings = [Histories.start(prompt, c.repetition_window if c.repetition_penalty != 1 else 1, 1, "cpu") for c in configs]
+    histories = Histories(rings, "cpu")
+    alone = [torch.Generator().manual_seed(c.seed) for c in configs]
+    recent = [list(prompt) for _ in configs]
+    g = torch.Generator().manual_seed(seed)
+    out = torch.empty(len(configs), dtype=torch.long)
+    for _ in range(30):
+        logits = torch.randn(len(configs), V, generator=g) * 3
+        tokens = choose(logits, histories.ids, out).tolist()
+        histories.add(out)
+        for row, c in enumerate(configs):
+            history = torch.tensor([recent[row][-c.repetition_window:]])
+            expected = next_tokens(
+                logits[row : row + 1], c.temperature, c.top_k, c.top_p, alone[row], min_p=c.min_p,
+                repetition_penalty=c.repetition_penalty, history=history,
+            )
+            assert tokens[row] == int(expected), (row, c)
+            recent[row].append(tokens[row])
+
+
+def test_a_temperature_that_overflows_takes_the_most_likely_token():
+    from charlstm.generation.choose import Chooser, Noise
+
+    logits = torch.tensor([[1.0, 3.0, 2.0], [30.0, 10.0, 20.0]])
+    choose = Chooser([(SampleConfig(temperature=1e-38, seed=1), 2, Noise(2, 3, 1, "cpu"), None)], 3, None, "cpu")
+    assert choose(logits, None, torch.empty(2, dtype=torch.long)).tolist() == [1, 0]
 
 
 def test_weights_int8_generates_and_reports_its_state(tiny_run):

@@ -18,7 +18,7 @@ import torch
 
 from charlstm.cells import TokenStepper
 from charlstm.data.tokenizers import default_start_id
-from charlstm.generation.sampling import NgramBlocker
+from charlstm.generation.filters import NgramBlocker
 
 
 @torch.inference_mode()

@@ -272,7 +272,7 @@ class Server:
         for line in wanted.lines:
             self._encode(model, line, "input")
         results = await self.batcher.call(
-            lambda: score_lines(model.module, model.tokenizer, list(wanted.lines), model.device)
+            lambda: score_lines(model.scorer, model.tokenizer, list(wanted.lines), model.device)
         )
         tokens = sum(r.tokens for r in results)
         request.state.tokens = tokens

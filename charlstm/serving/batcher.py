@@ -1,31 +1,28 @@
-"""The continuous batcher: every running request is stepped together, one token per step.
+"""The continuous batcher: admits requests to the generation engine and delivers what it writes.
 
 One worker thread owns the models while the server runs (torch releases the GIL while it
 computes, so the event loop stays free to read and write sockets). Requests arrive in a queue
 (``submit``); at each step the worker
 
-    1. admits waiting requests while fewer than ``max_batch`` run: reads each prompt on its own
-       (as ``charlstm sample`` does: token by token, a long one through the fused layer) and appends its row to its model's
-       batch (hidden state (layers, B, H), next-token logits (B, V));
-    2. picks one token per row: the model's own log-probabilities for ``logprobs``, then the
-       filters of ``charlstm.generation.sampling`` in ``next_tokens``' order, rows that share
-       their settings filtered together; each sampled row draws from its own ``torch.Generator``,
-       so a seeded request gives the same text whatever else shares the batch;
-    3. runs the one-token stepper once over the whole batch;
-    4. decodes each row's token, applies its stop strings, and hands the new text to the event
-       loop (one ``call_soon_threadsafe`` per step for all rows);
-    5. drops rows that ended (their length, a stop string, the time limit, or a client gone).
+    1. admits waiting choices while fewer than ``max_batch`` run: each becomes a ``Request`` of
+       its model's ``generation.engine.Engine`` (one row, its own seed: the text ``charlstm
+       sample --seed`` writes), which reads its prompt;
+    2. steps each model's engine once: one token for every running row, drawn by the row's own
+       settings, as every other driver of the engine draws it;
+    3. collects each row's text (and the per-token records a request asked for), drops rows
+       that ended (their length, a stop string, the time limit, or a client gone), and hands
+       the events to the event loop at most every ``FLUSH_SECONDS`` (one ``call_soon_threadsafe``
+       for all rows; a row's plain text is one event per hand-over, however many tokens).
 
-Greedy rows (temperature 0) take the argmax, as ``charlstm sample --temperature 0`` does. A row's
-logits are the same equations whatever the batch size, but not always the same float sums: the
-matrix product's kernels block the rows differently at some batch sizes (differences near 1e-7).
-An argmax changes only if the two most likely tokens are that close.
+A row's logits are the same equations whatever the batch size, but not always the same float
+sums: the matrix product's kernels block the rows differently at some batch sizes (differences
+near 1e-7). A draw changes only if it falls that close to a boundary between two tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
+import dataclasses
 import logging
 import threading
 import time
@@ -35,14 +32,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from charlstm.generation.sampling import (
-    apply_temperature,
-    STEPPED_PRIME,
-    min_p_filter,
-    repetition_penalty,
-    top_k_filter,
-    top_p_filter,
-)
+from charlstm.generation.engine import Engine, Request
+from charlstm.generation.text import TextStream
 from charlstm.serving.errors import server_busy
 from charlstm.serving.models import ServedModel
 from charlstm.serving.requests import Limits, Sampling
@@ -50,14 +41,19 @@ from charlstm.serving.requests import Limits, Sampling
 log = logging.getLogger("charlstm.serve")
 
 
+def StopText(stops: tuple[str, ...]) -> TextStream:  # noqa: N802 (the name the server once had)
+    """A row's text stream with stop strings and no length limit."""
+    return TextStream(None, stops)
+
+
 @dataclass(slots=True)
 class Token:
-    """One token of choice ``index``: the text it released (may be empty while a stop string
-    is undecided), the token itself, and what was asked for with it."""
+    """Text of choice ``index`` (may be empty while a stop string is undecided). With per-token
+    records (``logprobs``, ``activation``) one event per token: the token and what was asked."""
 
     index: int
     text: str
-    token: str
+    token: str | None = None
     logprob: float | None = None
     top: dict[str, float] | None = None
     activation: float | None = None
@@ -67,7 +63,7 @@ class Token:
 class Finished:
     index: int
     reason: str  # "stop", "length", "time_limit", or "error" (logged on the server)
-    text: str  # text held back until now (a partial stop string that was not one)
+    text: str  # text not delivered until now
     prompt_tokens: int
     completion_tokens: int
 
@@ -87,61 +83,13 @@ class Choice:
     submitted: float = field(default_factory=time.perf_counter)
 
 
-class StopText:
-    """A row's token bytes turned into text: incremental UTF-8, and the stop strings (text that
-    may be the start of one is held back until it is ruled out; the stop string is not written)."""
-
-    def __init__(self, stops: tuple[str, ...]):
-        self.stops = stops
-        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self.pending = ""
-        self.done = False
-
-    def feed(self, data: bytes) -> str:
-        text = self.pending + self.decoder.decode(data)
-        self.pending = ""
-        if not self.stops:
-            return text
-        found = [at for at in (text.find(stop) for stop in self.stops) if at != -1]
-        if found:
-            self.done = True
-            return text[: min(found)]
-        keep = max(_prefix_suffix(text, stop) for stop in self.stops)
-        if keep:
-            text, self.pending = text[:-keep], text[-keep:]
-        return text
-
-    def finish(self) -> str:
-        if self.done:
-            return ""
-        text, self.pending = self.pending + self.decoder.decode(b"", final=True), ""
-        return text
-
-
-def _prefix_suffix(text: str, stop: str) -> int:
-    """The length of the longest end of ``text`` that begins ``stop``."""
-    for size in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:size]):
-            return size
-    return 0
-
-
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Row:
     choice: Choice
-    generator: torch.Generator
-    text: StopText
+    request: Request
     deadline: float
-    history: torch.Tensor | None  # (window,) the last ids, for the repetition penalty
-    tokens: int = 0
-
-
-@dataclass(eq=False)
-class _Batch:
-    model: ServedModel
-    rows: list[_Row] = field(default_factory=list)
-    hidden: tuple[torch.Tensor, ...] | None = None  # (layers, B, H) each
-    logits: torch.Tensor | None = None  # (B, V): each row's next token
+    records: bool  # per-token events (logprobs or activations)
+    pending: str = ""  # plain text not handed over yet
 
 
 @dataclass(eq=False)
@@ -152,23 +100,10 @@ class _Job:
     future: asyncio.Future
 
 
-# Events go to the event loop at most this often while generations run (every step's events
-# otherwise): each hand-over wakes every stream's writer, and with many streams those wake-ups,
-# not the model, set the pace. The cost is at most this much latency per piece of text.
+# Events go to the event loop at most this often while generations run: each hand-over wakes every
+# stream's writer, and with many streams those wake-ups, not the model, set the pace. The cost is
+# at most this much latency per piece of text.
 FLUSH_SECONDS = 0.005
-
-
-def read_prompt(model: ServedModel, ids: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """Read ``ids`` (T, 1) from a zero state: the last logits (1, V) and the state after them.
-    Up to ``STEPPED_PRIME`` tokens go through the stepper one at a time, longer prompts through
-    the fused layer at once, as ``charlstm sample`` reads its prime."""
-    hidden = model.module.init_hidden(ids.size(1))
-    if len(ids) > STEPPED_PRIME:
-        logits, hidden = model.module(ids, hidden)  # (T, 1, V)
-        return logits[-1], hidden
-    for token in ids:  # (1,)
-        logits, hidden = model.stepper(token, hidden)  # (1, V)
-    return logits, hidden
 
 
 class Batcher:
@@ -185,7 +120,8 @@ class Batcher:
         self._waiting: deque[Choice | _Job] = deque()
         self._running = 0
         self._stopping = False
-        self._batches: dict[str, _Batch] = {}
+        self._engines: dict[str, Engine] = {}
+        self._rows: dict[str, list[_Row]] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: list[tuple[Callable, Token | Finished]] = []
@@ -257,14 +193,14 @@ class Batcher:
                         log.exception("reading a prompt failed")
                         self._end(item, "error", "", 0)
                         self._release(1)
-                for batch in self._batches.values():
-                    if batch.rows:
+                for name, engine in list(self._engines.items()):
+                    if self._rows[name]:
                         try:
-                            self._step(batch)
+                            self._step(name, engine)
                         except Exception:
                             log.exception("a generation step failed")
-                            self._fail(batch)
-                busy = any(batch.rows for batch in self._batches.values())
+                            self._fail(name)
+                busy = any(self._rows.values())
                 if not busy or time.perf_counter() - self._flushed >= FLUSH_SECONDS:
                     self._flush()
         self._finish_all()
@@ -296,7 +232,6 @@ class Batcher:
             result, error = job.function(), None
         except Exception as e:  # handed to the request that asked; it decides what the client sees
             result, error = None, e
-        loop = self._loop
 
         def settle() -> None:
             if job.future.done():
@@ -306,7 +241,13 @@ class Batcher:
             else:
                 job.future.set_result(result)
 
-        loop.call_soon_threadsafe(settle)
+        self._loop.call_soon_threadsafe(settle)
+
+    def _engine(self, model: ServedModel) -> Engine:
+        if model.name not in self._engines:
+            self._engines[model.name] = Engine(model.module, model.tokenizer, model.device, weights=model.weights, stepper=model.stepper)
+            self._rows[model.name] = []
+        return self._engines[model.name]
 
     def _admit(self, choice: Choice) -> None:
         model, sampling = choice.model, choice.sampling
@@ -314,132 +255,68 @@ class Batcher:
             self._end(choice, "length", "", 0)
             self._release(1)
             return
-        ids = torch.tensor(choice.prompt_ids, dtype=torch.long, device=model.device).unsqueeze(1)  # (T, 1)
-        logits, hidden = read_prompt(model, ids)  # (1, V), (layers, 1, H)
-        generator = torch.Generator(device=model.device)
-        generator.manual_seed(choice.seed)
-        history = None
-        if sampling.repetition_penalty != 1.0:
-            # As ``Generation``: a ring of the last ``window`` ids, the spare slots repeating the oldest.
-            recent = torch.tensor(choice.prompt_ids[-sampling.repetition_window :], dtype=torch.long, device=model.device)
-            spare = sampling.repetition_window - len(recent)
-            history = torch.cat([recent[:1].expand(spare), recent])  # (window,)
-        row = _Row(choice, generator, StopText(sampling.stop), time.perf_counter() + self.limits.time_limit, history)
-        batch = self._batches.setdefault(model.name, _Batch(model))
-        batch.rows.append(row)
-        if batch.hidden is None:
-            batch.hidden, batch.logits = hidden, logits
-        else:
-            batch.hidden = tuple(torch.cat([old, new], dim=1) for old, new in zip(batch.hidden, hidden))
-            batch.logits = torch.cat([batch.logits, logits])
+        request = Request(
+            dataclasses.replace(sampling.config, seed=choice.seed), choice.prompt_ids, sampling.max_tokens,
+            stops=sampling.stop, logprobs=sampling.logprobs, activation=sampling.activation,
+        )
+        self._engine(model).add(request)
+        records = sampling.logprobs is not None or sampling.activation is not None
+        self._rows[model.name].append(_Row(choice, request, time.perf_counter() + self.limits.time_limit, records))
 
-    def _step(self, batch: _Batch) -> None:
+    def _step(self, name: str, engine: Engine) -> None:
         started = time.perf_counter()
-        model, rows = batch.model, batch.rows
-        logits = batch.logits.float()  # (B, V)
-        want_logprobs = [row.choice.sampling.logprobs for row in rows]
-        logprobs = logits.log_softmax(dim=-1) if any(k is not None for k in want_logprobs) else None  # (B, V)
-        unk = getattr(model.tokenizer, "unk_id", None)
-        if unk is not None:
-            logits[:, unk] = float("-inf")  # never write the unknown symbol
-        tok = self._choose(logits, rows)  # (B,)
-
-        chosen = top_values = top_ids = None
-        if logprobs is not None:
-            chosen = logprobs.gather(1, tok.unsqueeze(1)).squeeze(1).tolist()  # (B,)
-            k = max((k for k in want_logprobs if k), default=0)
-            if k:
-                values, ids = logprobs.topk(min(k, logprobs.size(1)), dim=-1)  # (B, k)
-                top_values, top_ids = values.tolist(), ids.tolist()
-
-        batch.logits, batch.hidden = model.stepper(tok, batch.hidden)  # (B, V), (layers, B, H)
+        rows = self._rows[name]
+        engine.step()
         now = time.perf_counter()
-        tokens = tok.tolist()
-        state = batch.hidden[1] if model.config.cell == "lstm" else batch.hidden[0]  # (layers, B, H)
-
-        keep: list[int] = []
-        for i, (row, t) in enumerate(zip(rows, tokens)):
-            choice, sampling = row.choice, row.choice.sampling
+        keep: list[_Row] = []
+        for row in rows:
+            choice, request = row.choice, row.request
             if choice.cancelled:
+                engine.cancel(request)
                 continue
-            row.tokens += 1
-            if row.tokens == 1 and self.metrics is not None:
+            if request.count == 1 and self.metrics is not None:
                 self.metrics.first_token(now - choice.submitted)
-            if row.history is not None:
-                row.history = torch.cat([row.history[1:], tok[i : i + 1]])
-            event = Token(choice.index, row.text.feed(model.token_bytes[t]), model.token_text[t])
-            if sampling.logprobs is not None:
-                event.logprob = chosen[i]
-                if sampling.logprobs:
-                    event.top = {
-                        model.token_text[j]: v
-                        for j, v in zip(top_ids[i][: sampling.logprobs], top_values[i][: sampling.logprobs])
-                    }
-            if sampling.activation is not None:
-                layer, unit = sampling.activation
-                event.activation = float(state[layer, i, unit])
-            self._outbox.append((choice.deliver, event))
-            if row.text.done:
-                self._end(choice, "stop", "", row.tokens)
-            elif row.tokens >= sampling.max_tokens:
-                self._end(choice, "length", row.text.finish(), row.tokens)
-            elif now > row.deadline:
-                self._end(choice, "time_limit", row.text.finish(), row.tokens)
+            if row.records:
+                self._outbox.append((choice.deliver, self._token(row)))
             else:
-                keep.append(i)
+                row.pending += request.pieces[0]
+            if request.finished:
+                reason = request.reasons[0]
+            elif now > row.deadline:
+                engine.cancel(request)
+                reason = "time_limit"
+                row.pending += request._streams[0].finish() if request._streams else ""
+            else:
+                keep.append(row)
+                continue
+            self._end(choice, reason, row.pending, request.count)
         if len(keep) < len(rows):
             self._release(len(rows) - len(keep))
-            batch.rows = [rows[i] for i in keep]
-            if keep:
-                index = torch.tensor(keep, device=tok.device)
-                batch.hidden = tuple(h.index_select(1, index) for h in batch.hidden)
-                batch.logits = batch.logits.index_select(0, index)
-            else:
-                batch.hidden = batch.logits = None
+            self._rows[name] = keep
         if self.metrics is not None:
-            self.metrics.step(time.perf_counter() - started, len(rows), model.name)
+            self.metrics.step(time.perf_counter() - started, len(rows), name)
 
-    def _choose(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
-        """One token per row (B,), each by its own settings, in ``next_tokens``' order."""
-        tok = torch.empty(len(rows), dtype=torch.long, device=logits.device)
-        groups: dict[tuple, list[int]] = {}
-        for i, row in enumerate(rows):
-            s = row.choice.sampling
-            if s.repetition_penalty != 1.0:
-                logits[i : i + 1] = repetition_penalty(logits[i : i + 1], row.history.unsqueeze(0), s.repetition_penalty)
-            groups.setdefault((s.temperature, s.top_k, s.top_p, s.min_p), []).append(i)
-        for (temperature, top_k, top_p, min_p), members in groups.items():
-            index = torch.tensor(members, device=logits.device)
-            group = logits.index_select(0, index) if len(members) < len(rows) else logits  # (G, V)
-            if temperature == 0:
-                tok.index_copy_(0, index, group.argmax(dim=-1))
-                continue
-            greedy = group.argmax(dim=-1)  # (G,): for a temperature so small that it overflows
-            group = apply_temperature(group, temperature)
-            if top_k is not None:
-                group = top_k_filter(group, top_k)
-            if top_p is not None:
-                group = top_p_filter(group, top_p)
-            if min_p is not None:
-                group = min_p_filter(group, min_p)
-            probs = group.softmax(dim=-1)  # (G, V)
-            finite = torch.isfinite(probs).all(dim=-1)  # (G,): False where logits / temperature overflowed
-            # What torch.multinomial(probs[j], 1, generator) draws, for all rows in one argmax:
-            # argmax(probs / q) with q ~ Exp(1) from each row's own generator (the same numbers
-            # multinomial would take from it, so a seeded request writes the same text).
-            noise = torch.empty_like(probs)  # (G, V)
-            for j, i in enumerate(members):
-                noise[j].exponential_(generator=rows[i].generator)
-            drawn = probs.div_(noise).argmax(dim=-1)  # (G,)
-            tok.index_copy_(0, index, torch.where(finite, drawn, greedy))  # overflowed: the limit is greedy
-        return tok
+    def _token(self, row: _Row) -> Token:
+        """The per-token event of a row that asked for per-token records."""
+        request, model = row.request, row.choice.model
+        event = Token(row.choice.index, row.pending + request.pieces[0], model.token_text[request.tokens[0]])
+        row.pending = ""
+        if request.logprobs is not None:
+            event.logprob = request.token_logprobs[0]
+            if request.logprobs:
+                event.top = {model.token_text[i]: v for i, v in request.top_logprobs[0]}
+        if request.activations is not None:
+            event.activation = request.activations[0]
+        return event
 
-    def _fail(self, batch: _Batch) -> None:
+    def _fail(self, name: str) -> None:
         """A step failed (a bug, or the device ran out of memory): its rows end with "error"."""
-        for row in batch.rows:
-            self._end(row.choice, "error", "", row.tokens)
-        self._release(len(batch.rows))
-        batch.rows, batch.hidden, batch.logits = [], None, None
+        rows = self._rows[name]
+        for row in rows:
+            self._end(row.choice, "error", "", row.request.count)
+        self._release(len(rows))
+        self._rows[name] = []
+        del self._engines[name]
 
     def _end(self, choice: Choice, reason: str, text: str, tokens: int) -> None:
         self._outbox.append((choice.deliver, Finished(choice.index, reason, text, len(choice.prompt_ids), tokens)))
@@ -451,6 +328,11 @@ class Batcher:
 
     def _flush(self) -> None:
         self._flushed = time.perf_counter()
+        for rows in self._rows.values():
+            for row in rows:
+                if row.pending and not row.records:
+                    self._outbox.append((row.choice.deliver, Token(row.choice.index, row.pending)))
+                    row.pending = ""
         if not self._outbox:
             return
         events, self._outbox = self._outbox, []
@@ -463,11 +345,12 @@ class Batcher:
 
     def _finish_all(self) -> None:
         """At stop: whatever still runs or waits ends now ("time_limit": the server ran out of it)."""
-        for batch in self._batches.values():
-            for row in batch.rows:
+        for rows in self._rows.values():
+            for row in rows:
                 if not row.choice.cancelled:
-                    self._end(row.choice, "time_limit", row.text.finish(), row.tokens)
-            batch.rows = []
+                    streams = row.request._streams
+                    self._end(row.choice, "time_limit", row.pending + (streams[0].finish() if streams else ""), row.request.count)
+            rows.clear()
         with self._lock:
             waiting, self._waiting = list(self._waiting), deque()
             self._running = 0

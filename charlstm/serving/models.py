@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
-from charlstm.cells import TokenStepper
+from functools import cached_property
+
+from charlstm.cells import TokenStepper, with_weights
 from charlstm.errors import ConfigError
 
 
@@ -36,6 +38,12 @@ class ServedModel:
     @property
     def config(self):
         return self.module.config
+
+    @cached_property
+    def scorer(self) -> torch.nn.Module:
+        """The module ``/v1/score`` scores with: the recurrent products in ``weights``, as
+        ``Model.score`` does for the same ``--weights``."""
+        return with_weights(self.module, self.weights)
 
 
 def model_name(path: str | os.PathLike) -> str:

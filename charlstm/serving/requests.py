@@ -9,8 +9,10 @@ plus charlstm's own sampling options (``top_k``, ``min_p``, ``repetition_penalty
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from charlstm.config import SampleConfig
+from charlstm.errors import ConfigError
 from charlstm.serving.errors import ApiError, bad_field
 
 
@@ -33,23 +35,32 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the completions API
 MAX_LOGPROBS = 5  # OpenAI's limit on top alternatives per token
 MAX_SEED = 2**63 - 1
 
+# The SampleConfig fields a request sets by the same name, each with how the body's value is
+# checked (OpenAI's bounds where OpenAI has the field); a new sampling option is one line here.
+SAMPLING_FIELDS = {
+    "temperature": lambda body: _float(body, "temperature", 1.0, low=0.0, high=100.0),
+    "top_k": lambda body: _int(body, "top_k", None, 1),
+    "top_p": lambda body: _float(body, "top_p", None, low=0.0, high=1.0, open_low=True),
+    "min_p": lambda body: _float(body, "min_p", None, low=0.0, high=1.0, open_low=True),
+    "repetition_penalty": lambda body: _float(body, "repetition_penalty", 1.0, low=0.0, high=100.0, open_low=True),
+    "repetition_window": lambda body: _int(body, "repetition_window", 64, 1, 4096),
+    "no_repeat_ngram": lambda body: _int(body, "no_repeat_ngram", None, 1, 64),
+}
 _COMPLETION_FIELDS = {
-    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream",
-    "stream_options", "logprobs", "echo", "top_k", "min_p", "repetition_penalty", "repetition_window",
+    "model", "prompt", "max_tokens", "n", "stop", "seed", "stream", "stream_options", "logprobs", "echo",
     "activation", "presence_penalty", "frequency_penalty", "logit_bias", "user", "best_of", "suffix",
+    *SAMPLING_FIELDS,
 }  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Sampling:
-    """How one choice is generated (the fields of ``charlstm sample`` it shares, same meaning)."""
+    """How one choice is generated: ``config``, the ``SampleConfig`` fields a request may set
+    (``SAMPLING_FIELDS``: the same names and meaning as ``charlstm sample``'s flags, checked by
+    ``SampleConfig`` itself too), and what the server adds: a budget in tokens, stop strings,
+    per-token records."""
 
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float = 1.0
-    repetition_window: int = 64
+    config: SampleConfig = field(default_factory=lambda: SampleConfig(temperature=1.0))
     max_tokens: int = DEFAULT_MAX_TOKENS
     stop: tuple[str, ...] = ()
     logprobs: int | None = None  # None: none; 0: the chosen token's; k: and the k most likely
@@ -171,12 +182,7 @@ def parse_completion(body, limits: Limits) -> CompletionRequest:
     if best_of is not None and best_of != n:
         raise bad_field("best_of", "is not supported other than equal to n; leave it out")
     max_tokens = _int(body, "max_tokens", DEFAULT_MAX_TOKENS, 0, limits.max_tokens)
-    temperature = _float(body, "temperature", 1.0, low=0.0, high=100.0)
-    top_p = _float(body, "top_p", None, low=0.0, high=1.0, open_low=True)
-    min_p = _float(body, "min_p", None, low=0.0, high=1.0, open_low=True)
-    top_k = _int(body, "top_k", None, 1)
-    repetition_penalty = _float(body, "repetition_penalty", 1.0, low=0.0, high=100.0, open_low=True)
-    repetition_window = _int(body, "repetition_window", 64, 1, 4096)
+    settings = {name: parse(body) for name, parse in SAMPLING_FIELDS.items()}
     seed = _int(body, "seed", None, 0, MAX_SEED)
     logprobs = _int(body, "logprobs", None, 0, MAX_LOGPROBS)
 
@@ -206,18 +212,12 @@ def parse_completion(body, limits: Limits) -> CompletionRequest:
             raise bad_field("activation", 'must be {"layer": L, "unit": U} with whole numbers from 0')
         activation = (activation["layer"], activation["unit"])
 
-    sampling = Sampling(
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repetition_penalty=repetition_penalty,
-        repetition_window=repetition_window,
-        max_tokens=max_tokens,
-        stop=tuple(stops),
-        logprobs=logprobs,
-        activation=activation,
-    )
+    try:
+        config = SampleConfig(**settings)
+    except ConfigError as e:  # a bound the checks above do not know: SampleConfig's own message
+        named = [name for name in settings if f"--{name.replace('_', '-')} " in str(e)]
+        raise bad_field(named[0] if named else "temperature", str(e)) from None
+    sampling = Sampling(config, max_tokens=max_tokens, stop=tuple(stops), logprobs=logprobs, activation=activation)
     return CompletionRequest(
         model=model,
         prompts=prompts,

@@ -77,6 +77,7 @@ def openapi(limits: Limits) -> dict:
             "min_p": nullable_number(0, 1, exclusiveMinimum=True),
             "repetition_penalty": nullable_number(0, 100, exclusiveMinimum=True, default=1),
             "repetition_window": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096, "default": 64},
+            "no_repeat_ngram": {"type": ["integer", "null"], "minimum": 1, "maximum": 64},
             "activation": {
                 "type": ["object", "null"],
                 "description": "A cell to report the value of after each token (the playground colours by it)",

@@ -411,16 +411,14 @@ def pin(directory: Path) -> dict:
             "tests/test_same_text.py checks them. session: the replies to the turns listed under the "
             "case's 'session'. server: /v1/completions with the case's server_requests; n>1: choice j is "
             "seeded with seed + j; max_tokens counts tokens where length counts characters. scores: "
-            "Model.score of score_lines loaded with fp32 and with int8 weights. server_scores: /v1/score "
-            "on servers started with load_served(weights=fp32) and load_served(weights=int8), as they "
-            "answered."
+            "Model.score of score_lines loaded with fp32 and with int8 weights (/v1/score on servers "
+            "started with those weights must give the same)."
         ),
         "models": MODELS,
         "cases": cases,
         "score_model": SCORE_MODEL,
         "score_lines": SCORE_LINES,
         "scores": scores(runs[SCORE_MODEL]),
-        "server_scores": server_scores(runs[SCORE_MODEL]),
     }
 
 

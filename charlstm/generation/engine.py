@@ -1,0 +1,356 @@
+"""The generation engine: every token charlstm writes is drawn here.
+
+A ``Request`` is one or more rows that start from one prompt with one set of settings (a
+``SampleConfig``) and one seed: ``charlstm sample --num-samples N`` is one request of N rows, a
+chat turn one row that starts from the session's state, a served completion one request per
+choice. The engine steps every row of every live request as one batch:
+
+    1. the neural cache (requests that have one) mixes into each row's next-token logits
+    2. one token per row: the filter chain of ``generation.filters`` with each row's own
+       settings, in one pass for the whole batch (``generation.choose``); each request draws
+       its noise from its own generator, so a seeded request writes the same text alone or
+       beside any others
+    3. the one-token stepper reads every row's token (``cells.TokenStepper``)
+    4. each row's new text: one lookup per token for a char vocabulary without stop strings,
+       else its ``TextStream`` (UTF-8, stop strings, a length in characters)
+
+Requests join (their prompt read on its own first) and leave (finished or cancelled) between
+steps; the batch's tensors are rebuilt only then. The rows of one request join and leave
+together: a row that finishes before the others keeps its state from that moment, and the
+tokens the batch goes on drawing for it leave no trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from charlstm.cells import Hidden, StepState, TokenStepper
+from charlstm.config import SampleConfig
+from charlstm.generation.book import LogprobBook
+from charlstm.generation.cache import GenerationCache
+from charlstm.generation.choose import Chooser, Histories, Noise
+from charlstm.generation.filters import NgramBlocker
+from charlstm.generation.text import TextStream, single_chars
+
+# A prime up to this many tokens is read by the stepper, one token at a time: at batch 1 the fused
+# layer's fixed cost per call (and per new sequence length) is larger than a few hundred steps.
+STEPPED_PRIME = 256
+
+
+def read_prime(model, step, ids: torch.Tensor, state: StepState) -> torch.Tensor:
+    """Run the model over ``ids`` (T, B) from ``state``, which moves on in place; the last step's
+    logits (B, V). Both paths compute the same equations (a long prime goes through the fused
+    layer, in fp32, whatever the stepper's weights)."""
+    if len(ids) > STEPPED_PRIME:
+        logits, hidden = model(ids, state.hidden)  # (T, B, V)
+        for mine, new in zip(state.hidden, hidden):
+            mine.copy_(new)
+        return state.logits.copy_(logits[-1])
+    for token in ids:  # (B,)
+        logits = step.step_(token, state)  # (B, V)
+    return logits
+
+
+@dataclass(eq=False)
+class Request:
+    """Rows to write from one prompt. ``max_tokens``: tokens per row at most; ``max_chars``:
+    characters per row at most (None: no limit); ``stops``: strings that end a row (not
+    written); ``hidden``: a state to start from (1 row, or one per row) instead of zeros;
+    ``cache``: a ``GenerationCache`` to go on with (else one is made for ``config.cache_size``);
+    ``logprobs``: per-token records (None: none; 0: the drawn token's; k: and the k most likely);
+    ``activation``: (layer, unit) of the state to report per token.
+
+    After each step: ``tokens`` (the ids drawn, one per row), ``pieces`` (the new text), and
+    when asked ``token_logprobs``, ``top_logprobs``, ``activations``; ``reasons[row]`` is None
+    while the row runs, then "stop" (a stop string) or "length"; ``finished`` once all ended."""
+
+    config: SampleConfig
+    prompt_ids: list[int]
+    max_tokens: int
+    rows: int = 1
+    max_chars: int | None = None
+    stops: tuple[str, ...] = ()
+    hidden: Hidden | None = None
+    cache: GenerationCache | None = None
+    logprobs: int | None = None
+    activation: tuple[int, int] | None = None
+    tokens: list[int] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+    token_logprobs: list[float] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+    activations: list[float] | None = None
+    reasons: list[str | None] = field(default_factory=list)
+    count: int = 0  # tokens drawn per row
+    finished: bool = False
+
+    def __post_init__(self) -> None:
+        self.reasons = [None] * self.rows
+        self.logprob = [0.0] * self.rows  # per row, nats: see generation.book
+        self.counted = [0] * self.rows
+        self.ended: dict[int, tuple[Hidden, torch.Tensor]] = {}  # row -> its state and logits when it ended
+
+    @property
+    def mean_logprob(self) -> list[float]:
+        return [lp / n if n else float("nan") for lp, n in zip(self.logprob, self.counted)]
+
+
+class Engine:
+    """Steps the rows of every request added to it, as one batch, through ``model``'s stepper
+    (``stepper``: one to reuse, else built for ``weights``; a plain call ``stepper(ids, hidden)
+    -> (logits, hidden)`` works too). Inference only: call it under ``torch.inference_mode()``."""
+
+    def __init__(self, model, tokenizer, device, *, weights: str = "fp32", stepper=None):
+        model.eval()
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        if stepper is None:
+            stepper = TokenStepper(model, weights)
+        elif not hasattr(stepper, "step_"):
+            stepper = _CallStepper(stepper, TokenStepper(model, weights))
+        self.stepper = stepper
+        self.token_bytes = tokenizer.token_bytes()
+        self.table = single_chars(tokenizer)
+        self.requests: list[Request] = []  # in batch order
+        self._joining: list[tuple[Request, StepState, torch.Tensor]] = []
+        self._changed = False
+        self.state: StepState | None = None
+        self.book: LogprobBook | None = None
+        self.histories: Histories | None = None
+        self._rows: dict[Request, slice] = {}
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.requests or self._joining)
+
+    def add(self, request: Request) -> None:
+        """Read ``request``'s prompt now (on its own); its rows join the batch at the next step."""
+        config, rows = request.config, request.rows
+        if request.hidden is not None and request.hidden[0].size(1) not in (1, rows):
+            raise ValueError(f"the start state has {request.hidden[0].size(1)} rows; it needs 1 or {rows}")
+        ids = torch.tensor(request.prompt_ids, dtype=torch.long, device=self.device).unsqueeze(1).expand(-1, rows)
+        state = self.stepper.state(request.hidden, rows)  # (layers, rows, H) each: a copy
+        if request.cache is None and config.cache_size:
+            request.cache = GenerationCache(config.cache_config(), rows, self.model.config.hidden_size, self.device)
+        if request.cache is not None:  # the prompt's states, before read_prime moves the state on
+            start = None if request.hidden is None else tuple(t.clone() for t in state.hidden)
+            request.cache.read(self.model, ids, start)
+        logits = read_prime(self.model, self.stepper, ids, state)  # (rows, V)
+        vocab = logits.size(1)
+        request._noise = Noise(rows, vocab, config.seed, self.device) if config.temperature > 0 else None
+        request._blocker = None
+        if config.no_repeat_ngram is not None:
+            request._blocker = NgramBlocker.from_history(config.no_repeat_ngram, [request.prompt_ids] * rows)
+        window = config.repetition_window if config.repetition_penalty != 1.0 else 1
+        request._ring = Histories.start(request.prompt_ids, window, rows, self.device)
+        fast = self.table is not None and not request.stops
+        request._streams = None if fast else [TextStream(request.max_chars, request.stops) for _ in range(rows)]
+        request._limit = min(request.max_tokens, request.max_chars) if fast and request.max_chars is not None else request.max_tokens
+        if request._limit == 0 or request.max_chars == 0:
+            self._end(request, range(rows), "length")
+            return
+        self._joining.append((request, state, logits))
+
+    def cancel(self, request: Request) -> None:
+        """Drop ``request`` at the next step (its rows end as they are)."""
+        request.finished = True
+        self._changed = True
+
+    def hidden_of(self, request: Request) -> Hidden | None:
+        """Each row's state (layers, rows, H) after its last token read, as copies (None before
+        the request has run a step)."""
+        rows = self._rows.get(request)
+        if rows is None and len(request.ended) < request.rows:
+            return None
+        parts = [
+            request.ended[row][0] if row in request.ended else tuple(t[:, rows.start + row : rows.start + row + 1] for t in self.state.hidden)
+            for row in range(request.rows)
+        ]
+        return tuple(torch.cat([p[i] for p in parts], dim=1) for i in range(len(parts[0])))
+
+    def logits_of(self, request: Request) -> torch.Tensor | None:
+        """Each row's next-token logits (rows, V) after its last token read, as a copy."""
+        rows = self._rows.get(request)
+        if rows is None and len(request.ended) < request.rows:
+            return None
+        return torch.stack(
+            [request.ended[row][1] if row in request.ended else self.book.current[rows.start + row] for row in range(request.rows)]
+        )
+
+    def logprob_of(self, request: Request) -> tuple[list[float], list[int]]:
+        """Per row, the sum of the log-probabilities of the tokens it drew so far, and their count."""
+        sums, counts = list(request.logprob), list(request.counted)
+        rows = self._rows.get(request)
+        if rows is not None:
+            live_sums, live_counts = self.book.totals()
+            for row in range(request.rows):
+                sums[row] += live_sums[rows.start + row]
+                counts[row] += live_counts[rows.start + row]
+        return sums, counts
+
+    # ------------------------------------------------------------------------------ stepping
+
+    def step(self) -> list[Request]:
+        """One token for every row; the requests that finished at this step."""
+        if self._joining or self._changed:
+            self._rebuild()
+        if not self.requests:
+            return []
+        book, state = self.book, self.state
+        logits = book.current  # (B, V)
+        features = state.layers[-1][0]  # (B, H): the last layer's state, a view updated in place
+        for request, rows in self._cached:
+            request.cache.mix_(logits[rows], features[rows])  # in place: a view of the batch's logits
+        for request, rows in self._recorded:
+            self._record(request, logits[rows])
+        tok = self.chooser(logits, None if self.histories is None else self.histories.ids, book.next_slot())  # (B,)
+        for request, rows in self._cached:
+            request.cache.remember(features[rows], tok[rows])
+        ids = tok.tolist()
+        if self.histories is not None:
+            self.histories.add(tok)
+        for request, rows in self._blocked:
+            request._blocker.update(ids[rows])
+        book.drawn(self._skipped or None)
+        self.stepper.step_(tok, state, out=book.next_logits(), token=ids[0] if len(ids) == 1 else None)
+        if self._activations:
+            hidden = state.hidden[1] if len(state.hidden) == 2 else state.hidden[0]  # the LSTM's cell, else h
+            for request, rows in self._activations:
+                layer, unit = request.activation
+                request.activations = hidden[layer, rows, unit].tolist()
+        finished = []
+        for request, rows in self._recorded:
+            chosen = request._step_logprobs.gather(1, tok[rows].unsqueeze(1))  # (rows, 1)
+            request.token_logprobs = chosen.squeeze(1).tolist()
+        for request, rows in self._spans:
+            request.count += 1
+            request.tokens = mine = ids[rows]
+            if request._streams is None:
+                request.pieces = [self.table[t] for t in mine]
+                if request.count >= request._limit:
+                    self._end(request, range(request.rows), "length")
+            else:
+                self._feed(request, mine, rows)
+            if request.finished:
+                finished.append(request)
+                self._changed = True
+        return finished
+
+    def _feed(self, request: Request, ids: list[int], rows: slice) -> None:
+        """Each running row's token through its ``TextStream``; rows that end are noted."""
+        pieces, ended, reasons = [], [], request.reasons
+        for row, (stream, t) in enumerate(zip(request._streams, ids)):
+            if reasons[row] is not None:
+                pieces.append("")
+                continue
+            pieces.append(stream.feed(self.token_bytes[t]))
+            if stream.done:
+                ended.append(row)
+                reasons[row] = "stop" if stream.stopped else "length"
+        if request.count >= request.max_tokens:
+            for row, stream in enumerate(request._streams):
+                if reasons[row] is None:
+                    pieces[row] += stream.finish()
+                    ended.append(row)
+                    reasons[row] = "length"
+        request.pieces = pieces
+        if ended:
+            self._keep(request, ended, rows)
+            if all(reasons):
+                request.finished = True
+            elif request.rows > 1:
+                self._changed = True  # the rows that ended stop counting in the book
+
+    def _keep(self, request: Request, ended, rows: slice) -> None:
+        """The state and logits of ``ended`` rows, as they are now (after their last token)."""
+        start = rows.start
+        for row in ended:
+            at = start + row
+            request.ended[row] = (tuple(t[:, at : at + 1].clone() for t in self.state.hidden), self.book.current[at].clone())
+
+    def _end(self, request: Request, rows, reason: str) -> None:
+        for row in rows:
+            if request.reasons[row] is None:
+                request.reasons[row] = reason
+        request.finished = True
+        if request in self._rows:
+            self._keep(request, [r for r in rows if r not in request.ended], self._rows[request])
+
+    def _record(self, request: Request, logits: torch.Tensor) -> None:
+        """The per-token log-probabilities ``request`` asked for, from ``logits`` (rows, V)."""
+        logprobs = logits.float().log_softmax(dim=-1)  # (rows, V): the model's own, before any filter
+        request._step_logprobs = logprobs
+        if request.logprobs:
+            values, ids = logprobs.topk(min(request.logprobs, logprobs.size(1)), dim=-1)  # (rows, k)
+            request.top_logprobs = [list(zip(i, v)) for i, v in zip(ids.tolist(), values.tolist())]
+
+    # ---------------------------------------------------------------------------- composing
+
+    def _rebuild(self) -> None:
+        """Lay the batch out again: finished requests leave, joining ones come in."""
+        old = self.requests
+        if self.book is not None:
+            sums, counts = self.book.totals()
+            for request in old:
+                for row, at in enumerate(range(*self._rows[request].indices(len(sums)))):
+                    request.logprob[row] += sums[at]
+                    request.counted[row] += counts[at]
+        if self.histories is not None:
+            for request, ring in zip(old, self.histories.parts()):
+                request._ring = ring
+        kept = [r for r in old if not r.finished]
+        joining = [(r, s, lg) for r, s, lg in self._joining if not r.finished]
+        self._joining, self._changed = [], False
+        self.requests = kept + [r for r, _, _ in joining]
+        if not self.requests:
+            self.state = self.book = None
+            self._rows = {}
+            return
+        hidden_parts, logit_parts = [], []
+        if kept:
+            index = torch.cat([torch.arange(self._rows[r].start, self._rows[r].stop) for r in kept]).to(self.device)
+            hidden_parts.append(tuple(t.index_select(1, index) for t in self.state.hidden))
+            logit_parts.append(self.book.current.index_select(0, index))
+        for _, state, logits in joining:
+            hidden_parts.append(state.hidden)
+            logit_parts.append(logits)
+        hidden = tuple(torch.cat([p[i] for p in hidden_parts], dim=1) for i in range(len(hidden_parts[0])))
+        self.state = self.stepper.state(hidden)
+        self.book = LogprobBook(sum(r.rows for r in self.requests))
+        self.book.start(torch.cat(logit_parts))
+        self._lay_out()
+
+    def _lay_out(self) -> None:
+        """Each request's rows in the batch, and what each step must do for whom."""
+        self._rows, start = {}, 0
+        for request in self.requests:
+            self._rows[request] = slice(start, start + request.rows)
+            start += request.rows
+        spans = [(r, self._rows[r]) for r in self.requests]
+        self._spans = spans
+        self._cached = [(r, s) for r, s in spans if r.cache is not None]
+        self._blocked = [(r, s) for r, s in spans if r._blocker is not None]
+        self._recorded = [(r, s) for r, s in spans if r.logprobs is not None]
+        self._activations = [(r, s) for r, s in spans if r.activation is not None]
+        self._skipped = [self._rows[r].start + row for r in self.requests for row in r.ended]
+        parts = [(r.config, r.rows, r._noise, r._blocker) for r in self.requests]
+        self.chooser = Chooser(parts, self.book.current.size(1), self.tokenizer.unk_id, self.device)
+        penalised = any(r.config.repetition_penalty != 1.0 for r in self.requests)
+        self.histories = Histories([r._ring for r in self.requests], self.device) if penalised else None
+
+
+class _CallStepper:
+    """A stepper given as a plain call ``stepper(ids, hidden) -> (logits, hidden)`` (a wrapped
+    one, as the server's tests slow it down), with the in-place interface the engine uses."""
+
+    def __init__(self, call, inner: TokenStepper):
+        self.call, self.inner = call, inner
+
+    def state(self, hidden: Hidden | None, batch_size: int | None = None) -> StepState:
+        return self.inner.state(hidden, batch_size)
+
+    def step_(self, ids: torch.Tensor, state: StepState, out: torch.Tensor | None = None, token=None) -> torch.Tensor:
+        logits, hidden = self.call(ids, state.hidden)
+        for mine, new in zip(state.hidden, hidden):
+            mine.copy_(new)
+        return (state.logits if out is None else out).copy_(logits)

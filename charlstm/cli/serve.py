@@ -120,6 +120,11 @@ def serve(runs, host, port, api_key, cors_origin, device, weights, shutdown_time
                     shown = f"[{address[0]}]" if ":" in address[0] else address[0]
                     log.info("listening on http://%s:%d (Ctrl-C stops)", shown, address[1])
 
+    import torch
+
+    from charlstm.serving.batcher import serving_threads
+
+    torch.set_num_threads(serving_threads())
     config = uvicorn.Config(
         state.app,
         host=host,

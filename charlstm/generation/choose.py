@@ -84,7 +84,11 @@ class Chooser:
         greedy = [c.temperature == 0 for c in configs]
         self.all_greedy = all(greedy)
         self.greedy = column(greedy, torch.bool) if any(greedy) and not self.all_greedy else None  # (B,)
-        self.temperature = column([c.temperature or 1.0 for c in configs]).unsqueeze(1)  # (B, 1)
+        temperatures = {c.temperature or 1.0 for c in configs}
+        if len(temperatures) == 1:  # (V,): one value for all rows runs faster than a column
+            self.temperature = torch.full((vocab,), temperatures.pop(), device=device)
+        else:
+            self.temperature = column([c.temperature or 1.0 for c in configs]).unsqueeze(1)  # (B, 1)
         sampled = [c.temperature for c in configs if c.temperature > 0]
         self.may_overflow = bool(sampled) and min(sampled) < SAFE_TEMPERATURE
         self.top_k = self.top_p = self.log_min_p = self.penalty = None

@@ -112,7 +112,7 @@ class Engine:
         self.token_bytes = tokenizer.token_bytes()
         self.table = single_chars(tokenizer)
         self.requests: list[Request] = []  # in batch order
-        self._joining: list[tuple[Request, StepState, torch.Tensor]] = []
+        self._joining: list[tuple[Request, Hidden, torch.Tensor]] = []
         self._changed = False
         self.state: StepState | None = None
         self.book: LogprobBook | None = None
@@ -123,20 +123,46 @@ class Engine:
     def busy(self) -> bool:
         return bool(self.requests or self._joining)
 
-    def add(self, request: Request) -> None:
-        """Read ``request``'s prompt now (on its own); its rows join the batch at the next step."""
-        config, rows = request.config, request.rows
-        if request.hidden is not None and request.hidden[0].size(1) not in (1, rows):
-            raise ValueError(f"the start state has {request.hidden[0].size(1)} rows; it needs 1 or {rows}")
-        ids = torch.tensor(request.prompt_ids, dtype=torch.long, device=self.device).unsqueeze(1).expand(-1, rows)
-        state = self.stepper.state(request.hidden, rows)  # (layers, rows, H) each: a copy
-        if request.cache is None and config.cache_size:
-            request.cache = GenerationCache(config.cache_config(), rows, self.model.config.hidden_size, self.device)
-        if request.cache is not None:  # the prompt's states, before read_prime moves the state on
-            start = None if request.hidden is None else tuple(t.clone() for t in state.hidden)
-            request.cache.read(self.model, ids, start)
+    def add(self, *requests: Request) -> None:
+        """Read the requests' prompts now; their rows join the batch at the next step. Prompts of
+        one length, without a start state or cache, are read together as one batch."""
+        together: dict[int, list[Request]] = {}
+        for request in requests:
+            if request.hidden is not None and request.hidden[0].size(1) not in (1, request.rows):
+                raise ValueError(f"the start state has {request.hidden[0].size(1)} rows; it needs 1 or {request.rows}")
+            if request.cache is None and not request.config.cache_size and request.hidden is None:
+                together.setdefault(len(request.prompt_ids), []).append(request)
+            else:
+                self._read([request])
+        for group in together.values():
+            self._read(group)
+
+    def _read(self, requests: list[Request]) -> None:
+        columns = [torch.tensor(r.prompt_ids, dtype=torch.long, device=self.device).unsqueeze(1).expand(-1, r.rows) for r in requests]
+        ids = torch.cat(columns, dim=1)  # (T, rows of all)
+        request = requests[0]
+        state = self.stepper.state(request.hidden, ids.size(1))  # (layers, rows, H) each: a copy
+        if len(requests) == 1:
+            config = request.config
+            if request.cache is None and config.cache_size:
+                request.cache = GenerationCache(config.cache_config(), request.rows, self.model.config.hidden_size, self.device)
+            if request.cache is not None:  # the prompt's states, before read_prime moves the state on
+                start = None if request.hidden is None else tuple(t.clone() for t in state.hidden)
+                request.cache.read(self.model, ids, start)
         logits = read_prime(self.model, self.stepper, ids, state)  # (rows, V)
-        vocab = logits.size(1)
+        start = 0
+        for request in requests:
+            rows = slice(start, start + request.rows)
+            start += request.rows
+            self._prepare(request, logits.size(1))
+            if request._limit == 0 or request.max_chars == 0:
+                self._end(request, range(request.rows), "length")
+                continue
+            self._joining.append((request, tuple(t[:, rows] for t in state.hidden), logits[rows]))
+
+    def _prepare(self, request: Request, vocab: int) -> None:
+        """What a request's rows carry from step to step besides their state."""
+        config, rows = request.config, request.rows
         request._noise = Noise(rows, vocab, config.seed, self.device) if config.temperature > 0 else None
         request._blocker = None
         if config.no_repeat_ngram is not None:
@@ -145,11 +171,8 @@ class Engine:
         request._ring = Histories.start(request.prompt_ids, window, rows, self.device)
         fast = self.table is not None and not request.stops
         request._streams = None if fast else [TextStream(request.max_chars, request.stops) for _ in range(rows)]
-        request._limit = min(request.max_tokens, request.max_chars) if fast and request.max_chars is not None else request.max_tokens
-        if request._limit == 0 or request.max_chars == 0:
-            self._end(request, range(rows), "length")
-            return
-        self._joining.append((request, state, logits))
+        limit = request.max_tokens
+        request._limit = min(limit, request.max_chars) if fast and request.max_chars is not None else limit
 
     def cancel(self, request: Request) -> None:
         """Drop ``request`` at the next step (its rows end as they are)."""
@@ -311,8 +334,8 @@ class Engine:
             index = torch.cat([torch.arange(self._rows[r].start, self._rows[r].stop) for r in kept]).to(self.device)
             hidden_parts.append(tuple(t.index_select(1, index) for t in self.state.hidden))
             logit_parts.append(self.book.current.index_select(0, index))
-        for _, state, logits in joining:
-            hidden_parts.append(state.hidden)
+        for _, hidden, logits in joining:
+            hidden_parts.append(hidden)
             logit_parts.append(logits)
         hidden = tuple(torch.cat([p[i] for p in hidden_parts], dim=1) for i in range(len(hidden_parts[0])))
         self.state = self.stepper.state(hidden)

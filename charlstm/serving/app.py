@@ -422,7 +422,14 @@ class _Reply:
     async def stream(self, events: asyncio.Queue, choices: list[Choice]):
         head = self._head()
 
+        usage = ', "usage": null' if self.wanted.include_usage else ""
+        plain = 'data: {%s, "choices": [{"index": %%d, "text": %%s, "logprobs": null, "finish_reason": null}]%s}\n\n' % (
+            json.dumps(head)[1:-1].replace("%", "%%"), usage
+        )
+
         def chunk(index: int, text: str, reason: str | None, logprobs=None, activation=None) -> str:
+            if reason is None and logprobs is None and activation is None:  # most events: a template
+                return plain % (index, json.dumps(text))
             choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
             if activation is not None:
                 choice["activations"] = [activation]

@@ -101,9 +101,21 @@ class _Job:
 
 
 # Events go to the event loop at most this often while generations run: each hand-over wakes every
-# stream's writer, and with many streams those wake-ups, not the model, set the pace. The cost is
-# at most this much latency per piece of text.
+# stream's writer, and with many streams those wake-ups, not the model, set the pace. The interval
+# grows with the rows running (up to FLUSH_MAX_SECONDS at 64): that much latency per piece of text,
+# for fewer, longer pieces. A row's first token is handed over at once.
 FLUSH_SECONDS = 0.005
+FLUSH_MAX_SECONDS = 0.02
+
+
+def serving_threads() -> int:
+    """Threads for the model's products while serving: all cores but one, which the HTTP side
+    (event loop, sockets) needs. On two cores, a second compute thread that must wait for the
+    event loop at every product's barrier costs more than it brings."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 class Batcher:
@@ -126,6 +138,7 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: list[tuple[Callable, Token | Finished]] = []
         self._flushed = 0.0  # perf_counter of the last hand-over to the event loop
+        self._first = False  # a row wrote its first token since then
 
     # ------------------------------------------------------------------ the event loop's side
 
@@ -183,16 +196,14 @@ class Batcher:
                 admitted = self._take()
                 if admitted is None:
                     break
+                choices = []
                 for item in admitted:
                     if isinstance(item, _Job):
                         self._run_job(item)
-                        continue
-                    try:
-                        self._admit(item)
-                    except Exception:
-                        log.exception("reading a prompt failed")
-                        self._end(item, "error", "", 0)
-                        self._release(1)
+                    else:
+                        choices.append(item)
+                if choices:
+                    self._admit(choices)
                 for name, engine in list(self._engines.items()):
                     if self._rows[name]:
                         try:
@@ -200,8 +211,9 @@ class Batcher:
                         except Exception:
                             log.exception("a generation step failed")
                             self._fail(name)
-                busy = any(self._rows.values())
-                if not busy or time.perf_counter() - self._flushed >= FLUSH_SECONDS:
+                rows = sum(len(r) for r in self._rows.values())
+                interval = min(FLUSH_MAX_SECONDS, FLUSH_SECONDS * max(1, rows // 16))
+                if not rows or self._first or time.perf_counter() - self._flushed >= interval:
                     self._flush()
         self._finish_all()
 
@@ -249,19 +261,33 @@ class Batcher:
             self._rows[model.name] = []
         return self._engines[model.name]
 
-    def _admit(self, choice: Choice) -> None:
-        model, sampling = choice.model, choice.sampling
-        if sampling.max_tokens == 0:
-            self._end(choice, "length", "", 0)
-            self._release(1)
-            return
-        request = Request(
-            dataclasses.replace(sampling.config, seed=choice.seed), choice.prompt_ids, sampling.max_tokens,
-            stops=sampling.stop, logprobs=sampling.logprobs, activation=sampling.activation,
-        )
-        self._engine(model).add(request)
-        records = sampling.logprobs is not None or sampling.activation is not None
-        self._rows[model.name].append(_Row(choice, request, time.perf_counter() + self.limits.time_limit, records))
+    def _admit(self, choices: list[Choice]) -> None:
+        """The choices' rows join their models' engines (prompts of one length read together)."""
+        by_model: dict[str, list[_Row]] = {}
+        for choice in choices:
+            sampling = choice.sampling
+            if sampling.max_tokens == 0:
+                self._end(choice, "length", "", 0)
+                self._release(1)
+                continue
+            request = Request(
+                dataclasses.replace(sampling.config, seed=choice.seed), choice.prompt_ids, sampling.max_tokens,
+                stops=sampling.stop, logprobs=sampling.logprobs, activation=sampling.activation,
+            )
+            records = sampling.logprobs is not None or sampling.activation is not None
+            row = _Row(choice, request, time.perf_counter() + self.limits.time_limit, records)
+            by_model.setdefault(choice.model.name, []).append(row)
+        for rows in by_model.values():
+            model = rows[0].choice.model
+            try:
+                self._engine(model).add(*(row.request for row in rows))
+            except Exception:
+                log.exception("reading a prompt failed")
+                for row in rows:
+                    self._end(row.choice, "error", "", 0)
+                self._release(len(rows))
+                continue
+            self._rows[model.name].extend(rows)
 
     def _step(self, name: str, engine: Engine) -> None:
         started = time.perf_counter()
@@ -274,15 +300,17 @@ class Batcher:
             if choice.cancelled:
                 engine.cancel(request)
                 continue
-            if request.count == 1 and self.metrics is not None:
-                self.metrics.first_token(now - choice.submitted)
+            if request.count == 1:
+                self._first = True
+                if self.metrics is not None:
+                    self.metrics.first_token(now - choice.submitted)
             if row.records:
                 self._outbox.append((choice.deliver, self._token(row)))
             else:
                 row.pending += request.pieces[0]
             if request.finished:
                 reason = request.reasons[0]
-            elif now > row.deadline:
+            elif now > row.deadline:  # one comparison a row: cheaper than keeping the soonest
                 engine.cancel(request)
                 reason = "time_limit"
                 row.pending += request._streams[0].finish() if request._streams else ""
@@ -327,7 +355,7 @@ class Batcher:
         self._report_depth()
 
     def _flush(self) -> None:
-        self._flushed = time.perf_counter()
+        self._flushed, self._first = time.perf_counter(), False
         for rows in self._rows.values():
             for row in rows:
                 if row.pending and not row.records:

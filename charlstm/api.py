@@ -38,6 +38,7 @@ from charlstm.config import (
     check_cache,
 )
 from charlstm.errors import ConfigError
+from charlstm.runs.checkpoint import ModelInfo
 from charlstm.runs.info import RunSummary
 from charlstm.training.trainer import TrainResult
 
@@ -79,18 +80,6 @@ class Completion:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """What a loaded checkpoint says about its model."""
-
-    parameters: int
-    tokenizer: str  # char, byte, bpe or unigram
-    vocab_size: int
-    step: int | None  # training steps behind the weights
-    best_val_loss: float | None  # nats per token, None when never measured
-    trained_on: str | None  # the text's name (a path, or the built-in corpus)
-
-
-@dataclass(frozen=True)
 class Adaptation:
     """How ``Model.adapt`` went: the text, the settings, and the loss while adapting."""
 
@@ -111,12 +100,12 @@ def load(path: PathLike, *, device: str = "auto", weights: str = "fp32") -> Mode
     recurrent weights are held when writing and scoring text (fp32 as trained; int8 or bf16,
     lighter: ``--weights``); a call's own ``weights=`` overrides it."""
     from charlstm.hardware import select_device
-    from charlstm.runs.checkpoint import load_model
+    from charlstm.runs.checkpoint import load_model, model_info
 
     SampleConfig(device=device, weights=weights)  # an unknown name: the CLI's message
     torch_device = select_device(device)
     module, tokenizer, payload = load_model(path, torch_device)
-    return Model(module, tokenizer, payload, Path(path), torch_device, device, weights)
+    return Model(module, tokenizer, model_info(module, tokenizer, payload), Path(path), torch_device, device, weights)
 
 
 class Model:
@@ -126,7 +115,7 @@ class Model:
     ``device``, ``path`` and ``info`` (``ModelInfo``) describe it."""
 
     def __init__(
-        self, module, tokenizer, payload: dict, path: Path, device: torch.device, device_setting: str,
+        self, module, tokenizer, info: ModelInfo, path: Path, device: torch.device, device_setting: str,
         weights: str | None = None,
     ):
         self.module = module
@@ -135,20 +124,7 @@ class Model:
         self.path = path
         self.device = device
         self._device_setting = device_setting  # as asked for ("auto"): what --json records
-        saved = payload.get("train_config")
-        self._saved_bptt = saved.get("bptt") if isinstance(saved, dict) else None
-        state = payload.get("train_state") if isinstance(payload.get("train_state"), dict) else {}
-        corpus = payload.get("corpus") if isinstance(payload.get("corpus"), dict) else {}
-        best = state.get("best_val_loss")
-        step = state.get("step")
-        self.info = ModelInfo(
-            parameters=module.num_parameters(),
-            tokenizer=tokenizer.kind,
-            vocab_size=tokenizer.vocab_size,
-            step=step if type(step) is int else None,
-            best_val_loss=float(best) if isinstance(best, (int, float)) and math.isfinite(best) else None,
-            trained_on=corpus.get("name") if isinstance(corpus.get("name"), str) else None,
-        )
+        self.info = info
 
     @property
     def config(self) -> ModelConfig:
@@ -440,8 +416,7 @@ class Model:
         # file: what text_source reads (a file, several, a directory, a pattern) or a source made already
         source = _source(file, None, (), False, encoding_errors) if file is not None else TextSource.from_text(text)
         before = _source(context, None, (), False, encoding_errors) if context is not None else None
-        saved = self._saved_bptt
-        bptt = config.bptt or (saved if type(saved) is int and 1 <= saved <= 1 << 20 else 128)
+        bptt = config.bptt or self.info.bptt or 128
         trained = None
         if adapt:  # dynamic evaluation changes the weights: keep the trained ones to put back
             trained = {k: v.detach().clone() for k, v in self.module.state_dict().items()}

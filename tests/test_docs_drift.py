@@ -231,7 +231,7 @@ def drift(code: Names, found: dict[str, str]) -> list[str]:
         for dotted in sorted(set(re.findall(r"(?<![\w./-])charlstm(?:\.[A-Za-z_]\w*)+", text))):
             if not _resolves(dotted):
                 problems.append(f"{page}: {dotted} does not exist")
-        for var, method in sorted(set(re.findall(r"\b(lm|Model|chat|Session)\.([a-z_]\w*)\b", text))):
+        for var, method in sorted(set(re.findall(r"(?<![\w/])(lm|Model|chat|Session)\.([a-z_]\w*)\b(?!\.)", text))):
             have = model_methods if var in ("lm", "Model") else session_methods
             attributes = {"module", "tokenizer", "config", "device", "path", "info", "weights"} if have is model_methods else set()
             if method not in have | attributes and method not in methods:

@@ -332,3 +332,34 @@ def load_model(
     payload = load_checkpoint(path, prefer)
     model, tokenizer = model_from_checkpoint(payload, device, str(path))
     return model, tokenizer, payload
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded checkpoint says about its model."""
+
+    parameters: int
+    tokenizer: str  # char, byte, bpe or unigram
+    vocab_size: int
+    step: int | None  # training steps behind the weights
+    best_val_loss: float | None  # nats per token, None when never measured
+    trained_on: str | None  # the text's name (a path, or the built-in corpus)
+    bptt: int | None = None  # the length it trained with (None when not recorded or implausible)
+
+
+def model_info(model: LanguageModel, tokenizer, payload: dict) -> ModelInfo:
+    """The ``ModelInfo`` of a checked payload; an exported folder's lacks the training records."""
+    saved = payload.get("train_config")
+    bptt = saved.get("bptt") if isinstance(saved, dict) else None
+    state = payload.get("train_state") if isinstance(payload.get("train_state"), dict) else {}
+    corpus = payload.get("corpus") if isinstance(payload.get("corpus"), dict) else {}
+    best, step = state.get("best_val_loss"), state.get("step")
+    return ModelInfo(
+        parameters=model.num_parameters(),
+        tokenizer=tokenizer.kind,
+        vocab_size=tokenizer.vocab_size,
+        step=step if type(step) is int else None,
+        best_val_loss=float(best) if isinstance(best, (int, float)) and math.isfinite(best) else None,
+        trained_on=corpus.get("name") if isinstance(corpus.get("name"), str) else None,
+        bptt=bptt if type(bptt) is int and 1 <= bptt <= 1 << 20 else None,
+    )

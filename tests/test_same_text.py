@@ -7,8 +7,10 @@ and scores within 1e-5.
 The models are tiny and built without training (``tests/data/make_pinned_texts.py`` builds them,
 writes the JSON, and says what each path is given). The JSON records what each path wrote when
 it was made, including where the paths disagree with each other (the server's n > 1 choices are
-seeded seed + j and are not ``sample --num-samples``'s texts; its ``/v1/score`` scored with fp32
-weights on a server loaded with int8 ones): a change to any of it shows here, on purpose. A change
+seeded seed + j and are not ``sample --num-samples``'s texts): a change to any of it shows here,
+on purpose. int8 and bf16 products come from kernels chosen for the CPU's instruction set, so
+those cases' pinned values are compared only on a CPU of the capability that wrote them (the
+paths must still agree with each other everywhere). A change
 that is meant to change a text regenerates the file and says so:
 
     python tests/data/make_pinned_texts.py > tests/data/pinned_texts.json
@@ -96,7 +98,18 @@ def test_same_text(case_id, runs):
     """generate, generate(details=True), stream, sample --json, session replies and chat."""
     case = _case(case_id)
     expected = {k: v for k, v in CASES[case_id]["paths"].items() if k != "server"}
-    _check(expected, script.python_paths(case, runs[case["model"]]), case_id)
+    actual = script.python_paths(case, runs[case["model"]])
+    if _kernel_bound(case_id):  # another CPU's int8/bf16 kernels: the paths agree with generate
+        assert actual["stream"] == actual["generate"] == actual["cli"][0]["text"] == actual["details"]["text"]
+        return
+    _check(expected, actual, case_id)
+
+
+def _kernel_bound(case_id: str) -> bool:
+    import torch
+
+    weights = CASES[case_id]["settings"].get("weights", "fp32")
+    return weights != "fp32" and torch.backends.cpu.get_cpu_capability() != PINNED.get("cpu_capability")
 
 
 @pytest.mark.parametrize("case_id", SERVED)

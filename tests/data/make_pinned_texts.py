@@ -414,6 +414,7 @@ def pin(directory: Path) -> dict:
             "Model.score of score_lines loaded with fp32 and with int8 weights (/v1/score on servers "
             "started with those weights must give the same)."
         ),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # int8/bf16 kernels depend on it
         "models": MODELS,
         "cases": cases,
         "score_model": SCORE_MODEL,

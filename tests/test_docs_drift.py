@@ -96,7 +96,7 @@ def code_names() -> Names:
 
     api = set(charlstm.__all__) | set(charlstm.api.__all__)
     for cls in (charlstm.api.Model, charlstm.api.Session):
-        api |= {f"{cls.__name__}.{name}" for name in vars(cls) if not name.startswith("_")}
+        api |= {f"{cls.__name__}.{name}" for name in dir(cls) if not name.startswith("_")}
     return Names(flags, hidden, without_help, routes, metrics, api)
 
 

@@ -2,7 +2,6 @@
 option touches (docs/architecture.md) is the list the code has, and a served row writes the same
 text alone or beside others."""
 
-import dataclasses
 import inspect
 import re
 from pathlib import Path

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from charlstm.generation.filters import NgramBlocker, repetition_penalty
+from charlstm.generation.filters import repetition_penalty
 
 NOISE_CHUNK = 64
 NOISE_BYTES = 1 << 24  # at most this much noise drawn ahead per request (large vocabularies)

@@ -43,16 +43,23 @@ def _responses(ok: dict, *statuses: int) -> dict:
     return out
 
 
-def openapi(limits: Limits) -> dict:
+def _nullable_number(low, high, **more) -> dict:
+    return {"type": ["number", "null"], "minimum": low, "maximum": high, **more}
+
+
+def _texts(limits: Limits) -> dict:
     text = {"type": "string", "maxLength": limits.max_prompt_chars}
-    texts = {"oneOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": limits.max_n}]}
-    nullable_number = lambda low, high, **more: {"type": ["number", "null"], "minimum": low, "maximum": high, **more}  # noqa: E731
-    completion_request = {
+    return {"oneOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": limits.max_n}]}
+
+
+def _completion_request(limits: Limits) -> dict:
+    nullable_number = _nullable_number
+    return {
         "type": "object",
         "additionalProperties": False,
         "properties": {
             "model": {"type": "string", "description": "A model's id from /v1/models (optional when one is served)"},
-            "prompt": texts,
+            "prompt": _texts(limits),
             "max_tokens": {"type": ["integer", "null"], "minimum": 0, "maximum": limits.max_tokens, "default": 16},
             "temperature": nullable_number(0, 100, default=1),
             "top_p": nullable_number(0, 1, exclusiveMinimum=True),
@@ -88,31 +95,39 @@ def openapi(limits: Limits) -> dict:
             "user": {"type": ["string", "null"]},
         },
     }
-    completion = {
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices", "seed"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "text_completion"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "seed": {"type": "integer"},
-            "choices": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "text", "finish_reason"],
-                    "properties": {
-                        "index": {"type": "integer"},
-                        "text": {"type": "string"},
-                        "finish_reason": {"enum": ["stop", "length", "time_limit", None]},
-                        "logprobs": {"type": ["object", "null"]},
-                    },
+
+
+_COMPLETION = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices", "seed"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "text_completion"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "seed": {"type": "integer"},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "text", "finish_reason"],
+                "properties": {
+                    "index": {"type": "integer"},
+                    "text": {"type": "string"},
+                    "finish_reason": {"enum": ["stop", "length", "time_limit", None]},
+                    "logprobs": {"type": ["object", "null"]},
                 },
             },
-            "usage": {"type": "object"},
         },
-    }
+        "usage": {"type": "object"},
+    },
+}
+
+
+def openapi(limits: Limits) -> dict:
+    """The API's OpenAPI 3.1 document, its bounds those of ``limits``."""
+    texts = _texts(limits)
+    completion_request, completion = _completion_request(limits), _COMPLETION
     score_request = {
         "type": "object",
         "additionalProperties": False,

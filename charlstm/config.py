@@ -444,6 +444,15 @@ class SampleConfig(_Serializable):
         None, "How sharply the cache prefers the most similar states [default: chosen on the prime]."
     )
     cache_lambda: float | None = setting(None, "The cache's share of the mixture [default: chosen on the prime].")
+    logit_bias: dict[int, float] | None = setting(
+        None, "Add BIAS to token ID's logit before any filter: ID=BIAS, several separated by commas "
+        "(-100 to 100; -100 bans a token, 100 all but forces it; ids as /tokenize or inspect show them).",
+    )
+    regex: str | None = setting(
+        None, "Write only text that matches this regular expression (a sample ends where the text matches "
+        "and the model writes something the pattern cannot continue with).",
+    )
+    json_schema: str | None = setting(None, "Write only JSON that follows this JSON Schema (JSON text).")
 
     def cache_config(self) -> CacheConfig:
         return CacheConfig(cache_size=self.cache_size, cache_theta=self.cache_theta, cache_lambda=self.cache_lambda)
@@ -469,6 +478,10 @@ class SampleConfig(_Serializable):
         c.at_least("repetition_window", 1)
         c.at_least("no_repeat_ngram", 1)
         c.at_least("beam_width", 1)
+        c.check("logit_bias", _bias_ok, "must map token ids (whole numbers from 0) to biases from -100 to 100")
+        c.check("json_schema", lambda _: self.regex is None, "does not combine with --regex", got=False)
+        for name in ("regex", "json_schema", "logit_bias"):
+            c.check(name, lambda value: value is None or self.beam_width is None, "does not combine with --beam-width", got=False)
         c.check(
             "beam_width",
             lambda _: self.num_samples == 1,
@@ -476,6 +489,14 @@ class SampleConfig(_Serializable):
             got=False,
         )
         c.raise_if_any()
+
+
+def _bias_ok(bias) -> bool:
+    return isinstance(bias, dict) and all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 0
+        and isinstance(v, (int, float)) and not isinstance(v, bool) and -100 <= v <= 100
+        for k, v in bias.items()
+    )
 
 
 MEMORY_TASKS = ("recall", "copy")  # the long-range experiment's tasks (``charlstm.analysis.memory_tasks``)

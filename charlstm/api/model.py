@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import secrets
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ class Completion:
     tokens: int  # tokens drawn
     mean_logprob: float  # mean log-probability per token drawn, nats (nan for none)
     settings: dict  # every other sampling setting, by its flag's name
+    finish_reason: str = "length"  # "stop": a stop string, or a pattern's end; "length": --length
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -85,12 +87,16 @@ class Model(Measuring):
     # ------------------------------------------------------------------------------ generating
 
     def _sample_config(self, prime: str, settings: dict) -> SampleConfig:
+        from charlstm.generation.engine import check_config
         from charlstm.generation.sampling import encode_prime
 
         if settings.get("weights") is None:
             settings["weights"] = self.weights
+        if isinstance(settings.get("json_schema"), dict):
+            settings["json_schema"] = json.dumps(settings["json_schema"])
         config = SampleConfig(prime=prime, device=self._device_setting, **settings)
         encode_prime(self.tokenizer, prime)  # characters the vocabulary lacks: one clear line
+        check_config(config, self.tokenizer.token_bytes(), self.device)  # a pattern it cannot write, ...
         if config.seed is None:
             config = dataclasses.replace(config, seed=secrets.randbelow(2**31))
         return config
@@ -115,6 +121,9 @@ class Model(Measuring):
         cache_size: int = 0,
         cache_theta: float | None = None,
         cache_lambda: float | None = None,
+        logit_bias: dict[int, float] | None = None,
+        regex: str | None = None,
+        json_schema: dict | str | None = None,
         details: bool = False,
     ) -> str | list[str] | Completion | list[Completion]:
         """New text after ``prime`` (not included): a str, or a list of ``num_samples`` of them
@@ -123,22 +132,26 @@ class Model(Measuring):
         ``weights``: how the recurrent weights are held while generating (fp32, int8, bf16;
         None: as ``load`` was given). ``cache_size``: mix a neural cache of the last N tokens
         into every draw (``cache_theta``, ``cache_lambda``: chosen on the prime when None), so
-        the model copies more of the prime and of what it wrote.
+        the model copies more of the prime and of what it wrote. ``logit_bias``: token id ->
+        bias added to its logit (-100 to 100). ``regex`` / ``json_schema`` (a dict or JSON
+        text): write only text that matches (needs ``charlstm[constrain]``); a sample ends where
+        it matches and the model writes something the pattern cannot continue with, and one cut
+        by ``length`` may not match (``details=True`` tells: ``finish_reason``).
         The same settings and ``seed`` give the same text as ``charlstm sample``."""
         settings = dict(locals())
         for name in ("self", "prime", "details"):
             del settings[name]
         config = self._sample_config(prime, settings)
         if config.beam_width is not None:
-            texts, tokens, logprobs = self._beam(config)
+            texts, tokens, logprobs, reasons = self._beam(config)
         else:
-            texts, tokens, logprobs = self._sampled(config)
+            texts, tokens, logprobs, reasons = self._sampled(config)
         if not details:
             return texts[0] if num_samples == 1 else texts
         rest = {k: v for k, v in config.to_dict().items() if k not in ("prime", "seed")}
         completions = [
-            Completion(text, prime, config.seed, config.temperature, n, lp, dict(rest))
-            for text, n, lp in zip(texts, tokens, logprobs)
+            Completion(text, prime, config.seed, config.temperature, n, lp, dict(rest), reason or "length")
+            for text, n, lp, reason in zip(texts, tokens, logprobs, reasons)
         ]
         return completions[0] if num_samples == 1 else completions
 
@@ -161,6 +174,9 @@ class Model(Measuring):
         cache_size: int = 0,
         cache_theta: float | None = None,
         cache_lambda: float | None = None,
+        logit_bias: dict[int, float] | None = None,
+        regex: str | None = None,
+        json_schema: dict | str | None = None,
     ) -> Iterator[str]:
         """The text ``generate`` would return (one sample), in pieces as it is written. The
         settings are checked now; the text is made as the iterator is read. Beam search knows its
@@ -184,7 +200,8 @@ class Model(Measuring):
         for pieces in generation:
             for buffer, piece in zip(texts, pieces):
                 buffer.append(piece)
-        return ["".join(t) for t in texts], generation.tokens, generation.mean_logprob
+        reasons = generation.request.reasons
+        return ["".join(t) for t in texts], generation.tokens, generation.mean_logprob, reasons
 
     def _beam(self, config: SampleConfig):
         """The most likely continuation of ``config.length`` tokens, cut at ``stop``."""
@@ -198,7 +215,7 @@ class Model(Measuring):
         table = self.tokenizer.token_bytes()
         stream = TextStream(length=4 * config.length + 64, stop=config.stop)  # length counts tokens here
         text = "".join(stream.feed(table[i]) for i in ids) + stream.finish()
-        return [text], [len(ids)], [logprob / len(ids) if ids else math.nan]
+        return [text], [len(ids)], [logprob / len(ids) if ids else math.nan], ["stop" if stream.stopped else "length"]
 
     def session(
         self,

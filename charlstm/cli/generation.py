@@ -75,6 +75,12 @@ _CACHE = ("cache_size", "cache_theta", "cache_lambda")
     "value, all with the same seed  [default: 0.8]",
 )
 @_sample_options(*_GENERATION, "beam_width", "num_samples", "seed", "stop", "device", "weights", *_CACHE)
+@config_option(SampleConfig, "logit_bias", type=str, metavar="ID=BIAS,...")
+@config_option(SampleConfig, "regex", type=str)
+@click.option(
+    "--json-schema", "json_schema_file", type=click.Path(dir_okay=False),
+    help="Write only JSON that follows the JSON Schema in this file (pip install \"charlstm[constrain]\").",
+)
 @click.option(
     "--echo-prime/--no-echo-prime",
     default=True,
@@ -93,7 +99,7 @@ _CACHE = ("cache_size", "cache_theta", "cache_lambda")
 @force_option
 @json_option(help="One JSON line per sample: text, prime, settings, the seed used, tokens, mean log-probability.")
 def sample(
-    run: str, prime_file, temperatures, echo_prime: bool, adapt_to, out, output, force, as_json, **options
+    run: str, prime_file, json_schema_file, temperatures, echo_prime: bool, adapt_to, out, output, force, as_json, **options
 ) -> None:
     """Generate text from RUN.
 
@@ -108,6 +114,10 @@ def sample(
     output = out if out is not None else output
     given = _given(options)
     given["prime"] = _read_prime(given.get("prime"), prime_file)
+    if "logit_bias" in given:
+        given["logit_bias"] = _logit_bias(given["logit_bias"])
+    if json_schema_file is not None:
+        given["json_schema"] = _read_text(json_schema_file, "--json-schema")
     configs = [SampleConfig.from_dict({**given, "temperature": t}) for t in temperatures]
     configs = configs or [SampleConfig.from_dict(given)]
     adapt_config = AdaptConfig.from_dict(given)
@@ -154,7 +164,30 @@ def sample(
     click.echo(f"wrote {output}", err=True)
 
 
-_GENERATE = (*_GENERATION, "temperature", "beam_width", "num_samples", "seed", "stop", "weights", *_CACHE)
+_GENERATE = (
+    *_GENERATION, "temperature", "beam_width", "num_samples", "seed", "stop", "weights", *_CACHE,
+    "logit_bias", "regex", "json_schema",
+)
+
+
+def _logit_bias(text: str) -> dict[int, float]:
+    """``--logit-bias 3=-100,17=2.5`` as {3: -100.0, 17: 2.5}."""
+    bias = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        token, _, value = item.partition("=")
+        try:
+            bias[int(token)] = float(value)
+        except ValueError:
+            raise click.UsageError(f"--logit-bias takes ID=BIAS pairs separated by commas (got {item!r})") from None
+    return bias
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path}: {e.strerror if isinstance(e, OSError) else 'not UTF-8 text'}") from None
 
 
 def _write_samples(lm, configs: list[SampleConfig], echo_prime: bool, as_json: bool, out, adapted_to=None) -> None:

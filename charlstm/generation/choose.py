@@ -14,6 +14,7 @@ generator, ``NOISE_CHUNK`` steps of noise in one call where that draws the same 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -63,14 +64,26 @@ class Noise:
         return self.views[self.used - 1]  # (rows, V)
 
 
+class Part(NamedTuple):
+    """One request's rows as the chooser sees them."""
+
+    config: object  # its SampleConfig
+    rows: int
+    noise: Noise | None  # None: greedy
+    blocker: object = None  # an NgramBlocker
+    bias: torch.Tensor | None = None  # (V,): --logit-bias
+    constraint: object = None  # a generation.constraint.Constraint
+
+
 class Chooser:
     """The filter chain for one composition of the batch. ``parts`` lists, in batch order, each
-    request's (config, rows, noise or None, NgramBlocker or None); ``history`` (B, W) holds the
-    rows' recent ids for the penalty (``Histories``)."""
+    request's ``Part``; ``history`` (B, W) holds the rows' recent ids for the penalty
+    (``Histories``). The unknown symbol, ``--logit-bias`` and a constraint's mask come first,
+    added to the logits before the chain."""
 
     def __init__(self, parts, vocab: int, unk_id: int | None, device):
-        self.parts = parts
-        rows = [(config, n) for config, n, _, _ in parts]
+        self.parts = parts = [Part(*p) for p in parts]
+        rows = [(p.config, p.rows) for p in parts]
         self.B = B = sum(n for _, n in rows)
 
         def column(values, dtype=torch.float32):
@@ -79,6 +92,10 @@ class Chooser:
         self.mask = torch.zeros(vocab, device=device)  # (V,): -inf for the unknown symbol, never written
         if unk_id is not None:
             self.mask[unk_id] = float("-inf")
+        if any(p.bias is not None for p in parts):  # (B, V): the mask and each row's bias
+            self.mask = torch.cat([self.mask + (p.bias if p.bias is not None else 0) for p in parts for _ in range(p.rows)]).view(B, vocab)
+        self.constrained = [(start, p.constraint) for start, p in zip(self._offsets(parts), parts) if p.constraint is not None]
+        self.step_mask = torch.empty(B, vocab, device=device) if self.constrained else None
         self.scaled = torch.empty(B, vocab, device=device)  # (B, V)
         configs = [c for c, _ in rows]
         greedy = [c.temperature == 0 for c in configs]
@@ -101,25 +118,38 @@ class Chooser:
             self.log_min_p = column([-math.inf if c.min_p is None else math.log(c.min_p) for c in configs]).unsqueeze(1)
         if any(c.repetition_penalty != 1.0 for c in configs):
             self.penalty = column([c.repetition_penalty for c in configs]).unsqueeze(1)  # (B, 1)
-        self.blocked = [(slice(start, start + n), blocker) for start, n, blocker in self._starts() if blocker]
+        self.blocked = [(slice(start, start + p.rows), p.blocker) for start, p in zip(self._offsets(parts), parts) if p.blocker]
         self.plain = self.penalty is None and not self.blocked and self.greedy is None and not self.may_overflow
         self.ones = {}  # rows -> (rows, V) ones: the noise of greedy rows in a mixed batch
 
-    def _starts(self):
-        start = 0
-        for _, n, _, blocker in self.parts:
-            yield start, n, blocker
-            start += n
+    @staticmethod
+    def _offsets(parts) -> list[int]:
+        starts, start = [], 0
+        for p in parts:
+            starts.append(start)
+            start += p.rows
+        return starts
+
+    def _mask(self) -> torch.Tensor:
+        """The additive mask of this step: the fixed one, and each constrained row's."""
+        if not self.constrained:
+            return self.mask
+        mask = self.step_mask.copy_(self.mask.expand_as(self.step_mask))
+        for start, constraint in self.constrained:
+            for row, allowed in enumerate(constraint.masks()):
+                if allowed is not None:
+                    mask[start + row].add_(allowed)
+        return mask
 
     def __call__(self, logits: torch.Tensor, history: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
         """One token per row into ``out`` (B,), drawn from ``logits`` (B, V) (left as they are)."""
-        x = self.scaled
+        x, mask = self.scaled, self._mask()
         if self.all_greedy and self.penalty is None and not self.blocked:
-            return torch.argmax(torch.add(logits, self.mask, out=x), dim=-1, out=out)
+            return torch.argmax(torch.add(logits, mask, out=x), dim=-1, out=out)
         if self.plain and self.top_k is None and self.top_p is None and self.log_min_p is None:
-            torch.addcdiv(self.mask, logits, self.temperature, out=x)  # logits / T, unknown symbol -inf
+            torch.addcdiv(mask, logits, self.temperature, out=x)  # logits / T, unknown symbol -inf
             return self._draw(x.softmax(dim=-1), out)
-        torch.add(logits, self.mask, out=x)
+        torch.add(logits, mask, out=x)
         if self.penalty is not None:
             x = repetition_penalty(x, history, self.penalty)
         for rows, blocker in self.blocked:
@@ -146,9 +176,9 @@ class Chooser:
     def _draw(self, probs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``argmax(probs / q)`` per row, ``q`` each request's next noise."""
         if len(self.parts) == 1:
-            q = self.parts[0][2].next()  # (B, V): a view of the request's block, used once
+            q = self.parts[0].noise.next()  # (B, V): a view of the request's block, used once
         else:
-            q = torch.cat([noise.next() if noise is not None else self._ones(n, probs) for _, n, noise, _ in self.parts])
+            q = torch.cat([p.noise.next() if p.noise is not None else self._ones(p.rows, probs) for p in self.parts])
         return torch.argmax(torch.div(probs, q, out=q), dim=-1, out=out)  # (B,)
 
     def _ones(self, n: int, like: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,9 @@ from charlstm.config import SampleConfig
 from charlstm.generation.book import LogprobBook
 from charlstm.generation.cache import GenerationCache
 from charlstm.generation.choose import Chooser, Histories, Noise
+from charlstm.generation.constraint import Constraint, compile_pattern, pattern_of
 from charlstm.generation.filters import NgramBlocker
+from charlstm.errors import ConfigError
 from charlstm.generation.text import TextStream, single_chars
 
 # A prime up to this many tokens is read by the stepper, one token at a time: at batch 1 the fused
@@ -51,6 +53,18 @@ def read_prime(model, step, ids: torch.Tensor, state: StepState) -> torch.Tensor
     for token in ids:  # (B,)
         logits = step.step_(token, state)  # (B, V)
     return logits
+
+
+def check_config(config: SampleConfig, token_bytes: list[bytes], device) -> None:
+    """What ``config`` asks of a model's vocabulary, checked before anything runs: the ids of
+    ``logit_bias``, and a pattern the vocabulary can write (compiled now, and kept)."""
+    vocab = len(token_bytes)
+    wrong = sorted(i for i in config.logit_bias or {} if i >= vocab)
+    if wrong:
+        raise ConfigError(f"--logit-bias: token {wrong[0]} is not in the model's vocabulary (ids 0 to {vocab - 1})")
+    regex = pattern_of(config.regex, config.json_schema)
+    if regex is not None:
+        compile_pattern(regex, tuple(token_bytes), str(device))
 
 
 @dataclass(eq=False)
@@ -163,13 +177,22 @@ class Engine:
     def _prepare(self, request: Request, vocab: int) -> None:
         """What a request's rows carry from step to step besides their state."""
         config, rows = request.config, request.rows
+        check_config(config, self.token_bytes, self.device)
+        request._bias = None
+        if config.logit_bias:
+            request._bias = torch.zeros(vocab, device=self.device)
+            request._bias[list(config.logit_bias)] = torch.tensor(list(config.logit_bias.values()), device=self.device)
+        regex = pattern_of(config.regex, config.json_schema)
+        request._constraint = None
+        if regex is not None:
+            request._constraint = Constraint(compile_pattern(regex, tuple(self.token_bytes), str(self.device)), rows)
         request._noise = Noise(rows, vocab, config.seed, self.device) if config.temperature > 0 else None
         request._blocker = None
         if config.no_repeat_ngram is not None:
             request._blocker = NgramBlocker.from_history(config.no_repeat_ngram, [request.prompt_ids] * rows)
         window = config.repetition_window if config.repetition_penalty != 1.0 else 1
         request._ring = Histories.start(request.prompt_ids, window, rows, self.device)
-        fast = self.table is not None and not request.stops
+        fast = self.table is not None and not request.stops and request._constraint is None
         request._streams = None if fast else [TextStream(request.max_chars, request.stops) for _ in range(rows)]
         limit = request.max_tokens
         request._limit = min(limit, request.max_chars) if fast and request.max_chars is not None else limit
@@ -234,7 +257,8 @@ class Engine:
             self.histories.add(tok)
         for request, rows in self._blocked:
             request._blocker.update(ids[rows])
-        book.drawn(self._skipped or None)
+        skipped = self._skipped + self._follow(ids) if self._constrained else self._skipped
+        book.drawn(skipped or None)
         self.stepper.step_(tok, state, out=book.next_logits(), token=ids[0] if len(ids) == 1 else None)
         if self._activations:
             hidden = state.hidden[1] if len(state.hidden) == 2 else state.hidden[0]  # the LSTM's cell, else h
@@ -259,6 +283,21 @@ class Engine:
                 self._changed = True
         return finished
 
+    def _follow(self, ids: list[int]) -> list[int]:
+        """Move each constrained row's pattern on by its token; a row whose token the pattern does
+        not allow (where its text matches already) ends before it: its state is kept as it is,
+        and the token neither counts nor is read into it. The rows that ended so."""
+        ended = []
+        for request, rows in self._constrained:
+            constraint, reasons = request._constraint, request.reasons
+            for row in range(request.rows):
+                if reasons[row] is None and not constraint.advance(row, ids[rows.start + row]):
+                    reasons[row] = "stop"
+                    self._keep(request, [row], rows)
+                    ended.append(rows.start + row)
+                    self._changed = self._changed or request.rows > 1
+        return ended
+
     def _feed(self, request: Request, ids: list[int], rows: slice) -> None:
         """Each running row's token through its ``TextStream``; rows that end are noted."""
         pieces, ended, reasons = [], [], request.reasons
@@ -270,6 +309,10 @@ class Engine:
             if stream.done:
                 ended.append(row)
                 reasons[row] = "stop" if stream.stopped else "length"
+            elif request._constraint is not None and request._constraint.complete(row):
+                pieces[-1] += stream.finish()  # the text matches and nothing may follow
+                ended.append(row)
+                reasons[row] = "stop"
         if request.count >= request.max_tokens:
             for row, stream in enumerate(request._streams):
                 if reasons[row] is None:
@@ -279,10 +322,9 @@ class Engine:
         request.pieces = pieces
         if ended:
             self._keep(request, ended, rows)
-            if all(reasons):
-                request.finished = True
-            elif request.rows > 1:
-                self._changed = True  # the rows that ended stop counting in the book
+            self._changed = self._changed or request.rows > 1  # the rows that ended stop counting in the book
+        if all(reasons):
+            request.finished = True
 
     def _keep(self, request: Request, ended, rows: slice) -> None:
         """The state and logits of ``ended`` rows, as they are now (after their last token)."""
@@ -355,8 +397,9 @@ class Engine:
         self._blocked = [(r, s) for r, s in spans if r._blocker is not None]
         self._recorded = [(r, s) for r, s in spans if r.logprobs is not None]
         self._activations = [(r, s) for r, s in spans if r.activation is not None]
+        self._constrained = [(r, s) for r, s in spans if r._constraint is not None]
         self._skipped = [self._rows[r].start + row for r in self.requests for row in r.ended]
-        parts = [(r.config, r.rows, r._noise, r._blocker) for r in self.requests]
+        parts = [(r.config, r.rows, r._noise, r._blocker, r._bias, r._constraint) for r in self.requests]
         self.chooser = Chooser(parts, self.book.current.size(1), self.tokenizer.unk_id, self.device)
         penalised = any(r.config.repetition_penalty != 1.0 for r in self.requests)
         self.histories = Histories([r._ring for r in self.requests], self.device) if penalised else None

@@ -272,10 +272,10 @@ def test_a_flag_added_without_docs_is_reported(site, monkeypatch):
     assert "charlstm sample --silent-switch: no help text, so the Commands reference says nothing of it" in problems
 
     monkeypatch.setattr(sample, "params", sample.params[:-2])
-    found["generating.md"] += "\n`charlstm sample RUN --top-q 0.5`, `POST /v1/chat/completions`, `charlstm_cache_hits_total`, `lm.summarise()`\n"
+    found["generating.md"] += "\n`charlstm sample RUN --top-q 0.5`, `POST /v1/audio/speech`, `charlstm_cache_hits_total`, `lm.summarise()`\n"
     problems = drift(code_names(), found)
     assert "generating.md: --top-q is no flag of charlstm (nor of a script or tool the pages show)" in problems
-    assert "generating.md: /v1/chat/completions is no route of the server" in problems
+    assert "generating.md: /v1/audio/speech is no route of the server" in problems
     assert "generating.md: charlstm_cache_hits_total is no metric of the server" in problems
     assert "generating.md: lm.summarise is no method of Model" in problems
 

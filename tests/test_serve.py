@@ -169,12 +169,15 @@ def test_logprobs_activations_and_echo(client):
     (choice,) = body["choices"]
     assert choice["text"].startswith("ab") and len(choice["text"]) == 8
     lp = choice["logprobs"]
-    assert "".join(lp["tokens"]) == choice["text"][2:]
-    assert len(lp["token_logprobs"]) == 6 and all(v <= 0 for v in lp["token_logprobs"])
-    assert all(len(top) == 3 for top in lp["top_logprobs"])
+    # echo: the prompt's tokens come first (the first without a log-probability, as OpenAI's),
+    # then the 6 generated ones.
+    assert "".join(lp["tokens"]) == choice["text"]
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    assert len(lp["token_logprobs"]) == 8 and all(v <= 0 for v in lp["token_logprobs"][1:])
+    assert all(len(top) == 3 for top in lp["top_logprobs"][1:])
     # Greedy: the chosen token is the most likely, so its log-probability is the top one.
-    assert all(math.isclose(v, max(top.values())) for v, top in zip(lp["token_logprobs"], lp["top_logprobs"]))
-    assert lp["text_offset"] == [2, 3, 4, 5, 6, 7]
+    assert all(math.isclose(v, max(top.values())) for v, top in zip(lp["token_logprobs"][2:], lp["top_logprobs"][2:]))
+    assert lp["text_offset"] == [0, 1, 2, 3, 4, 5, 6, 7]
     assert len(choice["activations"]) == 6 and all(isinstance(a, float) for a in choice["activations"])
 
 

@@ -119,3 +119,43 @@ def score_lines(
             results[i] = LineScore(lines[i], int(lengths[column]), chars, logprob, bits_per_char)
     model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+@dataclass
+class TokenScores:
+    """Each token of a prompt scored as ``score_lines`` scores a line: read after the start
+    token, from a zero state. ``logprobs[i]`` is the log-probability (nats) of token ``i`` given
+    those before it; ``top[i]`` the ``top`` most likely tokens there, as (id, logprob) pairs."""
+
+    logprobs: list[float]
+    top: list[list[tuple[int, float]]]
+
+
+@torch.inference_mode()
+def score_tokens(model, tokenizer, ids: Sequence[int], device, top: int = 0, bptt: int = 256) -> TokenScores:
+    """The log-probability of each of ``ids`` after the start token
+    (``charlstm.data.tokenizers.default_start_id``) and the tokens before it, and at each
+    position the ``top`` most likely tokens: the per-token view of ``score_lines``, whose line
+    logprob is the sum of these for the line's ids. A prompt that already begins with the start
+    token is read from there (the start token is not read twice); its first entry is then the
+    start token's own, and means nothing. Long prompts are read in windows of ``bptt`` tokens."""
+    start = default_start_id(tokenizer)
+    begins = len(ids) > 0 and ids[0] == start
+    block = torch.tensor(list(ids) if begins else [start, *ids], dtype=torch.long, device=device).unsqueeze(1)  # (T+1, 1)
+    was_training = model.training
+    model.eval()
+    logprobs: list[float] = [0.0] if begins else []
+    tops: list[list[tuple[int, float]]] = [[]] if begins else []
+    hidden = None
+    for window in windows(len(block), bptt):
+        x, y = get_window(block, window)  # (t, 1) each
+        logits, hidden = model(x, hidden)  # (t, 1, V)
+        nll = token_nll(logits, y)  # (t, 1): the same figures score_lines sums
+        logprobs += (-nll[:, 0]).tolist()
+        if top:
+            values, best = logits[:, 0].float().log_softmax(dim=-1).topk(min(top, logits.size(-1)), dim=-1)  # (t, k)
+            tops += [list(zip(i, v)) for i, v in zip(best.tolist(), values.tolist())]
+        else:
+            tops += [[] for _ in range(len(y))]
+    model.train(was_training)
+    return TokenScores(logprobs, tops)

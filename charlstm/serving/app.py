@@ -3,7 +3,9 @@
     GET  /                  the playground page (page.html, page.js: nothing from the internet)
     POST /v1/completions    OpenAI's completions API; ``stream`` sends server-sent events
     GET  /v1/models         the models served
+    POST /v1/chat/completions  OpenAI's chat completions: messages written out by a chat template
     POST /v1/score          per-line log-probability and bits per character (``charlstm score``)
+    POST /tokenize          text to token ids, vLLM's shape (and /detokenize, GET /tokenizer_info)
     GET  /health            503 until the models are loaded, then 200
     GET  /metrics           Prometheus' text format
     GET  /openapi.json      the API's schema
@@ -40,11 +42,15 @@ from charlstm.serving.models import ServedModel, check_names
 from charlstm.serving.replies import CompletionReply
 from charlstm.serving.requests import Limits, MAX_SEED, parse_completion, parse_score
 from charlstm.serving.schema import openapi
+from charlstm.serving import chat, tokens
 
 log = logging.getLogger("charlstm.serve")
 
 OPEN_PATHS = {"/", "/page.js", "/health", "/openapi.json", "/favicon.ico"}  # no API key needed
-ROUTED = {"/", "/page.js", "/health", "/metrics", "/openapi.json", "/v1/completions", "/v1/models", "/v1/score"}
+ROUTED = {
+    "/", "/page.js", "/health", "/metrics", "/openapi.json", "/v1/completions", "/v1/chat/completions", "/v1/models",
+    "/v1/score", "/tokenize", "/detokenize", "/tokenizer_info",
+}  # fmt: skip
 _PAGE_HEADERS = {
     # The page fetches nothing from anywhere but this server.
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
@@ -82,8 +88,10 @@ class Server:
         api_key: str | None = None,
         cors_origins: list[str] | tuple[str, ...] = (),
         on_load_error: Callable[[BaseException], None] | None = None,
+        chat_template=None,
     ):
         self.limits = limits
+        self.chat_template = chat_template  # a generation.template.ChatTemplate; None: the plain one
         self.api_key = api_key
         self.metrics = Metrics()
         self.batcher = Batcher(limits, self.metrics)
@@ -104,7 +112,11 @@ class Server:
             Route("/v1/models", _api(self.list_models)),
             Route("/v1/models/{name:path}", _api(self.get_model)),
             Route("/v1/completions", _api(self.completions), methods=["POST"]),
+            Route("/v1/chat/completions", _api(self.chat_completions), methods=["POST"]),
             Route("/v1/score", _api(self.score), methods=["POST"]),
+            Route("/tokenize", _api(self.tokenize), methods=["POST"]),
+            Route("/detokenize", _api(self.detokenize), methods=["POST"]),
+            Route("/tokenizer_info", _api(self.tokenizer_info)),
         ]
         app = Starlette(routes=routes, lifespan=self._lifespan, exception_handlers={HTTPException: self._http_error})
         self.starlette = app
@@ -290,6 +302,36 @@ class Server:
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return JSONResponse({"object": "list", "model": model.name, "data": data, "usage": usage})
 
+    async def tokenize(self, request: Request) -> Response:
+        name, prompt, special, strs = tokens.parse_tokenize(await self._read_json(request), self.limits)
+        return JSONResponse(tokens.tokenize(self._model(name), prompt, special, strs, self.limits))
+
+    async def detokenize(self, request: Request) -> Response:
+        name, ids = tokens.parse_detokenize(await self._read_json(request), self.limits)
+        return JSONResponse(tokens.detokenize(self._model(name), ids))
+
+    async def tokenizer_info(self, request: Request) -> Response:
+        unknown = sorted(set(request.query_params) - {"model"})
+        if unknown:
+            raise bad_field(unknown[0], "unknown query parameter (tokenizer_info takes ?model=)")
+        model = self._model(request.query_params.get("model"))
+        return JSONResponse(tokens.tokenizer_info(model, self.limits, self._template().source))
+
+    def _template(self):
+        if self.chat_template is None:
+            from charlstm.generation.template import ChatTemplate
+
+            self.chat_template = ChatTemplate.named("plain")
+        return self.chat_template
+
+    async def chat_completions(self, request: Request) -> Response:
+        template = self._template()
+        wanted, messages = chat.parse_chat(await self._read_json(request), self.limits, template)
+        model = self._model(wanted.model)
+        transcript = chat.render(template, messages, self.limits)
+        prompts = [(transcript, chat.encode(model, transcript))]
+        return await self._generate(request, wanted, model, prompts, reply_class=chat.ChatReply)
+
     @staticmethod
     def _encode(model: ServedModel, text: str, field: str) -> list[int]:
         from charlstm.generation.sampling import encode_prime
@@ -309,7 +351,18 @@ class Server:
                 raise bad_field(
                     "activation", f"the model has layers 0-{config.num_layers - 1} and units 0-{config.hidden_size - 1}"
                 )
-        prompts = [(prompt, self._encode(model, prompt, "prompt")) for prompt in wanted.prompts]
+        prompts = [tokens.prompt_ids(model, prompt) for prompt in wanted.prompts]
+        echoed = None
+        if wanted.echo and wanted.sampling.logprobs is not None:  # the prompt's own log-probabilities
+            top = wanted.sampling.logprobs
+            echoed = await self.batcher.call(
+                lambda: [tokens.echo_records(model, ids, top) if asked != "" else None for asked, (_, ids) in zip(wanted.prompts, prompts)]
+            )
+        return await self._generate(request, wanted, model, prompts, echoed)
+
+    async def _generate(self, request: Request, wanted, model: ServedModel, prompts, echoed=None, reply_class=None) -> Response:
+        """Run ``wanted``'s choices for ``prompts`` ((text, ids) each) and answer as
+        ``reply_class`` (``CompletionReply``, or the chat reply) answers."""
         seed = wanted.seed if wanted.seed is not None else secrets.randbelow(2**31)
         events: asyncio.Queue = asyncio.Queue()
         choices = [
@@ -320,7 +373,9 @@ class Server:
         prompt_tokens = sum(len(ids) if prompt else 0 for prompt, ids in prompts) * wanted.n
         self.batcher.submit(choices)
         self.metrics.prompt_tokens.labels(model.name).inc(prompt_tokens)
-        reply = CompletionReply(wanted, model.name, seed, [p for p, _ in prompts], prompt_tokens, request)
+        reply = (reply_class or CompletionReply)(wanted, model.name, seed, [p for p, _ in prompts], prompt_tokens, request)
+        if echoed is not None:
+            reply.echo_logprobs = echoed
         if wanted.stream:
             return StreamingResponse(
                 reply.stream(events, choices),

@@ -27,6 +27,20 @@ class CompletionReply:
         count = len(prompts) * wanted.n
         self.echo = [prompts[i // wanted.n] if wanted.echo else "" for i in range(count)]
         self.offsets = [len(e) for e in self.echo]
+        self.echo_logprobs: list[dict | None] | None = None  # per prompt: its own tokens' records (tokens.echo_records)
+
+    def _echoed(self, index: int) -> dict | None:
+        """The prompt's records that choice ``index``'s logprobs begin with (echo with logprobs)."""
+        if self.echo_logprobs is None:
+            return None
+        return self.echo_logprobs[index // self.wanted.n]
+
+    def _first_logprobs(self, index: int) -> dict | None:
+        """Choice ``index``'s logprobs before any token is generated: the prompt's with echo."""
+        if self.wanted.sampling.logprobs is None:
+            return None
+        echoed = self._echoed(index) or {}
+        return {key: list(echoed.get(key, ())) for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
 
     def _head(self) -> dict:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "seed": self.seed}
@@ -54,12 +68,7 @@ class CompletionReply:
 
     async def whole(self, events: asyncio.Queue, choices: list[Choice]) -> dict:
         texts = list(self.echo)
-        logprobs = [
-            {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-            if self.wanted.sampling.logprobs is not None
-            else None
-            for _ in choices
-        ]
+        logprobs = [self._first_logprobs(i) for i in range(len(choices))]
         activations = [[] for _ in choices]
         reasons: list[str | None] = [None] * len(choices)
         try:
@@ -124,7 +133,7 @@ class CompletionReply:
         try:
             for i, text in enumerate(self.echo):
                 if text:
-                    yield chunk(i, text, None)
+                    yield chunk(i, text, None, self._echoed(i))
             while left:
                 # Everything the batcher has produced since the last write goes out in one write,
                 # and a choice's plain text pieces in one event: with many streams the event loop,

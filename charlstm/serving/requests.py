@@ -70,7 +70,7 @@ class Sampling:
 @dataclass(frozen=True)
 class CompletionRequest:
     model: str | None
-    prompts: tuple[str, ...]
+    prompts: tuple[str | tuple[int, ...], ...]  # text, or token ids
     n: int
     seed: int | None
     stream: bool
@@ -148,11 +148,29 @@ def _texts(body: dict, name: str, limits: Limits, required: bool = True) -> tupl
         return ("",)
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise bad_field(name, "must be a string or a non-empty list of strings (token ids are not accepted)")
+        raise bad_field(name, "must be a string or a non-empty list of strings")
     for text in texts:
         if len(text) > limits.max_prompt_chars:
             raise bad_field(name, f"is {len(text):,} characters; the limit is {limits.max_prompt_chars:,}")
     return tuple(texts)
+
+
+def _prompts(body: dict, limits: Limits) -> tuple[str | tuple[int, ...], ...]:
+    """``prompt`` as OpenAI allows it: a string, a list of strings, a list of token ids, or a
+    list of such lists (ids are checked against the model's vocabulary once it is known)."""
+    value = body.get("prompt")
+    if isinstance(value, list) and value and all(_is_int(t) for t in value):
+        value = [value]
+    if isinstance(value, list) and value and all(isinstance(p, list) for p in value):
+        if not all(p and all(_is_int(t) and t >= 0 for t in p) for p in value):
+            raise bad_field("prompt", "token ids must be non-empty lists of whole numbers from 0")
+        for ids in value:
+            if len(ids) > limits.max_prompt_chars:
+                raise bad_field("prompt", f"is {len(ids):,} tokens; the limit is {limits.max_prompt_chars:,}")
+        return tuple(tuple(ids) for ids in value)
+    if isinstance(value, list) and any(not isinstance(p, str) for p in value):
+        raise bad_field("prompt", "must be a string, a list of strings, a list of token ids or a list of such lists")
+    return _texts(body, "prompt", limits, required=False)
 
 
 def parse_completion(body, limits: Limits) -> CompletionRequest:
@@ -174,7 +192,7 @@ def parse_completion(body, limits: Limits) -> CompletionRequest:
         raise bad_field("user", "must be a string")
 
     model = _model(body)
-    prompts = _texts(body, "prompt", limits, required=False)
+    prompts = _prompts(body, limits)
     n = _int(body, "n", 1, 1, limits.max_n)
     if len(prompts) * n > limits.max_n:
         raise bad_field("n", f"{len(prompts)} prompts x n {n} is more than {limits.max_n} choices")

@@ -363,6 +363,7 @@ class Server:
     async def _generate(self, request: Request, wanted, model: ServedModel, prompts, echoed=None, reply_class=None) -> Response:
         """Run ``wanted``'s choices for ``prompts`` ((text, ids) each) and answer as
         ``reply_class`` (``CompletionReply``, or the chat reply) answers."""
+        _check_sampling(model, wanted.sampling.config)
         seed = wanted.seed if wanted.seed is not None else secrets.randbelow(2**31)
         events: asyncio.Queue = asyncio.Queue()
         choices = [
@@ -383,6 +384,18 @@ class Server:
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         return JSONResponse(await reply.whole(events, choices))
+
+
+def _check_sampling(model: ServedModel, config) -> None:
+    """What the settings ask of the model's vocabulary (token ids, a pattern it can write): a 400
+    naming the field before the request is queued."""
+    from charlstm.generation.engine import check_config
+
+    try:
+        check_config(config, model.token_bytes, model.device)
+    except CharlstmError as e:
+        field = "logit_bias" if "--logit-bias" in str(e) else "regex" if config.regex is not None else "response_format"
+        raise bad_field(field, str(e)) from None
 
 
 def create_app(models, **options):

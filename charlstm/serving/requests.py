@@ -8,6 +8,7 @@ plus charlstm's own sampling options (``top_k``, ``min_p``, ``repetition_penalty
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -45,10 +46,14 @@ SAMPLING_FIELDS = {
     "repetition_penalty": lambda body: _float(body, "repetition_penalty", 1.0, low=0.0, high=100.0, open_low=True),
     "repetition_window": lambda body: _int(body, "repetition_window", 64, 1, 4096),
     "no_repeat_ngram": lambda body: _int(body, "no_repeat_ngram", None, 1, 64),
+    "logit_bias": lambda body: _logit_bias(body),
+    "regex": lambda body: _pattern(body),
+    "json_schema": lambda body: _response_format(body),
 }
+MAX_PATTERN_CHARS = 10_000  # regex, or a JSON Schema as JSON text
 _COMPLETION_FIELDS = {
     "model", "prompt", "max_tokens", "n", "stop", "seed", "stream", "stream_options", "logprobs", "echo",
-    "activation", "presence_penalty", "frequency_penalty", "logit_bias", "user", "best_of", "suffix",
+    "activation", "presence_penalty", "frequency_penalty", "response_format", "user", "best_of", "suffix",
     *SAMPLING_FIELDS,
 }  # fmt: skip
 
@@ -173,6 +178,56 @@ def _prompts(body: dict, limits: Limits) -> tuple[str | tuple[int, ...], ...]:
     return _texts(body, "prompt", limits, required=False)
 
 
+def _logit_bias(body: dict) -> dict[int, float] | None:
+    """OpenAI's ``logit_bias``: {"token id": bias from -100 to 100}, ids as strings (JSON keys)."""
+    value = body.get("logit_bias")
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, dict) or len(value) > 1024:
+        raise bad_field("logit_bias", "must be an object of at most 1,024 token ids to biases")
+    bias = {}
+    for key, number in value.items():
+        if not (isinstance(key, str) and key.isdigit() and len(key) < 10):
+            raise bad_field("logit_bias", f"{_shown(key)} is not a token id")
+        if not _is_number(number) or not -100 <= number <= 100:
+            raise bad_field("logit_bias", f"the bias of token {key} must be a number from -100 to 100 (got {_shown(number)})")
+        bias[int(key)] = float(number)
+    return bias
+
+
+def _pattern(body: dict) -> str | None:
+    value = body.get("regex")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_PATTERN_CHARS:
+        raise bad_field("regex", f"must be a regular expression of 1 to {MAX_PATTERN_CHARS:,} characters")
+    return value
+
+
+def _response_format(body: dict) -> str | None:
+    """OpenAI's ``response_format`` as the JSON Schema (JSON text) the output must follow:
+    ``{"type": "json_object"}`` any object, ``{"type": "json_schema", "json_schema": {"schema":
+    ...}}`` that schema, ``{"type": "text"}`` none."""
+    value = body.get("response_format")
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text" and set(value) == {"type"}:
+        return None
+    if kind == "json_object" and set(value) == {"type"}:
+        return json.dumps({"type": "object"})
+    spec = value.get("json_schema") if kind == "json_schema" else None
+    if not (isinstance(spec, dict) and isinstance(spec.get("schema"), dict) and set(value) == {"type", "json_schema"}):
+        raise bad_field(
+            "response_format", 'must be {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", '
+            '"json_schema": {"name": ..., "schema": {...}}}'
+        )
+    text = json.dumps(spec["schema"])
+    if len(text) > MAX_PATTERN_CHARS:
+        raise bad_field("response_format", f"the schema is over {MAX_PATTERN_CHARS:,} characters")
+    return text
+
+
 def parse_completion(body, limits: Limits) -> CompletionRequest:
     """The checked request, or ``ApiError`` 400 naming the first bad field."""
     if not isinstance(body, dict):
@@ -184,8 +239,6 @@ def parse_completion(body, limits: Limits) -> CompletionRequest:
     for name in ("presence_penalty", "frequency_penalty"):
         if body.get(name) not in (None, 0, 0.0) or isinstance(body.get(name), bool):
             raise bad_field(name, "is not supported (use repetition_penalty); leave it out or 0")
-    if body.get("logit_bias") not in (None, {}):
-        raise bad_field("logit_bias", "is not supported; leave it out")
     if body.get("suffix") is not None:
         raise bad_field("suffix", "is not supported (insertion); leave it out")
     if body.get("user") is not None and not isinstance(body["user"], str):
@@ -234,7 +287,8 @@ def parse_completion(body, limits: Limits) -> CompletionRequest:
         config = SampleConfig(**settings)
     except ConfigError as e:  # a bound the checks above do not know: SampleConfig's own message
         named = [name for name in settings if f"--{name.replace('_', '-')} " in str(e)]
-        raise bad_field(named[0] if named else "temperature", str(e)) from None
+        field = named[0] if named else "temperature"
+        raise bad_field("response_format" if field == "json_schema" else field, str(e)) from None
     sampling = Sampling(config, max_tokens=max_tokens, stop=tuple(stops), logprobs=logprobs, activation=activation)
     return CompletionRequest(
         model=model,

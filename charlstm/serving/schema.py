@@ -85,6 +85,16 @@ def _completion_request(limits: Limits) -> dict:
             "repetition_penalty": nullable_number(0, 100, exclusiveMinimum=True, default=1),
             "repetition_window": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096, "default": 64},
             "no_repeat_ngram": {"type": ["integer", "null"], "minimum": 1, "maximum": 64},
+            "logit_bias": {
+                "type": ["object", "null"],
+                "description": "Token id (as a string) -> bias added to its logit, -100 to 100",
+                "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+            },
+            "regex": {"type": ["string", "null"], "minLength": 1, "maxLength": 10_000, "description": "Write only text matching this"},
+            "response_format": {
+                "type": ["object", "null"],
+                "description": 'OpenAI\'s: {"type": "text" | "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema"}}',
+            },
             "activation": {
                 "type": ["object", "null"],
                 "description": "A cell to report the value of after each token (the playground colours by it)",

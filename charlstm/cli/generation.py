@@ -31,7 +31,7 @@ from charlstm.config import (
     check_cache,
     SampleConfig,
 )
-from charlstm.errors import CharlstmError, ConfigError
+from charlstm.errors import CharlstmError, ConfigError, DataError
 
 # --------------------------------------------------------------------------------------- sample
 
@@ -187,7 +187,7 @@ def _read_text(path: str, what: str) -> str:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{what} {path}: {e.strerror if isinstance(e, OSError) else 'not UTF-8 text'}") from None
+        raise DataError(f"{what} {path}: {e.strerror if isinstance(e, OSError) else 'not UTF-8 text'}") from None
 
 
 def _write_samples(lm, configs: list[SampleConfig], echo_prime: bool, as_json: bool, out, adapted_to=None) -> None:

@@ -39,10 +39,33 @@ def pattern_of(regex: str | None, json_schema: str | None) -> str | None:
     except ImportError:
         raise ConfigError(INSTALL) from None
     try:
-        json.loads(json_schema)
+        kept = sorted(_unkept(json.loads(json_schema)))
+        if kept:
+            raise ConfigError(f"--json-schema: {', '.join(kept)} cannot be kept by a pattern; leave them out")
         return build_regex_from_schema(json_schema)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"--json-schema is not a schema charlstm can follow: {_short(e)}") from None
+
+
+# Keywords a regular expression cannot keep (bounds on numbers, relations between values):
+# outlines-core would ignore them, so a schema that has them is refused rather than followed loosely.
+UNKEPT = frozenset({
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems", "not",
+    "if", "then", "else", "dependentRequired", "dependentSchemas", "minProperties", "maxProperties", "contains",
+})
+
+
+def _unkept(schema) -> set[str]:
+    """The ``UNKEPT`` keywords anywhere in ``schema``."""
+    if isinstance(schema, dict):
+        found = UNKEPT & set(schema)
+        for key, value in schema.items():
+            if key not in ("enum", "const", "default", "examples"):
+                found |= _unkept(value)
+        return found
+    if isinstance(schema, list):
+        return set().union(*(_unkept(item) for item in schema)) if schema else set()
+    return set()
 
 
 class Pattern:

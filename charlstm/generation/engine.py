@@ -181,7 +181,7 @@ class Engine:
         request._bias = None
         if config.logit_bias:
             request._bias = torch.zeros(vocab, device=self.device)
-            request._bias[list(config.logit_bias)] = torch.tensor(list(config.logit_bias.values()), device=self.device)
+            request._bias[list(config.logit_bias)] = torch.tensor([float(v) for v in config.logit_bias.values()], device=self.device)
         regex = pattern_of(config.regex, config.json_schema)
         request._constraint = None
         if regex is not None:

@@ -44,6 +44,8 @@ FOREIGN_FLAGS = {
     "mkdocs": {"--strict"},
     "chromium": {"--headless", "--dump-dom"},
     "zstd": {"--ultra"},
+    # lm_eval's flags are spelt with underscores (--model_args, --apply_chat_template): read up to the first
+    "lm_eval": {"--model", "--tasks", "--apply"},
     # `sample --interactive` is named as what charlstm chat is instead of
     "not a flag (named in the prose as what chat is not)": {"--interactive"},
 }

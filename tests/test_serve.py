@@ -519,7 +519,9 @@ def schemathesis_run(server: Server, client, max_examples: int) -> dict[str, int
 
     schema = schemathesis.openapi.from_dict(client.get("/openapi.json").json())
     counts = {}
-    for path, method in [("/v1/completions", "POST"), ("/v1/score", "POST"), ("/v1/models", "GET"), ("/health", "GET")]:
+    operations = [("/v1/completions", "POST"), ("/v1/chat/completions", "POST"), ("/v1/score", "POST"), ("/tokenize", "POST"),
+                  ("/detokenize", "POST"), ("/tokenizer_info", "GET"), ("/v1/models", "GET"), ("/health", "GET")]
+    for path, method in operations:
         seen = []
 
         @hypothesis.settings(

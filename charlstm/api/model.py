@@ -233,17 +233,23 @@ class Model(Measuring):
         cache_size: int = 0,
         cache_theta: float | None = None,
         cache_lambda: float | None = None,
+        chat_template: str | None = None,
     ) -> Session:
         """A text written turn by turn, as ``charlstm chat`` writes it: each ``reply`` reads its
         text after everything so far and continues it (the hidden state is kept, and with
-        ``cache_size`` the neural cache of every turn's text)."""
+        ``cache_size`` the neural cache of every turn's text). ``chat_template``: ``"plain"``,
+        ``"chatml"`` or a Jinja chat template file; each ``reply`` is then the assistant's answer
+        to a user's message, the conversation written out by the template (as ``charlstm serve``'s
+        /v1/chat/completions writes it for the same messages and seed)."""
         settings = dict(locals())
-        del settings["self"]
+        del settings["self"], settings["chat_template"]
         from charlstm.generation.chat import ChatSession
+        from charlstm.generation.template import ChatTemplate
 
+        template = None if chat_template is None else ChatTemplate.named(chat_template)
         settings["weights"] = settings["weights"] or self.weights
         config = SampleConfig(device=self._device_setting, **settings)
-        return Session(ChatSession(self.module, self.tokenizer, config, self.device))
+        return Session(ChatSession(self.module, self.tokenizer, config, self.device, template))
 
 
 class Session:

@@ -271,9 +271,15 @@ _SESSION = (*_GENERATION, "temperature", "seed", "weights", *_CACHE)
     "--seed", type=int, default=None, help="Random seed  [default: a new one, shown by /settings]"
 )
 @_sample_options("device", "weights", *_CACHE)
-def chat(run: str, **options) -> None:
+@click.option(
+    "--chat-template", default=None, metavar="FILE|plain|chatml",
+    help="Each line is a user's message and each reply the assistant's, the conversation written "
+    "out by this Jinja chat template (as serve's /v1/chat/completions writes it)  [default: none, one text that goes on]",
+)
+def chat(run: str, chat_template: str | None, **options) -> None:
     """Write with a model, turn by turn: each line you type is continued, and the text goes on
-    where it left off (the model keeps its state between turns) until /reset.
+    where it left off (the model keeps its state between turns) until /reset. With
+    --chat-template, each line is a message and each reply an answer, as a chat server writes it.
 
     A command of its own, apart from `sample`: it is a loop with its own commands and state,
     while `sample` stays a one-shot command for pipes and scripts. When stdin is not a terminal,
@@ -286,7 +292,7 @@ def chat(run: str, **options) -> None:
 
     config = SampleConfig.from_dict({"length": 200, **_given(options)})
     lm = charlstm.load(run, device=config.device, weights=config.weights)
-    session = lm.session(**{name: getattr(config, name) for name in _SESSION})
+    session = lm.session(**{name: getattr(config, name) for name in _SESSION}, chat_template=chat_template)
     interactive = sys.stdin.isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())

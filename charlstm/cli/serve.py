@@ -48,12 +48,18 @@ def is_loopback(host: str) -> bool:
     "--shutdown-timeout", default=5.0, show_default=True, type=click.FloatRange(0),
     help="On SIGINT/SIGTERM, seconds running streams get to end.",
 )
+@click.option(
+    "--chat-template", default="plain", show_default=True, metavar="FILE|plain|chatml",
+    help="How /v1/chat/completions writes messages out as a transcript: a Jinja chat template file "
+    "(as transformers, vLLM and llama.cpp read them), or a built-in one.",
+)
 @device_option
 @config_option(SampleConfig, "weights")
-def serve(runs, host, port, api_key, cors_origin, device, weights, shutdown_timeout, **limits) -> None:
-    """Serve RUNs over HTTP: OpenAI-compatible /v1/completions (streamed with "stream": true),
-    /v1/models, /v1/score, /health, /metrics, and a page to write with at /. Listens on
-    127.0.0.1 unless --host says otherwise. See docs/serving.md.
+def serve(runs, host, port, api_key, cors_origin, chat_template, device, weights, shutdown_timeout, **limits) -> None:
+    """Serve RUNs over HTTP: OpenAI-compatible /v1/completions and /v1/chat/completions (streamed
+    with "stream": true), /v1/models, /v1/score, vLLM's /tokenize, /detokenize and
+    /tokenizer_info, /health, /metrics, and a page to write with at /. Listens on 127.0.0.1
+    unless --host says otherwise. See docs/serving.md.
 
     RUN: a run directory, a checkpoint file or an exported folder.
     """
@@ -73,6 +79,9 @@ def serve(runs, host, port, api_key, cors_origin, device, weights, shutdown_time
 
     for run in runs:
         find_checkpoint(run)  # a typo fails now, in one line, not after the server starts
+    from charlstm.generation.template import ChatTemplate
+
+    template = ChatTemplate.named(chat_template)  # a bad template fails now too
     import logging
 
     from charlstm.serving.app import Server
@@ -98,6 +107,7 @@ def serve(runs, host, port, api_key, cors_origin, device, weights, shutdown_time
         api_key=api_key,
         cors_origins=cors_origin,
         on_load_error=on_load_error,
+        chat_template=template,
     )
 
     class _Uvicorn(uvicorn.Server):

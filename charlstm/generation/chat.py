@@ -2,7 +2,10 @@
 
 A ``ChatSession`` keeps the model's hidden state between turns: each line the user gives is read
 on top of what came before, and the model continues it, so the text goes on where it left off
-until ``reset``. Settings (temperature, length, top-k/top-p/min-p, seed, ...) change between
+until ``reset``. With a chat template (``generation.template``) each line is instead a user's
+message: the whole conversation is written out by the template and read from the start, and the
+reply is the assistant's turn, ending at the template's next-turn marker, as the server's
+``/v1/chat/completions`` writes it for the same messages and seed. Settings (temperature, length, top-k/top-p/min-p, seed, ...) change between
 turns through ``set``, validated as ``SampleConfig`` validates them. ``charlstm chat`` drives it
 (``cli/generation.py``); nothing here reads a terminal.
 """
@@ -39,8 +42,10 @@ class ChatSession:
     """The state of one conversation with a model: its hidden state, the next token's logits and
     the sampling settings. One sample at a time."""
 
-    def __init__(self, model, tokenizer, config: SampleConfig, device):
+    def __init__(self, model, tokenizer, config: SampleConfig, device, template=None):
         self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.template = template  # a generation.template.ChatTemplate, or None: one text that goes on
+        self.messages: list[dict] = []  # with a template: the conversation so far
         self.stepper = TokenStepper(model, config.weights)  # built once: its weights are laid out for one-token steps
         seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
         self.config = dataclasses.replace(config, num_samples=1, seed=seed, prime="", beam_width=None)
@@ -52,6 +57,8 @@ class ChatSession:
     def reply(self, text: str) -> Generation:
         """Read ``text`` after everything so far and continue it; iterate over the result for
         the new text. Stopping early (Ctrl-C) keeps what was generated up to there."""
+        if self.template is not None:
+            return self._turn(text)
         encode_prime(self.tokenizer, text, what="the line")  # unknown characters: one clear line
         config = dataclasses.replace(self.config, prime=text or "\n", seed=self.config.seed + self.turns)
         generation = generate(
@@ -61,9 +68,23 @@ class ChatSession:
         self.turns += 1
         return _Tracked(generation, self)
 
+    def _turn(self, text: str) -> _Turn:
+        """With a template: the conversation and ``text`` as the user's message, written out and
+        read from a zero state; the reply ends at the template's next-turn marker."""
+        messages = [*self.messages, {"role": "user", "content": text}]
+        transcript = self.template.render(messages)
+        encode_prime(self.tokenizer, transcript, what="the transcript")
+        config = dataclasses.replace(self.config, prime=transcript, seed=self.config.seed + self.turns)
+        generation = generate(
+            self.model, self.tokenizer, config, self.device, stepper=self.stepper, stops=self.template.stops
+        )
+        self.turns += 1
+        return _Turn(generation, self, messages)
+
     def reset(self) -> None:
         """Start again: forget the text so far, and count turns (and their seeds) from the first."""
         self.hidden, self.logits, self.turns, self.cache = None, None, 0, None
+        self.messages = []
 
     @torch.inference_mode()
     def top_next(self, k: int = 10) -> list[tuple[str, float]]:
@@ -112,5 +133,24 @@ class _Tracked:
                 yield pieces[0]
         finally:
             self.session.hidden = self.generation.hidden
+            if self.generation.logits is not None:
+                self.session.logits = self.generation.logits[0]
+
+
+class _Turn:
+    """A templated reply: once it ends (also when stopped early), the user's message and the
+    reply join the session's conversation."""
+
+    def __init__(self, generation: Generation, session: ChatSession, messages: list[dict]):
+        self.generation, self.session, self.messages = generation, session, messages
+
+    def __iter__(self):
+        written = []
+        try:
+            for pieces in self.generation:
+                written.append(pieces[0])
+                yield pieces[0]
+        finally:
+            self.session.messages = [*self.messages, {"role": "assistant", "content": "".join(written)}]
             if self.generation.logits is not None:
                 self.session.logits = self.generation.logits[0]

@@ -55,7 +55,8 @@ class Generation:
     """
 
     def __init__(
-        self, model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None, stepper=None, cache=None
+        self, model, tokenizer, config: SampleConfig, device, hidden: Hidden | None = None, stepper=None, cache=None,
+        stops: tuple[str, ...] = (),
     ):
         if cache is None and config.cache_size:
             cache = GenerationCache(config.cache_config(), config.num_samples, model.rnn.hidden_size, device)
@@ -65,10 +66,11 @@ class Generation:
         self._engine = Engine(model, tokenizer, device, weights=config.weights, stepper=stepper)
         # Each token is at least one byte, and --length counts characters of at most 4 bytes, but
         # a subword piece may be longer; cap the token budget generously against runaway loops.
-        one_char = self._engine.table is not None and config.stop is None
+        stops = ((config.stop,) if config.stop else ()) + tuple(stops)
+        one_char = self._engine.table is not None and not stops
         self.request = Request(
             config, encode_prime(tokenizer, config.prime), config.length if one_char else config.length * 4 + 64,
-            rows=config.num_samples, max_chars=config.length, stops=(config.stop,) if config.stop else (),
+            rows=config.num_samples, max_chars=config.length, stops=stops,
             hidden=hidden, cache=cache,
         )
         self._started = False
@@ -121,6 +123,7 @@ def generate(
     hidden: Hidden | None = None,
     stepper: TokenStepper | None = None,
     cache: GenerationCache | None = None,
+    stops: tuple[str, ...] = (),
 ) -> Generation:
     """Stream ``config.num_samples`` samples, generated together as one batch (see ``Generation``
     for what it yields and records). Stops when every sample has its length or its stop string.
@@ -131,7 +134,8 @@ def generate(
     (an empty prime reads a newline, as always). The repetition penalty and the n-gram ban see
     this call's prime and output only. ``config.cache_size``: a neural cache
     (``generation.cache``) mixed into every draw; ``cache``: one to go on with (a chat's), which
-    remembers this call's prime and output too. ``config.beam_width`` is for
+    remembers this call's prime and output too. ``stops``: strings that end a sample besides
+    ``config.stop`` (a chat template's next-turn marker). ``config.beam_width`` is for
     ``charlstm.generation.beam.beam_search``, not for this.
     """
     if config.beam_width is not None:
@@ -141,4 +145,4 @@ def generate(
             f"the start state has {hidden[0].size(1)} rows; it needs 1 or one per sample "
             f"({config.num_samples})"
         )
-    return Generation(model, tokenizer, config, device, hidden, stepper, cache)
+    return Generation(model, tokenizer, config, device, hidden, stepper, cache, stops)

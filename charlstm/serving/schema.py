@@ -52,6 +52,13 @@ def _texts(limits: Limits) -> dict:
     return {"oneOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": limits.max_n}]}
 
 
+def _prompt(limits: Limits) -> dict:
+    """Text, texts, token ids, or lists of token ids (as OpenAI's completions prompt)."""
+    ids = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": limits.max_prompt_chars}
+    many_ids = {"type": "array", "items": ids, "minItems": 1, "maxItems": limits.max_n}
+    return {"oneOf": [*_texts(limits)["oneOf"], ids, many_ids]}
+
+
 def _completion_request(limits: Limits) -> dict:
     nullable_number = _nullable_number
     return {
@@ -59,7 +66,7 @@ def _completion_request(limits: Limits) -> dict:
         "additionalProperties": False,
         "properties": {
             "model": {"type": "string", "description": "A model's id from /v1/models (optional when one is served)"},
-            "prompt": _texts(limits),
+            "prompt": _prompt(limits),
             "max_tokens": {"type": ["integer", "null"], "minimum": 0, "maximum": limits.max_tokens, "default": 16},
             "temperature": nullable_number(0, 100, default=1),
             "top_p": nullable_number(0, 1, exclusiveMinimum=True),
@@ -134,6 +141,88 @@ _COMPLETION = {
 }
 
 
+def _chat_request(limits: Limits) -> dict:
+    """The chat request: messages, and the completions request's fields but its own."""
+    fields = dict(_completion_request(limits)["properties"])
+    for name in ("prompt", "echo", "suffix", "best_of", "activation", "logprobs"):
+        fields.pop(name, None)
+    message = {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {"role": {"enum": ["system", "developer", "user", "assistant"]}, "content": {"type": "string"}},
+    }
+    fields.update(
+        messages={"type": "array", "items": message, "minItems": 1, "maxItems": 64},
+        max_completion_tokens={"type": ["integer", "null"], "minimum": 0, "maximum": limits.max_tokens},
+        logprobs={"type": ["boolean", "null"]},
+        top_logprobs={"type": ["integer", "null"], "minimum": 0, "maximum": MAX_LOGPROBS},
+    )
+    return {"type": "object", "additionalProperties": False, "required": ["messages"], "properties": fields}
+
+
+_CHAT = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "object": {"const": "chat.completion"},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "message", "finish_reason"],
+                "properties": {"message": {"type": "object", "required": ["role", "content"]}},
+            },
+        },
+    },
+}
+
+
+def _tokenizer_paths(limits: Limits) -> dict:
+    """vLLM's /tokenize, /detokenize and /tokenizer_info."""
+    model = {"type": "string", "description": "A model's id (optional when one is served)"}
+    tokenize = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["prompt"],
+        "properties": {
+            "model": model,
+            "prompt": {"type": "string", "maxLength": limits.max_prompt_chars},
+            "add_special_tokens": {"type": ["boolean", "null"], "default": True, "description": "Begin with the start token"},
+            "return_token_strs": {"type": ["boolean", "null"]},
+        },
+    }
+    tokens = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+    tokenized = {"type": "object", "required": ["tokens", "count", "max_model_len"],
+                 "properties": {"tokens": tokens, "count": {"type": "integer"}, "max_model_len": {"type": "integer"}}}
+    detokenize = {"type": "object", "additionalProperties": False, "required": ["tokens"],
+                  "properties": {"model": model, "tokens": {**tokens, "maxItems": limits.max_prompt_chars}}}
+    text = {"type": "object", "required": ["prompt"], "properties": {"prompt": {"type": "string"}}}
+    info = {"type": "object", "required": ["tokenizer_class", "bos_token", "eos_token"]}
+    return {
+        "/tokenize": {
+            "post": {
+                "summary": "Token ids of a text (vLLM's shape)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": tokenize}}},
+                "responses": _responses(tokenized, 400, 401, 404, 413, 503),
+            }
+        },
+        "/detokenize": {
+            "post": {
+                "summary": "The text of token ids (vLLM's shape)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": detokenize}}},
+                "responses": _responses(text, 400, 401, 404, 413, 503),
+            }
+        },
+        "/tokenizer_info": {
+            "get": {
+                "summary": "The tokenizer: its class, start token (bos_token), chat template (vLLM's shape)",
+                "parameters": [{"name": "model", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": _responses(info, 400, 401, 404, 503),
+            }
+        },
+    }
+
+
 def openapi(limits: Limits) -> dict:
     """The API's OpenAPI 3.1 document, its bounds those of ``limits``."""
     texts = _texts(limits)
@@ -166,6 +255,14 @@ def openapi(limits: Limits) -> dict:
                     "responses": _responses(completion, 400, 401, 404, 413, 503),
                 }
             },
+            "/v1/chat/completions": {
+                "post": {
+                    "summary": "Reply to messages (written out by the chat template; stream: chat.completion.chunk events)",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _chat_request(limits)}}},
+                    "responses": _responses(_CHAT, 400, 401, 404, 413, 503),
+                }
+            },
+            **_tokenizer_paths(limits),
             "/v1/score": {
                 "post": {
                     "summary": "Log-probability and bits per character of each line, as charlstm score",

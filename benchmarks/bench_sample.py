@@ -23,6 +23,7 @@ character, ``chat``'s Enter-to-first-character latency and beam search throughpu
 from __future__ import annotations
 
 import argparse
+import re
 import math
 import sys
 import tempfile
@@ -63,13 +64,14 @@ def reference_model(vocab_size: int, device: str = "cpu", shape: str = "referenc
 
 
 def generate_rate(
-    model, tokenizer, num_samples: int, length: int, device: str = "cpu", weights: str = "fp32", prime: str = "\n"
+    model, tokenizer, num_samples: int, length: int, device: str = "cpu", weights: str = "fp32", prime: str = "\n",
+    regex: str | None = None,
 ) -> float:
     """Characters per second (all samples together) of charlstm's ``generate``: ``num_samples``
     samples of ``length`` characters in one batch, text decoding included; the prime is read
-    before the clock starts."""
+    (and a ``regex`` compiled) before the clock starts."""
     config = SampleConfig(
-        prime=prime, length=length, num_samples=num_samples, seed=1, temperature=1.0, weights=weights
+        prime=prime, length=length, num_samples=num_samples, seed=1, temperature=1.0, weights=weights, regex=regex
     )
     run = generate(model, tokenizer, config, device)
     next(run)  # reads the prime and writes the first token, untimed
@@ -174,6 +176,16 @@ def main() -> None:
     length = args.length
 
     contenders = {f"charlstm generate, {w}": (lambda w=w: generate_rate(model, tok, 1, length, weights=w, prime=warm)) for w in WEIGHTS}
+    try:  # a pattern no prefix of which ends it: every token drawn under a mask of the letters it allows
+        import outlines_core  # noqa: F401
+
+        allowed = "".join(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ,.;:!?'\n-" if c in tok.chars)
+        pattern = f"[{re.escape(allowed)}]{{{length}}}"
+        contenders["charlstm generate, fp32, --regex (letters and punctuation)"] = lambda: generate_rate(
+            model, tok, 1, length, prime=warm, regex=pattern
+        )
+    except ImportError:
+        print("outlines-core is not installed: no --regex row", file=sys.stderr)
     for kind in ("nn.LSTM, oneDNN on (default)", "nn.LSTM, oneDNN off", "torch.lstm_cell"):
         contenders[f"plain loop, {kind}"] = lambda kind=kind: plain_loop_rate(model, length, kind)
     contenders["floor: addmm (1 x E+H) @ (E+H x 4H), fp32"] = lambda: floor_rate(model, length)

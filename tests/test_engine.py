@@ -14,6 +14,8 @@ from charlstm.config import SampleConfig
 ROOT = Path(__file__).resolve().parents[1]
 # SampleConfig fields that say how a token is drawn (the rest: what to write, where, how many).
 DRAWING = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "repetition_window", "no_repeat_ngram")
+# SampleConfig fields that say which tokens may be written at all (not chat settings).
+SHAPING = ("logit_bias", "regex", "json_schema")
 
 
 def _listed_files() -> list[str]:
@@ -35,6 +37,7 @@ def test_the_files_a_sampling_option_touches_are_the_ones_the_docs_list():
 
 def test_every_driver_takes_every_sampling_option():
     import charlstm
+    from charlstm.cli import cli
     from charlstm.cli.generation import _GENERATION
     from charlstm.generation.chat import SETTINGS
     from charlstm.serving.requests import SAMPLING_FIELDS
@@ -44,7 +47,11 @@ def test_every_driver_takes_every_sampling_option():
         assert set(DRAWING) <= set(inspect.signature(method).parameters), method.__name__
     assert set(DRAWING) - {"temperature"} <= set(_GENERATION)  # sample has --temperature of its own (repeatable)
     assert {name.replace("_", "-") for name in DRAWING} <= set(SETTINGS)
-    assert set(DRAWING) == set(SAMPLING_FIELDS)
+    assert set(DRAWING) | set(SHAPING) == set(SAMPLING_FIELDS)
+    for method in (charlstm.Model.generate, charlstm.Model.stream):
+        assert set(SHAPING) <= set(inspect.signature(method).parameters), method.__name__
+    sample_flags = {p.name for p in cli.commands["sample"].params}
+    assert {"logit_bias", "regex", "json_schema_file"} <= sample_flags
 
 
 @pytest.fixture(scope="module")

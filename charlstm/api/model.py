@@ -200,7 +200,7 @@ class Model(Measuring):
         for pieces in generation:
             for buffer, piece in zip(texts, pieces):
                 buffer.append(piece)
-        reasons = generation.request.reasons
+        reasons = generation.finish_reasons
         return ["".join(t) for t in texts], generation.tokens, generation.mean_logprob, reasons
 
     def _beam(self, config: SampleConfig):

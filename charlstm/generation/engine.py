@@ -132,6 +132,9 @@ class Engine:
         self.book: LogprobBook | None = None
         self.histories: Histories | None = None
         self._rows: dict[Request, slice] = {}
+        self.ids: list[int] = []  # the last step's tokens, in batch order
+        self.steps = 0
+        self._ends: dict[int, list[Request]] = {}  # step -> the plain requests whose length ends there
 
     @property
     def busy(self) -> bool:
@@ -193,6 +196,8 @@ class Engine:
         window = config.repetition_window if config.repetition_penalty != 1.0 else 1
         request._ring = Histories.start(request.prompt_ids, window, rows, self.device)
         fast = self.table is not None and not request.stops and request._constraint is None
+        # Followed each step: text through a TextStream, a constraint, or records per token.
+        request._followed = not fast or request.logprobs is not None or request.activation is not None
         request._streams = None if fast else [TextStream(request.max_chars, request.stops) for _ in range(rows)]
         limit = request.max_tokens
         request._limit = min(limit, request.max_chars) if fast and request.max_chars is not None else limit
@@ -265,11 +270,19 @@ class Engine:
             for request, rows in self._activations:
                 layer, unit = request.activation
                 request.activations = hidden[layer, rows, unit].tolist()
-        finished = []
+        self.ids, self.steps = ids, self.steps + 1
         for request, rows in self._recorded:
             chosen = request._step_logprobs.gather(1, tok[rows].unsqueeze(1))  # (rows, 1)
             request.token_logprobs = chosen.squeeze(1).tolist()
-        for request, rows in self._spans:
+        # A plain request (one character a token, nothing per token asked) costs nothing here
+        # until the step its length ends it; ``pieces_of`` gives its text when asked.
+        finished = []
+        for request in self._ends.pop(self.steps, ()):
+            if not request.finished:
+                request.count = request._limit
+                self._end(request, range(request.rows), "length")
+                finished.append(request)
+        for request, rows in self._followed:
             request.count += 1
             request.tokens = mine = ids[rows]
             if request._streams is None:
@@ -280,8 +293,19 @@ class Engine:
                 self._feed(request, mine, rows)
             if request.finished:
                 finished.append(request)
-                self._changed = True
+        self._changed = self._changed or bool(finished)
         return finished
+
+    def count_of(self, request: Request) -> int:
+        """Tokens each row of ``request`` has drawn so far."""
+        return request.count if request._followed or request.finished else self.steps - request._joined
+
+    def pieces_of(self, request: Request) -> list[str]:
+        """The new text of each row of ``request`` at the last step."""
+        if request._followed:
+            return request.pieces
+        start = self._rows[request].start
+        return [self.table[t] for t in self.ids[start : start + request.rows]]
 
     def _follow(self, ids: list[int]) -> list[int]:
         """Move each constrained row's pattern on by its token; a row whose token the pattern does
@@ -367,6 +391,10 @@ class Engine:
         joining = [(r, s, lg) for r, s, lg in self._joining if not r.finished]
         self._joining, self._changed = [], False
         self.requests = kept + [r for r, _, _ in joining]
+        for request, _, _ in joining:
+            request._joined = self.steps  # its first token comes at the next step
+            if not request._followed:
+                self._ends.setdefault(self.steps + request._limit, []).append(request)
         if not self.requests:
             self.state = self.book = None
             self._rows = {}
@@ -392,7 +420,7 @@ class Engine:
             self._rows[request] = slice(start, start + request.rows)
             start += request.rows
         spans = [(r, self._rows[r]) for r in self.requests]
-        self._spans = spans
+        self._followed = [(r, s) for r, s in spans if r._followed]
         self._cached = [(r, s) for r, s in spans if r.cache is not None]
         self._blocked = [(r, s) for r, s in spans if r._blocker is not None]
         self._recorded = [(r, s) for r, s in spans if r.logprobs is not None]

@@ -89,7 +89,12 @@ class Generation:
             if self.request.finished:
                 raise StopIteration
             self._engine.step()
-            return self.request.pieces
+            return self._engine.pieces_of(self.request)
+
+    @property
+    def finish_reasons(self) -> list[str | None]:
+        """Per sample: "stop" (a stop string, or a pattern's end), "length", or None while it runs."""
+        return list(self.request.reasons)
 
     @property
     def hidden(self) -> Hidden | None:

@@ -90,6 +90,7 @@ class _Row:
     deadline: float
     records: bool  # per-token events (logprobs or activations)
     pending: str = ""  # plain text not handed over yet
+    started: bool = False  # a first token written
 
 
 @dataclass(eq=False)
@@ -294,30 +295,33 @@ class Batcher:
         rows = self._rows[name]
         engine.step()
         now = time.perf_counter()
+        table, ids, at = engine.table, engine.ids, engine._rows
         keep: list[_Row] = []
         for row in rows:
             choice, request = row.choice, row.request
             if choice.cancelled:
                 engine.cancel(request)
                 continue
-            if request.count == 1:
-                self._first = True
+            if not row.started:
+                row.started = self._first = True
                 if self.metrics is not None:
                     self.metrics.first_token(now - choice.submitted)
             if row.records:
                 self._outbox.append((choice.deliver, self._token(row)))
-            else:
+            elif request._followed:
                 row.pending += request.pieces[0]
+            else:  # one character a token: read off the step's tokens
+                row.pending += table[ids[at[request].start]]
             if request.finished:
-                reason = request.reasons[0]
+                reason, count = request.reasons[0], engine.count_of(request)
             elif now > row.deadline:  # one comparison a row: cheaper than keeping the soonest
+                reason, count = "time_limit", engine.count_of(request)
                 engine.cancel(request)
-                reason = "time_limit"
                 row.pending += request._streams[0].finish() if request._streams else ""
             else:
                 keep.append(row)
                 continue
-            self._end(choice, reason, row.pending, request.count)
+            self._end(choice, reason, row.pending, count)
         if len(keep) < len(rows):
             self._release(len(rows) - len(keep))
             self._rows[name] = keep
@@ -339,9 +343,9 @@ class Batcher:
 
     def _fail(self, name: str) -> None:
         """A step failed (a bug, or the device ran out of memory): its rows end with "error"."""
-        rows = self._rows[name]
+        rows, engine = self._rows[name], self._engines[name]
         for row in rows:
-            self._end(row.choice, "error", "", row.request.count)
+            self._end(row.choice, "error", "", engine.count_of(row.request))
         self._release(len(rows))
         self._rows[name] = []
         del self._engines[name]
@@ -373,11 +377,11 @@ class Batcher:
 
     def _finish_all(self) -> None:
         """At stop: whatever still runs or waits ends now ("time_limit": the server ran out of it)."""
-        for rows in self._rows.values():
+        for name, rows in self._rows.items():
             for row in rows:
                 if not row.choice.cancelled:
-                    streams = row.request._streams
-                    self._end(row.choice, "time_limit", row.pending + (streams[0].finish() if streams else ""), row.request.count)
+                    streams, count = row.request._streams, self._engines[name].count_of(row.request)
+                    self._end(row.choice, "time_limit", row.pending + (streams[0].finish() if streams else ""), count)
             rows.clear()
         with self._lock:
             waiting, self._waiting = list(self._waiting), deque()

@@ -131,13 +131,13 @@ def test_prime_is_read_once_then_state_is_carried(tiny_run, small_text):
     long_text = "".join(p[0] for p in generate(model, tok, config, "cpu", stepper=Counting(model)))
     assert fused == [(STEPPED_PRIME + 44, 1)] and len(stepped) == 10
     model.forward = original  # the same continuation when the long prime is read token by token
-    from charlstm.generation import engine
+    from charlstm.generation import request
 
-    sampling_limit, engine.STEPPED_PRIME = engine.STEPPED_PRIME, 10**6
+    sampling_limit, request.STEPPED_PRIME = request.STEPPED_PRIME, 10**6
     try:
         assert "".join(p[0] for p in generate(model, tok, config, "cpu")) == long_text
     finally:
-        engine.STEPPED_PRIME = sampling_limit
+        request.STEPPED_PRIME = sampling_limit
     assert len(short) == 10
 
 

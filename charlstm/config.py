@@ -40,6 +40,7 @@ QUANTITIES = {
 }
 SHOW_CHOICES = tuple(dict.fromkeys(q for names in QUANTITIES.values() for q in names))
 SENTENCEPIECE_VOCAB_SIZE = 512
+DEFAULT_EPOCHS = 10  # --epochs when neither it nor --max-time is given
 EVAL_EVERY_TOKENS = 819_200  # the default --eval-every, in training tokens (800 steps of 16 x 64)  # --vocab-size when bpe/unigram is asked for without one
 
 
@@ -215,7 +216,11 @@ class TrainConfig(_Serializable):
         "Keep a moving average of the weights with this decay per step (e.g. 0.999): validation and "
         "best.pt use the averaged weights; last.pt keeps the raw ones and the average [default: off].",
     )
-    epochs: int = setting(10, "Stop after this many passes over the text...")
+    epochs: int | None = setting(
+        None,
+        f"Stop after this many passes over the text [default: {DEFAULT_EPOCHS}; with --max-time, as many as "
+        "the budget holds: the budget is the plan]...",
+    )
     max_steps: int | None = setting(None, "...or this many steps...")
     max_time: float | None = setting(None, "...or this many seconds, whichever comes first.")
     size: str = setting(
@@ -291,6 +296,14 @@ class TrainConfig(_Serializable):
     @property
     def sentencepiece_vocab_size(self) -> int:
         return self.vocab_size or SENTENCEPIECE_VOCAB_SIZE
+
+    @property
+    def epoch_limit(self) -> int | None:
+        """The passes that end the run: --epochs as given; else none under --max-time (the budget
+        ends it), and ``DEFAULT_EPOCHS`` without."""
+        if self.epochs is not None:
+            return self.epochs
+        return None if self.max_time is not None else DEFAULT_EPOCHS
 
 
 # Settings a resumed run must keep (the others, --lr, --max-steps, --dropout, --device, ... may

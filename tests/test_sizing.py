@@ -1,5 +1,4 @@
 import json
-import math
 
 import pytest
 import torch
@@ -99,9 +98,10 @@ def test_a_run_with_max_time_is_sized_and_records_why(tmp_path, small_text, monk
 
 
 def test_a_small_text_trains_for_the_budget_with_early_stopping():
-    config = TrainConfig(max_time=60)  # --epochs 10
-    # 27,000 tokens, 200 passes in the budget: the budget ends the run, validating every pass.
-    assert small_text_recipe(200.4, 27_000, 27, config) == {"epochs": 201, "eval_every": 27, "patience": 3, "ema": 0.99}
+    config = TrainConfig(max_time=60)  # no --epochs: the budget ends the run
+    assert config.epoch_limit is None and TrainConfig().epoch_limit == 10 and TrainConfig(max_time=60, epochs=3).epoch_limit == 3
+    # 27,000 tokens, 200 passes in the budget: validating every pass, stopping early.
+    assert small_text_recipe(200.4, 27_000, 27, config) == {"eval_every": 27, "patience": 3, "ema": 0.99}
     assert SMALL_TEXT_PATIENCE == 3
     # What the user gave is kept.
     assert small_text_recipe(200.4, 27_000, 27, config, ("patience", "epochs", "ema")) == {"eval_every": 27}
@@ -120,12 +120,12 @@ def test_a_small_text_run_with_max_time_gets_the_recipe_and_a_large_one_does_not
     record = json.loads((result.run_dir / "config.json").read_text())
     size, train_config = record["info"]["size"], record["train"]
     steps_per_epoch = record["info"]["steps_per_epoch"]
-    assert size["recipe"] == {"epochs": math.ceil(size["epochs"]), "eval_every": steps_per_epoch, "patience": 3, "ema": 0.99}
+    assert size["recipe"] == {"eval_every": steps_per_epoch, "patience": 3, "ema": 0.99}
     assert (train_config["epochs"], train_config["eval_every"], train_config["patience"], train_config["ema"]) == (
-        math.ceil(size["epochs"]), steps_per_epoch, 3, 0.99
-    )
+        None, steps_per_epoch, 3, 0.99
+    )  # no --epochs: the budget ends the run
     assert size["shape"] == "1x512"  # 230 parameters per token: no cap for a small text, only the budget
-    assert size["dropout"] == 0.4 and "a small text: up to" in size["reason"]
+    assert size["dropout"] == 0.4 and "a small text: validating every" in size["reason"]
     # A given --patience is kept; the rest of the recipe still applies.
     given = train(source, TrainConfig(**{**config.to_dict(), "patience": 7}), ModelShape(), out=tmp_path / "given",
                   shape_given=("patience",))

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import random
 import signal
 import time
 
@@ -402,6 +403,40 @@ def test_max_time_includes_the_final_validation_and_validates_several_times(tmp_
     saved = torch.load(result.last_path, weights_only=True)
     assert saved["train_state"]["step"] == result.steps and saved["run"]["stop_reason"] == "max_time"
     assert json.loads((result.run_dir / "config.json").read_text())["status"] == "finished: max_time"
+
+
+def test_a_run_of_a_few_seconds_uses_its_budget_and_anneals_to_its_end(tmp_path, small_text):
+    """The budget is the plan: no --epochs, so the 20 KB text is passed over as often as 4 s allow
+    (far more than 10 times), the schedule ends where training does, and the summary says so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # steady steps on a machine shared with other work
+    try:
+        result = run(tmp_path, small_text, max_time=5, bptt=64, val_fraction=0.05)  # a validation of 16 windows
+    finally:
+        torch.set_num_threads(threads)
+    assert result.stop_reason == "max_time" and result.overrun is None
+    assert 0.95 * 5 <= result.elapsed <= 5 * 1.02 + 0.25, result.elapsed
+    assert result.metrics[-1]["lr"] < 0.1 * TrainConfig().lr  # annealed to (near) zero by the budget's end
+    assert result.stop_detail.startswith("the budget: ") and "of the 5 s budget used" in result.stop_detail
+    record = json.loads((result.run_dir / "config.json").read_text())
+    assert record["train"]["epochs"] is None and record["info"]["planned_steps"] is None
+    assert record["status"] == "finished: max_time" and record["stop"] == result.stop_detail
+    capped = run(tmp_path, small_text, "capped", max_time=60, epochs=1, batch_size=16, bptt=64)  # --epochs given: a real cap
+    assert capped.stop_reason == "epochs" and capped.elapsed < 60
+    assert capped.stop_detail.startswith("--epochs 1: 1.00 passes") and "of the 60 s budget used" in capped.stop_detail
+
+
+def test_an_early_stop_says_so_and_why(tmp_path):
+    """A text of random letters over-fits at once: --patience 1 stops the run long before its
+    budget, and the result, the summary and config.json say it stopped early and why."""
+    letters = "".join(random.Random(1).choice("abcdefgh \n") for _ in range(6000))
+    result = run(tmp_path, letters, max_time=60, eval_every=10, patience=1, lr=0.03, val_fraction=0.2)
+    assert result.stop_reason == "patience" and result.elapsed < 60 * 0.95
+    assert result.stop_detail.startswith("early stopping: the validation loss had not improved for 1 validation")
+    assert "over-fit" in result.stop_detail and "of the 60 s budget used" in result.stop_detail
+    record = json.loads((result.run_dir / "config.json").read_text())
+    assert record["status"] == "finished: patience" and record["stop"] == result.stop_detail
+    assert torch.load(result.last_path, weights_only=True)["run"]["stop_reason"] == "patience"
 
 
 def test_an_explicit_eval_every_is_kept_under_max_time(tmp_path, small_text):

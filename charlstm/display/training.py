@@ -198,10 +198,10 @@ class TrainProgress(_Bars):
         return ", ".join(parts)
 
     def _eta(self, step: int, elapsed: float) -> float:
-        eta = (self.info.planned_steps - step) * elapsed / max(1, step)
-        if self.info.max_time:
-            eta = min(eta, max(0.0, self.info.max_time - elapsed))
-        return eta
+        left = [max(0.0, self.info.max_time - elapsed)] if self.info.max_time else []
+        if self.info.planned_steps is not None:  # None: the budget is the plan
+            left.append((self.info.planned_steps - step) * elapsed / max(1, step))
+        return min(left)
 
     @property
     def wants_samples(self) -> bool:
@@ -229,6 +229,8 @@ class TrainProgress(_Bars):
         overhead = getattr(result, "overhead_seconds", 0.0)
         spent = f"; validation, checkpoints and samples {duration(overhead)}" if overhead >= 0.5 else ""
         table.add_row("time", f"{duration(result.elapsed)}{budget}{spent}")
+        if getattr(result, "stop_detail", ""):
+            table.add_row("stopped", result.stop_detail)  # and how much of the budget it used
         if getattr(result, "overrun", None):
             table.add_row("over budget", result.overrun)
         table.add_row("tokens/s", f"{result.tokens_per_s:,.0f} (training steps only)")

@@ -341,8 +341,8 @@ def plan_resume(
 
     state = payload["train_state"]
     done = (
-        f"--epochs {config.epochs}"
-        if state["epoch"] >= config.epochs
+        f"--epochs {config.epoch_limit}"
+        if config.epoch_limit is not None and state["epoch"] >= config.epoch_limit
         else f"--max-steps {config.max_steps}"
         if config.max_steps is not None and state["step"] >= config.max_steps
         else f"--max-time {config.max_time:g}"

@@ -20,7 +20,7 @@ import torch
 
 from charlstm.data.batches import TrainData, lay_out, min_train_tokens
 from charlstm.runs.checkpoint import TrainState
-from charlstm.config import ModelConfig, ModelShape, TrainConfig
+from charlstm.config import DEFAULT_EPOCHS, ModelConfig, ModelShape, TrainConfig
 from charlstm.distributed import Dist, device_for
 from charlstm.errors import CheckpointError, DataError
 from charlstm.training.finetune import InitFrom, unknown_characters
@@ -29,7 +29,7 @@ from charlstm.runs.lock import RunLock
 from charlstm.model import LanguageModel
 from charlstm.runs.directory import ResumePlan, prepare_run_dir, token_file, write_metrics
 from charlstm.training.averaging import WeightAverage
-from charlstm.training.sizing import SHAPE_FIELDS, choose_size, small_text_recipe
+from charlstm.training.sizing import SHAPE_FIELDS, choose_size, many_passes_recipe, small_text_recipe
 from charlstm.data.source import Source
 from charlstm.data.text import read_head
 from charlstm.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -61,7 +61,7 @@ class TrainInfo:
     token_cache: str  # "wrote PATH" or "reused PATH"
     replacements: int  # invalid UTF-8 sequences replaced (--encoding-errors replace)
     steps_per_epoch: int
-    planned_steps: int
+    planned_steps: int | None  # None: the budget is the plan
     max_time: float | None
     resumed_from_step: int | None
     unknown_tokens: int  # places trained as the unknown symbol
@@ -188,11 +188,16 @@ def _auto_size(shape, shape_given, config, vocab_size, train_tokens, steps_per_e
     )
     record = choice.to_dict()
     recipe = small_text_recipe(choice.epochs, train_tokens, steps_per_epoch, config, shape_given)
+    many = many_passes_recipe(choice.epochs, train_tokens, config, shape_given)
+    if many:
+        config = dataclasses.replace(config, **many)
+        record["recipe"] = many
+        record["reason"] += f"; more than {config.epochs or DEFAULT_EPOCHS} passes: stopping after {config.patience} validations without improvement"
     if recipe:
         config = dataclasses.replace(config, **recipe)
         record["recipe"] = recipe
         record["reason"] += (
-            f"; a small text: up to {config.epochs} passes, validating every {config.eval_every} steps, "
+            f"; a small text: validating every {config.eval_every} steps (a pass), "
             f"stopping after {config.patience} validations without improvement"
             + (f", weights averaged (--ema {config.ema:g})" if config.ema is not None else "")
         )
@@ -215,35 +220,14 @@ def _build(
 ) -> TrainingSetup:
     """Tokens, data layout, model, optimizer and state; ``payload``: the checkpoint to resume;
     ``init``: the model a new run starts from; ``shape_given``: see ``prepare_new``."""
-    expected = None if payload is None else payload["corpus"]["sha256"]
-    tokens = dist.on_main(lambda: token_file(run_dir, source, tokenizer, expected_sha256=expected), share=False)
-    if not dist.is_main:  # rank 0 has written the token file; read it, or make one here
-        tokens = token_file(
-            run_dir, source, tokenizer, expected_sha256=expected, private=f"charlstm-rank{dist.rank}-"
-        )
-    data = lay_out(
-        tokens.ids, config.val_fraction, batch_size=config.batch_size, bptt=config.bptt,
-        eval_tokens=config.eval_tokens, rank=dist.rank, world_size=dist.world_size, val_start=tokens.val_start,
-        variable_bptt_seed=config.seed if config.variable_bptt else None,
-    )
-    needed = min_train_tokens(config.batch_size, config.bptt)
-    per_rank = data.train_tokens // dist.world_size
+    tokens, data = _tokens_and_layout(source, config, tokenizer, run_dir, payload, dist)
+    size = None
     if init is None:  # a fine-tuned model keeps its shape
         shape, config, size = _auto_size(
             shape, shape_given, config, tokenizer.vocab_size, data.train_tokens, len(data.windows), dist, device,
             precision,
         )
-    else:
-        size = None
-    if per_rank < needed:
-        in_each = f" per process ({dist.world_size} processes)" if dist.enabled else ""
-        raise DataError(
-            f"{source.name}: too short for one batch of windows: training needs at least {needed} "
-            f"tokens{in_each} (--batch-size {config.batch_size} x (--bptt {config.bptt} + 1)) and "
-            f"this text gives {per_rank} after holding out --val-fraction "
-            f"{config.val_fraction}; use a longer text or a smaller --batch-size / --bptt"
-        )
-
+    _check_long_enough(source, config, data, dist)
     model_config = ModelConfig.of(shape, tokenizer.vocab_size)
     model = LanguageModel(model_config).to(device)  # draws the initial weights (same on every rank)
     if init is not None:  # fine-tuning: its weights; the optimizer below is a fresh one
@@ -252,25 +236,7 @@ def _build(
     if dist.enabled:  # dropout masks differ between ranks
         torch.manual_seed(config.seed + dist.rank)
     data.stream = data.stream.to(device)  # on the CPU: still a view of the memory-mapped file
-    state = TrainState(hidden_by_rank=[None] * dist.world_size, torch_rng_by_rank=[None] * dist.world_size)
-    average = None
-    if payload is not None:
-        try:
-            state = _restore(
-                payload, model, optimizer, config=config, steps_per_epoch=len(data.windows), dist=dist,
-                device=device, run_dir=run_dir,
-            )
-            if config.ema is not None:  # --ema given on resume for the first time: it starts here
-                average = WeightAverage(model, config.ema, payload.get("ema"))
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
-            # What check_train_state cannot see: an optimizer or hidden state of the wrong shape.
-            raise CheckpointError(
-                f"{run_dir}: refused: its training state does not fit the model ({str(e).strip()[:200]}); "
-                "it cannot be resumed (sample and eval can still use it)"
-            ) from None
-    elif config.ema is not None:
-        average = WeightAverage(model, config.ema)
-
+    state, average = _training_state(payload, model, optimizer, config, len(data.windows), dist, device, run_dir)
     info = TrainInfo(
         run_dir=str(run_dir),
         corpus=source.name,
@@ -296,24 +262,65 @@ def _build(
         **source.files_info(config.val_fraction),
     )
     return TrainingSetup(
-        config=config,
-        model_config=model_config,
-        tokenizer=tokenizer,
-        source=source,
-        run_dir=run_dir,
-        corpus=source.record(tokens.stats),
-        data=data,
-        model=model,
-        optimizer=optimizer,
-        state=state,
-        device=device,
-        precision=precision,
-        dist=dist,
-        info=info,
-        init_from=None if init is None else init.record,
-        sample_prime=sample_prime(source, tokenizer),
+        config=config, model_config=model_config, tokenizer=tokenizer, source=source, run_dir=run_dir,
+        corpus=source.record(tokens.stats), data=data, model=model, optimizer=optimizer, state=state,
+        device=device, precision=precision, dist=dist, info=info,
+        init_from=None if init is None else init.record, sample_prime=sample_prime(source, tokenizer),
         average=average,
     )
+
+
+def _tokens_and_layout(source, config: TrainConfig, tokenizer: Tokenizer, run_dir: Path, payload, dist: Dist):
+    """The token file (written by rank 0, or reused; a resumed run's must hash as its checkpoint
+    says) and the data laid out for this rank."""
+    expected = None if payload is None else payload["corpus"]["sha256"]
+    tokens = dist.on_main(lambda: token_file(run_dir, source, tokenizer, expected_sha256=expected), share=False)
+    if not dist.is_main:  # rank 0 has written the token file; read it, or make one here
+        tokens = token_file(
+            run_dir, source, tokenizer, expected_sha256=expected, private=f"charlstm-rank{dist.rank}-"
+        )
+    data = lay_out(
+        tokens.ids, config.val_fraction, batch_size=config.batch_size, bptt=config.bptt,
+        eval_tokens=config.eval_tokens, rank=dist.rank, world_size=dist.world_size, val_start=tokens.val_start,
+        variable_bptt_seed=config.seed if config.variable_bptt else None,
+    )
+    return tokens, data
+
+
+def _check_long_enough(source: Source, config: TrainConfig, data: TrainData, dist: Dist) -> None:
+    needed = min_train_tokens(config.batch_size, config.bptt)
+    per_rank = data.train_tokens // dist.world_size
+    if per_rank < needed:
+        in_each = f" per process ({dist.world_size} processes)" if dist.enabled else ""
+        raise DataError(
+            f"{source.name}: too short for one batch of windows: training needs at least {needed} "
+            f"tokens{in_each} (--batch-size {config.batch_size} x (--bptt {config.bptt} + 1)) and "
+            f"this text gives {per_rank} after holding out --val-fraction "
+            f"{config.val_fraction}; use a longer text or a smaller --batch-size / --bptt"
+        )
+
+
+def _training_state(payload, model, optimizer, config: TrainConfig, steps_per_epoch: int, dist: Dist, device,
+                    run_dir: Path) -> tuple[TrainState, WeightAverage | None]:
+    """A new run's fresh state, or a resumed run's from its checkpoint (weights and optimizer
+    restored into ``model`` and ``optimizer``); and the weight average with --ema."""
+    if payload is None:
+        state = TrainState(hidden_by_rank=[None] * dist.world_size, torch_rng_by_rank=[None] * dist.world_size)
+        return state, None if config.ema is None else WeightAverage(model, config.ema)
+    try:
+        state = _restore(
+            payload, model, optimizer, config=config, steps_per_epoch=steps_per_epoch, dist=dist,
+            device=device, run_dir=run_dir,
+        )
+        # --ema given on resume for the first time: it starts here
+        average = None if config.ema is None else WeightAverage(model, config.ema, payload.get("ema"))
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+        # What check_train_state cannot see: an optimizer or hidden state of the wrong shape.
+        raise CheckpointError(
+            f"{run_dir}: refused: its training state does not fit the model ({str(e).strip()[:200]}); "
+            "it cannot be resumed (sample and eval can still use it)"
+        ) from None
+    return state, average
 
 
 def sample_prime(source: Source, tokenizer: Tokenizer, max_chars: int = 80) -> str:
@@ -325,10 +332,14 @@ def sample_prime(source: Source, tokenizer: Tokenizer, max_chars: int = 80) -> s
     return line
 
 
-def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int:
-    """The steps the run is planned for (``--max-time`` may end it sooner)."""
-    steps = config.epochs * steps_per_epoch
-    return steps if config.max_steps is None else min(steps, config.max_steps)
+def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int | None:
+    """The steps the run is planned for (``--max-time`` may end it sooner); None: the budget
+    (``--max-time`` without ``--epochs`` or ``--max-steps``) is the plan."""
+    limit = config.epoch_limit
+    steps = None if limit is None else limit * steps_per_epoch
+    if config.max_steps is None:
+        return steps
+    return config.max_steps if steps is None else min(steps, config.max_steps)
 
 
 def _adamw(model: LanguageModel, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:

@@ -14,9 +14,10 @@ from the budget, this machine's measured speed and the corpus size:
 3. Set the dropout from how many passes over the text the budget gives (``dropout_for``): more
    passes over the same text need more regularisation.
 4. A small text (under ``SMALL_TEXT_TOKENS`` training tokens) that the budget passes over more
-   than ``--epochs`` times also gets its recipe (``small_text_recipe``): the budget, not
-   ``--epochs``, ends the run, with a validation every pass and early stopping, so ``best.pt``
-   is the model before it over-fits.
+   than ``DEFAULT_EPOCHS`` times (or ``--epochs`` given) also gets its recipe
+   (``small_text_recipe``): a validation every pass and early stopping, so ``best.pt`` is the
+   model before it over-fits. (The budget, not ``--epochs``, ends every ``--max-time`` run
+   unless ``--epochs`` is given: ``charlstm.training.budget``.)
 
 The constants were measured on tinyshakespeare with 60 s, 300 s and 1800 s budgets (benchmarks/RESULTS.md,
 "A longer run"). Any shape option the user gives turns sizing off, and the choice and the
@@ -25,7 +26,6 @@ reason are shown at the start and recorded in the run's ``config.json``.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from charlstm.config import ModelConfig, ModelShape, TrainConfig
+from charlstm.config import DEFAULT_EPOCHS, ModelConfig, ModelShape, TrainConfig
 from charlstm.hardware import Precision
 from charlstm.model import LanguageModel, count_parameters
 
@@ -79,19 +79,27 @@ def small_text_recipe(epochs: float, train_tokens: int, steps_per_epoch: int, co
                       given=()) -> dict:
     """``TrainConfig`` changes for a text of ``train_tokens`` that the budget passes over
     ``epochs`` times: none for a text of ``SMALL_TEXT_TOKENS`` or more, or one the budget passes
-    over at most ``--epochs`` times. Otherwise the default ``--epochs`` 10 would stop a 30 KB text
-    after a few seconds of a minute's budget: ``--epochs`` rises to the passes the budget buys,
-    ``--eval-every`` to one pass and ``--patience`` to ``SMALL_TEXT_PATIENCE``, so the run stops
-    once the held-out tail stops improving and ``best.pt`` keeps the best; and ``--ema``
-    ``SMALL_TEXT_EMA``: stopped early, the learning rate is still high, and the average of the
-    last steps' weights scored better. Options in ``given`` (what the user chose) are kept."""
-    if train_tokens >= SMALL_TEXT_TOKENS or epochs <= config.epochs:
+    over at most ``--epochs`` (default ``DEFAULT_EPOCHS``) times. Otherwise the many passes would
+    over-fit a small text: ``--eval-every`` becomes one pass and ``--patience``
+    ``SMALL_TEXT_PATIENCE``, so the run stops once the held-out tail stops improving and
+    ``best.pt`` keeps the best; and ``--ema`` ``SMALL_TEXT_EMA``: stopped early, the learning rate
+    is still high, and the average of the last steps' weights scored better. Options in ``given``
+    (what the user chose) are kept."""
+    if train_tokens >= SMALL_TEXT_TOKENS or epochs <= (config.epochs or DEFAULT_EPOCHS):
         return {}
-    changes = {
-        "epochs": math.ceil(epochs), "eval_every": steps_per_epoch, "patience": SMALL_TEXT_PATIENCE,
-        "ema": SMALL_TEXT_EMA,
-    }
+    changes = {"eval_every": steps_per_epoch, "patience": SMALL_TEXT_PATIENCE, "ema": SMALL_TEXT_EMA}
     return {name: value for name, value in changes.items() if name not in given}
+
+
+def many_passes_recipe(epochs: float, train_tokens: int, config: TrainConfig, given=()) -> dict:
+    """``TrainConfig`` changes for a text of ``SMALL_TEXT_TOKENS`` or more that the budget passes
+    over more than ``--epochs`` (default ``DEFAULT_EPOCHS``) times: ``--patience``
+    ``SMALL_TEXT_PATIENCE``, so a run the budget would carry past the point where it over-fits
+    stops there (``best.pt`` keeps the best) and says so. (More passes over a 1 MB text once did
+    worse than 10: benchmarks/RESULTS.md, "Not prose".) A given ``--patience`` is kept."""
+    if train_tokens < SMALL_TEXT_TOKENS or epochs <= (config.epochs or DEFAULT_EPOCHS) or "patience" in given:
+        return {}
+    return {"patience": SMALL_TEXT_PATIENCE}
 
 
 def pick(budget: float, speeds: dict[tuple[int, int], float], train_tokens: int, embedding_dim: int,

@@ -185,3 +185,43 @@ def test_eval_context_through_the_cli(tiny_run, tmp_path, small_text):
     assert "context read first (not scored)" in table.stdout and "2,000 tokens" in table.stdout
     missing = run_cli("eval", tiny_run, part, "--context", tmp_path / "nope.txt")
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "nope.txt" in missing.stderr
+
+
+def _stream_of_states(seed, n, hidden=64, vocab=20):
+    """States spread like a trained model's (each a noisy copy of one of a few hundred
+    prototypes, tanh-squashed) and the token after each."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = torch.randn(300, hidden, generator=g) * 2
+    which = torch.randint(0, 300, (n,), generator=g)
+    states = (prototypes[which] + 0.3 * torch.randn(n, hidden, generator=g)).tanh()
+    return states, (which % vocab), torch.log_softmax(torch.randn(n, vocab, generator=g), -1)
+
+
+def test_the_shortlist_scores_within_tolerance_of_the_exact_product(monkeypatch):
+    """A large cache with one theta scores a shortlist (a bf16 product finds the states near each
+    row's best, only those scored exactly): per token within 1e-3 nats of the exact product, the
+    total within 0.003 bits per token, and it is taken (not the exact fallback)."""
+    import charlstm.evaluation.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "SHORTLIST_MIN_STATES", 512)
+    states, values, log_probs = _stream_of_states(1, 6000)
+    results = {}
+    for exact in (True, False):
+        cache = NeuralCache(CacheConfig(cache_size=4000, cache_theta=1.0, cache_lambda=0.3), "cpu", exact=exact)
+        nll = []
+        for start in range(0, len(values), 64):
+            rows = slice(start, start + 64)
+            lp = log_probs[rows].gather(1, values[rows, None])[:, 0]
+            nll.append(cache.score(states[rows], lp, values[rows]))
+        results[exact] = torch.cat(nll)
+        if not exact:
+            assert cache.kept_share is not None and cache.kept_share < cache_module.SHORTLIST_MAX_SHARE
+    assert (results[True] - results[False]).abs().max() < 1e-3
+    assert abs(results[True].mean() - results[False].mean()) / math.log(2) < 0.003
+
+
+def test_a_small_cache_or_a_grid_of_thetas_uses_the_exact_product():
+    cache = NeuralCache(CacheConfig(cache_size=100), "cpu")
+    states, values, _ = _stream_of_states(2, 200)
+    cache.score(states[:64], torch.zeros(64), values[:64])
+    assert cache.ring_low is None and cache.kept_share is None  # under SHORTLIST_MIN_STATES: no bf16 copy

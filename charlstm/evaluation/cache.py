@@ -17,6 +17,14 @@ theta and lambda not given are chosen as the text is read, never from text not y
 cache keeps the log-likelihood every pair of a small grid would have had so far and scores each
 segment with the best pair up to the segment before (the first with the grid's middle). The
 hidden states do not depend on theta and lambda, so the grid costs one extra softmax per theta.
+
+A large cache with one theta (after a context has chosen it, or given) is scored by a shortlist:
+a bf16 product against a bf16 copy of the ring (AVX-512-bf16 or AMX where the CPU has them)
+finds, for each row, the states within ``SHORTLIST_NATS / theta`` (plus the product's rounding)
+of its best, and only those are scored exactly in float32. What is left out weighs at most
+``exp(-SHORTLIST_NATS)`` of the best state each, about 1e-3 of the total for 150,000 states, so
+the figure moves by at most ~0.001 nats per token; a theta so small that most states would be
+kept falls back to the exact product, as does a cache under ``SHORTLIST_MIN_STATES``.
 """
 
 from __future__ import annotations
@@ -52,14 +60,28 @@ def tunes(end: int, skip: int) -> bool:
 
 
 THETAS = (0.03, 0.1, 0.3, 1.0, 3.0)
+
+# The shortlist (see the module docstring): how far below a row's best state (in nats, after theta)
+# a state is still scored, the smallest cache it is used for, and the share of the product's
+# entries above which the exact path is cheaper.
+SHORTLIST_NATS = 20.0
+SHORTLIST_MIN_STATES = 8192
+SHORTLIST_MAX_SHARE = 0.05
+# A bf16 product's rounding: each of the H terms is off by up to 2^-8 of itself, in random
+# directions, so the sum is off by about 2^-8 |h_t| |h_i| / sqrt(H); the slack is 8 times that.
+BF16_SLACK = 2.0**-5
 LAMBDAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 0.95)
 
 
 class NeuralCache:
     """A cache over one stream of text, read in order, segment by segment (``score``)."""
 
-    def __init__(self, config: CacheConfig, device) -> None:
+    def __init__(self, config: CacheConfig, device, *, exact: bool = False) -> None:
         self.size = config.cache_size
+        self.exact = exact  # True: always the exact product (no shortlist)
+        self.kept_share: float | None = None  # the last shortlist's share of the states scored exactly
+        self.ring_low: torch.Tensor | None = None  # (size, H) bf16: the ring for the shortlist's product
+        self.ring_norms: torch.Tensor | None = None  # (size,) |h_i|
         self.thetas = (config.cache_theta,) if config.cache_theta is not None else THETAS
         self.lambdas = (config.cache_lambda,) if config.cache_lambda is not None else LAMBDAS
         self.device = torch.device(device)
@@ -111,12 +133,23 @@ class NeuralCache:
             return
         if self.ring is None:
             self.ring = torch.zeros(self.size, features.size(-1), device=self.device)
+            if self._shortlisting:
+                self.ring_low = torch.zeros(self.size, features.size(-1), dtype=torch.bfloat16, device=self.device)
+                self.ring_norms = torch.zeros(self.size, device=self.device)
         places = torch.arange(self.count, self.count + len(targets), device=self.device)[-self.size :]
         slots = places % self.size
-        self.ring.index_copy_(0, slots, features[-len(places) :].float())
+        kept = features[-len(places) :].float()
+        self.ring.index_copy_(0, slots, kept)
+        if self.ring_low is not None:
+            self.ring_low.index_copy_(0, slots, kept.to(torch.bfloat16))
+            self.ring_norms.index_copy_(0, slots, torch.linalg.vector_norm(kept, dim=-1))
         self.ring_values.index_copy_(0, slots, targets[-len(places) :])
         self.ring_places.index_copy_(0, slots, places)
         self.count += len(targets)
+
+    @property
+    def _shortlisting(self) -> bool:
+        return not self.exact and self.size >= SHORTLIST_MIN_STATES
 
     def distribution(self, features: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
         """The mixed log-distribution (T, V) for rows ``features`` (T, H) whose model
@@ -148,6 +181,19 @@ class NeuralCache:
         here = torch.arange(self.count, self.count + T, device=self.device)  # (T,): each row's place
         own = here[None, :] < here[:, None]  # (T, T): the segment's earlier rows
         own &= here[None, :] >= here[:, None] - self.size
+        log_p_cache = None
+        if len(self.thetas) == 1 and self.ring_low is not None and self.filled >= SHORTLIST_MIN_STATES:
+            log_p_cache = self._shortlist(features, targets, here, own)
+        if log_p_cache is None:
+            log_p_cache = self._exact(features, targets, here, own)
+        empty = torch.isnan(log_p_cache[0])  # (T,): nothing to copy from yet: the model alone
+        log_p_cache = log_p_cache.nan_to_num(nan=-math.inf)
+        return self._mix_and_learn(log_p_cache, empty, log_p_model, features, targets)
+
+    def _exact(self, features, targets, here, own) -> torch.Tensor:
+        """log p_cache of each target (K, T) for each theta: every visible state scored in
+        float32; NaN for a row with nothing visible."""
+        T = len(targets)
         if self.ring is None:
             dots = features @ features.T  # (T, T)
             visible, every_value = own, targets
@@ -166,7 +212,42 @@ class NeuralCache:
         for k, theta in enumerate(self.thetas):
             torch.mul(centred, theta, out=weights).exp_()  # (T, M+T), 0 where hidden
             log_p_cache[k] = torch.linalg.vecdot(weights, same).log() - weights.sum(dim=-1).log()
-        log_p_cache = log_p_cache.masked_fill(empty, -math.inf)  # -inf: nothing visible was followed by it
+        return log_p_cache.masked_fill(empty, math.nan)  # -inf: nothing visible was followed by it
+
+    def _shortlist(self, features, targets, here, own) -> torch.Tensor | None:
+        """``_exact`` for one theta and a full-enough ring, from the states near each row's best
+        (the module docstring); None when so many are near that the exact path is cheaper."""
+        theta, n = self.thetas[0], self.filled
+        dots = features.to(torch.bfloat16) @ self.ring_low[:n].T  # (T, n) bf16
+        places = self.ring_places[:n]
+        edge = torch.nonzero(places < here[-1] - self.size)[:, 0]  # slots out of reach of some rows
+        if len(edge):
+            hidden = places[edge][None, :] < here[:, None] - self.size  # (T, E)
+            dots[:, edge] = dots[:, edge].masked_fill(hidden, -math.inf)
+        own_dots = (features @ features.T).masked_fill_(~own, -math.inf)  # (T, T), exact
+        top = torch.maximum(dots.amax(dim=-1).float(), own_dots.amax(dim=-1))  # (T,)
+        norms = torch.linalg.vector_norm(features, dim=-1)  # (T,)
+        slack = BF16_SLACK * norms * self.ring_norms[:n].max() / math.sqrt(features.size(-1))  # (T,)
+        reach = (top - SHORTLIST_NATS / theta - slack).to(torch.bfloat16)  # (T,)
+        rows, cols = torch.nonzero(dots >= reach[:, None], as_tuple=True)  # (K,), (K,)
+        self.kept_share = len(rows) / dots.numel()  # how many of the product's entries were scored exactly
+        if len(rows) > SHORTLIST_MAX_SHARE * dots.numel():
+            return None
+        exact = torch.linalg.vecdot(features[rows], self.ring[cols])  # (K,), float32
+        weights = torch.exp(theta * (exact - top[rows]))  # (K,)
+        same = (self.ring_values[cols] == targets[rows]).float()
+        total = torch.zeros(len(targets), device=self.device).index_add_(0, rows, weights)  # (T,)
+        hit = torch.zeros(len(targets), device=self.device).index_add_(0, rows, weights * same)  # (T,)
+        top_own = torch.where(torch.isfinite(top), top, 0.0)
+        own_weights = torch.exp(theta * (own_dots - top_own[:, None]))  # (T, T), 0 where hidden
+        total += own_weights.sum(dim=-1)
+        hit += (own_weights * (targets[None, :] == targets[:, None])).sum(dim=-1)
+        log_p_cache = hit.log() - total.log()
+        return log_p_cache.masked_fill(~torch.isfinite(top), math.nan)[None, :]  # (1, T)
+
+    def _mix_and_learn(self, log_p_cache, empty, log_p_model, features, targets) -> torch.Tensor:
+        """The mixture's negative log-likelihoods (T,) with the pair in use; then the grid's
+        totals and the pair for the next segment, and the segment joins the cache."""
         lambdas = torch.tensor(self.lambdas, device=self.device)  # (L,)
         mixed = _mix(log_p_model[None, None, :], log_p_cache[:, None, :], lambdas[None, :, None])  # (K, L, T)
         mixed = torch.where(empty, log_p_model, mixed)
@@ -186,7 +267,7 @@ def _mix(log_p_model, log_p_cache, lambda_):
 
 @torch.inference_mode()
 def cached_stream_loss(
-    model, ids, config: CacheConfig, *, bptt: int, device, skip: int = 0, on_progress=None
+    model, ids, config: CacheConfig, *, bptt: int, device, skip: int = 0, on_progress=None, exact: bool = False
 ) -> tuple[float, int, NeuralCache]:
     """Sum of next-token negative log-likelihoods over ``ids`` read as one stream with the cache,
     how many tokens were scored (all but the first, and none of the first ``skip``: context,
@@ -195,7 +276,7 @@ def cached_stream_loss(
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    cache = NeuralCache(config, device)
+    cache = NeuralCache(config, device, exact=exact)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     hidden = None

@@ -199,80 +199,103 @@ def evaluate_source(
         cache_config = None
     with tempfile.TemporaryDirectory(prefix="charlstm-eval-") as tmp:
         encoded = encode_to_file(source, tokenizer, Path(tmp) / "tokens")
-        ids, stats = encoded.ids, encoded.stats
-        before = encode_to_file(context, tokenizer, Path(tmp) / "context").ids if context is not None else ids[:0]
-        if len(ids) < 2 - (len(before) > 0):
+        before = encode_to_file(context, tokenizer, Path(tmp) / "context").ids if context is not None else encoded.ids[:0]
+        if len(encoded.ids) < 2 - (len(before) > 0):
             raise DataError(f"{source.name}: too short to evaluate: it needs at least 2 tokens")
-
-        # Each pass reads its own tail of the context (``CONTEXT_TAILS``): one file holds the
-        # longest tail and the text, and each pass starts where its tail does.
-        tails = context_tails(len(before), adapt_config, cache_config)
-        longest = max(tails.values())
-        every = _concatenate(before[len(before) - longest :], ids, Path(tmp) / "joined") if longest else ids
-
-        def joined(part: str) -> tuple[np.ndarray, int]:
-            """The text after the context tail of pass ``part``, and how long that tail is."""
-            return every[longest - tails[part] :], tails[part]
-
-        started = time.perf_counter()
-        text, skip = joined("static")
-        nll_sum, scored = stream_loss(model, text, batch_size=batch_size, bptt=bptt, device=device, skip=skip)
-        seconds = time.perf_counter() - started
-        if cache_config is not None:
-            started = time.perf_counter()
-            text, skip = joined("cached")
-            cached_sum, cached_scored, cache = cached_stream_loss(
-                model, text, cache_config, bptt=bptt, device=device, skip=skip
-            )
-            cache_seconds = time.perf_counter() - started
-        if adapt_config is not None:
-            started = time.perf_counter()
-            adapt_cache = NeuralCache(cache_config, device) if cache_config is not None else None
-            text, skip = joined("adapted")
-            results = adapt(
-                model, text, adapt_config, device, on_progress, cache=adapt_cache, skip=skip, learn=CONTEXT_ADAPT_TOKENS
-            )
-            adapted_sum, adapted_scored = results[:2]
-            adapt_seconds = time.perf_counter() - started
-        n_tokens, encoded_unknown, n_context = len(ids), encoded.unknown, len(before)
-        del ids, encoded, before, text, every  # close the memory maps before the directory goes
+        text = _Joined(before, encoded.ids, context_tails(len(before), adapt_config, cache_config), Path(tmp))
+        static = _static_pass(model, text, batch_size=batch_size, bptt=bptt, device=device)
+        cached = _cached_pass(model, text, cache_config, bptt=bptt, device=device) if cache_config else None
+        adapted = (
+            _adapted_pass(model, text, adapt_config, cache_config, device=device, on_progress=on_progress)
+            if adapt_config else None
+        )
+        n_tokens, n_context, unknown, stats = len(encoded.ids), len(before), encoded.unknown, encoded.stats
+        del encoded, before, text  # close the memory maps before the directory goes
 
     def per_unit(loss: float) -> tuple[float, float]:
         total_bits = loss * n_tokens / math.log(2)
         return total_bits / stats.chars, total_bits / stats.bytes
 
-    loss = nll_sum / scored
-    bits_per_char, bits_per_byte = per_unit(loss)
-    cached = None
-    if cache_config is not None:
-        cached_loss = cached_sum / cached_scored
-        cached = CachedScore(
-            cached_loss, *per_unit(cached_loss), cache_seconds, cache.size, cache.theta, cache.lambda_
-        )
-    adapted = None
-    if adapt_config is not None:
-        adapted_loss = adapted_sum / adapted_scored
-        adapted = AdaptedScore(adapted_loss, *per_unit(adapted_loss), adapt_seconds, **adapt_config.to_dict())
-        if adapt_cache is not None:
-            both = results[2] / adapted_scored
-            adapted.cached = CachedScore(
-                both, *per_unit(both), 0.0, adapt_cache.size, adapt_cache.theta, adapt_cache.lambda_
-            )
+    loss = static.mean
     return EvalReport(
         tokens=n_tokens,
         chars=stats.chars,
         bytes=stats.bytes,
         loss=loss,
         perplexity=math.exp(min(loss, 700.0)),
-        bits_per_char=bits_per_char,
-        bits_per_byte=bits_per_byte,
-        unknown=encoded_unknown,
+        bits_per_char=per_unit(loss)[0],
+        bits_per_byte=per_unit(loss)[1],
+        unknown=unknown,
         replacements=stats.replacements,
-        seconds=seconds,
-        adapted=adapted,
-        cached=cached,
+        seconds=static.seconds,
+        adapted=None if adapted is None else adapted.adapted_score(per_unit, adapt_config),
+        cached=None if cached is None else cached.cached_score(per_unit, cached.mean, cached.seconds),
         context_tokens=n_context,
     )
+
+
+class _Joined:
+    """The text after a context: one memory-mapped file holds the longest tail any pass reads
+    (``context_tails``) and the text, and each pass starts where its own tail does."""
+
+    def __init__(self, before: np.ndarray, ids: np.ndarray, tails: dict[str, int], tmp: Path) -> None:
+        self.tails, self.longest = tails, max(tails.values())
+        self.every = _concatenate(before[len(before) - self.longest :], ids, tmp / "joined") if self.longest else ids
+
+    def part(self, name: str) -> tuple[np.ndarray, int]:
+        """The text after the context tail of pass ``name``, and how long that tail is."""
+        return self.every[self.longest - self.tails[name] :], self.tails[name]
+
+
+@dataclass
+class _Pass:
+    """What one pass over the text measured."""
+
+    nll_sum: float  # nats, over the scored tokens
+    scored: int
+    seconds: float
+    cache: NeuralCache | None = None  # the cache it read with
+    cached_sum: float | None = None  # the adapting pass with a cache: nats with the cache mixed in
+
+    @property
+    def mean(self) -> float:
+        return self.nll_sum / self.scored
+
+    def cached_score(self, per_unit, loss: float, seconds: float) -> CachedScore:
+        return CachedScore(loss, *per_unit(loss), seconds, self.cache.size, self.cache.theta, self.cache.lambda_)
+
+    def adapted_score(self, per_unit, config: AdaptConfig) -> AdaptedScore:
+        score = AdaptedScore(self.mean, *per_unit(self.mean), self.seconds, **config.to_dict())
+        if self.cache is not None:  # rode on this pass: no seconds of its own
+            score.cached = self.cached_score(per_unit, self.cached_sum / self.scored, 0.0)
+        return score
+
+
+def _static_pass(model, text: _Joined, *, batch_size: int, bptt: int, device) -> _Pass:
+    started = time.perf_counter()
+    ids, skip = text.part("static")
+    nll_sum, scored = stream_loss(model, ids, batch_size=batch_size, bptt=bptt, device=device, skip=skip)
+    return _Pass(nll_sum, scored, time.perf_counter() - started)
+
+
+def _cached_pass(model, text: _Joined, config: CacheConfig, *, bptt: int, device) -> _Pass:
+    """The text as one stream with the neural cache, static weights."""
+    started = time.perf_counter()
+    ids, skip = text.part("cached")
+    nll_sum, scored, cache = cached_stream_loss(model, ids, config, bptt=bptt, device=device, skip=skip)
+    return _Pass(nll_sum, scored, time.perf_counter() - started, cache)
+
+
+def _adapted_pass(model, text: _Joined, config: AdaptConfig, cache_config: CacheConfig | None, *, device,
+                  on_progress=None) -> _Pass:
+    """Dynamic evaluation (changes ``model``'s weights), with the cache too when there is one;
+    the context's last ``CONTEXT_ADAPT_TOKENS`` are learnt from first."""
+    started = time.perf_counter()
+    cache = NeuralCache(cache_config, device) if cache_config is not None else None
+    ids, skip = text.part("adapted")
+    results = adapt(model, ids, config, device, on_progress, cache=cache, skip=skip, learn=CONTEXT_ADAPT_TOKENS)
+    cached_sum = results[2] if cache is not None else None
+    return _Pass(results[0], results[1], time.perf_counter() - started, cache, cached_sum)
 
 
 def context_tails(available: int, adapt_config: AdaptConfig | None, cache_config: CacheConfig | None) -> dict[str, int]:

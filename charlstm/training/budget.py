@@ -102,13 +102,16 @@ class Budget:
     def round_estimate(self, sampling: bool) -> float:
         """Seconds a validation, its checkpoint and its sample will take: the most of the last
         three measured, with a margin; before any, from the speed of the recent training steps
-        (scoring a token costs at most what training on it does) and the size of a checkpoint."""
+        (scoring a token is a forward pass, a third of what training on it costs) and the size of
+        a checkpoint, at most half the budget: a guess never ends a run that has not measured
+        one (the first validation, a tenth of the way in, measures it)."""
         sample = self.sample_cost if sampling else 0.0
         if self.round_costs:
             return 1.1 * max(self.round_costs[-3:]) + sample
-        scoring = self.val_tokens * self.step_median / self.step_tokens
+        scoring = self.val_tokens * self.step_median / self.step_tokens / 3
         saving = 0.05 + 3 * 4 * self.parameters / 100e6  # weights and two moments at 100 MB/s
-        return scoring + saving + sample
+        guess = scoring + saving + sample
+        return guess if self.max_time is None else min(guess, self.max_time / 2)
 
     def schedule_end(self, sampling: bool) -> float | None:
         """Where training will end on the run's clock (the budget less one step and the final

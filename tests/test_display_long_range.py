@@ -2,7 +2,7 @@
 
 import pytest
 
-from charlstm.config import ExperimentConfig
+from charlstm.analysis.config import ExperimentConfig
 from charlstm.display.long_range import print_long_range
 from charlstm.analysis.experiment import Report, Result
 

@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import pytest
 
-from charlstm.config import ExperimentConfig
+from charlstm.analysis.config import ExperimentConfig
 from charlstm.errors import ConfigError
 from charlstm.analysis.experiment import Job, Report, Result, data_generator, plan, run_experiment, train_job
 from charlstm.analysis.memory_tasks import MemoryTask

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlstm.config import MEMORY_TASKS, ExperimentConfig
+from charlstm.analysis.config import MEMORY_TASKS, ExperimentConfig
 from charlstm.analysis.memory_probes import probe
 from charlstm.analysis.memory_tasks import MemoryModel, MemoryTask, accuracy, count_parameters, hidden_for_budget
 

@@ -33,7 +33,7 @@ HELD_OUT_EVERY = 7  # copy: symbol tuples whose index is a multiple of this are 
 
 @dataclass(frozen=True)
 class MemoryTask:
-    name: str  # one of config.MEMORY_TASKS
+    name: str  # one of analysis.config.MEMORY_TASKS
     num_symbols: int = 8  # what must be remembered
     num_distractors: int = 8  # recall's noise in between (copy's filler is one blank)
     copy_length: int = 4  # how many symbols copy must repeat

@@ -20,13 +20,13 @@ from charlstm.cli.base import (
     out_option,
     run_argument,
 )
+from charlstm.analysis.config import ExperimentConfig
 from charlstm.config import (
     ADAPT_NEEDS,
     SHOW_CHOICES,
     AdaptConfig,
     CacheConfig,
     EvalConfig,
-    ExperimentConfig,
     SampleConfig,
     check_cache,
     flag,

@@ -198,7 +198,7 @@ def _stream_of_states(seed, n, hidden=64, vocab=20):
 
 
 def test_the_shortlist_scores_within_tolerance_of_the_exact_product(monkeypatch):
-    """A large cache with one theta scores a shortlist (a bf16 product finds the states near each
+    """With ``shortlist=True`` a large cache with one theta scores a shortlist (a bf16 product finds the states near each
     row's best, only those scored exactly): per token within 1e-3 nats of the exact product, the
     total within 0.003 bits per token, and it is taken (not the exact fallback)."""
     import charlstm.evaluation.cache as cache_module
@@ -207,7 +207,7 @@ def test_the_shortlist_scores_within_tolerance_of_the_exact_product(monkeypatch)
     states, values, log_probs = _stream_of_states(1, 6000)
     results = {}
     for exact in (True, False):
-        cache = NeuralCache(CacheConfig(cache_size=4000, cache_theta=1.0, cache_lambda=0.3), "cpu", exact=exact)
+        cache = NeuralCache(CacheConfig(cache_size=4000, cache_theta=1.0, cache_lambda=0.3), "cpu", shortlist=not exact)
         nll = []
         for start in range(0, len(values), 64):
             rows = slice(start, start + 64)
@@ -221,7 +221,7 @@ def test_the_shortlist_scores_within_tolerance_of_the_exact_product(monkeypatch)
 
 
 def test_a_small_cache_or_a_grid_of_thetas_uses_the_exact_product():
-    cache = NeuralCache(CacheConfig(cache_size=100), "cpu")
+    cache = NeuralCache(CacheConfig(cache_size=100), "cpu", shortlist=True)
     states, values, _ = _stream_of_states(2, 200)
     cache.score(states[:64], torch.zeros(64), values[:64])
     assert cache.ring_low is None and cache.kept_share is None  # under SHORTLIST_MIN_STATES: no bf16 copy

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from charlstm.errors import CharlstmError
+from charlstm.serving import chat, tokens
 from charlstm.serving.batcher import Batcher, Choice
 from charlstm.serving.errors import ApiError, bad_field, server_busy
 from charlstm.serving.metrics import Metrics
@@ -42,7 +43,6 @@ from charlstm.serving.models import ServedModel, check_names
 from charlstm.serving.replies import CompletionReply
 from charlstm.serving.requests import Limits, MAX_SEED, parse_completion, parse_score
 from charlstm.serving.schema import openapi
-from charlstm.serving import chat, tokens
 
 log = logging.getLogger("charlstm.serve")
 

@@ -17,12 +17,10 @@ traceback logged on the server and never sent.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
 import secrets
-import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -38,6 +36,7 @@ from charlstm.errors import CharlstmError
 from charlstm.serving import chat, tokens
 from charlstm.serving.batcher import Batcher, Choice
 from charlstm.serving.errors import ApiError, bad_field, server_busy
+from charlstm.serving.guard import OPEN_PATHS, ROUTED, _error_response, guard  # noqa: F401 (OPEN_PATHS: the paths without a key)
 from charlstm.serving.metrics import Metrics
 from charlstm.serving.models import ServedModel, check_names
 from charlstm.serving.replies import CompletionReply
@@ -46,20 +45,11 @@ from charlstm.serving.schema import openapi
 
 log = logging.getLogger("charlstm.serve")
 
-OPEN_PATHS = {"/", "/page.js", "/health", "/openapi.json", "/favicon.ico"}  # no API key needed
-ROUTED = {
-    "/", "/page.js", "/health", "/metrics", "/openapi.json", "/v1/completions", "/v1/chat/completions", "/v1/models",
-    "/v1/score", "/tokenize", "/detokenize", "/tokenizer_info",
-}  # fmt: skip
 _PAGE_HEADERS = {
     # The page fetches nothing from anywhere but this server.
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
     "Cache-Control": "no-cache",
 }
-
-
-def _error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 def _api(handler):
@@ -120,7 +110,7 @@ class Server:
         ]
         app = Starlette(routes=routes, lifespan=self._lifespan, exception_handlers={HTTPException: self._http_error})
         self.starlette = app
-        outer = self._guard(app)
+        outer = guard(app, self)
         if cors_origins:
             outer = CORSMiddleware(
                 outer, allow_origins=list(cors_origins), allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]
@@ -152,61 +142,6 @@ class Server:
         self.models = {m.name: m for m in models}
         self.ready = True
         log.info("serving %s", ", ".join(f"{m.name} ({m.description.get('architecture', '?')})" for m in models))
-
-    def _guard(self, app):
-        """ASGI middleware: the API key, the body limit, the 500 of last resort, metrics and
-        one log line per request."""
-
-        async def guarded(scope, receive, send):
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            started = time.perf_counter()
-            path, method = scope["path"], scope["method"]
-            status = {"code": 0}
-            scope.setdefault("state", {})["tokens"] = 0
-
-            async def sending(message):
-                if message["type"] == "http.response.start":
-                    status["code"] = message["status"]
-                await send(message)
-
-            try:
-                refusal = self._refusal(scope)
-                if refusal is not None:
-                    await _error_response(refusal)(scope, receive, sending)
-                else:
-                    await app(scope, receive, sending)
-            except Exception:
-                log.exception("%s %s failed", method, path)  # a bug on this side: its traceback, here only
-                if not status["code"]:
-                    error = ApiError(500, "internal server error (logged on the server)", type="server_error")
-                    await _error_response(error)(scope, receive, sending)
-            finally:
-                seconds = time.perf_counter() - started
-                code = status["code"] or 499  # 499: the client left before an answer started
-                self.metrics.request(path if path in ROUTED else "other", code)
-                tokens = scope["state"].get("tokens", 0)
-                log.info("%s %s %d %d tokens %.3f s", method, path, code, tokens, seconds)
-
-        return guarded
-
-    def _refusal(self, scope) -> ApiError | None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.api_key is not None and scope["path"] not in OPEN_PATHS and scope["method"] != "OPTIONS":
-            given = headers.get("authorization", "")
-            scheme, _, key = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
-                return ApiError(
-                    401,
-                    "missing or wrong API key: send the header 'Authorization: Bearer KEY'",
-                    type="authentication_error",
-                    code="invalid_api_key",
-                )
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limits.max_body_bytes):
-            return self._too_large()
-        return None
 
     def _too_large(self) -> ApiError:
         return ApiError(413, f"the body is over {self.limits.max_body_bytes:,} bytes", code="body_too_large")

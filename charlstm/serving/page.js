@@ -125,6 +125,7 @@ async function generate() {
     top_p: number("top_p"),
     min_p: number("min_p"),
     seed: number("seed"),
+    regex: $("regex").value || undefined,
     stream: true,
   };
   $("legend").textContent = mode === "probability" ? "red: unlikely … green: likely"

@@ -94,3 +94,29 @@ def pytest_runtest_setup(item):
 
         if not torch.cuda.is_available():
             pytest.skip("needs a CUDA GPU")
+
+
+@contextlib.contextmanager
+def headless_chromium(tmp_path, window: str = "1100,700"):
+    """Debian's chromium under selenium, headless with a fresh profile (the test skips without
+    them); quits at the end."""
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("chromium and chromedriver are not installed (Debian: apt install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--window-size={window}"]
+    for flag in [*flags, f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=Service(driver_path))
+    try:
+        browser.set_page_load_timeout(20)
+        yield browser
+    finally:
+        browser.quit()

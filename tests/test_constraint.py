@@ -197,39 +197,25 @@ def test_served_logit_bias_as_openai_sends_it(served, runs):
 def test_the_playgrounds_pattern_box_in_headless_chromium(runs, tmp_path):
     """A pattern typed in the page's box: the text written matches it, and the status says why
     it ended ("done (stop)")."""
-    webdriver = pytest.importorskip("selenium.webdriver")
     pytest.importorskip("starlette")
-    import shutil
-
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.skip("chromium and chromedriver are not installed (Debian: apt install chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
+    pytest.importorskip("selenium")
     from charlstm.serving.app import Server
     from charlstm.serving.models import load_served
-    from tests.test_serve import CHROME_FLAGS, _listening
+    from tests.conftest import headless_chromium
+    from tests.test_serve import _listening
 
-    with _listening(Server([load_served(runs["byte-lstm"], "cpu")])) as url:
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium
-        for flag in [*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
-            options.add_argument(flag)
-        browser = webdriver.Chrome(options=options, service=Service(driver_path))
-        try:
-            browser.set_page_load_timeout(20)
-            browser.get(url + "/")
-            wait = WebDriverWait(browser, 20)
-            wait.until(lambda b: b.find_element(By.ID, "model").text.startswith("byte-lstm"))
-            browser.find_element(By.ID, "prompt").clear()
-            browser.find_element(By.ID, "prompt").send_keys("Name: ")
-            browser.find_element(By.ID, "regex").send_keys("[A-Z][a-z]{2,6} [A-Z][a-z]{2,6}!")
-            browser.find_element(By.ID, "generate").click()
-            wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
-            assert browser.find_element(By.ID, "status").text.startswith("done (stop)")
-            written = browser.find_element(By.ID, "output").text.removeprefix("Name: ")
-            assert re.fullmatch("[A-Z][a-z]{2,6} [A-Z][a-z]{2,6}!", written), written
-        finally:
-            browser.quit()
+    with _listening(Server([load_served(runs["byte-lstm"], "cpu")])) as url, headless_chromium(tmp_path) as browser:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda b: b.find_element(By.ID, "model").text.startswith("byte-lstm"))
+        browser.find_element(By.ID, "prompt").clear()
+        browser.find_element(By.ID, "prompt").send_keys("Name: ")
+        browser.find_element(By.ID, "regex").send_keys("[A-Z][a-z]{2,6} [A-Z][a-z]{2,6}!")
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
+        assert browser.find_element(By.ID, "status").text.startswith("done (stop)")
+        written = browser.find_element(By.ID, "output").text.removeprefix("Name: ")
+        assert re.fullmatch("[A-Z][a-z]{2,6} [A-Z][a-z]{2,6}!", written), written

@@ -438,45 +438,30 @@ def test_lm_eval_scores_a_served_model_as_model_score_does(tiny_run, tmp_path):
 def test_playground_chat_mode_in_headless_chromium(tiny_run, tmp_path):
     """The page's chat mode: two messages, each answered by /v1/chat/completions as the
     conversation goes on, coloured by probability."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    import shutil
-
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.skip("chromium and chromedriver are not installed (Debian: apt install chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
+    pytest.importorskip("selenium")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from tests.test_serve import CHROME_FLAGS
+    from tests.conftest import headless_chromium
 
     server = Server([load_served(tiny_run, "cpu")])
-    with _listening(server) as url:
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium
-        for flag in [*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
-            options.add_argument(flag)
-        browser = webdriver.Chrome(options=options, service=Service(driver_path))
-        try:
-            browser.set_page_load_timeout(20)
-            browser.get(url + "/")
-            wait = WebDriverWait(browser, 20)
-            wait.until(lambda b: b.find_element(By.ID, "model").text.startswith("tiny"))
-            Select(browser.find_element(By.ID, "mode")).select_by_value("chat")
-            Select(browser.find_element(By.ID, "colour")).select_by_value("probability")
-            assert browser.find_element(By.ID, "generate").text == "Send"
-            browser.find_element(By.ID, "length").clear()
-            browser.find_element(By.ID, "length").send_keys("20")
-            browser.find_element(By.ID, "prompt").clear()
-            for n, message in enumerate(["Hello there", "And then"], start=1):
-                browser.find_element(By.ID, "prompt").send_keys(message)
-                browser.find_element(By.ID, "generate").click()
-                wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
-                assert len(browser.find_elements(By.CSS_SELECTOR, "#output .turn.assistant")) == n
-            users = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#output .turn.user")]
-            assert users == ["user\nHello there", "user\nAnd then"]
-            assert browser.find_elements(By.CSS_SELECTOR, "#output .turn.assistant span[title^='p = ']")
-            browser.find_element(By.ID, "clear").click()
-            assert browser.find_element(By.ID, "output").text == ""
-        finally:
-            browser.quit()
+    with _listening(server) as url, headless_chromium(tmp_path) as browser:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda b: b.find_element(By.ID, "model").text.startswith("tiny"))
+        Select(browser.find_element(By.ID, "mode")).select_by_value("chat")
+        Select(browser.find_element(By.ID, "colour")).select_by_value("probability")
+        assert browser.find_element(By.ID, "generate").text == "Send"
+        browser.find_element(By.ID, "length").clear()
+        browser.find_element(By.ID, "length").send_keys("20")
+        browser.find_element(By.ID, "prompt").clear()
+        for n, message in enumerate(["Hello there", "And then"], start=1):
+            browser.find_element(By.ID, "prompt").send_keys(message)
+            browser.find_element(By.ID, "generate").click()
+            wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
+            assert len(browser.find_elements(By.CSS_SELECTOR, "#output .turn.assistant")) == n
+        users = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#output .turn.user")]
+        assert users == ["user\nHello there", "user\nAnd then"]
+        assert browser.find_elements(By.CSS_SELECTOR, "#output .turn.assistant span[title^='p = ']")
+        browser.find_element(By.ID, "clear").click()
+        assert browser.find_element(By.ID, "output").text == ""

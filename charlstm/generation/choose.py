@@ -120,6 +120,9 @@ class Chooser:
             self.penalty = column([c.repetition_penalty for c in configs]).unsqueeze(1)  # (B, 1)
         self.blocked = [(slice(start, start + p.rows), p.blocker) for start, p in zip(self._offsets(parts), parts) if p.blocker]
         self.plain = self.penalty is None and not self.blocked and self.greedy is None and not self.may_overflow
+        simple = self.plain and not self.all_greedy and len(parts) == 1 and not self.constrained
+        simple = simple and self.top_k is None and self.top_p is None and self.log_min_p is None
+        self.next_noise = parts[0].noise.next if simple else None
         self.ones = {}  # rows -> (rows, V) ones: the noise of greedy rows in a mixed batch
 
     @staticmethod
@@ -143,7 +146,11 @@ class Chooser:
 
     def __call__(self, logits: torch.Tensor, history: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
         """One token per row into ``out`` (B,), drawn from ``logits`` (B, V) (left as they are)."""
-        x, mask = self.scaled, self._mask()
+        x, mask = self.scaled, self._mask() if self.constrained else self.mask
+        if self.next_noise is not None:  # one request, plain sampling: the path a single sample takes
+            probs = torch.addcdiv(mask, logits, self.temperature, out=x).softmax(dim=-1)  # logits / T
+            q = self.next_noise()  # (B, V): a view of the request's block, used once
+            return torch.argmax(torch.div(probs, q, out=q), dim=-1, out=out)
         if self.all_greedy and self.penalty is None and not self.blocked:
             return torch.argmax(torch.add(logits, mask, out=x), dim=-1, out=out)
         if self.plain and self.top_k is None and self.top_p is None and self.log_min_p is None:

@@ -26,6 +26,7 @@ def test_bench_sample_quick(tmp_path):
         "plain loop, nn.LSTM, oneDNN off",
         "plain loop, torch.lstm_cell",
         "floor: addmm (1 x E+H) @ (E+H x 4H), fp32",
+        "charlstm generate, fp32, --regex (letters and punctuation)",
     }
     assert set(result["streams"]) == {f"{n} streams, {w}" for w in ("fp32", "int8") for n in (1, 4, 16, 64)}
     assert set(result["weights"]) == {"fp32", "int8", "bf16"}

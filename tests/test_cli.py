@@ -453,7 +453,10 @@ def test_sample_json_records_everything_and_reproduces_from_its_seed(tiny_run):
     first = charlstm(*args)  # no --seed: one is drawn and recorded
     assert first.returncode == 0, first.stderr
     records = _json_lines(first.stdout)
-    assert len(records) == 2 and set(records[0]) == {"text", "prime", "seed", "temperature", "tokens", "mean_logprob", "settings"}
+    assert len(records) == 2 and set(records[0]) == {
+        "text", "prime", "seed", "temperature", "tokens", "mean_logprob", "settings", "finish_reason"
+    }
+    assert records[0]["finish_reason"] == "length"  # --length ended it (no stop string, no pattern)
     assert records[0]["prime"] == "The " and len(records[0]["text"]) == 30 and records[0]["tokens"] == 30
     assert records[0]["settings"]["min_p"] == 0.05 and records[0]["settings"]["no_repeat_ngram"] == 6
     assert -10 < records[0]["mean_logprob"] < 0 and records[0]["seed"] == records[1]["seed"]

@@ -64,10 +64,6 @@ class Engine:
         self.steps = 0
         self._ends: dict[int, list[Request]] = {}  # step -> the plain requests whose length ends there
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.requests or self._joining)
-
     def add(self, *requests: Request) -> None:
         """Read the requests' prompts now; their rows join the batch at the next step. Prompts of
         one length, without a start state or cache, are read together as one batch."""

@@ -86,9 +86,10 @@ class Request:
         self.counted = [0] * self.rows
         self.ended: dict[int, tuple[Hidden, torch.Tensor]] = {}  # row -> its state and logits when it ended
 
-    @property
-    def mean_logprob(self) -> list[float]:
-        return [lp / n if n else float("nan") for lp, n in zip(self.logprob, self.counted)]
+    def held_back(self, row: int = 0) -> str:
+        """Text row ``row``'s stream still holds (a possible start of a stop string), released
+        when the row is ended from outside (a time limit)."""
+        return self._streams[row].finish() if self._streams else ""
 
 
 def prepare(request: Request, vocab: int, token_bytes: list[bytes], table: list[str] | None, device) -> None:

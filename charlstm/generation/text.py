@@ -55,10 +55,6 @@ class TextStream:
         self.stopped = False
         self.done = length == 0
 
-    @property
-    def stop(self) -> str | None:
-        return self.stops[0] if self.stops else None
-
     def feed(self, data: bytes) -> str:
         if self.done:
             return ""

@@ -317,7 +317,7 @@ class Batcher:
             elif now > row.deadline:  # one comparison a row: cheaper than keeping the soonest
                 reason, count = "time_limit", engine.count_of(request)
                 engine.cancel(request)
-                row.pending += request._streams[0].finish() if request._streams else ""
+                row.pending += request.held_back()
             else:
                 keep.append(row)
                 continue
@@ -380,8 +380,8 @@ class Batcher:
         for name, rows in self._rows.items():
             for row in rows:
                 if not row.choice.cancelled:
-                    streams, count = row.request._streams, self._engines[name].count_of(row.request)
-                    self._end(row.choice, "time_limit", row.pending + (streams[0].finish() if streams else ""), count)
+                    count = self._engines[name].count_of(row.request)
+                    self._end(row.choice, "time_limit", row.pending + row.request.held_back(), count)
             rows.clear()
         with self._lock:
             waiting, self._waiting = list(self._waiting), deque()

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from charlstm.data.batches import encode_to_file, windows
 from charlstm.config import AdaptConfig
-from charlstm.evaluation.cache import NeuralCache, token_nll, tunes
+from charlstm.evaluation.cache import CACHE_SEGMENT, NeuralCache, token_nll, tunes
 from charlstm.errors import DataError
 from charlstm.model import detach_hidden
 from charlstm.data.text import TextSource
@@ -86,6 +86,7 @@ def adapt(
     hidden = None
     learn = skip if learn is None else learn
     settled = False
+    pending: list = []  # windows the cache has yet to score
     with _adapting(model):
         for window in windows(len(ids), config.adapt_bptt):
             block = torch.from_numpy(
@@ -105,12 +106,15 @@ def adapt(
             nll = F.cross_entropy(logits.float().flatten(0, 1), block[1:].flatten(), reduction="none")  # (t,)
             first = max(0, skip - 1 - window.start)  # the first row whose target is scored
             if cache is not None and skip and first < window.length and not settled:
+                cached += _score_pending(cache, pending)
                 cache.settle_theta()  # the text begins: theta stays as the context chose
                 settled = True
             total += nll.detach()[first:].sum(dtype=torch.float64)
             count += max(0, nll.numel() - first)
-            if cache is not None:
-                cached += cache.score(features[:, 0], -nll, block[1:, 0])[first:].sum(dtype=torch.float64)
+            if cache is not None:  # scored CACHE_SEGMENT tokens at a time: one read of the ring for them all
+                pending.append((features[:, 0].detach(), -nll.detach(), block[1:, 0], first))
+                if sum(len(part[1]) for part in pending) >= CACHE_SEGMENT:
+                    cached += _score_pending(cache, pending)
             grads = torch.autograd.grad(nll.mean(), params)
             with torch.no_grad():
                 if step is not None:
@@ -125,8 +129,22 @@ def adapt(
             if on_progress is not None:
                 on_progress(window.length)
     if cache is not None:
+        cached += _score_pending(cache, pending)
         return float(total), count, float(cached)
     return float(total), count
+
+
+def _score_pending(cache: NeuralCache, pending: list) -> torch.Tensor:
+    """Score the windows in ``pending`` (features, log-probabilities and targets of each, and the
+    first row scored) with the cache as one segment, empty ``pending``, and return the sum of the
+    scored rows' negative log-likelihoods with the cache mixed in."""
+    if not pending:
+        return torch.zeros((), dtype=torch.float64)
+    features, log_p, targets = (torch.cat([part[i] for part in pending]) for i in range(3))
+    nll = cache.score(features, log_p, targets)  # (T,)
+    scored = torch.cat([torch.arange(len(part[1])) >= part[3] for part in pending]).to(nll.device)
+    pending.clear()
+    return (nll * scored).sum(dtype=torch.float64)
 
 
 # Added to the root mean square before dividing (gradients of a mean loss over a segment are

@@ -18,17 +18,18 @@ cache keeps the log-likelihood every pair of a small grid would have had so far 
 segment with the best pair up to the segment before (the first with the grid's middle). The
 hidden states do not depend on theta and lambda, so the grid costs one extra softmax per theta.
 
-With ``shortlist=True`` (not the default: see below), a large cache with one theta (after a
-context has chosen it, or given) is scored by a shortlist:
-a bf16 product against a bf16 copy of the ring (AVX-512-bf16 or AMX where the CPU has them)
-finds, for each row, the states within ``SHORTLIST_NATS / theta`` (plus the product's rounding)
-of its best, and only those are scored exactly in float32. What is left out weighs at most
-``exp(-SHORTLIST_NATS)`` of the best state each, about 1e-3 of the total for 150,000 states, so
-the figure moves by at most ~0.001 nats per token; a theta so small that most states would be
-kept falls back to the exact product, as does a cache under ``SHORTLIST_MIN_STATES``. Measured on
-a 1 x 512 tinyshakespeare model (cache 150,000, theta 1) it kept 4% of the states and, gathering
-their float32 states to rescore them, took 3 times as long as the exact product for the same
-figure (to 1e-5 bits per byte), so the exact product stays the default.
+A large cache with one theta (after a context has chosen it, or given) and a vocabulary of at most
+``FAST_MAX_VOCAB`` is scored by the fast product (``NeuralCache(exact=False)``, the default): one
+bf16 product (AVX-512-bf16 or AMX where the CPU has them; float32 elsewhere) against a copy of the
+ring whose extra column is 1, with theta folded into the query and each row's shift in that
+column, so the product writes theta h_t.h_i - s_t directly (in bits); one exp2 in place; and one
+product of those weights with the ring's one-hot tokens, which gives each row the cache's mass on
+every token at once. The shift s_t is theta times the row's best dot product with the segment
+and the ring's newest ``PILOT_STATES`` states (exact, float32) plus ``SHIFT_NATS``: the states
+that carry weight come out of the product near zero, where bf16 rounds finely (a bf16 product
+of the raw dot products, which reach 50 and more, moved log p_cache by 0.01 nats at theta 3).
+The segment's own rows are scored exactly. Measured against the exact product on a trained
+model (benchmarks/RESULTS.md, "A fast cache"), and tested within 0.003 bits per token of it.
 """
 
 from __future__ import annotations
@@ -65,27 +66,29 @@ def tunes(end: int, skip: int) -> bool:
 
 THETAS = (0.03, 0.1, 0.3, 1.0, 3.0)
 
-# The shortlist (see the module docstring): how far below a row's best state (in nats, after theta)
-# a state is still scored, the smallest cache it is used for, and the share of the product's
-# entries above which the exact path is cheaper.
-SHORTLIST_NATS = 20.0
-SHORTLIST_MIN_STATES = 8192
-SHORTLIST_MAX_SHARE = 0.05
-# A bf16 product's rounding: each of the H terms is off by up to 2^-8 of itself, in random
-# directions, so the sum is off by about 2^-8 |h_t| |h_i| / sqrt(H); the slack is 8 times that.
-BF16_SLACK = 2.0**-5
+# The fast product (see the module docstring): the smallest cache and the largest vocabulary it is
+# used for, the ring's newest states whose exact dot products set each row's shift, and how far
+# (in nats) above that best the shift sits, so that a state a little better than it is no
+# overflow (the weights stay within bf16's and float32's range: e^-87 to e^88).
+FAST_MIN_STATES = 8192
+CACHE_SEGMENT = 512  # tokens scored together by one product against the ring (at least)
+FAST_MAX_VOCAB = 1024
+PILOT_STATES = 1024
+SHIFT_NATS = 16.0
 LAMBDAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 0.95)
 
 
 class NeuralCache:
     """A cache over one stream of text, read in order, segment by segment (``score``)."""
 
-    def __init__(self, config: CacheConfig, device, *, shortlist: bool = False) -> None:
+    def __init__(self, config: CacheConfig, device, *, vocab_size: int | None = None, exact: bool = False) -> None:
         self.size = config.cache_size
-        self.shortlist = shortlist  # False: always the exact product
-        self.kept_share: float | None = None  # the last shortlist's share of the states scored exactly
-        self.ring_low: torch.Tensor | None = None  # (size, H) bf16: the ring for the shortlist's product
-        self.ring_norms: torch.Tensor | None = None  # (size,) |h_i|
+        # The fast product needs the vocabulary's size (its one-hot copy of the ring's tokens).
+        self.fast = not exact and vocab_size is not None and vocab_size <= FAST_MAX_VOCAB and self.size >= FAST_MIN_STATES
+        self.vocab_size = vocab_size
+        self.fast_segments = 0  # segments scored by the fast product (tests and benchmarks read it)
+        self.ring_low: torch.Tensor | None = None  # (size, H_pad): the ring, a column of ones, zeros
+        self.ring_tokens: torch.Tensor | None = None  # (size, V): one-hot of ring_values
         self.thetas = (config.cache_theta,) if config.cache_theta is not None else THETAS
         self.lambdas = (config.cache_lambda,) if config.cache_lambda is not None else LAMBDAS
         self.device = torch.device(device)
@@ -137,23 +140,22 @@ class NeuralCache:
             return
         if self.ring is None:
             self.ring = torch.zeros(self.size, features.size(-1), device=self.device)
-            if self._shortlisting:
-                self.ring_low = torch.zeros(self.size, features.size(-1), dtype=torch.bfloat16, device=self.device)
-                self.ring_norms = torch.zeros(self.size, device=self.device)
+            if self.fast:
+                dtype, hidden = _fast_dtype(self.device), features.size(-1)
+                self.ring_low = torch.zeros(self.size, -(-(hidden + 1) // 32) * 32, dtype=dtype, device=self.device)
+                self.ring_low[:, hidden] = 1.0
+                self.ring_tokens = torch.zeros(self.size, self.vocab_size, dtype=dtype, device=self.device)
         places = torch.arange(self.count, self.count + len(targets), device=self.device)[-self.size :]
         slots = places % self.size
         kept = features[-len(places) :].float()
         self.ring.index_copy_(0, slots, kept)
         if self.ring_low is not None:
-            self.ring_low.index_copy_(0, slots, kept.to(torch.bfloat16))
-            self.ring_norms.index_copy_(0, slots, torch.linalg.vector_norm(kept, dim=-1))
+            self.ring_low[:, : kept.size(-1)].index_copy_(0, slots, kept.to(self.ring_low.dtype))
+            one_hot = torch.nn.functional.one_hot(targets[-len(places) :], self.vocab_size)
+            self.ring_tokens.index_copy_(0, slots, one_hot.to(self.ring_tokens.dtype))
         self.ring_values.index_copy_(0, slots, targets[-len(places) :])
         self.ring_places.index_copy_(0, slots, places)
         self.count += len(targets)
-
-    @property
-    def _shortlisting(self) -> bool:
-        return self.shortlist and self.size >= SHORTLIST_MIN_STATES
 
     def distribution(self, features: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
         """The mixed log-distribution (T, V) for rows ``features`` (T, H) whose model
@@ -186,8 +188,8 @@ class NeuralCache:
         own = here[None, :] < here[:, None]  # (T, T): the segment's earlier rows
         own &= here[None, :] >= here[:, None] - self.size
         log_p_cache = None
-        if len(self.thetas) == 1 and self.ring_low is not None and self.filled >= SHORTLIST_MIN_STATES:
-            log_p_cache = self._shortlist(features, targets, here, own)
+        if len(self.thetas) == 1 and self.ring_low is not None and self.filled >= FAST_MIN_STATES:
+            log_p_cache = self._fast(features, targets, here, own)
         if log_p_cache is None:
             log_p_cache = self._exact(features, targets, here, own)
         empty = torch.isnan(log_p_cache[0])  # (T,): nothing to copy from yet: the model alone
@@ -218,36 +220,32 @@ class NeuralCache:
             log_p_cache[k] = torch.linalg.vecdot(weights, same).log() - weights.sum(dim=-1).log()
         return log_p_cache.masked_fill(empty, math.nan)  # -inf: nothing visible was followed by it
 
-    def _shortlist(self, features, targets, here, own) -> torch.Tensor | None:
-        """``_exact`` for one theta and a full-enough ring, from the states near each row's best
-        (the module docstring); None when so many are near that the exact path is cheaper."""
-        theta, n = self.thetas[0], self.filled
-        dots = features.to(torch.bfloat16) @ self.ring_low[:n].T  # (T, n) bf16
+    def _fast(self, features, targets, here, own) -> torch.Tensor | None:
+        """``_exact`` for one theta and a full-enough ring by the fast product (the module
+        docstring): (1, T); None when a row's weights left the float range (the exact path then)."""
+        theta, n, hidden = self.thetas[0], self.filled, features.size(-1)
+        own_dots = (features @ features.T).masked_fill_(~own, -math.inf)  # (T, T), exact
+        newest = torch.arange(self.count - min(PILOT_STATES, n), self.count, device=self.device) % self.size
+        pilot = torch.maximum(own_dots.amax(dim=-1), (features @ self.ring[newest].T).amax(dim=-1))  # (T,)
+        query = torch.zeros(len(targets), self.ring_low.size(-1), dtype=self.ring_low.dtype, device=self.device)
+        scale = theta / math.log(2)  # in bits: exp2 is three times as fast as exp here
+        query[:, :hidden] = scale * features
+        query[:, hidden] = -(scale * pilot + SHIFT_NATS / math.log(2))
+        shift = -query[:, hidden].float()  # (T,): as rounded into the query
+        weights = query @ self.ring_low[:n].T  # (T, n): (theta h_t.h_i) / ln 2 - shift
         places = self.ring_places[:n]
         edge = torch.nonzero(places < here[-1] - self.size)[:, 0]  # slots out of reach of some rows
         if len(edge):
-            hidden = places[edge][None, :] < here[:, None] - self.size  # (T, E)
-            dots[:, edge] = dots[:, edge].masked_fill(hidden, -math.inf)
-        own_dots = (features @ features.T).masked_fill_(~own, -math.inf)  # (T, T), exact
-        top = torch.maximum(dots.amax(dim=-1).float(), own_dots.amax(dim=-1))  # (T,)
-        norms = torch.linalg.vector_norm(features, dim=-1)  # (T,)
-        slack = BF16_SLACK * norms * self.ring_norms[:n].max() / math.sqrt(features.size(-1))  # (T,)
-        reach = (top - SHORTLIST_NATS / theta - slack).to(torch.bfloat16)  # (T,)
-        rows, cols = torch.nonzero(dots >= reach[:, None], as_tuple=True)  # (K,), (K,)
-        self.kept_share = len(rows) / dots.numel()  # how many of the product's entries were scored exactly
-        if len(rows) > SHORTLIST_MAX_SHARE * dots.numel():
+            hidden_from = places[edge][None, :] < here[:, None] - self.size  # (T, E)
+            weights[:, edge] = weights[:, edge].masked_fill(hidden_from, -math.inf)
+        mass = (weights.exp2_() @ self.ring_tokens[:n]).float()  # (T, V): the ring's weight on each token
+        own_weights = torch.exp2(scale * own_dots - shift[:, None])  # (T, T), 0 where hidden
+        total = mass.sum(dim=-1) + own_weights.sum(dim=-1)  # (T,)
+        hit = mass.gather(1, targets[:, None])[:, 0] + (own_weights * (targets[None, :] == targets[:, None])).sum(dim=-1)
+        if not bool(torch.isfinite(total).all()):
             return None
-        exact = torch.linalg.vecdot(features[rows], self.ring[cols])  # (K,), float32
-        weights = torch.exp(theta * (exact - top[rows]))  # (K,)
-        same = (self.ring_values[cols] == targets[rows]).float()
-        total = torch.zeros(len(targets), device=self.device).index_add_(0, rows, weights)  # (T,)
-        hit = torch.zeros(len(targets), device=self.device).index_add_(0, rows, weights * same)  # (T,)
-        top_own = torch.where(torch.isfinite(top), top, 0.0)
-        own_weights = torch.exp(theta * (own_dots - top_own[:, None]))  # (T, T), 0 where hidden
-        total += own_weights.sum(dim=-1)
-        hit += (own_weights * (targets[None, :] == targets[:, None])).sum(dim=-1)
-        log_p_cache = hit.log() - total.log()
-        return log_p_cache.masked_fill(~torch.isfinite(top), math.nan)[None, :]  # (1, T)
+        self.fast_segments += 1
+        return (hit.log() - total.log())[None, :]  # (1, T)
 
     def _mix_and_learn(self, log_p_cache, empty, log_p_model, features, targets) -> torch.Tensor:
         """The mixture's negative log-likelihoods (T,) with the pair in use; then the grid's
@@ -263,6 +261,14 @@ class NeuralCache:
         return nll
 
 
+def _fast_dtype(device: torch.device) -> torch.dtype:
+    """The fast product's type: bf16 where the hardware multiplies it (a CUDA GPU, or a CPU with
+    AVX-512-bf16 or AMX), float32 elsewhere (bf16 emulated is slower than float32)."""
+    from charlstm.hardware import cpu_has_fast_bf16
+
+    return torch.bfloat16 if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()) else torch.float32
+
+
 def _mix(log_p_model, log_p_cache, lambda_):
     """log((1 - lambda) p_model + lambda p_cache), elementwise, for lambda in [0, 1)."""
     lambda_ = torch.as_tensor(lambda_, dtype=torch.float32)
@@ -271,7 +277,7 @@ def _mix(log_p_model, log_p_cache, lambda_):
 
 @torch.inference_mode()
 def cached_stream_loss(
-    model, ids, config: CacheConfig, *, bptt: int, device, skip: int = 0, on_progress=None, shortlist: bool = False
+    model, ids, config: CacheConfig, *, bptt: int, device, skip: int = 0, on_progress=None, exact: bool = False
 ) -> tuple[float, int, NeuralCache]:
     """Sum of next-token negative log-likelihoods over ``ids`` read as one stream with the cache,
     how many tokens were scored (all but the first, and none of the first ``skip``: context,
@@ -280,12 +286,12 @@ def cached_stream_loss(
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    cache = NeuralCache(config, device, shortlist=shortlist)
+    cache = NeuralCache(config, device, vocab_size=model.config.vocab_size, exact=exact)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     hidden = None
     settled = False
-    for window in windows(len(ids), bptt):
+    for window in windows(len(ids), max(bptt, CACHE_SEGMENT)):  # longer segments: fewer reads of the ring
         block = torch.from_numpy(
             np.asarray(ids[window.start : window.start + window.length + 1]).astype(np.int64)
         ).to(device)[:, None]  # (t+1, 1)

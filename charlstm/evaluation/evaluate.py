@@ -291,7 +291,7 @@ def _adapted_pass(model, text: _Joined, config: AdaptConfig, cache_config: Cache
     """Dynamic evaluation (changes ``model``'s weights), with the cache too when there is one;
     the context's last ``CONTEXT_ADAPT_TOKENS`` are learnt from first."""
     started = time.perf_counter()
-    cache = NeuralCache(cache_config, device) if cache_config is not None else None
+    cache = NeuralCache(cache_config, device, vocab_size=model.config.vocab_size) if cache_config is not None else None
     ids, skip = text.part("adapted")
     results = adapt(model, ids, config, device, on_progress, cache=cache, skip=skip, learn=CONTEXT_ADAPT_TOKENS)
     cached_sum = results[2] if cache is not None else None

@@ -72,7 +72,7 @@ def score_lines(
     order = [i for i in range(len(lines)) if len(encoded[i])]
     cache = None
     if cache_config is not None and cache_config.cache_size > 0:
-        cache = NeuralCache(cache_config, device)
+        cache = NeuralCache(cache_config, device, vocab_size=model.config.vocab_size)
     else:
         order.sort(key=lambda i: len(encoded[i]))
 

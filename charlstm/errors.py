@@ -25,6 +25,12 @@ class WriteError(CharlstmError):
     """A file that cannot be written: a full disk, a read-only file system, no permission."""
 
 
+class CompressedFileError(CharlstmError):
+    """A compressed file that cannot be decompressed here: damaged, truncated, from a newer
+    format, made with another model or settings, or by a machine that computes other
+    probabilities."""
+
+
 class NumericalError(CharlstmError):
     """Training produced non-finite losses or gradients and stopped."""
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # each harness runs hundreds of inputs in a proce
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("harness, runs", [("fuzz_text", 2000), ("fuzz_tokenizers", 1000), ("fuzz_checkpoint", 150)])
+@pytest.mark.parametrize("harness, runs", [("fuzz_text", 2000), ("fuzz_tokenizers", 1000), ("fuzz_checkpoint", 150), ("fuzz_decompress", 200)])
 def test_short_fuzz_run_finds_nothing(tmp_path, harness, runs):
     result = subprocess.run(
         [sys.executable, "-m", f"tests.fuzz.{harness}", "--short"],

@@ -23,7 +23,7 @@ FLOORS = [
     ("data",),
     ("runs",),
     ("evaluation", "analysis"),
-    ("generation",),
+    ("generation", "compression"),
     ("training",),
     ("display",),
     ("api", "__init__"),

@@ -14,6 +14,7 @@ command line (``charlstm.cli``) is built on these calls.
 
     model       ``load``, the ``Model`` handle (writing text), ``Session``, the records
     measuring   what ``Model`` measures: ``score``, ``evaluate``, ``inspect``, ``adapt``
+    compressing what ``Model`` compresses: ``compress``, ``decompress``
     training    ``train``, ``resume``, ``read_run``, ``held_out_text``
     sources     ``text_source``: what FILE arguments name
 """

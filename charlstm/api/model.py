@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from charlstm.api.compressing import Compressing
 from charlstm.api.measuring import Measuring, PathLike
 from charlstm.config import ModelConfig, SampleConfig
 from charlstm.runs.checkpoint import ModelInfo
@@ -55,7 +56,7 @@ def load(path: PathLike, *, device: str = "auto", weights: str = "fp32") -> Mode
     return Model(module, tokenizer, model_info(module, tokenizer, payload), Path(path), torch_device, device, weights)
 
 
-class Model(Measuring):
+class Model(Measuring, Compressing):
     """A trained model, ready to write and measure text (``load`` makes one).
 
     ``module`` is the ``torch.nn.Module``; ``tokenizer``, ``config`` (``ModelConfig``),

@@ -11,10 +11,12 @@ only inside commands, so ``charlstm --help`` stays fast.
     reports     info, plot
     serve       serve
     export      export
+    compress    compress, decompress
 """
 
 from charlstm.cli import generation, measuring, reports, serve, training  # noqa: F401  (they add the commands)
 from charlstm.cli import export  # noqa: F401  (charlstm export)
+from charlstm.cli import compress  # noqa: F401  (charlstm compress, decompress)
 from charlstm.cli.base import cli
 
 __all__ = ["cli", "main"]

@@ -42,7 +42,7 @@ from charlstm.data.text import TextSource
 
 
 @contextmanager
-def _adapting(model):
+def adapting(model):
     """Gradients on, dropout off: train mode (a cuDNN recurrent layer can only backpropagate in
     train mode) with every dropout set to zero; the model's modes are put back afterwards."""
     was_training, rnn_dropout = model.training, model.rnn.dropout
@@ -78,8 +78,7 @@ def adapt(
     """
     device = torch.device(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    trained = [p.detach().clone() for p in params]
-    step = _RmsStep(params, config) if config.adapt_method == "rms" else None
+    step = weight_step(params, config)
     total = torch.zeros((), dtype=torch.float64, device=device)
     cached = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
@@ -87,7 +86,7 @@ def adapt(
     learn = skip if learn is None else learn
     settled = False
     pending: list = []  # windows the cache has yet to score
-    with _adapting(model):
+    with adapting(model):
         for window in windows(len(ids), config.adapt_bptt):
             block = torch.from_numpy(
                 np.asarray(ids[window.start : window.start + window.length + 1]).astype(np.int64)
@@ -115,16 +114,7 @@ def adapt(
                 pending.append((features[:, 0].detach(), -nll.detach(), block[1:, 0], first))
                 if sum(len(part[1]) for part in pending) >= CACHE_SEGMENT:
                     cached += _score_pending(cache, pending)
-            grads = torch.autograd.grad(nll.mean(), params)
-            with torch.no_grad():
-                if step is not None:
-                    step(grads, trained)
-                else:
-                    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-                    scale = config.adapt_lr * torch.clamp(1.0 / (norm + 1e-6), max=1.0)  # clip to norm 1
-                    torch._foreach_sub_(params, torch._foreach_mul(grads, scale))
-                    if config.adapt_decay:
-                        torch._foreach_lerp_(params, trained, config.adapt_decay)
+            step(torch.autograd.grad(nll.mean(), params))
             hidden = detach_hidden(hidden)
             if on_progress is not None:
                 on_progress(window.length)
@@ -154,15 +144,40 @@ RMS_EPS = 1e-6
 RMS_MAX_STEP = 3.0
 
 
+def weight_step(params, config: AdaptConfig):
+    """The update rule of ``config.adapt_method`` (the module docstring) for ``params``, pulled
+    back towards their values now: call it with each segment's gradients (one per parameter) and
+    it steps the weights in place (``adapt``, and ``charlstm compress --adapt``)."""
+    trained = [p.detach().clone() for p in params]
+    return _RmsStep(params, config, trained) if config.adapt_method == "rms" else _SgdStep(params, config, trained)
+
+
+class _SgdStep:
+    """A plain step, clipped to norm 1, then the pull back."""
+
+    def __init__(self, params, config: AdaptConfig, trained) -> None:
+        self.params, self.config, self.trained = params, config, trained
+
+    @torch.no_grad()
+    def __call__(self, grads) -> None:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        scale = self.config.adapt_lr * torch.clamp(1.0 / (norm + 1e-6), max=1.0)  # clip to norm 1
+        torch._foreach_sub_(self.params, torch._foreach_mul(grads, scale))
+        if self.config.adapt_decay:
+            torch._foreach_lerp_(self.params, self.trained, self.config.adapt_decay)
+
+
 class _RmsStep:
     """Krause et al.'s RMS-normalised step with a per-weight pull back (the module docstring)."""
 
-    def __init__(self, params, config: AdaptConfig) -> None:
-        self.params, self.config = params, config
+    def __init__(self, params, config: AdaptConfig, trained) -> None:
+        self.params, self.config, self.trained = params, config, trained
         self.squares = [torch.zeros_like(p) for p in params]
         self.steps = 0
 
-    def __call__(self, grads, trained) -> None:
+    @torch.no_grad()
+    def __call__(self, grads) -> None:
+        trained = self.trained
         self.steps += 1
         torch._foreach_addcmul_(self.squares, grads, grads)
         rms = torch._foreach_sqrt(torch._foreach_div(self.squares, float(self.steps)))

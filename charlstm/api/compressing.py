@@ -1,0 +1,88 @@
+"""What ``Model`` compresses: ``compress`` and ``decompress`` (``charlstm compress``)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+from charlstm.api.sources import PathLike
+from charlstm.config import ADAPT_NEEDS, AdaptConfig, CacheConfig, check_cache
+from charlstm.errors import ConfigError
+
+
+def context_bytes(context: bytes | PathLike | Sequence[PathLike] | None) -> bytes | None:
+    """``--context``: bytes as they are, or FILE arguments read as ``eval --context`` reads them
+    (files, directories, quoted patterns), as UTF-8."""
+    if context is None or isinstance(context, bytes):
+        return context
+    from charlstm.api.sources import text_source
+
+    return text_source(context).read().encode("utf-8")
+
+
+class Compressing:
+    """The compressing half of ``Model`` (which sets ``module``, ``tokenizer`` and ``weights``)."""
+
+    def _cpu_module(self):
+        """The model on the CPU (the probabilities are computed there, whatever ``load`` chose)."""
+        return self.module if self.module.head.weight.device.type == "cpu" else copy.deepcopy(self.module).cpu()
+
+    def compress(
+        self,
+        data: bytes,
+        *,
+        adapt: bool = False,
+        adapt_method: str | None = None,
+        adapt_lr: float | None = None,
+        adapt_decay: float | None = None,
+        adapt_bptt: int | None = None,
+        cache_size: int = 0,
+        cache_theta: float | None = None,
+        cache_lambda: float | None = None,
+        context: bytes | PathLike | Sequence[PathLike] | None = None,
+        streams: int | None = None,
+        threads: int = 2,
+        weights: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> bytes:
+        """``data`` (any bytes) coded with this model, as ``charlstm compress`` writes it: the bytes
+        of a ``.clstm`` file, which ``decompress`` with this same model turns back into ``data``
+        exactly. ``adapt`` (and ``adapt_*``), ``cache_*`` and ``context`` (bytes, or files read as
+        ``eval --context`` reads them) as ``evaluate`` takes them; ``streams``: how many parts are
+        coded side by side (None: from the length); ``threads``: torch's compute threads, recorded
+        in the file; ``weights``: as in ``load``. The model's weights are left as they are."""
+        from charlstm.compression.coder import compress
+        from charlstm.compression.settings import CompressConfig
+
+        given = {"adapt_method": adapt_method, "adapt_lr": adapt_lr, "adapt_decay": adapt_decay, "adapt_bptt": adapt_bptt}
+        given = {k: v for k, v in given.items() if v is not None}
+        if given and not adapt:
+            raise ConfigError(f"{ADAPT_NEEDS} need --adapt")
+        adapt_config = AdaptConfig(**given) if adapt else None
+        cache = CacheConfig(cache_size=cache_size, cache_theta=cache_theta, cache_lambda=cache_lambda)
+        check_cache(cache)
+        config = CompressConfig(streams=streams, threads=threads, weights=weights or self.weights or "fp32", adapt=adapt)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ConfigError("compress takes bytes (for a str: text.encode())")
+        return compress(self._cpu_module(), self.tokenizer, bytes(data), config, adapt=adapt_config,
+                        cache=cache, context=context_bytes(context), on_progress=on_progress)
+
+    def decompress(
+        self,
+        data: bytes,
+        *,
+        context: bytes | PathLike | Sequence[PathLike] | None = None,
+        name: str = "the file",
+        on_progress: Callable[[int], None] | None = None,
+    ) -> bytes:
+        """The original bytes of ``data`` (what ``compress`` made with this model), decoded with the
+        settings its header records and checked against its checksum. ``context``: the same one
+        ``compress`` was given. Anything that keeps it from being decoded exactly (another model,
+        a damaged, truncated or newer file, a machine that computes other probabilities) is one
+        ``CharlstmError`` naming ``name``."""
+        from charlstm.compression.coder import decompress
+
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ConfigError("decompress takes bytes")
+        return decompress(self._cpu_module(), self.tokenizer, bytes(data), context=context_bytes(context),
+                          name=name, on_progress=on_progress)

@@ -1,0 +1,275 @@
+"""charlstm compress / decompress: lossless on any bytes, every refusal one line, nothing written
+on failure, the same probabilities on both sides (threads, kernels)."""
+
+import json
+import os
+import random
+import struct
+import zlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("constriction")
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from charlstm.errors import CharlstmError, CompressedFileError  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+MIXED = "Some text, ünïcödé ▁ and 💡\r\n".encode() + b"\xff\xfe\x00 invalid \xc3 bytes\n" * 3
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_run):
+    import charlstm
+
+    return charlstm.load(tiny_run, device="cpu")
+
+
+def test_api_round_trip_static_adapt_cache_and_context(lm, small_text):
+    data = small_text[:600].encode() + MIXED
+    context = small_text[5000:5500].encode()
+    for options in ({}, {"streams": 3}, {"adapt": True, "adapt_bptt": 16}, {"cache_size": 200},
+                    {"adapt": True, "adapt_bptt": 32, "cache_size": 100, "context": context, "streams": 4}):
+        blob = lm.compress(data, threads=1, **options)
+        assert lm.decompress(blob, context=options.get("context")) == data, options
+
+
+def test_tokens_round_trip_for_every_tokenizer(small_text):
+    from charlstm.compression.tokens import from_tokens, to_tokens
+    from charlstm.data.tokenizers import ByteTokenizer, CharTokenizer, tokenizer_from_dict
+
+    sp = tokenizer_from_dict({"kind": "bpe", "model_proto": (DATA / "pinned_sp.model").read_bytes()})
+    for tokenizer in (CharTokenizer.train(small_text[:2000]), ByteTokenizer(), sp):
+        for data in (b"", MIXED, "a \u2581 b\n\u2581\u2581x".encode(), small_text[:500].encode()):
+            ids, side = to_tokens(data, tokenizer)
+            assert from_tokens(ids, side, tokenizer.token_bytes(), tokenizer.unk_id) == data
+
+
+def test_every_text_under_tests_data_round_trips(lm):
+    for path in sorted(DATA.iterdir()):
+        data = path.read_bytes()
+        assert lm.decompress(lm.compress(data, streams=64, threads=1)) == data, path.name
+    for text in json.loads((DATA / "pinned_texts.json").read_text())["cases"][:20]:
+        data = json.dumps(text).encode()
+        assert lm.decompress(lm.compress(data, threads=1)) == data
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=40))
+def test_random_bytes_round_trip(lm, data):
+    assert lm.decompress(lm.compress(data, streams=2, threads=1)) == data
+
+
+def test_one_thread_and_two_threads_each_round_trip_and_are_recorded(lm, small_text):
+    data = small_text[:1000].encode()
+    for threads in (1, 2):
+        blob = lm.compress(data, threads=threads, streams=4)
+        assert lm.decompress(blob) == data
+        from charlstm.compression.format import read
+
+        assert read(blob)[0].threads == threads
+
+
+_KERNEL_SCRIPT = """
+import sys, charlstm
+lm = charlstm.load(sys.argv[1], device="cpu")
+mode, path = sys.argv[2], sys.argv[3]
+data = open(sys.argv[4], "rb").read()
+if mode == "compress":
+    open(path, "wb").write(lm.compress(data, streams=4, threads=1, adapt=True, adapt_bptt=8, cache_size=64))
+else:
+    try:
+        ok = lm.decompress(open(path, "rb").read()) == data
+        print("same" if ok else "DIFFERENT")
+    except charlstm.CharlstmError as e:
+        print("refused:", e)
+"""
+
+
+def _kernel_run(tiny_run, mode, blob, text, capability):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if capability:
+        env["ATEN_CPU_CAPABILITY"] = capability
+    result = subprocess.run([sys.executable, "-c", _KERNEL_SCRIPT, str(tiny_run), mode, str(blob), str(text)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+def test_kernel_capability_crossed_round_trips_exactly_or_refuses_in_one_line(tiny_run, tmp_path, small_text):
+    """Made on the best kernels and read on the default ones (and the reverse): the same setting
+    round-trips; crossed, either it decodes exactly or the probe refuses with the line that says
+    where it decodes. Never a wrong file."""
+    text = tmp_path / "t.txt"
+    text.write_bytes(small_text[:600].encode())
+    outcomes = {}
+    for made in ("", "default"):
+        blob = tmp_path / f"made-{made or 'best'}.clstm"
+        _kernel_run(tiny_run, "compress", blob, text, made)
+        for read in ("", "default"):
+            outcome = _kernel_run(tiny_run, "decompress", blob, text, read)
+            if made == read:
+                assert outcome == "same"
+            else:
+                assert outcome == "same" or (
+                    outcome.startswith("refused:") and "computes other probabilities" in outcome
+                    and "ATEN_CPU_CAPABILITY=" in outcome and "\n" not in outcome
+                ), outcome
+            outcomes[(made, read)] = outcome
+    print(outcomes)
+
+
+def test_refusals_are_one_clear_error_and_nothing_else(lm, tiny_run, tmp_path, small_text):
+    data = small_text[:500].encode()
+    blob = lm.compress(data, threads=1)
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0x10
+    newer = bytearray(blob)
+    newer[8] = 99
+    cases = {
+        "damaged": bytes(flipped), "truncated": blob[:-7], "newer": bytes(newer), "empty": b"",
+        "not ours": b"hello world, not a compressed file",
+    }
+    messages = {}
+    for name, bad in cases.items():
+        with pytest.raises(CompressedFileError) as e:
+            lm.decompress(bad)
+        messages[name] = str(e.value)
+    assert "damaged or truncated" in messages["damaged"] and "damaged or truncated" in messages["truncated"]
+    assert "newer charlstm" in messages["newer"]
+    assert "not a file charlstm compress wrote" in messages["not ours"]
+    with pytest.raises(CompressedFileError, match="--context"):
+        lm.decompress(blob, context=b"some context")
+    import charlstm
+
+    other = charlstm.load(tiny_run, device="cpu")
+    with __import__("torch").no_grad():
+        other.module.head.bias.add_(0.01)
+    with pytest.raises(CompressedFileError, match="another model"):
+        other.decompress(blob)
+
+
+def test_a_mutated_file_is_always_one_clear_error(lm, small_text):
+    """Many mutations of a valid file (flips, cuts, insertions, header bytes): each decodes exactly
+    (a mutation that changes nothing) or raises one CharlstmError; never another exception."""
+    data = small_text[:400].encode()
+    blob = lm.compress(data, streams=2, threads=1)
+    rng = random.Random(7)
+    for _ in range(300):
+        bad = bytearray(blob)
+        kind = rng.randrange(4)
+        at = rng.randrange(len(bad))
+        if kind == 0:
+            bad[at] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            del bad[at:]
+        elif kind == 2:
+            bad[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+        else:
+            bad[rng.randrange(min(40, len(bad)))] = rng.randrange(256)
+        if rng.random() < 0.5 and len(bad) > 4:  # the checksum made to match again: the checks behind it
+            bad[-4:] = struct.pack("<I", zlib.crc32(bytes(bad[:-4])))
+        try:
+            assert lm.decompress(bytes(bad)) == data
+        except CharlstmError as e:
+            assert "\n" not in str(e)
+
+
+def test_compress_and_decompress_through_the_cli(tiny_run, tmp_path):
+    original = tmp_path / "notes.txt"
+    original.write_bytes(MIXED * 5)
+    result = run_cli("compress", tiny_run, original)
+    assert result.returncode == 0, result.stderr
+    assert "bits per byte" in result.stderr and result.stdout == ""
+    packed = tmp_path / "notes.txt.clstm"
+    assert packed.is_file()
+    original.rename(tmp_path / "kept.txt")
+    result = run_cli("decompress", tiny_run, packed)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "notes.txt").read_bytes() == MIXED * 5
+
+
+def test_stdin_and_stdout_with_a_dash(tiny_run, tmp_path):
+    packed = subprocess.run([sys.executable, "-m", "charlstm", "compress", str(tiny_run), "-"], input=MIXED,
+                            capture_output=True, timeout=300)
+    assert packed.returncode == 0, packed.stderr
+    back = subprocess.run([sys.executable, "-m", "charlstm", "decompress", str(tiny_run), "-"], input=packed.stdout,
+                          capture_output=True, timeout=300)
+    assert back.returncode == 0 and back.stdout == MIXED
+
+
+def test_an_existing_output_is_refused_and_kept(tiny_run, tmp_path):
+    original = tmp_path / "a.txt"
+    original.write_bytes(b"hello")
+    target = tmp_path / "a.txt.clstm"
+    target.write_bytes(b"precious")
+    result = run_cli("compress", tiny_run, original)
+    assert result.returncode == 1 and "already exists; pass --force" in result.stderr
+    assert target.read_bytes() == b"precious" and len(result.stderr.strip().splitlines()) == 1
+    assert run_cli("compress", tiny_run, original, "--force").returncode == 0
+    result = run_cli("decompress", tiny_run, target)
+    assert result.returncode == 1 and "already exists" in result.stderr and original.read_bytes() == b"hello"
+
+
+def test_a_failed_decompress_writes_nothing(tiny_run, tmp_path):
+    original = tmp_path / "b.txt"
+    original.write_bytes(b"some bytes to keep safe " * 20)
+    assert run_cli("compress", tiny_run, original).returncode == 0
+    packed = tmp_path / "b.txt.clstm"
+    packed.write_bytes(packed.read_bytes()[:-3])
+    original.unlink()
+    result = run_cli("decompress", tiny_run, packed)
+    assert result.returncode == 1 and "damaged or truncated" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.txt.clstm"]  # no partial or temporary file
+
+
+def test_a_wrong_decode_is_never_written(lm, small_text, monkeypatch):
+    """The checksum is the last guard: probabilities that differ on the decoding side end in a
+    refusal, never in wrong bytes."""
+    from charlstm.compression import coder
+
+    data = small_text[:800].encode()
+    blob = lm.compress(data, threads=1)
+    monkeypatch.setattr(coder, "probe_digest", lambda *a, **k: __import__("charlstm.compression.format", fromlist=["read"]).read(blob)[0].probe)
+    real = coder.Predictor.probabilities
+
+    def skewed(self):
+        p = real(self)
+        p[:, 0] += 0.3
+        return p
+
+    monkeypatch.setattr(coder.Predictor, "probabilities", skewed)
+    with pytest.raises(CompressedFileError, match="does not match its checksum|damaged"):
+        lm.decompress(blob)
+
+
+def test_without_constriction_one_line_says_how_to_install(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "constriction", None)
+    original = tmp_path / "c.txt"
+    original.write_bytes(b"abc")
+    result = run_cli("compress", tiny_run, original)
+    assert result.returncode == 1 and 'pip install "charlstm[compress]"' in result.stderr
+    assert not (tmp_path / "c.txt.clstm").exists()
+
+
+def test_the_cache_mixture_is_the_one_eval_scores_with(lm, small_text):
+    import torch
+
+    from charlstm.compression.streams import cache_distribution, mix
+    from charlstm.config import CacheConfig
+    from charlstm.evaluation.cache import NeuralCache
+
+    cache = NeuralCache(CacheConfig(cache_size=50, cache_theta=0.5, cache_lambda=0.3), "cpu")
+    torch.manual_seed(0)
+    cache.remember(torch.randn(60, 32), torch.randint(0, 10, (60,)))
+    features, log_probs = torch.randn(4, 32), torch.log_softmax(torch.randn(4, 10), -1)
+    ours = mix(log_probs, cache_distribution(cache, features, 10), cache.lambda_)
+    assert torch.equal(ours, cache.distribution(features, log_probs))

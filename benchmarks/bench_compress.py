@@ -210,6 +210,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Seconds: 12 KB slices, tiny models, 20 steps.")
     parser.add_argument("--cache-size", type=int, default=CACHE_SIZE, help=f"eval's --cache-size [{CACHE_SIZE}].")
     parser.add_argument("--json", metavar="FILE", help="Also write the results as JSON.")
+    parser.add_argument("--keep", metavar="DIR", type=Path,
+                        help="Keep the texts and trained runs in DIR (benchmarks/bench_cache.py reads them).")
     args = parser.parse_args()
     texts = [t.strip() for t in args.texts.split(",") if t.strip()]
     unknown = [t for t in texts if t not in TEXTS]
@@ -217,8 +219,12 @@ def main() -> None:
         parser.error(f"--texts: unknown {', '.join(unknown)} (choose from {', '.join(TEXTS)})")
     budgets = [float(b) for b in args.budgets.split(",")] if not args.quick else [1.0]
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="charlstm-compress-") as tmp:
-        data = run(texts, budgets, args.quick, Path(tmp), 200 if args.quick else args.cache_size)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        data = run(texts, budgets, args.quick, args.keep, 200 if args.quick else args.cache_size)
+    else:
+        with tempfile.TemporaryDirectory(prefix="charlstm-compress-") as tmp:
+            data = run(texts, budgets, args.quick, Path(tmp), 200 if args.quick else args.cache_size)
     header = ("text", "size", "trained s", "static", "adapt", "cache", "both", "xz -9e", "zstd -22", "beats xz")
     print_table("bits per byte on the last 10% (lower is better)", table_rows(data["results"]), header)
     data.update(machine=machine(), quick=args.quick, budgets=budgets, seconds=round(time.perf_counter() - started, 1))

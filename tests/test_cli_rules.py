@@ -31,7 +31,7 @@ def _commands(group=cli, path=()):
 
 COMMANDS = dict(_commands())
 # Commands that load a model from RUN (the others take RUN as a run directory, or none).
-LOADS_A_MODEL = {"sample", "chat", "score", "eval", "inspect", "export", "serve"}
+LOADS_A_MODEL = {"sample", "chat", "score", "eval", "inspect", "export", "serve", "compress", "decompress"}
 WRITES_FILES = ("--out", "--png", "--html")
 DEPRECATED = {"--output", "--file"}  # kept for a release, hidden from --help
 

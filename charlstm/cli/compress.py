@@ -95,7 +95,8 @@ def compress(run: str, files: tuple[str, ...], out: str | None, force: bool, con
       charlstm compress checkpoints/my_text notes.txt --adapt --cache-size 20000 --context train.txt
       cat notes.txt | charlstm compress checkpoints/my_text - > notes.clstm
 
-    Any bytes; the model is not stored. RUN: a run directory, a checkpoint file or an exported folder.
+    Any bytes; the model is not stored.
+    RUN: a run directory, a checkpoint file or an exported folder.
     """
     import charlstm
 
@@ -123,7 +124,7 @@ def compress(run: str, files: tuple[str, ...], out: str | None, force: bool, con
 @cli.command()
 @config_file_option
 @run_argument
-@click.argument("files", nargs=-1, required=True, metavar="FILE.clstm...", type=click.Path())
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", type=click.Path())
 @out_option("Write here instead of FILE without .clstm (one FILE; - for stdout).")
 @force_option
 @_context_option
@@ -136,6 +137,7 @@ def decompress(run: str, files: tuple[str, ...], out: str | None, force: bool, c
 
     The checksum is checked before anything is written; a file from another model, damaged,
     truncated or from a machine that computes other probabilities is refused in one line.
+    RUN: a run directory, a checkpoint file or an exported folder.
     """
     import charlstm
 

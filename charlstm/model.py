@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from charlstm.cells import Hidden, init_forget_bias, recurrent_shapes
@@ -77,9 +78,24 @@ class LanguageModel(nn.Module):
         lstm = self.config.cell == "lstm"
         if hidden is not None and not lstm:
             hidden = hidden[0]  # nn.GRU / nn.RNN take h alone
-        out, hidden = self.rnn(x, hidden)  # (T, B, hidden_size)
+        if self.training and self.config.weight_drop > 0:
+            out, hidden = self._weight_dropped(x, hidden)
+        else:
+            out, hidden = self.rnn(x, hidden)  # (T, B, hidden_size)
         logits = self.head(self.dropout(out))  # (T, B, vocab_size)
         return logits, out, (hidden if lstm else (hidden,))
+
+    def _weight_dropped(self, x: torch.Tensor, hidden):
+        """The recurrent layers with a fresh DropConnect mask on each hidden-to-hidden matrix
+        (Wan et al. 2013; Merity et al. 2017): the same mask for every step of the window, and the
+        fused kernel still runs the window (the masked matrices are passed in for this call)."""
+        rate = self.config.weight_drop
+        dropped = {
+            name: F.dropout(weight, rate)  # scaled by 1 / (1 - rate), as dropout is
+            for name, weight in self.rnn.named_parameters()
+            if name.startswith("weight_hh")
+        }
+        return torch.func.functional_call(self.rnn, dropped, (x, hidden))
 
 
 def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:

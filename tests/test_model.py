@@ -64,3 +64,29 @@ def test_other_cells_carry_a_one_tensor_state(cell, layer_class):
     _, first = model(ids[:2])
     rest, _ = model(ids[2:], detach_hidden(first))  # carried across a window boundary
     assert torch.allclose(rest, logits[2:], atol=1e-6)
+
+
+def test_weight_drop_masks_the_recurrent_matrices_in_training_only():
+    """--weight-drop: a fresh DropConnect mask on W_hh per training forward (gradients reach the
+    kept weights only), and none in eval mode (the same logits twice)."""
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=11, embedding_dim=8, hidden_size=16, weight_drop=0.5))
+    ids = torch.randint(0, 11, (12, 3))
+    model.train()
+    first, _ = model(ids)
+    second, _ = model(ids)
+    assert not torch.equal(first, second)  # two masks
+    plain = LanguageModel(ModelConfig(vocab_size=11, embedding_dim=8, hidden_size=16))
+    plain.load_state_dict(model.state_dict())
+    plain.train()
+    plain.dropout.p = model.dropout.p = 0.0
+    torch.manual_seed(1)
+    masked, _ = model(ids)
+    masked.sum().backward()
+    grad = model.rnn.weight_hh_l0.grad
+    assert 0.3 < float((grad == 0).float().mean()) < 0.7  # about half the entries got no gradient
+    model.eval()
+    plain.eval()
+    a, _ = model(ids)
+    b, _ = model(ids)
+    assert torch.equal(a, b) and torch.allclose(a, plain(ids)[0])  # no mask outside training

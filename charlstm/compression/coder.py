@@ -10,7 +10,6 @@ every symbol keeps a nonzero share: a token the model finds impossible still cod
 from __future__ import annotations
 
 import copy
-import hashlib
 from contextlib import contextmanager
 
 import numpy as np
@@ -96,10 +95,10 @@ def compress(model, tokenizer, data: bytes, config: CompressConfig, *, adapt: Ad
         model=fmt.model_digest(model, tokenizer), tokenizer=tokenizer.kind, vocab_size=tokenizer.vocab_size,
         weights=config.weights, adapt=None if adapt is None else adapt.to_dict(),
         cache=None if cache is None else cache.to_dict(),
-        context=None if context is None else hashlib.sha256(context).hexdigest(),
+        context=None if context is None else fmt.digest(context),
         streams=streams, part=part, tokens=len(ids), threads=config.threads, torch=torch.__version__,
         kernels=_kernels(), coder=_coder_version(), probe=probe, length=len(data),
-        sha256=hashlib.sha256(data).hexdigest(), side=0, words=len(words),
+        sha256=fmt.digest(data), side=0, words=len(words),
     )
     packed = pack_side(side)
     header = fmt.Header(**{**header.__dict__, "side": len(packed)})
@@ -139,7 +138,7 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
             if on_progress is not None and (t + 1) % PROGRESS_STEPS == 0:
                 on_progress(PROGRESS_STEPS * streams)
     data = from_tokens(out.reshape(-1)[: header.tokens], side, tokenizer.token_bytes(), tokenizer.unk_id)
-    if len(data) != header.length or hashlib.sha256(data).hexdigest() != header.sha256:
+    if len(data) != header.length or fmt.digest(data) != header.sha256:
         raise CompressedFileError(
             f"{name}: what was decoded does not match its checksum ({_made_with(header)}; here "
             f"{_here()}); nothing written"
@@ -161,7 +160,7 @@ def _check(header: fmt.Header, model, tokenizer, context: bytes | None, name: st
             f"{name}: made with another model (weights {header.model[:12]}; this one's are {digest[:12]}): "
             "decompress it with the model that compressed it"
         )
-    given = None if context is None else hashlib.sha256(context).hexdigest()
+    given = None if context is None else fmt.digest(context)
     if given != header.context:
         wanted = "no --context" if header.context is None else f"the --context it was made with (SHA-256 {header.context[:12]})"
         raise CompressedFileError(f"{name}: made with {wanted}; give the same to decompress it")

@@ -12,7 +12,7 @@ from charlstm.errors import ConfigError
 
 # Streams: each part at least this many tokens (a stream starts cold and pays for it: measured in
 # docs/compressing.md), and never more than this many streams.
-MIN_PART_TOKENS = 25_000
+MIN_PART_TOKENS = 4096
 MAX_STREAMS = 64
 DEFAULT_THREADS = 2
 

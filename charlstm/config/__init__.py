@@ -60,6 +60,10 @@ class ModelShape(_Serializable):
     hidden_size: int = setting(512, "Units per recurrent layer.", fixed=True)
     num_layers: int = setting(1, "Stacked recurrent layers.", fixed=True)
     dropout: float = setting(0.2, "Dropout between layers and before the projection.")
+    weight_drop: float = setting(
+        0.0, "Weight drop (AWD-LSTM's DropConnect): the share of the recurrent matrices' weights zeroed "
+        "for each training window; 0: off.",
+    )
     tie_weights: bool = setting(
         False, "Share embedding and projection weights (needs --embedding-dim = --hidden-size).", fixed=True
     )
@@ -75,6 +79,7 @@ class ModelShape(_Serializable):
         c.at_least("hidden_size", 1)
         c.at_least("num_layers", 1)
         c.within("dropout", "[0, 1)")
+        c.within("weight_drop", "[0, 1)")
         c.check(
             "tie_weights",
             lambda tied: not tied or self.embedding_dim == self.hidden_size,

@@ -13,9 +13,14 @@ the first 90% for each of ``--budgets`` seconds, and one ``charlstm eval --adapt
 --context TRAIN`` scores the last 10%: static, dynamic evaluation, the neural cache and both, in
 bits per byte, with the first 90% read first as context (never scored), as the compressors get
 it: ``xz -9e`` and ``zstd --ultra -22``'s figure is size(compress(train + test)) -
-size(compress(train)), in bits per byte of the test part.
+size(compress(train)), in bits per byte of the test part. Then ``charlstm compress`` codes the
+last 10% for real (static, and ``--adapt --cache-size N --context TRAIN``) and ``decompress``
+gives it back: the files' bits per byte against ``eval``'s and against the anchors for "a model
+of this kind of text" (``zstd --patch-from`` the first 90%, ``zstd -19 -D`` with a dictionary
+``zstd --train`` made from it cut into 4 KB samples, ``brotli -q 11``, ``bzip2 -9``), each way's
+KB/s, peak memory and the round trip. ``--big 10000000`` also round-trips a 10 MB file.
 
-    python3 benchmarks/bench_compress.py --budgets 300 --json compress.json   # 5 texts: 40 min (2 cores)
+    python3 benchmarks/bench_compress.py --budgets 300 --json compress.json --big 10000000  # 5 texts: ~50 min (2 cores)
     python3 benchmarks/bench_compress.py --budgets 300 --texts code,log
     python3 benchmarks/bench_compress.py --quick                    # seconds: tiny slices and models (the suite)
 """
@@ -27,6 +32,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +134,81 @@ def compressor_bits_per_byte(command: list[str], train: bytes, test: bytes) -> f
     return (size(train + test) - size(train)) * 8 / len(test)
 
 
+def anchors(train_path: Path, test_path: Path, tmp: Path) -> dict[str, float | None]:
+    """Bits per test byte of the "model of this kind of text" anchors: zstd patching from the first
+    90%, zstd with a dictionary trained on it cut into 4 KB samples, brotli -q 11 (its built-in
+    dictionary) and bzip2 -9 (neither given the first 90%)."""
+    test = test_path.read_bytes()
+    bits = {}
+
+    def size_of(command: list[str]) -> int | None:
+        if shutil.which(command[0]) is None:
+            return None
+        return len(subprocess.run(command, capture_output=True, check=True).stdout)
+
+    patched = size_of(["zstd", "--ultra", "-22", "-q", "-c", f"--patch-from={train_path}", str(test_path)])
+    bits["zstd --patch-from"] = None if patched is None else patched * 8 / len(test)
+    samples = tmp / f"{train_path.stem}.samples"
+    samples.mkdir(exist_ok=True)
+    train = train_path.read_bytes()
+    for i in range(0, len(train), 4096):
+        (samples / f"{i:09d}").write_bytes(train[i : i + 4096])
+    dictionary = tmp / f"{train_path.stem}.zdict"
+    bits["zstd -19 -D"] = None
+    if shutil.which("zstd") is not None and len(train) >= 8 * 4096:
+        subprocess.run(["zstd", "--train", "-q", *sorted(map(str, samples.iterdir())), "-o", str(dictionary)],
+                       capture_output=True, check=True)
+        bits["zstd -19 -D"] = size_of(["zstd", "-19", "-q", "-c", "-D", str(dictionary), str(test_path)]) * 8 / len(test)
+    shutil.rmtree(samples)
+    try:
+        import brotli
+
+        bits["brotli -q 11"] = len(brotli.compress(test, quality=11)) * 8 / len(test)
+    except ImportError:
+        bits["brotli -q 11"] = None
+    bzipped = size_of(["bzip2", "-9", "-c", str(test_path)])
+    bits["bzip2 -9"] = None if bzipped is None else bzipped * 8 / len(test)
+    return bits
+
+
+def timed(args: list, log: list[str]) -> tuple[float, int, str]:
+    """Run ``charlstm ARGS`` in a child process: (seconds, peak memory in MB, stderr's last line)."""
+    import shlex
+
+    log.append("charlstm " + " ".join(shlex.quote(str(a)) for a in args))
+    with tempfile.NamedTemporaryFile("r") as report:
+        done = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", report.name, sys.executable, "-m", "charlstm",
+                               *map(str, args)], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"charlstm {' '.join(map(str, args))}: {done.stderr.strip()[-500:]}")
+        seconds, kilobytes = report.read().split()
+    return float(seconds), int(kilobytes) // 1024, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+
+
+def compress_row(run_dir: Path, test_path: Path, options: list, tmp: Path, log: list[str]) -> dict:
+    """``charlstm compress`` then ``decompress`` of the test part with ``options``: the file's
+    bits per byte, each way's seconds (the whole command: loading the model included) and KB/s
+    (the coding alone, as the command reports it), peak memory, and whether the bytes came back."""
+    packed, unpacked = tmp / f"{test_path.stem}.clstm", tmp / f"{test_path.stem}.back"
+    context = [o for i, o in enumerate(options) if i and options[i - 1] == "--context"]
+    c_seconds, c_mb, c_line = timed(["compress", run_dir, test_path, "--out", packed, "--force", *options], log)
+    d_seconds, d_mb, d_line = timed(
+        ["decompress", run_dir, packed, "--out", unpacked, "--force", *(["--context", *context] if context else [])], log)
+    size = test_path.stat().st_size
+
+    def rate(line: str, seconds: float) -> float:
+        """KB/s of the coding alone from the command's own " in S s", else of the whole command."""
+        match = re.search(r" in ([0-9.]+) s", line)
+        return round(size / 1000 / max(float(match[1]) if match else seconds, 1e-3), 1)
+
+    row = {"bits_per_byte": packed.stat().st_size * 8 / size, "compress_s": c_seconds, "decompress_s": d_seconds,
+           "compress_kb_s": rate(c_line, c_seconds), "decompress_kb_s": rate(d_line, d_seconds),
+           "peak_mb": max(c_mb, d_mb), "round_trip": unpacked.read_bytes() == test_path.read_bytes()}
+    packed.unlink()
+    unpacked.unlink()
+    return row
+
+
 def run(texts: list[str], budgets: list[float], quick: bool, tmp: Path, cache_size: int = CACHE_SIZE) -> dict:
     log: list[str] = []
     results = []
@@ -147,6 +228,7 @@ def run(texts: list[str], budgets: list[float], quick: bool, tmp: Path, cache_si
             "test_bytes": len(test_bytes),
             "xz -9e": compressor_bits_per_byte(["xz", "-9e", "-c"], train_bytes, test_bytes),
             "zstd --ultra -22": compressor_bits_per_byte(["zstd", "--ultra", "-22", "-c", "-q"], train_bytes, test_bytes),
+            **anchors(train_path, test_path, tmp),
             "runs": [],
         }
         for budget in budgets:
@@ -164,6 +246,11 @@ def run(texts: list[str], budgets: list[float], quick: bool, tmp: Path, cache_si
                 )
             )
             adapted = report["adapted"]
+            compressed = {
+                "static": compress_row(out, test_path, [], tmp, log),
+                "adapt + cache": compress_row(
+                    out, test_path, ["--adapt", "--cache-size", cache_size, "--context", train_path], tmp, log),
+            }
             row["runs"].append(
                 {
                     "budget_s": budget,
@@ -178,6 +265,7 @@ def run(texts: list[str], budgets: list[float], quick: bool, tmp: Path, cache_si
                     "adapt_method": adapted["adapt_method"],
                     "cache_size": cache_size,
                     "context_tokens": report["context_tokens"],
+                    "compress": compressed,
                 }
             )
         results.append(row)
@@ -203,6 +291,43 @@ def table_rows(results: list[dict]) -> list[tuple[str, ...]]:
     return rows
 
 
+def compress_rows(results: list[dict]) -> list[tuple[str, ...]]:
+    """One row per text and budget: charlstm compress's files against eval's figure and the anchors."""
+    def f(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    rows = []
+    for row in results:
+        for r in row["runs"]:
+            static, both = r["compress"]["static"], r["compress"]["adapt + cache"]
+            others = [row[k] for k in ("xz -9e", "zstd --patch-from", "zstd -19 -D", "brotli -q 11", "bzip2 -9") if row.get(k)]
+            rows.append((
+                row["text"], f(static["bits_per_byte"]), f(both["bits_per_byte"]), f(r["adapt + cache"]),
+                f"{(both['bits_per_byte'] / r['adapt + cache'] - 1) * 100:+.1f}%", f(row["xz -9e"]),
+                f(row.get("zstd --patch-from")), f(row.get("zstd -19 -D")), f(row.get("brotli -q 11")), f(row.get("bzip2 -9")),
+                "yes" if others and both["bits_per_byte"] < min(others) else "no",
+                f"{static['compress_kb_s']:.0f} / {static['decompress_kb_s']:.0f}",
+                f"{both['compress_kb_s']:.1f} / {both['decompress_kb_s']:.1f}",
+                str(max(static["peak_mb"], both["peak_mb"])),
+                "yes" if static["round_trip"] and both["round_trip"] else "NO",
+            ))
+    return rows
+
+
+def big_round_trip(run_dir: Path, tmp: Path, size: int, log: list[str]) -> dict | None:
+    """A ``size``-byte file (the complete Shakespeare repeated) compressed and decompressed with
+    the prose run, static: seconds, KB/s, peak memory and whether it came back."""
+    source = SHARED_DATA / "shakespeare_complete.txt"
+    if not source.is_file():
+        return None
+    data = source.read_bytes()
+    big = tmp / "big.txt"
+    big.write_bytes((data * (size // len(data) + 1))[:size])
+    row = compress_row(run_dir, big, [], tmp, log)
+    big.unlink()
+    return {"bytes": size, **row}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budgets", default="120,300", help="Training seconds, comma-separated [120,300].")
@@ -210,6 +335,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Seconds: 12 KB slices, tiny models, 20 steps.")
     parser.add_argument("--cache-size", type=int, default=CACHE_SIZE, help=f"eval's --cache-size [{CACHE_SIZE}].")
     parser.add_argument("--json", metavar="FILE", help="Also write the results as JSON.")
+    parser.add_argument("--big", type=int, default=0, metavar="BYTES",
+                        help="Also round-trip a file of BYTES (e.g. 10000000) with the prose run [0: no].")
     parser.add_argument("--keep", metavar="DIR", type=Path,
                         help="Keep the texts and trained runs in DIR (benchmarks/bench_cache.py reads them).")
     args = parser.parse_args()
@@ -219,14 +346,23 @@ def main() -> None:
         parser.error(f"--texts: unknown {', '.join(unknown)} (choose from {', '.join(TEXTS)})")
     budgets = [float(b) for b in args.budgets.split(",")] if not args.quick else [1.0]
     started = time.perf_counter()
-    if args.keep is not None:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        data = run(texts, budgets, args.quick, args.keep, 200 if args.quick else args.cache_size)
-    else:
-        with tempfile.TemporaryDirectory(prefix="charlstm-compress-") as tmp:
-            data = run(texts, budgets, args.quick, Path(tmp), 200 if args.quick else args.cache_size)
+    with tempfile.TemporaryDirectory(prefix="charlstm-compress-") as scratch:
+        tmp = args.keep if args.keep is not None else Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
+        data = run(texts, budgets, args.quick, tmp, 200 if args.quick else args.cache_size)
+        if args.big and "prose" in texts:
+            data["big"] = big_round_trip(tmp / f"prose-{budgets[-1]:g}", tmp, args.big, data["commands"])
     header = ("text", "size", "trained s", "static", "adapt", "cache", "both", "xz -9e", "zstd -22", "beats xz")
     print_table("bits per byte on the last 10% (lower is better)", table_rows(data["results"]), header)
+    header = ("text", "compress", "--adapt --cache-size --context", "eval (both)", "file vs eval", "xz -9e",
+              "zstd --patch-from", "zstd -19 -D", "brotli -q 11", "bzip2 -9", "smallest", "KB/s static (c / d)",
+              "KB/s both (c / d)", "peak MB", "round trip")
+    print_table("charlstm compress: the file's bits per byte on the last 10%", compress_rows(data["results"]), header)
+    if data.get("big"):
+        big = data["big"]
+        print(f"{big['bytes']:,} bytes: {big['bits_per_byte']:.3f} bits per byte, compress {big['compress_s']:.0f} s "
+              f"({big['compress_kb_s']} KB/s coding), decompress {big['decompress_s']:.0f} s, peak {big['peak_mb']} MB, "
+              f"round trip {'yes' if big['round_trip'] else 'NO'}")
     data.update(machine=machine(), quick=args.quick, budgets=budgets, seconds=round(time.perf_counter() - started, 1))
     write_json(args.json, data)
 

@@ -273,3 +273,35 @@ def test_the_cache_mixture_is_the_one_eval_scores_with(lm, small_text):
     features, log_probs = torch.randn(4, 32), torch.log_softmax(torch.randn(4, 10), -1)
     ours = mix(log_probs, cache_distribution(cache, features, 10), cache.lambda_)
     assert torch.equal(ours, cache.distribution(features, log_probs))
+
+
+def test_a_model_left_in_train_mode_never_drops_out_while_coding(lm, small_text, monkeypatch):
+    """The coder puts the model in eval mode (a module in train mode with dropout would draw other
+    masks on each side: the context's read had chosen other cache settings and a 20 KB file did
+    not decode); every forward while coding runs without dropout, the fast cache's product (here
+    from 64 states) decodes what it coded, and the model's mode is put back."""
+    import charlstm.evaluation.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "FAST_MIN_STATES", 64)
+    module = lm.module
+    seen = []
+    forward = type(module).forward_features
+
+    def recording(self, *args, **kwargs):  # on the class: the adapting copy (deepcopy) calls it too
+        seen.append(self.dropout.training and self.dropout.p > 0)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(module), "forward_features", recording)
+    was = module.training, module.dropout.p
+    module.train()
+    module.dropout.p = 0.5
+    try:
+        data, context = small_text[:1500].encode(), small_text[3000:5000].encode()
+        for options in ({"cache_size": 300, "context": context, "streams": 3},
+                        {"adapt": True, "adapt_bptt": 16, "cache_size": 300, "context": context, "streams": 2}):
+            assert lm.decompress(lm.compress(data, threads=1, **options), context=context) == data, options
+        assert seen and not any(seen)  # no forward with dropout on
+        assert module.training  # its mode is put back
+    finally:
+        module.train(was[0])
+        module.dropout.p = was[1]

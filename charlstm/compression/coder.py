@@ -45,6 +45,18 @@ def _threads(n: int):
         torch.set_num_threads(before)
 
 
+@contextmanager
+def _evaluating(model):
+    """``model`` in eval mode for the block (a model in train mode would drop out at random, and
+    the decoder's draws would not be the encoder's); its mode is put back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def _kernels() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
@@ -55,7 +67,7 @@ def _start(model, tokenizer, streams: int, weights: str, adapt, cache_config, co
     newline."""
     from charlstm.data.tokenizers import default_start_id
 
-    cache = new_cache(cache_config)
+    cache = new_cache(cache_config, model.config.vocab_size)
     hidden, last, step = None, None, None
     if context:
         hidden, last, step = read_context(model, to_tokens(context, tokenizer)[0], adapt, cache)
@@ -77,7 +89,7 @@ def compress(model, tokenizer, data: bytes, config: CompressConfig, *, adapt: Ad
     grid[: len(ids)] = ids
     grid = grid.reshape(streams, part)  # (B, part): stream b codes ids[b*part : (b+1)*part]
     last = len(ids) - (streams - 1) * part  # the last stream's length
-    with _threads(config.threads), torch.no_grad():
+    with _threads(config.threads), _evaluating(model), torch.no_grad():
         work = model if adapt is None else copy.deepcopy(model)
         probe = probe_digest(model, streams, weights=config.weights, adapt=adapt, cache=cache)
         predictor = _start(work, tokenizer, streams, config.weights, adapt, cache, context)
@@ -119,7 +131,7 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
         out = np.zeros((streams, part), dtype=np.int64)  # (B, part)
     except MemoryError:
         raise CompressedFileError(f"{name}: damaged (it claims more tokens than fit in memory); nothing written") from None
-    with _threads(header.threads), torch.no_grad():
+    with _threads(header.threads), _evaluating(model), torch.no_grad():
         probe = probe_digest(model, streams, weights=header.weights, adapt=adapt, cache=cache)
         if probe != header.probe:
             raise CompressedFileError(_other_floats(header, name))

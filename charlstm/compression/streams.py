@@ -112,10 +112,8 @@ class Predictor:
 
 
 def cache_distribution(cache: NeuralCache, features: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """p_cache (B, V) of rows ``features`` (B, H), computed as ``NeuralCache.distribution`` does."""
-    weights = torch.softmax(cache.theta * (features.float() @ cache.keys.T), dim=-1)  # (B, M)
-    p_cache = torch.zeros(len(features), vocab_size, dtype=torch.float32)  # (B, V)
-    return p_cache.scatter_add_(1, cache.values.expand(len(features), -1), weights)
+    """p_cache (B, V) of rows ``features`` (B, H), as ``NeuralCache.distribution`` computes it."""
+    return cache.copy_distribution(features, vocab_size)
 
 
 def mix(log_probs: torch.Tensor, p_cache: torch.Tensor, lambda_: float) -> torch.Tensor:
@@ -137,13 +135,12 @@ def _choose_lambda(cache: NeuralCache, log_probs: torch.Tensor, p_cache: torch.T
     cache.choice = (0, int(torch.argmin(cache.totals[0])))
 
 
-def new_cache(config: CacheConfig | None) -> NeuralCache | None:
+def new_cache(config: CacheConfig | None, vocab_size: int | None = None) -> NeuralCache | None:
     """A cache for the streams (None without one); theta, when not given, is chosen by a context
     or is the grid's middle."""
     if config is None or config.cache_size == 0:
         return None
-    cache = NeuralCache(config, "cpu")
-    return cache
+    return NeuralCache(config, "cpu", vocab_size=vocab_size)
 
 
 def read_context(model, ids: np.ndarray, adapt: AdaptConfig | None, cache: NeuralCache | None):

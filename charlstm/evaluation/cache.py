@@ -161,14 +161,25 @@ class NeuralCache:
         """The mixed log-distribution (T, V) for rows ``features`` (T, H) whose model
         log-distributions are ``log_probs`` (T, V), with the pair in use, each row seeing the cache
         as it is (not the segment's own rows: use ``score`` to read a text). Nothing is remembered."""
-        features = features.detach()
         if self.ring is None or self.size == 0:
             return log_probs.float()
-        dots = features.float() @ self.keys.T  # (T, M)
-        weights = torch.softmax(self.theta * dots, dim=-1)  # (T, M)
-        p_cache = torch.zeros_like(log_probs, dtype=torch.float32)  # (T, V)
-        p_cache.scatter_add_(1, self.values.expand(len(features), -1), weights)
+        p_cache = self.copy_distribution(features, log_probs.size(-1))  # (T, V)
         return _mix(log_probs.float(), p_cache.clamp_min(0).log(), self.lambda_)
+
+    def copy_distribution(self, features: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """p_cache (T, V) of rows ``features`` (T, H) against the states held (at least one):
+        by the fast product when it applies, else exactly."""
+        features = features.detach().float()
+        if self.ring_low is not None and len(self.thetas) == 1 and self.filled >= FAST_MIN_STATES:
+            no_own = torch.full((len(features),), -math.inf, device=self.device)
+            mass, _, _ = self._ring_mass(features, no_own)  # (T, V)
+            total = mass.sum(dim=-1, keepdim=True)  # (T, 1)
+            if bool(torch.isfinite(total).all()) and bool((total > 0).all()):
+                self.fast_segments += 1
+                return mass / total
+        weights = torch.softmax(self.theta * (features @ self.keys.T), dim=-1)  # (T, M)
+        p_cache = torch.zeros(len(features), vocab_size, dtype=torch.float32, device=self.device)  # (T, V)
+        return p_cache.scatter_add_(1, self.values.expand(len(features), -1), weights)
 
     def score(self, features: torch.Tensor, log_p_model: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihoods (T,) of ``targets`` (T,) under the mixture, for one segment
@@ -223,22 +234,8 @@ class NeuralCache:
     def _fast(self, features, targets, here, own) -> torch.Tensor | None:
         """``_exact`` for one theta and a full-enough ring by the fast product (the module
         docstring): (1, T); None when a row's weights left the float range (the exact path then)."""
-        theta, n, hidden = self.thetas[0], self.filled, features.size(-1)
         own_dots = (features @ features.T).masked_fill_(~own, -math.inf)  # (T, T), exact
-        newest = torch.arange(self.count - min(PILOT_STATES, n), self.count, device=self.device) % self.size
-        pilot = torch.maximum(own_dots.amax(dim=-1), (features @ self.ring[newest].T).amax(dim=-1))  # (T,)
-        query = torch.zeros(len(targets), self.ring_low.size(-1), dtype=self.ring_low.dtype, device=self.device)
-        scale = theta / math.log(2)  # in bits: exp2 is three times as fast as exp here
-        query[:, :hidden] = scale * features
-        query[:, hidden] = -(scale * pilot + SHIFT_NATS / math.log(2))
-        shift = -query[:, hidden].float()  # (T,): as rounded into the query
-        weights = query @ self.ring_low[:n].T  # (T, n): (theta h_t.h_i) / ln 2 - shift
-        places = self.ring_places[:n]
-        edge = torch.nonzero(places < here[-1] - self.size)[:, 0]  # slots out of reach of some rows
-        if len(edge):
-            hidden_from = places[edge][None, :] < here[:, None] - self.size  # (T, E)
-            weights[:, edge] = weights[:, edge].masked_fill(hidden_from, -math.inf)
-        mass = (weights.exp2_() @ self.ring_tokens[:n]).float()  # (T, V): the ring's weight on each token
+        mass, shift, scale = self._ring_mass(features, own_dots.amax(dim=-1), here)  # (T, V), (T,)
         own_weights = torch.exp2(scale * own_dots - shift[:, None])  # (T, T), 0 where hidden
         total = mass.sum(dim=-1) + own_weights.sum(dim=-1)  # (T,)
         hit = mass.gather(1, targets[:, None])[:, 0] + (own_weights * (targets[None, :] == targets[:, None])).sum(dim=-1)
@@ -246,6 +243,28 @@ class NeuralCache:
             return None
         self.fast_segments += 1
         return (hit.log() - total.log())[None, :]  # (1, T)
+
+    def _ring_mass(self, features, best_own, here=None):
+        """The ring's weight on every token for each row (T, V), as 2^(theta h_t.h_i / ln 2 - shift_t),
+        the shift (T,) and theta / ln 2. The shift sits ``SHIFT_NATS`` above the row's best dot product
+        with its own visible rows (``best_own``, -inf for none) and the ring's newest states. With
+        ``here`` (each row's place), states more than the cache's size before a row are left out."""
+        theta, n, hidden = self.thetas[0], self.filled, features.size(-1)
+        newest = torch.arange(self.count - min(PILOT_STATES, n), self.count, device=self.device) % self.size
+        pilot = torch.maximum(best_own, (features @ self.ring[newest].T).amax(dim=-1))  # (T,)
+        query = torch.zeros(len(features), self.ring_low.size(-1), dtype=self.ring_low.dtype, device=self.device)
+        scale = theta / math.log(2)  # in bits: exp2 is three times as fast as exp here
+        query[:, :hidden] = scale * features
+        query[:, hidden] = -(scale * pilot + SHIFT_NATS / math.log(2))
+        shift = -query[:, hidden].float()  # (T,): as rounded into the query
+        weights = query @ self.ring_low[:n].T  # (T, n): (theta h_t.h_i) / ln 2 - shift
+        if here is not None:
+            places = self.ring_places[:n]
+            edge = torch.nonzero(places < here[-1] - self.size)[:, 0]  # slots out of reach of some rows
+            if len(edge):
+                hidden_from = places[edge][None, :] < here[:, None] - self.size  # (T, E)
+                weights[:, edge] = weights[:, edge].masked_fill(hidden_from, -math.inf)
+        return (weights.exp2_() @ self.ring_tokens[:n]).float(), shift, scale  # (T, V)
 
     def _mix_and_learn(self, log_p_cache, empty, log_p_model, features, targets) -> torch.Tensor:
         """The mixture's negative log-likelihoods (T,) with the pair in use; then the grid's

@@ -75,6 +75,7 @@ CACHE_SEGMENT = 512  # tokens scored together by one product against the ring (a
 FAST_MAX_VOCAB = 1024
 PILOT_STATES = 1024
 SHIFT_NATS = 16.0
+SAFE_BITS = 100.0  # a row whose best state is further above its shift is shifted again (2^127 overflows)
 LAMBDAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 0.95)
 
 
@@ -258,6 +259,12 @@ class NeuralCache:
         query[:, hidden] = -(scale * pilot + SHIFT_NATS / math.log(2))
         shift = -query[:, hidden].float()  # (T,): as rounded into the query
         weights = query @ self.ring_low[:n].T  # (T, n): (theta h_t.h_i) / ln 2 - shift
+        top = weights.amax(dim=-1).float()  # (T,): the best state, in bits above the shift
+        far = torch.nonzero(top > SAFE_BITS)[:, 0]  # rows whose best is far above the pilot's
+        if len(far):  # their shift moved to their best, and their product made again
+            query[far, hidden] = (query[far, hidden].float() - top[far]).to(query.dtype)
+            shift = -query[:, hidden].float()
+            weights[far] = query[far] @ self.ring_low[:n].T
         if here is not None:
             places = self.ring_places[:n]
             edge = torch.nonzero(places < here[-1] - self.size)[:, 0]  # slots out of reach of some rows

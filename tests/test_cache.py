@@ -221,7 +221,7 @@ def test_the_fast_product_scores_within_tolerance_of_the_exact_product(monkeypat
     assert abs(results[True].mean() - results[False].mean()) < 1e-4  # nats per token; the figure's tolerance is 2e-3
 
 
-def test_a_small_cache_a_grid_of_thetas_or_no_vocabulary_uses_the_exact_product():
+def test_a_small_cache_or_no_vocabulary_uses_the_exact_product():
     states, values, _ = _stream_of_states(2, 200)
     small = NeuralCache(CacheConfig(cache_size=100, cache_theta=1.0), "cpu", vocab_size=20)
     assert not small.fast  # under FAST_MIN_STATES: no low-precision copy of the ring
@@ -231,4 +231,4 @@ def test_a_small_cache_a_grid_of_thetas_or_no_vocabulary_uses_the_exact_product(
     for cache in (small, grid, unknown):
         for start in (0, 64):
             cache.score(states[start : start + 64], torch.zeros(64), values[start : start + 64])
-        assert cache.fast_segments == 0  # a grid of thetas is scored exactly until a context settles one
+        assert cache.fast_segments == 0  # under FAST_MIN_STATES held: the exact product

@@ -18,8 +18,8 @@ cache keeps the log-likelihood every pair of a small grid would have had so far 
 segment with the best pair up to the segment before (the first with the grid's middle). The
 hidden states do not depend on theta and lambda, so the grid costs one extra softmax per theta.
 
-A large cache with one theta (after a context has chosen it, or given) and a vocabulary of at most
-``FAST_MAX_VOCAB`` is scored by the fast product (``NeuralCache(exact=False)``, the default): one
+A large cache (each theta of the grid in turn while theta is being chosen) with a vocabulary of at
+most ``FAST_MAX_VOCAB`` is scored by the fast product (``NeuralCache(exact=False)``, the default): one
 bf16 product (AVX-512-bf16 or AMX where the CPU has them; float32 elsewhere) against a copy of the
 ring whose extra column is 1, with theta folded into the query and each row's shift in that
 column, so the product writes theta h_t.h_i - s_t directly (in bits); one exp2 in place; and one
@@ -171,9 +171,9 @@ class NeuralCache:
         """p_cache (T, V) of rows ``features`` (T, H) against the states held (at least one):
         by the fast product when it applies, else exactly."""
         features = features.detach().float()
-        if self.ring_low is not None and len(self.thetas) == 1 and self.filled >= FAST_MIN_STATES:
+        if self.ring_low is not None and self.filled >= FAST_MIN_STATES:
             no_own = torch.full((len(features),), -math.inf, device=self.device)
-            mass, _, _ = self._ring_mass(features, no_own)  # (T, V)
+            mass, _, _ = self._ring_mass(features, no_own, self.theta)  # (T, V)
             total = mass.sum(dim=-1, keepdim=True)  # (T, 1)
             if bool(torch.isfinite(total).all()) and bool((total > 0).all()):
                 self.fast_segments += 1
@@ -200,8 +200,9 @@ class NeuralCache:
         own = here[None, :] < here[:, None]  # (T, T): the segment's earlier rows
         own &= here[None, :] >= here[:, None] - self.size
         log_p_cache = None
-        if len(self.thetas) == 1 and self.ring_low is not None and self.filled >= FAST_MIN_STATES:
-            log_p_cache = self._fast(features, targets, here, own)
+        if self.ring_low is not None and self.filled >= FAST_MIN_STATES:  # each theta of the grid by the fast product
+            rows = [self._fast(features, targets, here, own, theta) for theta in self.thetas]
+            log_p_cache = None if any(row is None for row in rows) else torch.cat(rows)  # (K, T)
         if log_p_cache is None:
             log_p_cache = self._exact(features, targets, here, own)
         empty = torch.isnan(log_p_cache[0])  # (T,): nothing to copy from yet: the model alone
@@ -232,11 +233,11 @@ class NeuralCache:
             log_p_cache[k] = torch.linalg.vecdot(weights, same).log() - weights.sum(dim=-1).log()
         return log_p_cache.masked_fill(empty, math.nan)  # -inf: nothing visible was followed by it
 
-    def _fast(self, features, targets, here, own) -> torch.Tensor | None:
+    def _fast(self, features, targets, here, own, theta: float) -> torch.Tensor | None:
         """``_exact`` for one theta and a full-enough ring by the fast product (the module
         docstring): (1, T); None when a row's weights left the float range (the exact path then)."""
         own_dots = (features @ features.T).masked_fill_(~own, -math.inf)  # (T, T), exact
-        mass, shift, scale = self._ring_mass(features, own_dots.amax(dim=-1), here)  # (T, V), (T,)
+        mass, shift, scale = self._ring_mass(features, own_dots.amax(dim=-1), theta, here)  # (T, V), (T,)
         own_weights = torch.exp2(scale * own_dots - shift[:, None])  # (T, T), 0 where hidden
         total = mass.sum(dim=-1) + own_weights.sum(dim=-1)  # (T,)
         hit = mass.gather(1, targets[:, None])[:, 0] + (own_weights * (targets[None, :] == targets[:, None])).sum(dim=-1)
@@ -245,12 +246,12 @@ class NeuralCache:
         self.fast_segments += 1
         return (hit.log() - total.log())[None, :]  # (1, T)
 
-    def _ring_mass(self, features, best_own, here=None):
+    def _ring_mass(self, features, best_own, theta: float, here=None):
         """The ring's weight on every token for each row (T, V), as 2^(theta h_t.h_i / ln 2 - shift_t),
         the shift (T,) and theta / ln 2. The shift sits ``SHIFT_NATS`` above the row's best dot product
         with its own visible rows (``best_own``, -inf for none) and the ring's newest states. With
         ``here`` (each row's place), states more than the cache's size before a row are left out."""
-        theta, n, hidden = self.thetas[0], self.filled, features.size(-1)
+        n, hidden = self.filled, features.size(-1)
         newest = torch.arange(self.count - min(PILOT_STATES, n), self.count, device=self.device) % self.size
         pilot = torch.maximum(best_own, (features @ self.ring[newest].T).amax(dim=-1))  # (T,)
         query = torch.zeros(len(features), self.ring_low.size(-1), dtype=self.ring_low.dtype, device=self.device)

@@ -76,6 +76,6 @@ def test_the_measured_parts_say_what_they_measured(report):
     if report["sampling"]["status"] == "ok":
         sampling = report["sampling"]
         assert sampling["chars_per_s_1"] > 0 and sampling["chars_per_s_64"] > 0
-        assert sampling["ratio_64_to_1"] == pytest.approx(sampling["chars_per_s_64"] / sampling["chars_per_s_1"], rel=0.01)
+        assert sampling["ratio_64_to_1"] == pytest.approx(sampling["chars_per_s_64"] / sampling["chars_per_s_1"], rel=0.02, abs=0.006)  # rounded
     if report["long_range"]["status"] == "ok":
         assert report["long_range"]["exit_status"] == 0 and report["long_range"]["wall_s"] > 0

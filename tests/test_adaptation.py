@@ -67,3 +67,17 @@ def test_adapt_config_names_each_bad_value():
         "--adapt-lr must be a positive number (got 0); --adapt-decay must be in [0, 1] (got 1.5); "
         "--adapt-bptt must be at least 1 (got 0)"
     )
+
+
+@pytest.mark.parametrize("n, at", [(300, 128), (300, 100), (300, 0), (50, 70)])
+def test_text_windows_cut_at_the_text_and_cover_every_row_once(n, at):
+    from charlstm.evaluation.adaptation import text_windows
+
+    cut = list(text_windows(n, 64, at))
+    starts = [w.start for w in cut]
+    assert starts[0] == 0 and sum(w.length for w in cut) == n - 1  # rows 0 .. n-2, each once
+    assert all(a.start + a.length == b.start for a, b in zip(cut, cut[1:]))
+    assert all(0 < w.length <= 64 for w in cut)
+    if at < n - 1:
+        assert at in starts  # the text starts a window, whatever came before it
+        assert all((s - at) % 64 == 0 for s in starts if s >= at)

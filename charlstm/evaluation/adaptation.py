@@ -25,6 +25,7 @@ cache (``evaluation.cache``) the same pass also scores each segment with the cac
 
 from __future__ import annotations
 
+import math
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlstm.data.batches import encode_to_file, windows
+from charlstm.data.batches import Windows, encode_to_file
 from charlstm.config import AdaptConfig
 from charlstm.evaluation.cache import CACHE_SEGMENT, NeuralCache, token_nll, tunes
 from charlstm.errors import DataError
@@ -87,7 +88,7 @@ def adapt(
     settled = False
     pending: list = []  # windows the cache has yet to score
     with adapting(model):
-        for window in windows(len(ids), config.adapt_bptt):
+        for window in text_windows(len(ids), config.adapt_bptt, skip):
             block = torch.from_numpy(
                 np.asarray(ids[window.start : window.start + window.length + 1]).astype(np.int64)
             ).to(device)[:, None]  # (t+1, 1)
@@ -137,6 +138,18 @@ def _score_pending(cache: NeuralCache, pending: list) -> torch.Tensor:
     return (nll * scored).sum(dtype=torch.float64)
 
 
+def text_windows(num_rows: int, bptt: int, at: int) -> Windows:
+    """``bptt``-long windows with a cut at row ``at`` (where a context ends), so that a text is cut
+    into the same windows whatever the length of the context read before it: where the cuts fall
+    moved the adapted figure of a 100 KB Python text by up to 0.007 bits per byte."""
+    first = at % bptt
+    starts = np.arange(first, num_rows - 1, bptt)
+    if first:
+        starts = np.concatenate([[0], starts])
+    lengths = np.diff(np.append(starts, num_rows - 1))
+    return Windows(num_rows, bptt, starts, lengths)
+
+
 # Added to the root mean square before dividing (gradients of a mean loss over a segment are
 # ~1e-3..1e-1 per weight), and the most an element moves in one step, in units of lr: the first
 # time a rare token's weights see a gradient, g / rms is sqrt(segments so far).
@@ -168,27 +181,40 @@ class _SgdStep:
 
 
 class _RmsStep:
-    """Krause et al.'s RMS-normalised step with a per-weight pull back (the module docstring)."""
+    """Krause et al.'s RMS-normalised step with a per-weight pull back (the module docstring),
+    in place on buffers made once: a fresh buffer the size of the model for each of a step's
+    dozen operations cost more than the arithmetic (6.9 ms a step for 1.2M weights, now 4.2)."""
 
     def __init__(self, params, config: AdaptConfig, trained) -> None:
         self.params, self.config, self.trained = params, config, trained
         self.squares = [torch.zeros_like(p) for p in params]
+        self.rms = [torch.zeros_like(p) for p in params]
+        self.work = [torch.zeros_like(p) for p in params]
         self.steps = 0
 
     @torch.no_grad()
     def __call__(self, grads) -> None:
-        trained = self.trained
+        rms, work = self.rms, self.work
         self.steps += 1
         torch._foreach_addcmul_(self.squares, grads, grads)
-        rms = torch._foreach_sqrt(torch._foreach_div(self.squares, float(self.steps)))
-        update = torch._foreach_div(grads, torch._foreach_add(rms, RMS_EPS))
-        for u in update:
-            u.clamp_(-RMS_MAX_STEP, RMS_MAX_STEP)
-        torch._foreach_sub_(self.params, torch._foreach_mul(update, self.config.adapt_lr))
+        torch._foreach_copy_(rms, self.squares)
+        torch._foreach_sqrt_(rms)
+        torch._foreach_mul_(rms, 1.0 / math.sqrt(self.steps))  # sqrt(mean of g*g)
+        torch._foreach_copy_(work, rms)
+        torch._foreach_add_(work, RMS_EPS)
+        torch._foreach_reciprocal_(work)
+        torch._foreach_mul_(work, grads)  # g / (rms + eps)
+        torch._foreach_clamp_min_(work, -RMS_MAX_STEP)
+        torch._foreach_clamp_max_(work, RMS_MAX_STEP)
+        torch._foreach_add_(self.params, work, alpha=-self.config.adapt_lr)
         if self.config.adapt_decay:
-            mean = torch.stack([r.mean() for r in rms]).sum() + 1e-12
-            rates = [torch.clamp(r * (self.config.adapt_decay / mean), max=1.0) for r in rms]
-            torch._foreach_add_(self.params, torch._foreach_mul(torch._foreach_sub(trained, self.params), rates))
+            sums = torch._foreach_norm(rms, 1)  # rms >= 0: each tensor's sum
+            mean = torch.stack([total / r.numel() for total, r in zip(sums, rms)]).sum() + 1e-12
+            torch._foreach_mul_(rms, self.config.adapt_decay / mean)
+            torch._foreach_clamp_max_(rms, 1.0)  # the rates
+            torch._foreach_copy_(work, self.trained)
+            torch._foreach_sub_(work, self.params)
+            torch._foreach_addcmul_(self.params, work, rms)
 
 
 def adapt_to_source(model, tokenizer, source: TextSource, config: AdaptConfig, device, on_progress=None) -> tuple[float, int]:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from charlstm.config import CacheConfig
-from charlstm.data.batches import windows
+from charlstm.evaluation.states import stream_states
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -75,7 +75,11 @@ CACHE_SEGMENT = 512  # tokens scored together by one product against the ring (a
 FAST_MAX_VOCAB = 1024
 PILOT_STATES = 1024
 SHIFT_NATS = 16.0
-SAFE_BITS = 100.0  # a row whose best state is further above its shift is shifted again (2^127 overflows)
+RING_CHUNK = 2048  # ring states per product (``_chunked_mass``)
+# A state's weight below 2^-126 (float32's and bf16's smallest normal number) counts as 2^-126: exp2
+# of the far smaller ones, which are most of the ring, ran five times as slowly, and beside the
+# states that matter (near 2^-23, ``SHIFT_NATS`` below the shift) they weigh nothing.
+FLOOR_BITS = -126.0
 LAMBDAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 0.95)
 
 
@@ -89,7 +93,7 @@ class NeuralCache:
         self.vocab_size = vocab_size
         self.fast_segments = 0  # segments scored by the fast product (tests and benchmarks read it)
         self.ring_low: torch.Tensor | None = None  # (size, H_pad): the ring, a column of ones, zeros
-        self.ring_tokens: torch.Tensor | None = None  # (size, V): one-hot of ring_values
+        self.ring_tokens: torch.Tensor | None = None  # (V, size): one-hot of ring_values, a column a slot
         self.thetas = (config.cache_theta,) if config.cache_theta is not None else THETAS
         self.lambdas = (config.cache_lambda,) if config.cache_lambda is not None else LAMBDAS
         self.device = torch.device(device)
@@ -145,7 +149,7 @@ class NeuralCache:
                 dtype, hidden = _fast_dtype(self.device), features.size(-1)
                 self.ring_low = torch.zeros(self.size, -(-(hidden + 1) // 32) * 32, dtype=dtype, device=self.device)
                 self.ring_low[:, hidden] = 1.0
-                self.ring_tokens = torch.zeros(self.size, self.vocab_size, dtype=dtype, device=self.device)
+                self.ring_tokens = torch.zeros(self.vocab_size, self.size, dtype=dtype, device=self.device)
         places = torch.arange(self.count, self.count + len(targets), device=self.device)[-self.size :]
         slots = places % self.size
         kept = features[-len(places) :].float()
@@ -153,7 +157,7 @@ class NeuralCache:
         if self.ring_low is not None:
             self.ring_low[:, : kept.size(-1)].index_copy_(0, slots, kept.to(self.ring_low.dtype))
             one_hot = torch.nn.functional.one_hot(targets[-len(places) :], self.vocab_size)
-            self.ring_tokens.index_copy_(0, slots, one_hot.to(self.ring_tokens.dtype))
+            self.ring_tokens.index_copy_(1, slots, one_hot.T.to(self.ring_tokens.dtype))
         self.ring_values.index_copy_(0, slots, targets[-len(places) :])
         self.ring_places.index_copy_(0, slots, places)
         self.count += len(targets)
@@ -249,8 +253,9 @@ class NeuralCache:
     def _ring_mass(self, features, best_own, theta: float, here=None):
         """The ring's weight on every token for each row (T, V), as 2^(theta h_t.h_i / ln 2 - shift_t),
         the shift (T,) and theta / ln 2. The shift sits ``SHIFT_NATS`` above the row's best dot product
-        with its own visible rows (``best_own``, -inf for none) and the ring's newest states. With
-        ``here`` (each row's place), states more than the cache's size before a row are left out."""
+        with its own visible rows (``best_own``, -inf for none) and the ring's newest states; a row
+        whose weights overflow (a state far above that) is shifted to its best state and made again.
+        With ``here`` (each row's place), states more than the cache's size before a row are left out."""
         n, hidden = self.filled, features.size(-1)
         newest = torch.arange(self.count - min(PILOT_STATES, n), self.count, device=self.device) % self.size
         pilot = torch.maximum(best_own, (features @ self.ring[newest].T).amax(dim=-1))  # (T,)
@@ -258,21 +263,35 @@ class NeuralCache:
         scale = theta / math.log(2)  # in bits: exp2 is three times as fast as exp here
         query[:, :hidden] = scale * features
         query[:, hidden] = -(scale * pilot + SHIFT_NATS / math.log(2))
-        shift = -query[:, hidden].float()  # (T,): as rounded into the query
-        weights = query @ self.ring_low[:n].T  # (T, n): (theta h_t.h_i) / ln 2 - shift
-        top = weights.amax(dim=-1).float()  # (T,): the best state, in bits above the shift
-        far = torch.nonzero(top > SAFE_BITS)[:, 0]  # rows whose best is far above the pilot's
-        if len(far):  # their shift moved to their best, and their product made again
-            query[far, hidden] = (query[far, hidden].float() - top[far]).to(query.dtype)
-            shift = -query[:, hidden].float()
-            weights[far] = query[far] @ self.ring_low[:n].T
+        mass = self._chunked_mass(query, here)  # (T, V)
+        far = torch.nonzero(~torch.isfinite(mass).all(dim=-1))[:, 0]  # rows whose best is far above the pilot's
+        if len(far):
+            top = (query[far] @ self.ring_low[:n].T).amax(dim=-1).float()  # (F,): in bits above the shift
+            query[far, hidden] = (query[far, hidden].float() - top).to(query.dtype)
+            mass[far] = self._chunked_mass(query[far], None if here is None else here[far])
+        return mass, -query[:, hidden].float(), scale
+
+    def _chunked_mass(self, query: torch.Tensor, here=None) -> torch.Tensor:
+        """sum_i 2^(query . ring_low_i) one_hot(y_i) (T, V), float32, a ``RING_CHUNK`` of states
+        at a time: the chunk's (C, T) weights stay in the CPU's cache (one product against the whole
+        ring is bound by memory and took twice as long), and the ring is the products' left side,
+        which oneDNN reads as it is (a right side is repacked at every call)."""
+        n = self.filled
+        query_t = query.T.contiguous()  # (H_pad, T)
+        mass_t = torch.zeros(self.vocab_size, len(query), dtype=torch.float32, device=self.device)  # (V, T)
+        edge = None
         if here is not None:
             places = self.ring_places[:n]
             edge = torch.nonzero(places < here[-1] - self.size)[:, 0]  # slots out of reach of some rows
-            if len(edge):
-                hidden_from = places[edge][None, :] < here[:, None] - self.size  # (T, E)
-                weights[:, edge] = weights[:, edge].masked_fill(hidden_from, -math.inf)
-        return (weights.exp2_() @ self.ring_tokens[:n]).float(), shift, scale  # (T, V)
+        for a in range(0, n, RING_CHUNK):
+            b = min(n, a + RING_CHUNK)
+            weights = (self.ring_low[a:b] @ query_t).clamp_min_(FLOOR_BITS)  # (C, T): (theta h_t.h_i) / ln 2 - shift
+            if edge is not None and len(edge) and int(edge[0]) < b and int(edge[-1]) >= a:
+                slots = edge[(edge >= a) & (edge < b)]
+                hidden_from = self.ring_places[slots][:, None] < here[None, :] - self.size  # (E, T)
+                weights[slots - a] = weights[slots - a].masked_fill(hidden_from, -math.inf)
+            mass_t += self.ring_tokens[:, a:b] @ weights.exp2_()
+        return mass_t.T
 
     def _mix_and_learn(self, log_p_cache, empty, log_p_model, features, targets) -> torch.Tensor:
         """The mixture's negative log-likelihoods (T,) with the pair in use; then the grid's
@@ -309,31 +328,26 @@ def cached_stream_loss(
     """Sum of next-token negative log-likelihoods over ``ids`` read as one stream with the cache,
     how many tokens were scored (all but the first, and none of the first ``skip``: context,
     which fills the cache and chooses its pair unscored; theta is then kept for the text), and
-    the cache (its chosen pair)."""
+    the cache (its chosen pair). The states are read in parallel parts (``evaluation.states``)."""
     was_training = model.training
     model.eval()
     device = torch.device(device)
     cache = NeuralCache(config, device, vocab_size=model.config.vocab_size, exact=exact)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    hidden = None
     settled = False
-    for window in windows(len(ids), max(bptt, CACHE_SEGMENT)):  # longer segments: fewer reads of the ring
-        block = torch.from_numpy(
-            np.asarray(ids[window.start : window.start + window.length + 1]).astype(np.int64)
-        ).to(device)[:, None]  # (t+1, 1)
-        logits, features, hidden = model.forward_features(block[:-1], hidden)  # (t, 1, V), (t, 1, H)
-        if not tunes(window.start + window.length, skip):  # early context: only remembered
-            cache.remember(features[:, 0], block[1:, 0])
+    for start, features, log_p, targets in stream_states(model, ids, max(bptt, CACHE_SEGMENT), device):
+        if not tunes(start + len(targets), skip):  # early context: only remembered
+            cache.remember(features, targets)
             continue
-        first = max(0, skip - 1 - window.start)  # the first row whose target is scored
-        if skip and first < window.length and not settled:  # the text begins: theta stays as the context chose
+        first = max(0, skip - 1 - start)  # the first row whose target is scored
+        if skip and first < len(targets) and not settled:  # the text begins: theta stays as the context chose
             cache.settle_theta()
             settled = True
-        nll = cache.score(features[:, 0], -token_nll(logits, block[1:])[:, 0], block[1:, 0])  # (t,)
+        nll = cache.score(features, log_p, targets)  # (t,)
         total += nll[first:].sum(dtype=torch.float64)
         count += max(0, nll.numel() - first)
         if on_progress is not None:
-            on_progress(window.length)
+            on_progress(len(targets))
     model.train(was_training)
     return float(total), count, cache

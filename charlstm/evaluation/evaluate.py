@@ -14,7 +14,8 @@ import torch
 from charlstm.evaluation.adaptation import adapt
 from charlstm.data.batches import encode_to_file, windows
 from charlstm.config import AdaptConfig, CacheConfig
-from charlstm.evaluation.cache import NeuralCache, cached_stream_loss, token_nll  # noqa: F401 (token_nll: score)
+from charlstm.evaluation.cache import CACHE_SEGMENT, NeuralCache, cached_stream_loss, token_nll  # noqa: F401 (token_nll: score)
+from charlstm.evaluation.states import stream_states
 from charlstm.errors import DataError
 from charlstm.hardware import FP32, Precision
 from charlstm.data.text import TextSource
@@ -293,6 +294,16 @@ def _adapted_pass(model, text: _Joined, config: AdaptConfig, cache_config: Cache
     started = time.perf_counter()
     cache = NeuralCache(cache_config, device, vocab_size=model.config.vocab_size) if cache_config is not None else None
     ids, skip = text.part("adapted")
+    # The context before the part learnt from (and the warm-up before that) is only remembered by
+    # the cache, with the trained weights: its states are read in parallel parts, as the cached pass reads.
+    read = max(0, skip - CONTEXT_ADAPT_TOKENS - WARMUP_TOKENS) if cache is not None else 0
+    if read > 1:
+        was_training = model.training
+        model.eval()
+        for _, features, _, targets in stream_states(model, ids[: read + 1], CACHE_SEGMENT, device):
+            cache.remember(features, targets)
+        model.train(was_training)
+        ids, skip = ids[read:], skip - read
     results = adapt(model, ids, config, device, on_progress, cache=cache, skip=skip, learn=CONTEXT_ADAPT_TOKENS)
     cached_sum = results[2] if cache is not None else None
     return _Pass(results[0], results[1], time.perf_counter() - started, cache, cached_sum)

@@ -197,19 +197,20 @@ def _stream_of_states(seed, n, hidden=64, vocab=20):
     return states, (which % vocab), torch.log_softmax(torch.randn(n, vocab, generator=g), -1)
 
 
-@pytest.mark.parametrize("theta", [0.3, 1.0, 3.0])
-def test_the_fast_product_scores_within_tolerance_of_the_exact_product(monkeypatch, theta):
+@pytest.mark.parametrize("theta, vocab", [(0.3, 20), (1.0, 20), (3.0, 20), (1.0, 300)])
+def test_the_fast_product_scores_within_tolerance_of_the_exact_product(monkeypatch, theta, vocab):
     """A large cache with one theta is scored by the fast product (a bf16 product shifted near each row's best,
-    exp2, the mass on every token from the ring's one-hot tokens): per token within 0.05 nats of the exact
-    product (0.014-0.037 seen), the mean within 1e-4 nats (1e-5 seen), and it is taken (not the exact fallback)."""
+    exp2, the mass on every token from the ring's one-hot tokens, or added to each token's row for a vocabulary
+    over ONE_HOT_MAX_VOCAB): per token within 0.05 nats of the exact product (0.014-0.037 seen), the mean within
+    1e-4 nats (1e-5 seen), and it is taken (not the exact fallback)."""
     import charlstm.evaluation.cache as cache_module
 
     monkeypatch.setattr(cache_module, "FAST_MIN_STATES", 512)
-    states, values, log_probs = _stream_of_states(1, 6000)
+    states, values, log_probs = _stream_of_states(1, 6000, vocab=vocab)
     results = {}
     for exact in (True, False):
         config = CacheConfig(cache_size=4000, cache_theta=theta, cache_lambda=0.3)
-        cache = NeuralCache(config, "cpu", vocab_size=20, exact=exact)
+        cache = NeuralCache(config, "cpu", vocab_size=vocab, exact=exact)
         nll = []
         for start in range(0, len(values), 256):
             rows = slice(start, start + 256)
@@ -217,6 +218,7 @@ def test_the_fast_product_scores_within_tolerance_of_the_exact_product(monkeypat
             nll.append(cache.score(states[rows], lp, values[rows]))
         results[exact] = torch.cat(nll)
         assert cache.fast_segments == (0 if exact else 22)  # every segment once 512 states are held
+        assert exact or (cache.ring_tokens is None) == (vocab > cache_module.ONE_HOT_MAX_VOCAB)
     assert (results[True] - results[False]).abs().max() < 0.05
     assert abs(results[True].mean() - results[False].mean()) < 1e-4  # nats per token; the figure's tolerance is 2e-3
 

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Sequence
 
 from charlstm.api.sources import PathLike
-from charlstm.config import ADAPT_NEEDS, AdaptConfig, CacheConfig, check_cache
+from charlstm.config import reading_configs
 from charlstm.errors import ConfigError
 
 
@@ -54,13 +54,8 @@ class Compressing:
         from charlstm.compression.coder import compress
         from charlstm.compression.settings import CompressConfig
 
-        given = {"adapt_method": adapt_method, "adapt_lr": adapt_lr, "adapt_decay": adapt_decay, "adapt_bptt": adapt_bptt}
-        given = {k: v for k, v in given.items() if v is not None}
-        if given and not adapt:
-            raise ConfigError(f"{ADAPT_NEEDS} need --adapt")
-        adapt_config = AdaptConfig(**given) if adapt else None
-        cache = CacheConfig(cache_size=cache_size, cache_theta=cache_theta, cache_lambda=cache_lambda)
-        check_cache(cache)
+        adapt_config, cache = reading_configs(adapt, cache_size, cache_theta, cache_lambda, adapt_method=adapt_method,
+                                              adapt_lr=adapt_lr, adapt_decay=adapt_decay, adapt_bptt=adapt_bptt)
         config = CompressConfig(streams=streams, threads=threads, weights=weights or self.weights or "fp32", adapt=adapt)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ConfigError("compress takes bytes (for a str: text.encode())")

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from charlstm.config import ADAPT_NEEDS, AdaptConfig, CacheConfig, EvalConfig, SampleConfig, check_cache
+from charlstm.config import AdaptConfig, CacheConfig, EvalConfig, SampleConfig, check_cache, reading_configs
 from charlstm.errors import ConfigError
 
 from charlstm.api.sources import PathLike, _source
@@ -137,19 +137,10 @@ class Measuring:
         config = EvalConfig(
             batch_size=batch_size, bptt=bptt, adapt=adapt, device=self._device_setting, encoding_errors=encoding_errors
         )
-        given = {
-            k: v
-            for k, v in (
-                ("adapt_method", adapt_method), ("adapt_lr", adapt_lr), ("adapt_decay", adapt_decay),
-                ("adapt_bptt", adapt_bptt),
-            )
-            if v is not None
-        }
-        adapt_config = AdaptConfig(**given)
-        cache_config = CacheConfig(cache_size=cache_size, cache_theta=cache_theta, cache_lambda=cache_lambda)
-        if not adapt and given:
-            raise ConfigError(ADAPT_NEEDS + " need --adapt")
-        check_cache(cache_config)
+        adapt_config, cache_config = reading_configs(
+            adapt, cache_size, cache_theta, cache_lambda, adapt_method=adapt_method, adapt_lr=adapt_lr,
+            adapt_decay=adapt_decay, adapt_bptt=adapt_bptt,
+        )
         module = self._weighted(weights)
         if adapt and module is not self.module:
             raise ConfigError("--adapt learns in fp32: give --weights fp32 with --adapt")
@@ -167,7 +158,7 @@ class Measuring:
         try:
             return evaluate_source(
                 module, self.tokenizer, source, batch_size=config.batch_size, bptt=bptt, device=self.device,
-                adapt_config=adapt_config if adapt else None, cache_config=cache_config if cache_size else None,
+                adapt_config=adapt_config, cache_config=cache_config if cache_size else None,
                 context=before, on_progress=on_progress,
             )
         finally:

@@ -333,6 +333,17 @@ def check_cache(config: CacheConfig) -> None:
         raise ConfigError(CACHE_NEEDS_SIZE)
 
 
+def reading_configs(adapt: bool, cache_size: int, cache_theta, cache_lambda, **adapt_settings):
+    """The ``AdaptConfig`` (None without ``adapt``) and ``CacheConfig`` of an ``evaluate`` or
+    ``compress`` call, checked: an ``adapt_*`` setting given (not None) without ``adapt`` is one line."""
+    given = {k: v for k, v in adapt_settings.items() if v is not None}
+    if given and not adapt:
+        raise ConfigError(f"{ADAPT_NEEDS} need --adapt")
+    cache = CacheConfig(cache_size=cache_size, cache_theta=cache_theta, cache_lambda=cache_lambda)
+    check_cache(cache)
+    return (AdaptConfig(**given) if adapt else None), cache
+
+
 @dataclass
 class SampleConfig(_Serializable):
     """How to generate text from a trained model (``sample`` and ``chat``)."""

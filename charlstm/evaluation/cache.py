@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from charlstm.config import CacheConfig

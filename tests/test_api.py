@@ -62,7 +62,7 @@ def test_the_package_names_its_api():
 
 def test_load_describes_the_model(lm, tiny_run):
     assert isinstance(lm, charlstm.Model)
-    assert isinstance(lm.module, torch.nn.Module) and not lm.module.training is None
+    assert isinstance(lm.module, torch.nn.Module) and not lm.module.training  # ready to write and measure: dropout off
     assert isinstance(lm.config, ModelConfig) and (lm.config.hidden_size, lm.config.embedding_dim) == (32, 16)
     assert lm.device == torch.device("cpu") and lm.path == tiny_run
     info = lm.info

@@ -53,6 +53,7 @@ def load(path: PathLike, *, device: str = "auto", weights: str = "fp32") -> Mode
     SampleConfig(device=device, weights=weights)  # an unknown name: the CLI's message
     torch_device = select_device(device)
     module, tokenizer, payload = load_model(path, torch_device)
+    module.eval()  # to write and measure text: dropout off (a call that learns, --adapt, turns it on for itself)
     return Model(module, tokenizer, model_info(module, tokenizer, payload), Path(path), torch_device, device, weights)
 
 

@@ -77,7 +77,7 @@ CACHE_SEGMENT = 512  # tokens scored together by one product against the ring (a
 ONE_HOT_MAX_VOCAB = 256
 PILOT_STATES = 1024
 SHIFT_NATS = 16.0
-RING_CHUNK = 2048  # ring states per product (``_chunked_mass``)
+RING_CHUNK = 4096  # ring states per product (``_chunked_mass``): 12% faster than 2,048, 16,384 as slow as 2,048
 # A state's weight below 2^-126 (float32's and bf16's smallest normal number) counts as 2^-126: exp2
 # of the far smaller ones, which are most of the ring, ran five times as slowly, and beside the
 # states that matter (near 2^-23, ``SHIFT_NATS`` below the shift) they weigh nothing.

@@ -263,7 +263,7 @@ def test_without_constriction_one_line_says_how_to_install(tiny_run, tmp_path, m
 def test_the_cache_mixture_is_the_one_eval_scores_with(lm, small_text):
     import torch
 
-    from charlstm.compression.streams import cache_distribution, mix
+    from charlstm.compression.streams import mix
     from charlstm.config import CacheConfig
     from charlstm.evaluation.cache import NeuralCache
 
@@ -271,7 +271,7 @@ def test_the_cache_mixture_is_the_one_eval_scores_with(lm, small_text):
     torch.manual_seed(0)
     cache.remember(torch.randn(60, 32), torch.randint(0, 10, (60,)))
     features, log_probs = torch.randn(4, 32), torch.log_softmax(torch.randn(4, 10), -1)
-    ours = mix(log_probs, cache_distribution(cache, features, 10), cache.lambda_)
+    ours = mix(log_probs, cache.copy_distribution(features, 10), cache.lambda_)
     assert torch.equal(ours, cache.distribution(features, log_probs))
 
 

@@ -71,7 +71,7 @@ class Predictor:
         if self.cache.ring is None:  # nothing remembered yet: the model alone
             self.p_cache = None
             return log_probs.exp().numpy()
-        self.p_cache = cache_distribution(self.cache, self.features, log_probs.size(1))  # (B, V)
+        self.p_cache = self.cache.copy_distribution(self.features, log_probs.size(1))  # (B, V)
         return mix(log_probs, self.p_cache, self.cache.lambda_).exp().numpy()
 
     def advance(self, tokens: np.ndarray, active: int) -> None:
@@ -109,11 +109,6 @@ class Predictor:
         self.state = self.stepper.state(hidden, self.streams)
         self.window, self.active = [self.previous.clone()], []
         self.window_start = tuple(t.clone() for t in self.state.hidden)
-
-
-def cache_distribution(cache: NeuralCache, features: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """p_cache (B, V) of rows ``features`` (B, H), as ``NeuralCache.distribution`` computes it."""
-    return cache.copy_distribution(features, vocab_size)
 
 
 def mix(log_probs: torch.Tensor, p_cache: torch.Tensor, lambda_: float) -> torch.Tensor:

@@ -40,14 +40,8 @@ import math
 import torch
 
 from charlstm.config import CacheConfig
-from charlstm.evaluation.states import stream_states
+from charlstm.evaluation.states import stream_states, token_nll  # noqa: F401 (token_nll: imported from here)
 
-
-def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood (nats) of each target: ``logits`` (T, B, V), ``targets`` (T, B)
-    -> (T, B), in float32 whatever the logits' dtype (``evaluate``, ``score`` and the cache)."""
-    nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    return nll.view(targets.shape)  # (T, B)
 
 # The grids searched for a theta or lambda not given. theta multiplies a dot product of two states
 # in [-1, 1]^hidden_size; lambda is the cache's share.

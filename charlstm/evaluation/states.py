@@ -25,6 +25,13 @@ BLOCK_PARTS = 16  # parts side by side: a block's states are held at once (16 x 
 WINDOW = 256  # rows per call of the recurrent layer
 
 
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood (nats) of each target: ``logits`` (T, B, V), ``targets`` (T, B)
+    -> (T, B), in float32 whatever the logits' dtype (``evaluate``, ``score`` and the cache)."""
+    nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return nll.view(targets.shape)  # (T, B)
+
+
 @torch.inference_mode()
 def stream_states(model, ids: np.ndarray, segment: int, device):
     """Yield ``(start, features, log_p, targets)`` for consecutive segments of at most ``segment``
@@ -36,18 +43,18 @@ def stream_states(model, ids: np.ndarray, segment: int, device):
     for first in range(0, rows, PART_TOKENS * BLOCK_PARTS):
         count = min(rows - first, PART_TOKENS * BLOCK_PARTS)
         starts = first + np.arange(-(-count // PART_TOKENS)) * PART_TOKENS  # (P,): each part's first row
-        features, log_p, hidden = _read_block(model, ids, starts, first + count, hidden, device)
+        block, features, log_p, hidden = _read_block(model, ids, starts, first + count, hidden, device)
         for p, start in enumerate(starts):
             end = min(start + PART_TOKENS, first + count)
             for a in range(start, end, segment):
-                b = min(a + segment, end)
-                targets = torch.from_numpy(np.asarray(ids[a + 1 : b + 1]).astype(np.int64)).to(device)
-                yield a, features[a - start : b - start, p], log_p[a - start : b - start, p], targets
+                part = slice(a - start, min(a + segment, end) - start)  # the segment's rows in the block
+                yield a, features[part, p], log_p[part, p], block[part.start + 1 : part.stop + 1, p]
 
 
 def _read_block(model, ids, starts: np.ndarray, end: int, hidden, device):
-    """Read the parts starting at ``starts`` (and ending at ``end``) side by side: their features
-    (L, P, H), log-probabilities of their targets (L, P) and the state after the last part."""
+    """Read the parts starting at ``starts`` (and ending at ``end``) side by side: their tokens
+    (L+1, P), features (L, P, H), log-probabilities of their targets (L, P) and the state after the
+    last part."""
     P, n = len(starts), len(ids)
     warm = _warm_states(model, ids, starts[1:], device) if P > 1 else None
     if hidden is None:
@@ -64,10 +71,10 @@ def _read_block(model, ids, starts: np.ndarray, end: int, hidden, device):
             features = torch.empty(PART_TOKENS, P, out.size(-1), device=out.device)
             log_p = torch.empty(PART_TOKENS, P, device=out.device)
         features[a:b] = out.float()
-        log_p[a:b] = logits.float().log_softmax(dim=-1).gather(-1, block[a + 1 : b + 1, :, None])[..., 0]
+        log_p[a:b] = -token_nll(logits, block[a + 1 : b + 1])
     # Only a full block is followed by another, and its last part ends where the block does.
     full = end - starts[-1] == PART_TOKENS
-    return features, log_p, tuple(h[:, -1:].clone() for h in hidden) if full else None
+    return block, features, log_p, tuple(h[:, -1:].clone() for h in hidden) if full else None
 
 
 def _warm_states(model, ids, starts: np.ndarray, device):

@@ -14,7 +14,6 @@ in the order (i, f, g, o) for the LSTM and (r, z, n) for the GRU; ``W · [h_{t-1
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 
 from charlstm.config import QUANTITIES, WEIGHTS
 from charlstm.errors import ConfigError
+from charlstm.products import Product
 
 # What each cell exposes per layer (``config.QUANTITIES``); every entry is (T, H) in a ``Trace``.
 GATES = {"lstm": ("forget", "input", "output"), "gru": ("update", "reset"), "rnn": ()}
@@ -208,47 +208,6 @@ WEIGHT_FORMATS = WEIGHTS
 INPUT_TABLE_LIMIT = 1 << 22
 
 
-class Product:
-    """``x @ W^T`` for one weight matrix ``W`` (N, K), added in fp32 to a (B, N) tensor, with ``W``
-    held as ``weights`` says (``WEIGHT_FORMATS``)."""
-
-    def __init__(self, weight: torch.Tensor, weights: str = "fp32"):
-        if weights not in WEIGHT_FORMATS:
-            raise ConfigError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)} (got {weights!r})")
-        self.weights = weights
-        weight = weight.detach()
-        if weights == "int8":
-            if weight.device.type != "cpu":
-                raise ConfigError(f"--weights int8 runs on the CPU only (the model is on {weight.device.type})")
-            self.packed = _prepack_int8(weight.float())
-        else:
-            dtype = torch.bfloat16 if weights == "bf16" else weight.dtype
-            self.weight = weight.t().contiguous().to(dtype)  # (K, N): a row of x reads it in order
-
-    def add_to(self, out: torch.Tensor, x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
-        """``out = base + x @ W^T`` (``base`` None: ``out`` itself): ``x`` (B, K), ``out`` (B, N);
-        ``base`` broadcasts to ``out``."""
-        base = out if base is None else base
-        if self.weights == "fp32":
-            return torch.addmm(base, x, self.weight, out=out)
-        if self.weights == "int8":
-            return torch.add(base, torch.ops.quantized.linear_dynamic(x, self.packed, True), out=out)  # (B, N)
-        return torch.add(base, torch.mm(x.to(torch.bfloat16), self.weight), out=out)  # bf16 product, fp32 sum
-
-
-def _prepack_int8(weight: torch.Tensor):
-    """``weight`` (N, K) as int8 with one symmetric scale per row, packed for fbgemm."""
-    scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127  # (N,)
-    zero = torch.zeros(weight.size(0), dtype=torch.long)
-    try:
-        with warnings.catch_warnings():  # the quantized tensor types are deprecated; the kernels are not
-            warnings.simplefilter("ignore")
-            q = torch.quantize_per_channel(weight.contiguous(), scale.double(), zero, 0, torch.qint8)
-            return torch.ops.quantized.linear_prepack(q, None)
-    except (RuntimeError, AttributeError, NotImplementedError) as e:
-        raise ConfigError(f"--weights int8 needs PyTorch's quantized CPU kernels, which this build lacks ({e})") from None
-
-
 @dataclass
 class StepState:
     """A stepper's working memory for ``B`` rows: the hidden state, which ``TokenStepper.step_``
@@ -298,6 +257,8 @@ class TokenStepper:
     """
 
     def __init__(self, model, weights: str = "fp32"):
+        if weights not in WEIGHT_FORMATS:
+            raise ConfigError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)} (got {weights!r})")
         self.cell = model.config.cell
         self.weights = weights
         self.hidden_size = hidden = model.config.hidden_size
@@ -316,13 +277,14 @@ class TokenStepper:
             w_ih, w_hh, b_ih, b_hh = (t[order] for t in fused_weights(model.rnn, layer))
             # The GRU's reset gate scales only the recurrent part of its candidate: keep b_hh apart.
             bias, recurrent_bias = (b_ih, b_hh) if self.cell == "gru" else (b_ih + b_hh, None)
-            product = Product(w_ih, weights)
+            product = None
             if layer == 0 and vocab * gated * hidden <= INPUT_TABLE_LIMIT:
                 self.table = torch.addmm(bias, self.embedding, w_ih.t())  # (V, G*H)
                 self.table_rows = self.table.unbind(0)  # (G*H,) each: views made once
-                product = None
+            else:
+                product = Product(w_ih, weights)
             self.layers.append((product, Product(w_hh, weights), bias, recurrent_bias))
-        self.head_weight = model.head.weight.detach().t().contiguous()  # (H, V)
+        self.head = Product(model.head.weight)  # (V, H), fp32
         self.head_bias = model.head.bias.detach()
 
     def state(self, hidden: Hidden | None, batch_size: int | None = None) -> StepState:
@@ -336,7 +298,7 @@ class TokenStepper:
             for mine, given in zip(new, hidden):
                 mine.copy_(given.expand(-1, rows, -1))
         gates = self.embedding.new_empty(rows, self._gate_width())
-        logits = self.embedding.new_empty(rows, self.head_weight.size(1))
+        logits = self.embedding.new_empty(rows, self.head.out_features)
         return StepState(new, logits, gates)
 
     def _gate_width(self) -> int:
@@ -348,11 +310,13 @@ class TokenStepper:
         return self.step_(ids, state), state.hidden
 
     def step_(
-        self, ids: torch.Tensor, state: StepState, out: torch.Tensor | None = None, token: int | None = None
+        self, ids: torch.Tensor, state: StepState, out: torch.Tensor | None = None, token: int | None = None,
+        tape: list | None = None,
     ) -> torch.Tensor:
         """Read ``ids`` (B,): ``state.hidden`` moves on one token, in place; returns the logits
         (B, V), written to ``out`` when given, else to ``state.logits``. ``token``: at batch 1,
-        ``ids``'s one id as a Python int, which saves the lookup an op."""
+        ``ids``'s one id as a Python int, which saves the lookup an op. ``tape`` (an LSTM's): each
+        layer's gates (i, f, o, g, activated), c_t and h_t are appended to it, copied."""
         gates = state.gates  # (B, G*H)
         x = None
         for layer, (product, recurrent, bias, recurrent_bias) in enumerate(self.layers):
@@ -377,11 +341,13 @@ class TokenStepper:
                 g.tanh_()
                 c.mul_(f).addcmul_(i, g)  # c_t = f * c_{t-1} + i * g
                 torch.tanh(c, out=h).mul_(o)  # h_t = o * tanh(c_t)
+                if tape is not None:
+                    tape.append((gates.clone(), c.clone(), h.clone()))
             else:
                 torch.tanh(gates, out=h)
             x = h
         logits = state.logits if out is None else out
-        return torch.addmm(self.head_bias, x, self.head_weight, out=logits)  # (B, V)
+        return self.head.add_to(logits, x, self.head_bias)  # (B, V)
 
     def _gru(self, layer, ids, x, h, product, recurrent, bias, recurrent_bias) -> torch.Tensor:
         """One GRU layer, out of place (r scales only the recurrent part of the candidate); the

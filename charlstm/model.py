@@ -78,7 +78,7 @@ class LanguageModel(nn.Module):
         lstm = self.config.cell == "lstm"
         if hidden is not None and not lstm:
             hidden = hidden[0]  # nn.GRU / nn.RNN take h alone
-        if self.training and self.config.weight_drop > 0:
+        if self.training and self.dropout.training and self.config.weight_drop > 0:  # dropout off: all of it
             out, hidden = self._weight_dropped(x, hidden)
         else:
             out, hidden = self.rnn(x, hidden)  # (T, B, hidden_size)

@@ -234,3 +234,22 @@ def test_a_small_cache_or_no_vocabulary_uses_the_exact_product():
         for start in (0, 64):
             cache.score(states[start : start + 64], torch.zeros(64), values[start : start + 64])
         assert cache.fast_segments == 0  # under FAST_MIN_STATES held: the exact product
+
+
+@pytest.mark.parametrize("vocab", [20, 300])
+def test_a_few_rows_read_the_whole_ring_at_once_within_tolerance_of_the_exact_distribution(monkeypatch, vocab):
+    """``copy_distribution`` for a compressor's few streams (``_whole_mass``: one product against
+    every state, each weight added to its token's row) against the exact softmax over the ring."""
+    import charlstm.evaluation.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "FAST_MIN_STATES", 512)
+    states, values, _ = _stream_of_states(3, 3000, vocab=vocab)
+    fast = NeuralCache(CacheConfig(cache_size=2000, cache_theta=1.0, cache_lambda=0.3), "cpu", vocab_size=vocab)
+    exact = NeuralCache(CacheConfig(cache_size=2000, cache_theta=1.0, cache_lambda=0.3), "cpu", vocab_size=vocab, exact=True)
+    for cache in (fast, exact):
+        cache.remember(states[:2992], values[:2992])
+    rows = states[2992:]  # 8 streams' rows
+    got, expected = fast.copy_distribution(rows, vocab), exact.copy_distribution(rows, vocab)
+    assert fast.fast_segments == 1 and exact.fast_segments == 0
+    torch.testing.assert_close(got.sum(dim=-1), torch.ones(8))
+    assert (got - expected).abs().max() < 0.02  # probabilities, from a bf16 product

@@ -305,3 +305,15 @@ def test_a_model_left_in_train_mode_never_drops_out_while_coding(lm, small_text,
     finally:
         module.train(was[0])
         module.dropout.p = was[1]
+
+
+def test_the_default_streams_are_longer_with_a_cache_and_longest_with_adapt_alone():
+    from charlstm.compression.settings import layout
+
+    assert layout(100_000, None) == (24, 4167)
+    assert layout(100_000, None, cache=True) == (6, 16667)
+    assert layout(100_000, None, cache=True, adapt=True) == (6, 16667)  # the cache's read sets the pace
+    assert layout(100_000, None, adapt=True) == (1, 100_000)
+    assert layout(300_000, None, adapt=True) == (4, 75_000)
+    assert layout(100_000, 3, adapt=True) == (3, 33_334)  # --streams wins
+    assert layout(0, None) == (1, 0)

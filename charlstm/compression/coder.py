@@ -84,7 +84,7 @@ def compress(model, tokenizer, data: bytes, config: CompressConfig, *, adapt: Ad
     constriction = _constriction()
     cache = cache if cache is not None and cache.cache_size else None
     ids, side = to_tokens(data, tokenizer)
-    streams, part = layout(len(ids), config.streams)
+    streams, part = layout(len(ids), config.streams, cache=cache is not None, adapt=adapt is not None)
     grid = np.zeros(streams * part, dtype=np.int64)
     grid[: len(ids)] = ids
     grid = grid.reshape(streams, part)  # (B, part): stream b codes ids[b*part : (b+1)*part]

@@ -13,6 +13,17 @@ from charlstm.errors import ConfigError
 # Streams: each part at least this many tokens (a stream starts cold and pays for it: measured in
 # docs/compressing.md), and never more than this many streams.
 MIN_PART_TOKENS = 4096
+# With a cache a stream's cold start costs far more: it lacks the text just before its part, which
+# is what the cache copies from. A 34 KB dpkg log (--adapt --cache-size 150000 --context TRAIN)
+# coded 17% above eval's figure as 8 streams, 8.6% as 4, 3.4% as 2 (the header apart); and every
+# step reads the whole cache (about 6 ms for 150,000 states), whatever B is.
+MIN_CACHE_PART_TOKENS = 16384
+# With --adapt alone far more: every step of the weights learns from all B streams at once, from B
+# places in the text, instead of from the text just read. 100 KB of Python (--adapt) coded at 1.364
+# bits per byte as 1 stream (eval --adapt: 1.352), 1.416 as 4, 1.513 as 24, in 29.8, 21.9 and 18.2 s.
+# With a cache too, the cache's parts: every step's read of the whole cache sets the pace there, and
+# one stream would take about 6 ms a token.
+MIN_ADAPT_PART_TOKENS = 1 << 16
 MAX_STREAMS = 64
 DEFAULT_THREADS = 2
 
@@ -24,7 +35,9 @@ class CompressConfig:
     streams: int | None = setting(
         None,
         f"Streams coded side by side (faster; each starts cold, which costs a few bits) [default: from "
-        f"the text's length: parts of at least {MIN_PART_TOKENS} tokens, at most {MAX_STREAMS} streams].",
+        f"the text's length: parts of at least {MIN_PART_TOKENS} tokens ({MIN_ADAPT_PART_TOKENS} with --adapt, "
+        f"{MIN_CACHE_PART_TOKENS} with a cache), "
+        f"at most {MAX_STREAMS} streams].",
     )
     threads: int = setting(
         DEFAULT_THREADS,
@@ -56,10 +69,13 @@ class CompressConfig:
         return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def layout(tokens: int, streams: int | None) -> tuple[int, int]:
-    """(B, part): how many streams and how many tokens each (the last may have fewer, never none)."""
+def layout(tokens: int, streams: int | None, cache: bool = False, adapt: bool = False) -> tuple[int, int]:
+    """(B, part): how many streams and how many tokens each (the last may have fewer, never none);
+    ``cache``, ``adapt``: whether a neural cache is mixed in, whether the weights learn (longer
+    parts by default)."""
     if tokens == 0:
         return 1, 0
-    wanted = streams if streams is not None else min(MAX_STREAMS, max(1, tokens // MIN_PART_TOKENS))
+    least = MIN_CACHE_PART_TOKENS if cache else MIN_ADAPT_PART_TOKENS if adapt else MIN_PART_TOKENS
+    wanted = streams if streams is not None else min(MAX_STREAMS, max(1, tokens // least))
     part = math.ceil(tokens / min(wanted, tokens))
     return math.ceil(tokens / part), part

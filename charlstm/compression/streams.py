@@ -6,8 +6,9 @@ one, so the decoder can compute exactly what the encoder computed, and in the sa
 
     step t:   ids (B,) ──> TokenStepper.step_ ──> logits (B, V) ──(cache mix)──> p (B, V) ──> coder
                                     │  h (B, H): the cache's keys
-    every adapt_bptt / B steps (--adapt): the window (adapt_bptt / B + 1, B) read again teacher-forced by
-    the fused layer, one forward and backward, one step of the weights (``adaptation.weight_step``)
+    every adapt_bptt / B steps (--adapt): the window's gradients from what the stepper computed
+    while coding it (an LSTM's, ``backprop``; other cells read it again teacher-forced), one step
+    of the weights (``adaptation.weight_step``)
 
 Encoder and decoder make the very same calls with the very same shapes (a finished stream is
 padded, never dropped), so on the same machine the floats agree to the bit; the file records the
@@ -21,12 +22,12 @@ import hashlib
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from charlstm.cells import TokenStepper
 from charlstm.config import AdaptConfig, CacheConfig
 from charlstm.data.batches import windows
-from charlstm.evaluation.adaptation import adapting, weight_step
+from charlstm.evaluation import backprop
+from charlstm.evaluation.adaptation import weight_step, window_gradients
 from charlstm.evaluation.cache import NeuralCache, THETAS, token_nll, tunes
 from charlstm.evaluation.evaluate import CONTEXT_ADAPT_TOKENS, context_tails
 from charlstm.model import detach_hidden
@@ -58,11 +59,18 @@ class Predictor:
             self.window_steps = max(1, adapt.adapt_bptt // streams)
             self.window = [self.previous.clone()]  # the window's tokens, the one before it first
             self.window_start = tuple(t.clone() for t in self.state.hidden)
+        # An LSTM's window is differentiated from what the stepper computed while coding it
+        # (``backprop.from_steps``): no second forward pass.
+        self.taped = adapt is not None and backprop.supports(model)
+        self.tape: list = []  # each step's layers: gates, c, h
+        self.tape_logits: list = []  # each step's logits (B, V)
 
     @torch.no_grad()
     def probabilities(self) -> np.ndarray:
         """(B, V) float32: each stream's distribution of its next token."""
-        logits = self.stepper.step_(self.previous, self.state)  # (B, V)
+        logits = self.stepper.step_(self.previous, self.state, tape=self.tape if self.taped else None)  # (B, V)
+        if self.taped:
+            self.tape_logits.append(logits.clone())
         log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)
         if self.cache is None:
             return log_probs.exp().numpy()
@@ -96,14 +104,14 @@ class Predictor:
         """One step of the weights on the window just coded, read again teacher-forced."""
         block = torch.stack(self.window)  # (t+1, B)
         rows = torch.arange(self.streams)[None, :] < torch.tensor(self.active)[:, None]  # (t, B): text, not padding
-        start = tuple(t.clone() for t in self.window_start)
-        with adapting(self.model):
-            logits, _, _ = self.model.forward_features(block[:-1], start)  # (t, B, V)
-            nll = F.cross_entropy(logits.float().flatten(0, 1), block[1:].flatten(), reduction="none")  # (t*B,)
-            mask = rows.flatten().float()
-            loss = (nll * mask).sum() / mask.sum().clamp_min(1.0)
-            grads = torch.autograd.grad(loss, self.params)
-        self.step(grads)
+        share = rows.float() / rows.sum().clamp_min(1)  # (t, B): the loss is the text rows' mean
+        if self.taped:
+            tape = backprop.from_steps(self.model, block[:-1], self.window_start, self.tape, self.tape_logits)
+            self.step(backprop.gradients(self.model, tape, block[1:], share, self.params))
+            self.tape, self.tape_logits = [], []
+        else:
+            start = tuple(t.clone() for t in self.window_start)
+            self.step(window_gradients(self.model, block[:-1], start, block[1:], share, self.params)[3])
         hidden = tuple(t.clone() for t in self.state.hidden)
         self.stepper = TokenStepper(self.model, self.weights)  # the weights changed
         self.state = self.stepper.state(hidden, self.streams)
@@ -154,16 +162,20 @@ def read_context(model, ids: np.ndarray, adapt: AdaptConfig | None, cache: Neura
     for window in windows(len(ids), CONTEXT_WINDOW):
         block = torch.from_numpy(ids[window.start : window.start + window.length + 1])[:, None]  # (t+1, 1)
         learning = window.start + window.length >= len(ids) - learn
-        with adapting(model) if learning else torch.no_grad():
-            logits, features, hidden = model.forward_features(block[:-1], hidden)  # (t, 1, V), (t, 1, H)
-            if cache is not None:
-                with torch.no_grad():
-                    if tunes(window.start + window.length, len(ids)):
-                        cache.score(features[:, 0], -token_nll(logits, block[1:])[:, 0], block[1:, 0])
-                    else:
-                        cache.remember(features[:, 0], block[1:, 0])
-            if learning:
-                step(torch.autograd.grad(token_nll(logits, block[1:]).mean(), params))
+        if learning:
+            rows = torch.full((window.length, 1), 1.0 / window.length)  # the loss: the mean
+            logits, features, hidden, grads = window_gradients(model, block[:-1], hidden, block[1:], rows, params)
+        else:
+            with torch.no_grad():
+                logits, features, hidden = model.forward_features(block[:-1], hidden)  # (t, 1, V), (t, 1, H)
+        if cache is not None:
+            with torch.no_grad():
+                if tunes(window.start + window.length, len(ids)):
+                    cache.score(features[:, 0], -token_nll(logits, block[1:])[:, 0], block[1:, 0])
+                else:
+                    cache.remember(features[:, 0], block[1:, 0])
+        if learning:
+            step(grads)
         hidden = tuple(t.detach().clone() for t in detach_hidden(hidden))
     if cache is not None and len(cache.thetas) > 1:
         cache.settle_theta()
@@ -197,4 +209,4 @@ def probe_digest(model, streams: int, *, weights: str, adapt: AdaptConfig | None
     for t in range(steps):
         h.update(predictor.probabilities().tobytes())
         predictor.advance((np.arange(streams) * 3 + t * 5 + 1) % vocab, streams)
-    return h.hexdigest()[:32]  # format.DIGEST_HEX
+    return h.hexdigest()[:16]  # format.DIGEST_HEX

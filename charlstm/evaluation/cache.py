@@ -71,6 +71,10 @@ CACHE_SEGMENT = 512  # tokens scored together by one product against the ring (a
 ONE_HOT_MAX_VOCAB = 256
 PILOT_STATES = 1024
 SHIFT_NATS = 16.0
+# At most this many rows (and no places to mask: ``copy_distribution``) read the ring as one product
+# (``_whole_mass``): for 8 rows against 150,000 states of 512 it took 8.3 ms against 17.5 by
+# chunks (1 row: 6.1 against 8.8; 27 rows: 13 against 23; an AMD EPYC Zen 4, bf16).
+WHOLE_MAX_ROWS = 64
 RING_CHUNK = 4096  # ring states per product (``_chunked_mass``): 12% faster than 2,048, 16,384 as slow as 2,048
 # A state's weight below 2^-126 (float32's and bf16's smallest normal number) counts as 2^-126: exp2
 # of the far smaller ones, which are most of the ring, ran five times as slowly, and beside the
@@ -261,13 +265,22 @@ class NeuralCache:
         scale = theta / math.log(2)  # in bits: exp2 is three times as fast as exp here
         query[:, :hidden] = scale * features
         query[:, hidden] = -(scale * pilot + SHIFT_NATS / math.log(2))
-        mass = self._chunked_mass(query, here)  # (T, V)
+        mass = self._whole_mass(query) if here is None and len(query) <= WHOLE_MAX_ROWS else self._chunked_mass(query, here)
         far = torch.nonzero(~torch.isfinite(mass).all(dim=-1))[:, 0]  # rows whose best is far above the pilot's
         if len(far):
             top = (query[far] @ self.ring_low[:n].T).amax(dim=-1).float()  # (F,): in bits above the shift
             query[far, hidden] = (query[far, hidden].float() - top).to(query.dtype)
             mass[far] = self._chunked_mass(query[far], None if here is None else here[far])
         return mass, -query[:, hidden].float(), scale
+
+    def _whole_mass(self, query: torch.Tensor) -> torch.Tensor:
+        """``_chunked_mass`` for a few rows (a compressor's streams, a sampler's), every state at
+        once: the rows' weights (T, n) are small, and the ring is read once, as the product's
+        right side; each weight is added to its token's row in float32."""
+        n = self.filled
+        weights = (query @ self.ring_low[:n].T).clamp_min_(FLOOR_BITS).exp2_()  # (T, n)
+        mass = torch.zeros(len(query), self.vocab_size, dtype=torch.float32, device=self.device)
+        return mass.index_add_(1, self.ring_values[:n], weights.float())
 
     def _chunked_mass(self, query: torch.Tensor, here=None) -> torch.Tensor:
         """sum_i 2^(query . ring_low_i) one_hot(y_i) (T, V), float32, a ``RING_CHUNK`` of states

@@ -311,6 +311,7 @@ def test_the_default_streams_are_longer_with_a_cache_and_longest_with_adapt_alon
     from charlstm.compression.settings import layout
 
     assert layout(100_000, None) == (24, 4167)
+    assert layout(23_732, None) == (11, 2158)  # a short text: up to 12 streams of 2,048 tokens
     assert layout(100_000, None, cache=True) == (6, 16667)
     assert layout(100_000, None, cache=True, adapt=True) == (6, 16667)  # the cache's read sets the pace
     assert layout(100_000, None, adapt=True) == (1, 100_000)

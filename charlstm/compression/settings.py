@@ -11,8 +11,13 @@ from charlstm.config import WEIGHTS, flag, setting
 from charlstm.errors import ConfigError
 
 # Streams: each part at least this many tokens (a stream starts cold and pays for it: measured in
-# docs/compressing.md), and never more than this many streams.
+# docs/compressing.md), and never more than MAX_STREAMS streams; but a short text gets up to
+# SHORT_STREAMS streams of SHORT_PART_TOKENS: a step costs about the same for 5 streams as for 11
+# (one read of the weights), and a 24 KB text coded at 60-70 KB/s as 11 streams against 40-46 as
+# 5, 0.07% larger (100 KB of Python as 48 streams instead of 24: 0.37% larger).
 MIN_PART_TOKENS = 4096
+SHORT_PART_TOKENS = 2048
+SHORT_STREAMS = 12
 # With a cache a stream's cold start costs far more: it lacks the text just before its part, which
 # is what the cache copies from. A 34 KB dpkg log (--adapt --cache-size 150000 --context TRAIN)
 # coded 17% above eval's figure as 8 streams, 8.6% as 4, 3.4% as 2 (the header apart); and every
@@ -35,7 +40,8 @@ class CompressConfig:
     streams: int | None = setting(
         None,
         f"Streams coded side by side (faster; each starts cold, which costs a few bits) [default: from "
-        f"the text's length: parts of at least {MIN_PART_TOKENS} tokens ({MIN_ADAPT_PART_TOKENS} with --adapt, "
+        f"the text's length: parts of at least {MIN_PART_TOKENS} tokens (a short text up to {SHORT_STREAMS} "
+        f"streams of {SHORT_PART_TOKENS}; {MIN_ADAPT_PART_TOKENS} with --adapt, "
         f"{MIN_CACHE_PART_TOKENS} with a cache), "
         f"at most {MAX_STREAMS} streams].",
     )
@@ -76,6 +82,9 @@ def layout(tokens: int, streams: int | None, cache: bool = False, adapt: bool = 
     if tokens == 0:
         return 1, 0
     least = MIN_CACHE_PART_TOKENS if cache else MIN_ADAPT_PART_TOKENS if adapt else MIN_PART_TOKENS
-    wanted = streams if streams is not None else min(MAX_STREAMS, max(1, tokens // least))
+    wanted = tokens // least
+    if not (cache or adapt):
+        wanted = max(wanted, min(SHORT_STREAMS, tokens // SHORT_PART_TOKENS))
+    wanted = streams if streams is not None else min(MAX_STREAMS, max(1, wanted))
     part = math.ceil(tokens / min(wanted, tokens))
     return math.ceil(tokens / part), part

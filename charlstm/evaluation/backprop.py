@@ -14,8 +14,10 @@ time with one product per step, and every weight's gradient is one product over 
     then:                  dW_hh = sum_t da_t^T h_{t-1},  dW_ih = sum_t da_t^T x_t,  db = sum_t da_t
 
 The loss is sum over rows of weight * cross-entropy (``weights`` (T, B): a mean is 1 / rows). The
-same gradients as autograd's to float32 rounding (``tests/test_backprop.py``). LSTMs only; other
-cells go through autograd (``supports``). No dropout: this is for reading a text, not training.
+same gradients as autograd's to float32 rounding (``tests/test_backprop.py``). ``forward`` runs a
+window; ``from_steps`` takes what a ``TokenStepper`` computed while it stepped the window (the
+compressor's way: no second pass). LSTMs only; other cells go through autograd (``supports``). No
+dropout: this is for reading a text, not training.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from charlstm.cells import Product, fused_weights
+from charlstm.cells import fused_weights
+from charlstm.products import Product
 
 
 # A window of at least this many steps lays W_hh^T out for oneDNN for its way back (about 0.8 ms,
@@ -33,7 +36,7 @@ PACK_BACK_STEPS = 16
 
 
 def supports(model) -> bool:
-    """Whether ``window`` can run ``model`` (an LSTM language model)."""
+    """Whether ``forward`` and ``gradients`` can run ``model`` (an LSTM language model)."""
     return model.config.cell == "lstm"
 
 

@@ -113,9 +113,9 @@ def compress(run: str, files: tuple[str, ...], out: str | None, force: bool, con
         blob = lm.compress(data, context=before, **given)
         _write(target, blob)
         seconds = time.perf_counter() - started
-        bits = 8 * len(blob) / max(1, len(data))
+        rate = f"{8 * len(blob) / len(data):.3f} bits per byte" if data else "an empty file: the header alone"
         click.echo(
-            f"{file}: {len(data):,} -> {len(blob):,} bytes ({bits:.3f} bits per byte) in {seconds:.1f} s "
+            f"{file}: {len(data):,} -> {len(blob):,} bytes ({rate}) in {seconds:.1f} s "
             f"({len(data) / 1000 / max(seconds, 1e-9):,.1f} KB/s)",
             err=True,
         )

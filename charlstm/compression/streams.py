@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from charlstm.cells import TokenStepper
+from charlstm.compression.format import DIGEST_HEX
 from charlstm.config import AdaptConfig, CacheConfig
 from charlstm.data.batches import windows
 from charlstm.evaluation import backprop
@@ -101,7 +102,8 @@ class Predictor:
             self._learn()
 
     def _learn(self) -> None:
-        """One step of the weights on the window just coded, read again teacher-forced."""
+        """One step of the weights on the window just coded: from what the stepper computed while
+        coding it (an LSTM's), or read again teacher-forced (other cells')."""
         block = torch.stack(self.window)  # (t+1, B)
         rows = torch.arange(self.streams)[None, :] < torch.tensor(self.active)[:, None]  # (t, B): text, not padding
         share = rows.float() / rows.sum().clamp_min(1)  # (t, B): the loss is the text rows' mean
@@ -209,4 +211,4 @@ def probe_digest(model, streams: int, *, weights: str, adapt: AdaptConfig | None
     for t in range(steps):
         h.update(predictor.probabilities().tobytes())
         predictor.advance((np.arange(streams) * 3 + t * 5 + 1) % vocab, streams)
-    return h.hexdigest()[:16]  # format.DIGEST_HEX
+    return h.hexdigest()[:DIGEST_HEX]

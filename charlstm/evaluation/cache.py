@@ -265,13 +265,18 @@ class NeuralCache:
         scale = theta / math.log(2)  # in bits: exp2 is three times as fast as exp here
         query[:, :hidden] = scale * features
         query[:, hidden] = -(scale * pilot + SHIFT_NATS / math.log(2))
-        mass = self._whole_mass(query) if here is None and len(query) <= WHOLE_MAX_ROWS else self._chunked_mass(query, here)
+        mass = self._mass(query, here)  # (T, V)
         far = torch.nonzero(~torch.isfinite(mass).all(dim=-1))[:, 0]  # rows whose best is far above the pilot's
         if len(far):
             top = (query[far] @ self.ring_low[:n].T).amax(dim=-1).float()  # (F,): in bits above the shift
             query[far, hidden] = (query[far, hidden].float() - top).to(query.dtype)
-            mass[far] = self._chunked_mass(query[far], None if here is None else here[far])
+            mass[far] = self._mass(query[far], None if here is None else here[far])
         return mass, -query[:, hidden].float(), scale
+
+    def _mass(self, query: torch.Tensor, here=None) -> torch.Tensor:
+        """The ring's weight on every token for each row of ``query`` (T, V): a few rows with no
+        places to mask read the whole ring at once, more rows a chunk at a time."""
+        return self._whole_mass(query) if here is None and len(query) <= WHOLE_MAX_ROWS else self._chunked_mass(query, here)
 
     def _whole_mass(self, query: torch.Tensor) -> torch.Tensor:
         """``_chunked_mass`` for a few rows (a compressor's streams, a sampler's), every state at

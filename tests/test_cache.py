@@ -140,6 +140,26 @@ def test_a_context_is_read_but_never_scored_by_each_pass():
     assert not math.isclose(not_learnt, text_a, rel_tol=1e-4)
 
 
+def test_adapting_with_a_cache_scores_only_the_context_tail_that_tunes_it(monkeypatch):
+    """The context the weights learn from is only remembered by the cache, but for its last
+    ``CONTEXT_TUNE_TOKENS`` (which choose theta and lambda), as in the cached pass and a
+    compressor's ``read_context``: scoring all of it with every theta cost about 155 more
+    products against the whole cache."""
+    import charlstm.evaluation.cache as cache_module
+    from charlstm.config import AdaptConfig
+    from charlstm.evaluation.adaptation import adapt
+
+    monkeypatch.setattr(cache_module, "CONTEXT_TUNE_TOKENS", 128)
+    scored = []
+    score = NeuralCache.score
+    monkeypatch.setattr(NeuralCache, "score", lambda self, f, lp, t: scored.append(len(t)) or score(self, f, lp, t))
+    ids = np.random.default_rng(5).integers(0, 12, size=600)
+    cache = NeuralCache(CacheConfig(cache_size=1000), "cpu", vocab_size=12)
+    adapt(small_model(), ids, AdaptConfig(adapt_bptt=64), "cpu", cache=cache, skip=384, learn=384)
+    assert sum(scored) == 599 - 192  # the windows from the one ending at 384 - 128 on
+    assert cache.count == 599 and len(cache.thetas) == 1  # every state remembered; theta settled
+
+
 def test_a_context_makes_a_text_that_repeats_it_cheap():
     """The cache copies from the context: a text that is its context again scores far better
     with the context given than alone, and only the text's tokens count."""
@@ -197,15 +217,18 @@ def _stream_of_states(seed, n, hidden=64, vocab=20):
     return states, (which % vocab), torch.log_softmax(torch.randn(n, vocab, generator=g), -1)
 
 
-@pytest.mark.parametrize("theta, vocab", [(0.3, 20), (1.0, 20), (3.0, 20), (1.0, 300)])
-def test_the_fast_product_scores_within_tolerance_of_the_exact_product(monkeypatch, theta, vocab):
-    """A large cache with one theta is scored by the fast product (a bf16 product shifted near each row's best,
-    exp2, the mass on every token from the ring's one-hot tokens, or added to each token's row for a vocabulary
-    over ONE_HOT_MAX_VOCAB): per token within 0.05 nats of the exact product (0.014-0.037 seen), the mean within
-    1e-4 nats (1e-5 seen), and it is taken (not the exact fallback)."""
+@pytest.mark.parametrize("theta, vocab, kind", [
+    (0.3, 20, "int8"), (1.0, 20, "int8"), (3.0, 20, "int8"), (1.0, 300, "int8"), (1.0, 20, "bf16"), (3.0, 20, "fp32"),
+])
+def test_the_fast_product_scores_within_tolerance_of_the_exact_product(monkeypatch, theta, vocab, kind):
+    """A large cache with one theta is scored by the fast product (the ring held as ``kind``, shifted near each
+    row's best, exp2, the mass on every token from the ring's one-hot tokens, or added to each token's row for a
+    vocabulary over ONE_HOT_MAX_VOCAB): per token within 0.05 nats of the exact product (0.014-0.037 seen), the
+    mean within 1e-4 nats (1e-5 seen), and it is taken (not the exact fallback)."""
     import charlstm.evaluation.cache as cache_module
 
     monkeypatch.setattr(cache_module, "FAST_MIN_STATES", 512)
+    monkeypatch.setattr(cache_module, "fast_kind", lambda device: kind)
     states, values, log_probs = _stream_of_states(1, 6000, vocab=vocab)
     results = {}
     for exact in (True, False):
@@ -219,6 +242,7 @@ def test_the_fast_product_scores_within_tolerance_of_the_exact_product(monkeypat
         results[exact] = torch.cat(nll)
         assert cache.fast_segments == (0 if exact else 22)  # every segment once 512 states are held
         assert exact or (cache.ring_tokens is None) == (vocab > cache_module.ONE_HOT_MAX_VOCAB)
+        assert exact or cache.low.kind == kind
     assert (results[True] - results[False]).abs().max() < 0.05
     assert abs(results[True].mean() - results[False].mean()) < 1e-4  # nats per token; the figure's tolerance is 2e-3
 
@@ -236,13 +260,14 @@ def test_a_small_cache_or_no_vocabulary_uses_the_exact_product():
         assert cache.fast_segments == 0  # under FAST_MIN_STATES held: the exact product
 
 
-@pytest.mark.parametrize("vocab", [20, 300])
-def test_a_few_rows_read_the_whole_ring_at_once_within_tolerance_of_the_exact_distribution(monkeypatch, vocab):
+@pytest.mark.parametrize("vocab, kind", [(20, "int8"), (300, "int8"), (20, "fp32")])
+def test_a_few_rows_read_the_whole_ring_at_once_within_tolerance_of_the_exact_distribution(monkeypatch, vocab, kind):
     """``copy_distribution`` for a compressor's few streams (``_whole_mass``: one product against
     every state, each weight added to its token's row) against the exact softmax over the ring."""
     import charlstm.evaluation.cache as cache_module
 
     monkeypatch.setattr(cache_module, "FAST_MIN_STATES", 512)
+    monkeypatch.setattr(cache_module, "fast_kind", lambda device: kind)
     states, values, _ = _stream_of_states(3, 3000, vocab=vocab)
     fast = NeuralCache(CacheConfig(cache_size=2000, cache_theta=1.0, cache_lambda=0.3), "cpu", vocab_size=vocab)
     exact = NeuralCache(CacheConfig(cache_size=2000, cache_theta=1.0, cache_lambda=0.3), "cpu", vocab_size=vocab, exact=True)
@@ -252,4 +277,4 @@ def test_a_few_rows_read_the_whole_ring_at_once_within_tolerance_of_the_exact_di
     got, expected = fast.copy_distribution(rows, vocab), exact.copy_distribution(rows, vocab)
     assert fast.fast_segments == 1 and exact.fast_segments == 0
     torch.testing.assert_close(got.sum(dim=-1), torch.ones(8))
-    assert (got - expected).abs().max() < 0.02  # probabilities, from a bf16 product
+    assert (got - expected).abs().max() < 0.02  # probabilities, from a low-precision product

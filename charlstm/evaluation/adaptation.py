@@ -75,8 +75,11 @@ def adapt(
     on it) and how many tokens were scored (all but the first); with ``cache``, also the sum
     with the cache mixed in (the steps follow the model's own loss either way). The first
     ``skip`` tokens are context, never scored: the last ``learn`` of them (all when None) are
-    learnt from like the text, the ones before are only read (and remembered by the cache).
-    ``on_progress(tokens)`` is called after each segment.
+    learnt from like the text, the ones before are only read. The cache remembers the context
+    and scores only its last ``CONTEXT_TUNE_TOKENS``, which choose theta and lambda, as the
+    cached pass and a compressor's context do (scoring all it learns from, 20,000 tokens, with
+    each theta cost about 155 more products against the whole cache). ``on_progress(tokens)``
+    is called after each segment.
     """
     device = torch.device(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -109,20 +112,22 @@ def adapt(
                 nll = F.cross_entropy(logits.float().flatten(0, 1), block[1:].flatten(), reduction="none")  # (t,)
             first = max(0, skip - 1 - window.start)  # the first row whose target is scored
             if cache is not None and skip and first < window.length and not settled:
-                cached += _score_pending(cache, pending)
+                cached += score_pending(cache, pending)
                 cache.settle_theta()  # the text begins: theta stays as the context chose
                 settled = True
             total += nll.detach()[first:].sum(dtype=torch.float64)
             count += max(0, nll.numel() - first)
-            if cache is not None:  # scored CACHE_SEGMENT tokens at a time: one read of the ring for them all
+            if cache is not None and not tunes(window.start + window.length, skip):  # learnt from, only remembered
+                cache.remember(features[:, 0], block[1:, 0])
+            elif cache is not None:  # scored CACHE_SEGMENT tokens at a time: one read of the ring for them all
                 pending.append((features[:, 0].detach(), -nll.detach(), block[1:, 0], first))
                 if sum(len(part[1]) for part in pending) >= CACHE_SEGMENT:
-                    cached += _score_pending(cache, pending)
+                    cached += score_pending(cache, pending)
             step(grads)
             if on_progress is not None:
                 on_progress(window.length)
     if cache is not None:
-        cached += _score_pending(cache, pending)
+        cached += score_pending(cache, pending)
         return float(total), count, float(cached)
     return float(total), count
 
@@ -144,7 +149,7 @@ def window_gradients(model, inputs, hidden, targets, rows, params):
     return logits.detach(), features.detach(), detach_hidden(hidden), grads
 
 
-def _score_pending(cache: NeuralCache, pending: list) -> torch.Tensor:
+def score_pending(cache: NeuralCache, pending: list) -> torch.Tensor:
     """Score the windows in ``pending`` (features, log-probabilities and targets of each, and the
     first row scored) with the cache as one segment, empty ``pending``, and return the sum of the
     scored rows' negative log-likelihoods with the cache mixed in."""

@@ -20,17 +20,18 @@ hidden states do not depend on theta and lambda, so the grid costs one extra sof
 
 A large cache (each theta of the grid in turn while theta is being chosen) is scored by the fast
 product (``NeuralCache(exact=False)``, the default), a ``RING_CHUNK`` of the ring at a time: one
-bf16 product (AVX-512-bf16 or AMX where the CPU has them; float32 elsewhere) against a copy of the
-ring whose extra column is 1, with theta folded into the query and each row's shift in that
-column, so the product writes theta h_t.h_i - s_t directly (in bits); one exp2 in place; and one
-product of those weights with the ring's one-hot tokens (a vocabulary of at most
-``ONE_HOT_MAX_VOCAB``; a larger one adds each state's weights to its token's row), which gives
-each row the cache's mass on every token at once. The shift s_t is theta times the row's best dot product with the segment
-and the ring's newest ``PILOT_STATES`` states (exact, float32) plus ``SHIFT_NATS``: the states
-that carry weight come out of the product near zero, where bf16 rounds finely (a bf16 product
-of the raw dot products, which reach 50 and more, moved log p_cache by 0.01 nats at theta 3).
-The segment's own rows are scored exactly. Measured against the exact product on a trained
-model (benchmarks/RESULTS.md, "A fast cache"), and tested within 0.003 bits per token of it.
+product against a copy of the ring held in low precision (``evaluation.ring``: int8 on an x86
+CPU, bf16 on a GPU) with theta folded into the query and each row's shift applied by the
+product, so it writes theta h_t.h_i - s_t directly (in bits); one exp2 in place; and one product
+of those weights with the ring's one-hot tokens (a vocabulary of at most ``ONE_HOT_MAX_VOCAB``;
+a larger one adds each state's weights to its token's row), which gives each row the cache's
+mass on every token at once. The shift s_t is theta times the row's best dot product with the
+segment and the ring's newest ``PILOT_STATES`` states (exact, float32) plus ``SHIFT_NATS``: the
+states that carry weight come out of the product near zero, where bf16 rounds finely (a bf16
+product of the raw dot products, which reach 50 and more, moved log p_cache by 0.01 nats at
+theta 3). The segment's own rows are scored exactly. Measured against the exact product on
+trained models (benchmarks/RESULTS.md, "A fast cache" and "An int8 cache"), and tested within
+1e-4 nats per token of it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import math
 import torch
 
 from charlstm.config import CacheConfig
+from charlstm.evaluation.ring import LowRing, Query, fast_kind
 from charlstm.evaluation.states import stream_states, token_nll  # noqa: F401 (token_nll: imported from here)
 
 
@@ -92,7 +94,7 @@ class NeuralCache:
         self.fast = not exact and vocab_size is not None and self.size >= FAST_MIN_STATES
         self.vocab_size = vocab_size
         self.fast_segments = 0  # segments scored by the fast product (tests and benchmarks read it)
-        self.ring_low: torch.Tensor | None = None  # (size, H_pad): the ring, a column of ones, zeros
+        self.low: LowRing | None = None  # the ring in low precision (the fast product's)
         self.ring_tokens: torch.Tensor | None = None  # (V, size): one-hot of ring_values, a column a slot
         self.thetas = (config.cache_theta,) if config.cache_theta is not None else THETAS
         self.lambdas = (config.cache_lambda,) if config.cache_lambda is not None else LAMBDAS
@@ -146,17 +148,15 @@ class NeuralCache:
         if self.ring is None:
             self.ring = torch.zeros(self.size, features.size(-1), device=self.device)
             if self.fast:
-                dtype, hidden = _fast_dtype(self.device), features.size(-1)
-                self.ring_low = torch.zeros(self.size, -(-(hidden + 1) // 32) * 32, dtype=dtype, device=self.device)
-                self.ring_low[:, hidden] = 1.0
+                self.low = LowRing(self.size, features.size(-1), self.device, fast_kind(self.device))
                 if self.vocab_size <= ONE_HOT_MAX_VOCAB:
-                    self.ring_tokens = torch.zeros(self.vocab_size, self.size, dtype=dtype, device=self.device)
+                    self.ring_tokens = torch.zeros(self.vocab_size, self.size, dtype=self.low.dtype, device=self.device)
         places = torch.arange(self.count, self.count + len(targets), device=self.device)[-self.size :]
         slots = places % self.size
         kept = features[-len(places) :].float()
         self.ring.index_copy_(0, slots, kept)
-        if self.ring_low is not None:
-            self.ring_low[:, : kept.size(-1)].index_copy_(0, slots, kept.to(self.ring_low.dtype))
+        if self.low is not None:
+            self.low.write(slots, kept)
         if self.ring_tokens is not None:
             one_hot = torch.nn.functional.one_hot(targets[-len(places) :], self.vocab_size)
             self.ring_tokens.index_copy_(1, slots, one_hot.T.to(self.ring_tokens.dtype))
@@ -177,7 +177,7 @@ class NeuralCache:
         """p_cache (T, V) of rows ``features`` (T, H) against the states held (at least one):
         by the fast product when it applies, else exactly."""
         features = features.detach().float()
-        if self.ring_low is not None and self.filled >= FAST_MIN_STATES:
+        if self.low is not None and self.filled >= FAST_MIN_STATES:
             no_own = torch.full((len(features),), -math.inf, device=self.device)
             mass, _, _ = self._ring_mass(features, no_own, self.theta)  # (T, V)
             total = mass.sum(dim=-1, keepdim=True)  # (T, 1)
@@ -206,7 +206,7 @@ class NeuralCache:
         own = here[None, :] < here[:, None]  # (T, T): the segment's earlier rows
         own &= here[None, :] >= here[:, None] - self.size
         log_p_cache = None
-        if self.ring_low is not None and self.filled >= FAST_MIN_STATES:  # each theta of the grid by the fast product
+        if self.low is not None and self.filled >= FAST_MIN_STATES:  # each theta of the grid by the fast product
             rows = [self._fast(features, targets, here, own, theta) for theta in self.thetas]
             log_p_cache = None if any(row is None for row in rows) else torch.cat(rows)  # (K, T)
         if log_p_cache is None:
@@ -258,50 +258,48 @@ class NeuralCache:
         with its own visible rows (``best_own``, -inf for none) and the ring's newest states; a row
         whose weights overflow (a state far above that) is shifted to its best state and made again.
         With ``here`` (each row's place), states more than the cache's size before a row are left out."""
-        n, hidden = self.filled, features.size(-1)
+        n = self.filled
         newest = torch.arange(self.count - min(PILOT_STATES, n), self.count, device=self.device) % self.size
         pilot = torch.maximum(best_own, (features @ self.ring[newest].T).amax(dim=-1))  # (T,)
-        query = torch.zeros(len(features), self.ring_low.size(-1), dtype=self.ring_low.dtype, device=self.device)
         scale = theta / math.log(2)  # in bits: exp2 is three times as fast as exp here
-        query[:, :hidden] = scale * features
-        query[:, hidden] = -(scale * pilot + SHIFT_NATS / math.log(2))
-        mass = self._mass(query, here)  # (T, V)
+        query = self.low.query(scale * features, scale * pilot + SHIFT_NATS / math.log(2))
+        mass, shift = self._mass(query, here), query.shift.clone()  # (T, V), (T,)
         far = torch.nonzero(~torch.isfinite(mass).all(dim=-1))[:, 0]  # rows whose best is far above the pilot's
         if len(far):
-            top = (query[far] @ self.ring_low[:n].T).amax(dim=-1).float()  # (F,): in bits above the shift
-            query[far, hidden] = (query[far, hidden].float() - top).to(query.dtype)
-            mass[far] = self._mass(query[far], None if here is None else here[far])
-        return mass, -query[:, hidden].float(), scale
+            top = (scale * features[far] @ self.ring[:n].T).amax(dim=-1)  # (F,): exact, in bits
+            again = self.low.query(scale * features[far], top)
+            mass[far] = self._mass(again, None if here is None else here[far])
+            shift[far] = again.shift
+        return mass, shift, scale
 
-    def _mass(self, query: torch.Tensor, here=None) -> torch.Tensor:
+    def _mass(self, query: Query, here=None) -> torch.Tensor:
         """The ring's weight on every token for each row of ``query`` (T, V): a few rows with no
         places to mask read the whole ring at once, more rows a chunk at a time."""
-        return self._whole_mass(query) if here is None and len(query) <= WHOLE_MAX_ROWS else self._chunked_mass(query, here)
+        return self._whole_mass(query) if here is None and query.rows <= WHOLE_MAX_ROWS else self._chunked_mass(query, here)
 
-    def _whole_mass(self, query: torch.Tensor) -> torch.Tensor:
+    def _whole_mass(self, query: Query) -> torch.Tensor:
         """``_chunked_mass`` for a few rows (a compressor's streams, a sampler's), every state at
-        once: the rows' weights (T, n) are small, and the ring is read once, as the product's
-        right side; each weight is added to its token's row in float32."""
+        once: the rows' weights (n, T) are small, and the ring is read once; each weight is added
+        to its token's row in float32."""
         n = self.filled
-        weights = (query @ self.ring_low[:n].T).clamp_min_(FLOOR_BITS).exp2_()  # (T, n)
-        mass = torch.zeros(len(query), self.vocab_size, dtype=torch.float32, device=self.device)
-        return mass.index_add_(1, self.ring_values[:n], weights.float())
+        weights = self.low.bits(query, 0, n).clamp_min_(FLOOR_BITS).exp2_()  # (n, T)
+        mass_t = torch.zeros(self.vocab_size, query.rows, dtype=torch.float32, device=self.device)
+        return mass_t.index_add_(0, self.ring_values[:n], weights.float()).T
 
-    def _chunked_mass(self, query: torch.Tensor, here=None) -> torch.Tensor:
-        """sum_i 2^(query . ring_low_i) one_hot(y_i) (T, V), float32, a ``RING_CHUNK`` of states
+    def _chunked_mass(self, query: Query, here=None) -> torch.Tensor:
+        """sum_i 2^(q_t . h_i - shift_t) one_hot(y_i) (T, V), float32, a ``RING_CHUNK`` of states
         at a time: the chunk's (C, T) weights stay in the CPU's cache (one product against the whole
         ring is bound by memory and took twice as long), and the ring is the products' left side,
         which oneDNN reads as it is (a right side is repacked at every call)."""
         n = self.filled
-        query_t = query.T.contiguous()  # (H_pad, T)
-        mass_t = torch.zeros(self.vocab_size, len(query), dtype=torch.float32, device=self.device)  # (V, T)
+        mass_t = torch.zeros(self.vocab_size, query.rows, dtype=torch.float32, device=self.device)  # (V, T)
         edge = None
         if here is not None:
             places = self.ring_places[:n]
             edge = torch.nonzero(places < here[-1] - self.size)[:, 0]  # slots out of reach of some rows
         for a in range(0, n, RING_CHUNK):
             b = min(n, a + RING_CHUNK)
-            weights = (self.ring_low[a:b] @ query_t).clamp_min_(FLOOR_BITS)  # (C, T): (theta h_t.h_i) / ln 2 - shift
+            weights = self.low.bits(query, a, b).clamp_min_(FLOOR_BITS)  # (C, T): (theta h_t.h_i) / ln 2 - shift
             if edge is not None and len(edge) and int(edge[0]) < b and int(edge[-1]) >= a:
                 slots = edge[(edge >= a) & (edge < b)]
                 hidden_from = self.ring_places[slots][:, None] < here[None, :] - self.size  # (E, T)
@@ -324,14 +322,6 @@ class NeuralCache:
         self.choice = divmod(best, len(self.lambdas))
         self._remember(features, targets)
         return nll
-
-
-def _fast_dtype(device: torch.device) -> torch.dtype:
-    """The fast product's type: bf16 where the hardware multiplies it (a CUDA GPU, or a CPU with
-    AVX-512-bf16 or AMX), float32 elsewhere (bf16 emulated is slower than float32)."""
-    from charlstm.hardware import cpu_has_fast_bf16
-
-    return torch.bfloat16 if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()) else torch.float32
 
 
 def _mix(log_p_model, log_p_cache, lambda_):

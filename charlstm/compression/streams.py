@@ -29,9 +29,10 @@ from charlstm.config import AdaptConfig, CacheConfig
 from charlstm.data.batches import windows
 from charlstm.evaluation import backprop
 from charlstm.evaluation.adaptation import score_pending, weight_step, window_gradients
-from charlstm.evaluation.cache import CACHE_SEGMENT, CONTEXT_TUNE_TOKENS, THETAS, NeuralCache, token_nll, tunes
+from charlstm.evaluation.cache import (
+    CACHE_SEGMENT, CONTEXT_TUNE_TOKENS, THETAS, NeuralCache, remember_read, token_nll, tunes,
+)
 from charlstm.evaluation.evaluate import CONTEXT_ADAPT_TOKENS, WARMUP_TOKENS, context_tails
-from charlstm.evaluation.states import stream_states
 from charlstm.model import detach_hidden
 
 CONTEXT_WINDOW = 64  # tokens per window when a context is read (any fixed length: both sides use it)
@@ -153,7 +154,7 @@ def read_context(model, ids: np.ndarray, adapt: AdaptConfig | None, cache: Neura
     """Read a context's last tokens as ``evaluate_source``'s adapting pass does: the cache remembers
     them (its last ``CONTEXT_TUNE_TOKENS``, scored ``CACHE_SEGMENT`` tokens at a time, choose theta
     and lambda), with ``adapt`` the last ``CONTEXT_ADAPT_TOKENS`` are learnt from. The states
-    before those (and a warm-up) are read in parallel parts (``stream_states``): one stream of 64
+    before those (and a warm-up) are read in parallel parts (``remember_read``): one stream of 64
     tokens at a time read 150,000 of them in 8 s, and the tuning scored by windows of 64 rows took
     23 s, for a text of any length. Returns the hidden state after it (one row), its last token
     and the weights' step (which carries on into the text)."""
@@ -166,8 +167,7 @@ def read_context(model, ids: np.ndarray, adapt: AdaptConfig | None, cache: Neura
     learn = CONTEXT_ADAPT_TOKENS if adapt is not None else 0
     read = max(0, len(ids) - max(learn, CONTEXT_TUNE_TOKENS) - WARMUP_TOKENS) if cache is not None else 0
     if read > 1:  # only remembered
-        for _, features, _, targets in stream_states(model, ids[: read + 1], CACHE_SEGMENT, "cpu"):
-            cache.remember(features, targets)
+        remember_read(cache, model, ids[: read + 1], "cpu")
         ids = ids[read:]
     hidden, pending = None, []
     for window in windows(len(ids), CONTEXT_WINDOW):

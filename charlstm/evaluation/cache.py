@@ -330,6 +330,17 @@ def _mix(log_p_model, log_p_cache, lambda_):
     return torch.logaddexp(torch.log1p(-lambda_) + log_p_model, torch.log(lambda_) + log_p_cache)
 
 
+def remember_read(cache: NeuralCache, model, ids, device) -> None:
+    """Remember the states of ``ids`` (rows ``0 .. len(ids) - 2``, each followed by the next token)
+    read in parallel parts (``stream_states``), ``model`` in eval mode meanwhile: the early part of a
+    context, only remembered (``evaluate``'s adapting pass, a compressor's ``read_context``)."""
+    was_training = model.training
+    model.eval()
+    for _, features, _, targets in stream_states(model, ids, CACHE_SEGMENT, device):
+        cache.remember(features, targets)
+    model.train(was_training)
+
+
 @torch.inference_mode()
 def cached_stream_loss(
     model, ids, config: CacheConfig, *, bptt: int, device, skip: int = 0, on_progress=None, exact: bool = False

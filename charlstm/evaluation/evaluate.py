@@ -14,8 +14,7 @@ import torch
 from charlstm.evaluation.adaptation import adapt
 from charlstm.data.batches import encode_to_file, windows
 from charlstm.config import AdaptConfig, CacheConfig
-from charlstm.evaluation.cache import CACHE_SEGMENT, NeuralCache, cached_stream_loss, token_nll  # noqa: F401 (token_nll: score)
-from charlstm.evaluation.states import stream_states
+from charlstm.evaluation.cache import NeuralCache, cached_stream_loss, remember_read, token_nll  # noqa: F401 (token_nll: score)
 from charlstm.errors import DataError
 from charlstm.hardware import FP32, Precision
 from charlstm.data.text import TextSource
@@ -298,11 +297,7 @@ def _adapted_pass(model, text: _Joined, config: AdaptConfig, cache_config: Cache
     # the cache, with the trained weights: its states are read in parallel parts, as the cached pass reads.
     read = max(0, skip - CONTEXT_ADAPT_TOKENS - WARMUP_TOKENS) if cache is not None else 0
     if read > 1:
-        was_training = model.training
-        model.eval()
-        for _, features, _, targets in stream_states(model, ids[: read + 1], CACHE_SEGMENT, device):
-            cache.remember(features, targets)
-        model.train(was_training)
+        remember_read(cache, model, ids[: read + 1], device)
         ids, skip = ids[read:], skip - read
     results = adapt(model, ids, config, device, on_progress, cache=cache, skip=skip, learn=CONTEXT_ADAPT_TOKENS)
     cached_sum = results[2] if cache is not None else None

@@ -149,3 +149,19 @@ def test_chat_in_a_terminal_ctrl_c_stops_a_reply_and_ctrl_d_leaves(tiny_run):
         except ProcessLookupError:
             pass
         os.close(fd)
+
+
+def test_ctrl_c_during_a_reply_is_seen_even_when_python_swallows_the_interrupt():
+    """The reply loop checks ``pressed`` after each piece: an interrupt raised inside a finaliser
+    (which Python prints and drops) must still stop the reply. The handler is put back after."""
+    from charlstm.cli.chat import _CtrlC
+
+    before = signal.getsignal(signal.SIGINT)
+    with _CtrlC() as ctrl_c:
+        assert not ctrl_c.pressed
+        try:
+            signal.raise_signal(signal.SIGINT)  # as a finaliser would see it: raised, then dropped
+        except KeyboardInterrupt:
+            pass
+        assert ctrl_c.pressed
+    assert signal.getsignal(signal.SIGINT) is before

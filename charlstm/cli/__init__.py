@@ -6,7 +6,8 @@ only inside commands, so ``charlstm --help`` stays fast.
 
     base        the ``charlstm`` group, error handling, shared option decorators
     training    train, demo
-    generation  sample, chat, score
+    generation  sample, score
+    chat        chat
     measuring   eval, inspect, experiment
     reports     info, plot
     serve       serve
@@ -14,7 +15,7 @@ only inside commands, so ``charlstm --help`` stays fast.
     compress    compress, decompress
 """
 
-from charlstm.cli import generation, measuring, reports, serve, training  # noqa: F401  (they add the commands)
+from charlstm.cli import chat, generation, measuring, reports, serve, training  # noqa: F401  (they add the commands)
 from charlstm.cli import export  # noqa: F401  (charlstm export)
 from charlstm.cli import compress  # noqa: F401  (charlstm compress, decompress)
 from charlstm.cli.base import cli

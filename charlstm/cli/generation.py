@@ -1,4 +1,4 @@
-"""``charlstm sample``, ``chat`` and ``score``: generating text and measuring lines."""
+"""``charlstm sample`` and ``score``: generating text and measuring lines (``chat`` is in ``cli.chat``)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from charlstm.config import (
     check_cache,
     SampleConfig,
 )
-from charlstm.errors import CharlstmError, ConfigError, DataError
+from charlstm.errors import CharlstmError, DataError
 
 # --------------------------------------------------------------------------------------- sample
 
@@ -243,137 +243,6 @@ def _read_prime(prime: str | None, prime_file: str | None) -> str:
     if prime == "-":
         return decode_input(sys.stdin.buffer.read(), "--prime - (stdin)")
     return prime or ""
-
-
-# ----------------------------------------------------------------------------------------- chat
-
-_CHAT_HELP = """commands (a line starting with / ; anything else is text to continue):
-  /temperature T  /length N  /top-k K|off  /top-p P|off  /min-p P|off  /seed N
-  /repetition-penalty R  /repetition-window N  /no-repeat-ngram N|off
-  /top [N]      the N most likely next tokens (default 10) with their probabilities
-  /reset        forget the text so far
-  /settings     show the settings
-  /help, /quit  (Ctrl-C stops a reply, Ctrl-D leaves)"""
-
-
-_SESSION = (*_GENERATION, "temperature", "seed", "weights", *_CACHE)
-
-
-@cli.command()
-@config_file_option
-@run_argument
-@click.option(
-    "--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.  [default: 0.8]"
-)
-@click.option("--length", type=int, default=None, help="Characters of each reply.  [default: 200]")
-@_sample_options(*(name for name in _GENERATION if name != "length"))
-@click.option(
-    "--seed", type=int, default=None, help="Random seed  [default: a new one, shown by /settings]"
-)
-@_sample_options("device", "weights", *_CACHE)
-@click.option(
-    "--chat-template", default=None, metavar="FILE|plain|chatml",
-    help="Each line is a user's message and each reply the assistant's, the conversation written "
-    "out by this Jinja chat template (as serve's /v1/chat/completions writes it)  [default: none, one text that goes on]",
-)
-def chat(run: str, chat_template: str | None, **options) -> None:
-    """Write with a model, turn by turn: each line you type is continued, and the text goes on
-    where it left off (the model keeps its state between turns) until /reset. With
-    --chat-template, each line is a message and each reply an answer, as a chat server writes it.
-
-    A command of its own, apart from `sample`: it is a loop with its own commands and state,
-    while `sample` stays a one-shot command for pipes and scripts. When stdin is not a terminal,
-    each line read is answered in turn (no prompt), so it can be scripted. Type /help for the
-    commands.
-
-    RUN: a run directory, a checkpoint file or an exported folder.
-    """
-    import charlstm
-
-    config = SampleConfig.from_dict({"length": 200, **_given(options)})
-    lm = charlstm.load(run, device=config.device, weights=config.weights)
-    session = lm.session(**{name: getattr(config, name) for name in _SESSION}, chat_template=chat_template)
-    interactive = sys.stdin.isatty()
-    if interactive:
-        import readline  # noqa: F401  (line editing and history for input())
-
-        click.echo(
-            f"charlstm chat {run} (seed {session.settings['seed']}); /help for commands, Ctrl-D to leave",
-            err=True,
-        )
-    while True:
-        try:
-            line = input("> " if interactive else "")
-        except EOFError:
-            break
-        except KeyboardInterrupt:
-            click.echo("", err=True)
-            continue
-        if line.startswith("/"):
-            if not _chat_command(session, line):
-                break
-            continue
-        try:
-            for piece in session.stream(line):
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            pass  # the reply stops here; the text so far is kept
-        except ConfigError as e:
-            click.echo(f"error: {e}", err=True)
-            continue
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    if interactive:
-        click.echo("", err=True)
-
-
-# Every /command chat knows, as an unknown one's message lists them.
-_CHAT_COMMANDS = (
-    "temperature", "length", "top-k", "top-p", "min-p", "seed", "repetition-penalty",
-    "repetition-window", "no-repeat-ngram", "top", "reset", "settings", "help", "quit",
-)
-
-
-def _setting_text(value) -> str:
-    """A setting as /settings shows it: a filter that is not set is "off", never Python's None."""
-    return "off" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _chat_command(session, line: str) -> bool:
-    """Carry out a /command; False to leave the loop."""
-    name, _, value = line[1:].strip().partition(" ")
-    value = value.strip()
-    if name in ("quit", "exit", "q"):
-        return False
-    if name == "help":
-        click.echo(_CHAT_HELP, err=True)
-    elif name == "reset":
-        session.reset()
-        click.echo("(the text so far is forgotten)", err=True)
-    elif name == "settings":
-        click.echo("  ".join(f"{k} {_setting_text(v)}" for k, v in session.settings.items()), err=True)
-    elif name not in _CHAT_COMMANDS:
-        commands = ", ".join("/" + c for c in _CHAT_COMMANDS)
-        click.echo(f"error: /{name}: not a command; the commands are {commands}", err=True)
-    elif name == "top":
-        try:
-            k = int(value) if value else 10
-        except ValueError:
-            click.echo(f"error: /top {value}: give a whole number", err=True)
-            return True
-        for piece, prob in session.top_next(max(1, k)):
-            click.echo(f"{prob:8.4f}  {piece!r}")
-    else:
-        before = session.settings.get(name)
-        try:
-            session.set(name, value)
-        except ConfigError as e:
-            click.echo(f"error: {e}", err=True)
-            return True
-        after = session.settings.get(name)
-        click.echo(f"{name} {_setting_text(before)} -> {_setting_text(after)}", err=True)
-    return True
 
 
 # ---------------------------------------------------------------------------------------- score

@@ -7,7 +7,7 @@ message: the whole conversation is written out by the template and read from the
 reply is the assistant's turn, ending at the template's next-turn marker, as the server's
 ``/v1/chat/completions`` writes it for the same messages and seed. Settings (temperature, length, top-k/top-p/min-p, seed, ...) change between
 turns through ``set``, validated as ``SampleConfig`` validates them. ``charlstm chat`` drives it
-(``cli/generation.py``); nothing here reads a terminal.
+(``cli/chat.py``); nothing here reads a terminal.
 """
 
 from __future__ import annotations

@@ -63,38 +63,13 @@ def serve(runs, host, port, api_key, cors_origin, chat_template, device, weights
 
     RUN: a run directory, a checkpoint file or an exported folder.
     """
-    try:
-        import prometheus_client  # noqa: F401
-        import starlette  # noqa: F401
-        import uvicorn
-    except ImportError:
-        raise CharlstmError(_EXTRA) from None
-    if not is_loopback(host) and not api_key:
-        raise ConfigError(
-            f"--host {host} is not a loopback address: set --api-key (or CHARLSTM_API_KEY) so only clients with the key are answered"
-        )
-    if api_key is not None and not api_key.strip():
-        raise ConfigError("--api-key must not be empty")
-    from charlstm.runs.checkpoint import find_checkpoint
-
-    for run in runs:
-        find_checkpoint(run)  # a typo fails now, in one line, not after the server starts
-    from charlstm.generation.template import ChatTemplate
-
-    template = ChatTemplate.named(chat_template)  # a bad template fails now too
-    import logging
-
+    uvicorn = _serving_extra()
+    template = _checked_options(runs, host, api_key, chat_template)
     from charlstm.serving.app import Server
     from charlstm.serving.models import load_served
     from charlstm.serving.requests import Limits
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    log = logging.getLogger("charlstm.serve")
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-
+    log = _log()
     failed: list[BaseException] = []
 
     def on_load_error(error: BaseException) -> None:
@@ -109,11 +84,67 @@ def serve(runs, host, port, api_key, cors_origin, chat_template, device, weights
         on_load_error=on_load_error,
         chat_template=template,
     )
+    import torch
+
+    from charlstm.serving.batcher import serving_threads
+
+    torch.set_num_threads(serving_threads())
+    server = _uvicorn_server(uvicorn, state, log, host=host, port=port, shutdown_timeout=shutdown_timeout)
+    server.run()
+    if failed:
+        raise CharlstmError(str(failed[0]))
+    if not server.started:
+        raise CharlstmError(f"could not listen on {host}:{port} (in use, or not an address of this machine)")
+
+
+def _serving_extra():
+    """The ``serve`` extra's modules are there (uvicorn, returned), or one line that says how to get them."""
+    try:
+        import prometheus_client  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise CharlstmError(_EXTRA) from None
+    return uvicorn
+
+
+def _checked_options(runs, host: str, api_key: str | None, chat_template: str | None):
+    """What would fail once the server is up fails now, in one line: a key the address needs,
+    an empty key, a run that is not there, a bad chat template (returned, read)."""
+    if not is_loopback(host) and not api_key:
+        raise ConfigError(
+            f"--host {host} is not a loopback address: set --api-key (or CHARLSTM_API_KEY) so only clients with the key are answered"
+        )
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("--api-key must not be empty")
+    from charlstm.runs.checkpoint import find_checkpoint
+
+    for run in runs:
+        find_checkpoint(run)
+    from charlstm.generation.template import ChatTemplate
+
+    return ChatTemplate.named(chat_template)
+
+
+def _log():
+    """The server's log: one line per event on stderr, with the time."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log = logging.getLogger("charlstm.serve")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return log
+
+
+def _uvicorn_server(uvicorn, state, log, *, host: str, port: int, shutdown_timeout: float):
+    """uvicorn serving ``state``'s app, except that a signal ends it with exit status 0 once
+    running streams have ended (uvicorn itself raises the signal again after its graceful
+    shutdown), and the address it listens on is logged."""
 
     class _Uvicorn(uvicorn.Server):
-        """uvicorn, but a signal ends it with exit status 0 once running streams have ended
-        (uvicorn itself raises the signal again after its graceful shutdown)."""
-
         def handle_exit(self, sig, frame) -> None:
             state.batcher.accepting = False
             if self.should_exit:
@@ -130,11 +161,6 @@ def serve(runs, host, port, api_key, cors_origin, chat_template, device, weights
                     shown = f"[{address[0]}]" if ":" in address[0] else address[0]
                     log.info("listening on http://%s:%d (Ctrl-C stops)", shown, address[1])
 
-    import torch
-
-    from charlstm.serving.batcher import serving_threads
-
-    torch.set_num_threads(serving_threads())
     config = uvicorn.Config(
         state.app,
         host=host,
@@ -145,9 +171,4 @@ def serve(runs, host, port, api_key, cors_origin, chat_template, device, weights
         timeout_graceful_shutdown=shutdown_timeout,
         lifespan="on",
     )
-    server = _Uvicorn(config)
-    server.run()
-    if failed:
-        raise CharlstmError(str(failed[0]))
-    if not server.started:
-        raise CharlstmError(f"could not listen on {host}:{port} (in use, or not an address of this machine)")
+    return _Uvicorn(config)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -123,7 +124,12 @@ def test_learning_rate_schedule():
     assert learning_rate(TrainConfig(lr_schedule="constant", lr=0.5), 50, 100, 0.0) == 0.5
     to_zero = TrainConfig(lr=1.0, warmup_steps=0, max_time=10.0, final_lr_ratio=0.0)
     assert learning_rate(to_zero, 1, 1000, 10.0) == 0.0
-    assert math.isclose(learning_rate(to_zero, 1, 1000, 5.0), 0.5)  # half-way down the cosine
+    assert math.isclose(learning_rate(to_zero, 1, 1000, 5.0), 0.5)  # half-way down
+    cosine = dataclasses.replace(to_zero, lr_schedule="cosine")
+    linear = dataclasses.replace(to_zero, lr_schedule="linear", final_lr_ratio=0.2)
+    assert math.isclose(learning_rate(cosine, 1, 1000, 2.5), 0.5 * (1 + math.cos(math.pi / 4)))  # a quarter: 0.854
+    assert math.isclose(learning_rate(linear, 1, 1000, 2.5), 0.2 + 0.8 * 0.75)  # a quarter of the way to 0.2
+    assert math.isclose(learning_rate(linear, 1, 1000, 10.0), 0.2)
 
 
 def test_a_small_model_learns_real_text(tmp_path, shakespeare):

@@ -26,7 +26,7 @@ from charlstm.errors import ConfigError
 
 TOKENIZERS = ("char", "byte", "bpe", "unigram")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # How generation holds the recurrent weights (``cells.TokenStepper``): as trained, or lighter.
 WEIGHTS = ("fp32", "int8", "bf16")
@@ -126,9 +126,9 @@ class TrainConfig(_Serializable):
         fixed=True,
     )
     lr: float = setting(6e-3, "Peak learning rate (AdamW).")
-    lr_schedule: str = setting("cosine", "Learning-rate schedule.", choices=LR_SCHEDULES)
+    lr_schedule: str = setting("linear", "Learning-rate schedule.", choices=LR_SCHEDULES)
     warmup_steps: int = setting(20, "Linear warm-up steps.")
-    final_lr_ratio: float = setting(0.0, "Where the cosine schedule ends, as a fraction of --lr.")
+    final_lr_ratio: float = setting(0.0, "Where the decay ends, as a fraction of --lr.")
     weight_decay: float = setting(0.01, "AdamW weight decay (weight matrices only).")
     clip: float = setting(1.0, "Gradient-norm clipping threshold.")
     ema: float | None = setting(

@@ -98,7 +98,8 @@ def resume(
 
 def learning_rate(config: TrainConfig, step: int, planned_steps: int | None, elapsed: float,
                   end: float | None = None) -> float:
-    """Linear warm-up, then cosine decay to ``--final-lr-ratio`` of ``--lr`` by the end of the run.
+    """Linear warm-up, then a decay (``--lr-schedule``: cosine, or linear) to ``--final-lr-ratio``
+    of ``--lr`` by the end of the run.
 
     The run ends at ``planned_steps`` (None: no limit in steps) or, under ``--max-time``, when
     training reaches ``end`` seconds (default: the budget; the trainer passes the budget less the
@@ -114,6 +115,8 @@ def learning_rate(config: TrainConfig, step: int, planned_steps: int | None, ela
         progress = max(progress, elapsed / (end or config.max_time))
     progress = min(progress, 1.0)
     min_lr = config.lr * config.final_lr_ratio
+    if config.lr_schedule == "linear":
+        return min_lr + (config.lr - min_lr) * (1 - progress)
     return min_lr + 0.5 * (config.lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 

@@ -124,7 +124,8 @@ class _CtrlC:
         raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        # None: a handler installed outside Python, which cannot be put back; Python's own then.
+        signal.signal(signal.SIGINT, signal.default_int_handler if self._previous is None else self._previous)
 
 
 def _chat_command(session, line: str) -> bool:

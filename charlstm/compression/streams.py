@@ -28,9 +28,9 @@ from charlstm.compression.format import DIGEST_HEX
 from charlstm.config import AdaptConfig, CacheConfig
 from charlstm.data.batches import windows
 from charlstm.evaluation import backprop
-from charlstm.evaluation.adaptation import score_pending, weight_step, window_gradients
+from charlstm.evaluation.adaptation import add_pending, score_pending, weight_step, window_gradients
 from charlstm.evaluation.cache import (
-    CACHE_SEGMENT, CONTEXT_TUNE_TOKENS, THETAS, NeuralCache, remember_read, token_nll, tunes,
+    CONTEXT_TUNE_TOKENS, THETAS, NeuralCache, remember_read, token_nll, tunes,
 )
 from charlstm.evaluation.evaluate import CONTEXT_ADAPT_TOKENS, WARMUP_TOKENS, context_tails
 from charlstm.model import detach_hidden
@@ -181,9 +181,7 @@ def read_context(model, ids: np.ndarray, adapt: AdaptConfig | None, cache: Neura
                 logits, features, hidden = model.forward_features(block[:-1], hidden)  # (t, 1, V), (t, 1, H)
         if cache is not None and tunes(window.start + window.length, len(ids)):
             with torch.no_grad():
-                pending.append((features[:, 0], -token_nll(logits, block[1:])[:, 0], block[1:, 0], 0))
-                if sum(len(part[1]) for part in pending) >= CACHE_SEGMENT:
-                    score_pending(cache, pending)
+                add_pending(cache, pending, (features[:, 0], -token_nll(logits, block[1:])[:, 0], block[1:, 0], 0))
         elif cache is not None:
             cache.remember(features[:, 0], block[1:, 0])
         if learning:

@@ -119,10 +119,8 @@ def adapt(
             count += max(0, nll.numel() - first)
             if cache is not None and not tunes(window.start + window.length, skip):  # learnt from, only remembered
                 cache.remember(features[:, 0], block[1:, 0])
-            elif cache is not None:  # scored CACHE_SEGMENT tokens at a time: one read of the ring for them all
-                pending.append((features[:, 0].detach(), -nll.detach(), block[1:, 0], first))
-                if sum(len(part[1]) for part in pending) >= CACHE_SEGMENT:
-                    cached += score_pending(cache, pending)
+            elif cache is not None:
+                cached += add_pending(cache, pending, (features[:, 0].detach(), -nll.detach(), block[1:, 0], first))
             step(grads)
             if on_progress is not None:
                 on_progress(window.length)
@@ -147,6 +145,16 @@ def window_gradients(model, inputs, hidden, targets, rows, params):
         nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
         grads = torch.autograd.grad((nll * rows.flatten()).sum(), params)
     return logits.detach(), features.detach(), detach_hidden(hidden), grads
+
+
+def add_pending(cache: NeuralCache, pending: list, window: tuple) -> torch.Tensor:
+    """Add one window (features, log-probabilities, targets, the first row scored) to ``pending``
+    and score them all (``score_pending``) once they hold ``CACHE_SEGMENT`` rows: one read of the
+    ring for them all. The sum scored, zero while they wait."""
+    pending.append(window)
+    if sum(len(part[1]) for part in pending) < CACHE_SEGMENT:
+        return torch.zeros((), dtype=torch.float64)
+    return score_pending(cache, pending)
 
 
 def score_pending(cache: NeuralCache, pending: list) -> torch.Tensor:

@@ -38,14 +38,15 @@ def test_the_files_a_sampling_option_touches_are_the_ones_the_docs_list():
 def test_every_driver_takes_every_sampling_option():
     import charlstm
     from charlstm.cli import cli
-    from charlstm.cli.generation import _GENERATION
+    from charlstm.cli.generation import GENERATION_OPTIONS
     from charlstm.generation.chat import SETTINGS
     from charlstm.serving.requests import SAMPLING_FIELDS
 
     assert set(DRAWING) <= set(SampleConfig.field_names())
     for method in (charlstm.Model.generate, charlstm.Model.stream, charlstm.Model.session):
         assert set(DRAWING) <= set(inspect.signature(method).parameters), method.__name__
-    assert set(DRAWING) - {"temperature"} <= set(_GENERATION)  # sample has --temperature of its own (repeatable)
+    # sample has --temperature of its own (repeatable)
+    assert set(DRAWING) - {"temperature"} <= set(GENERATION_OPTIONS)
     assert {name.replace("_", "-") for name in DRAWING} <= set(SETTINGS)
     assert set(DRAWING) | set(SHAPING) == set(SAMPLING_FIELDS)
     for method in (charlstm.Model.generate, charlstm.Model.stream):

@@ -8,7 +8,7 @@ import sys
 import click
 
 from charlstm.cli.base import _given, cli, config_file_option, run_argument
-from charlstm.cli.generation import _CACHE, _GENERATION, _sample_options
+from charlstm.cli.generation import CACHE_OPTIONS, GENERATION_OPTIONS, sample_options
 from charlstm.config import SampleConfig
 from charlstm.errors import ConfigError
 
@@ -21,7 +21,7 @@ _CHAT_HELP = """commands (a line starting with / ; anything else is text to cont
   /help, /quit  (Ctrl-C stops a reply, Ctrl-D leaves)"""
 
 
-_SESSION = (*_GENERATION, "temperature", "seed", "weights", *_CACHE)
+_SESSION = (*GENERATION_OPTIONS, "temperature", "seed", "weights", *CACHE_OPTIONS)
 
 
 @cli.command()
@@ -31,11 +31,11 @@ _SESSION = (*_GENERATION, "temperature", "seed", "weights", *_CACHE)
     "--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.  [default: 0.8]"
 )
 @click.option("--length", type=int, default=None, help="Characters of each reply.  [default: 200]")
-@_sample_options(*(name for name in _GENERATION if name != "length"))
+@sample_options(*(name for name in GENERATION_OPTIONS if name != "length"))
 @click.option(
     "--seed", type=int, default=None, help="Random seed  [default: a new one, shown by /settings]"
 )
-@_sample_options("device", "weights", *_CACHE)
+@sample_options("device", "weights", *CACHE_OPTIONS)
 @click.option(
     "--chat-template", default=None, metavar="FILE|plain|chatml",
     help="Each line is a user's message and each reply the assistant's, the conversation written "

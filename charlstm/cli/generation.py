@@ -36,7 +36,7 @@ from charlstm.errors import CharlstmError, DataError
 # --------------------------------------------------------------------------------------- sample
 
 
-def _sample_options(*names: str):
+def sample_options(*names: str):
     """The ``SampleConfig`` options ``names``, in that order (see ``config_option``)."""
     def decorate(function):
         for name in reversed(names):
@@ -46,7 +46,7 @@ def _sample_options(*names: str):
     return decorate
 
 
-_GENERATION = (
+GENERATION_OPTIONS = (
     "length",
     "top_k",
     "top_p",
@@ -56,7 +56,7 @@ _GENERATION = (
     "no_repeat_ngram",
 )
 
-_CACHE = ("cache_size", "cache_theta", "cache_lambda")
+CACHE_OPTIONS = ("cache_size", "cache_theta", "cache_lambda")
 
 
 @cli.command()
@@ -74,7 +74,9 @@ _CACHE = ("cache_size", "cache_theta", "cache_lambda")
     help="Sampling temperature; 0 is greedy. Give it several times to compare, one sample set per "
     "value, all with the same seed  [default: 0.8]",
 )
-@_sample_options(*_GENERATION, "beam_width", "num_samples", "seed", "stop", "device", "weights", *_CACHE)
+@sample_options(
+    *GENERATION_OPTIONS, "beam_width", "num_samples", "seed", "stop", "device", "weights", *CACHE_OPTIONS
+)
 @config_option(SampleConfig, "logit_bias", type=str, metavar="ID=BIAS,...")
 @config_option(SampleConfig, "regex", type=str)
 @click.option(
@@ -165,7 +167,8 @@ def sample(
 
 
 _GENERATE = (
-    *_GENERATION, "temperature", "beam_width", "num_samples", "seed", "stop", "weights", *_CACHE,
+    *GENERATION_OPTIONS, "temperature", "beam_width", "num_samples", "seed", "stop", "weights",
+    *CACHE_OPTIONS,
     "logit_bias", "regex", "json_schema",
 )
 

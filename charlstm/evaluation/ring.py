@@ -55,11 +55,23 @@ class Query:
 
     shift: torch.Tensor
     rows: int
-    right: torch.Tensor | None = None  # bf16 / fp32: (H_pad, T), the query with -shift in the ones' column
-    packed: torch.Tensor | None = None  # int8: the query's bytes laid out for oneDNN
-    scales: torch.Tensor | None = None  # int8: (T,) each row's scale
-    zeros: torch.Tensor | None = None  # int8: (T,) each row's zero point (0)
-    bias: torch.Tensor | None = None  # int8: (T,) -shift
+
+
+@dataclass
+class Int8Query(Query):
+    """The rows as signed bytes laid out for oneDNN, each with a scale of its own."""
+
+    packed: torch.Tensor  # the query's bytes, prepacked
+    scales: torch.Tensor  # (T,) each row's scale
+    zeros: torch.Tensor  # (T,) each row's zero point (0)
+    bias: torch.Tensor  # (T,) -shift
+
+
+@dataclass
+class FloatQuery(Query):
+    """The rows in the ring's float type, -shift in the ring's column of ones."""
+
+    right: torch.Tensor  # (H_pad, T)
 
 
 class LowRing:
@@ -90,15 +102,15 @@ class LowRing:
             packed = torch.ops.onednn.qlinear_prepack(quantised, None)
             zeros = torch.zeros(len(rows), dtype=torch.int32, device=rows.device)
             shift = shift.float().contiguous()
-            return Query(shift, len(rows), packed=packed, scales=scales, zeros=zeros, bias=-shift)
+            return Int8Query(shift, len(rows), packed=packed, scales=scales, zeros=zeros, bias=-shift)
         right = torch.zeros(self.data.size(1), len(rows), dtype=self.dtype, device=rows.device)  # (H_pad, T)
         right[: self.hidden] = rows.T.to(self.dtype)
         right[self.hidden] = (-shift).to(self.dtype)
-        return Query(-right[self.hidden].float(), len(rows), right=right)
+        return FloatQuery(-right[self.hidden].float(), len(rows), right=right)
 
     def bits(self, query: Query, a: int, b: int) -> torch.Tensor:
         """(b - a, T): q_t . h_i - shift_t for the ring's slots a to b and each row t of ``query``."""
-        if self.kind != "int8":
+        if isinstance(query, FloatQuery):
             return self.data[a:b] @ query.right
         return torch.ops.onednn.qlinear_pointwise(
             self.data[a:b], RING_SCALE, RING_ZERO, query.packed, query.scales, query.zeros, query.bias,

@@ -10,7 +10,9 @@ VARIANT:
     ln         layer normalisation inside the cell (Ba et al. 2016): LN of the input and of the
                recurrent pre-activations, each with its own gain and bias, and of the cell state
                before its tanh
-    ln-hand    the same cell and weights, its recurrence by hand (``LNRecurrence``: a forward
+    ln-gates   ln without the cell state's LN (the gates' pre-activations alone)
+    ln-cell    ln with the cell state's LN alone
+    ln-hand    the ln cell and weights, its recurrence by hand (``LNRecurrence``: a forward
                that keeps no autograd tape and a backward written out, the weight gradients
                as one product after the loop): what LN costs when the loop is written for speed
     mogrifier  the Mogrifier (Melis et al. 2020): before each step x and h gate each other, five
@@ -37,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = ("fused", "loop", "ln", "ln-hand", "mogrifier")
+VARIANTS = ("fused", "loop", "ln", "ln-gates", "ln-cell", "ln-hand", "mogrifier")
 MOGRIFIER_ROUNDS = 5
 LN_EPS = 1e-5
 
@@ -56,7 +58,7 @@ class LoopLSTM(nn.Module):
             nn.init.uniform_(p, -bound, bound)
         with torch.no_grad():
             self.w_ih.bias[hidden_size : 2 * hidden_size] = 1.0  # the forget gate starts open
-        if variant in ("ln", "ln-hand"):
+        if variant.startswith("ln"):
             self.ln_input, self.ln_recurrent = nn.LayerNorm(4 * hidden_size), nn.LayerNorm(4 * hidden_size)
             self.ln_cell = nn.LayerNorm(hidden_size)
         if variant == "mogrifier":
@@ -93,13 +95,13 @@ class LoopLSTM(nn.Module):
                     else:
                         h = 2 * torch.sigmoid(x_t @ self.r[k // 2].T) * h
                 gates = self.w_ih(x_t) + self.w_hh(h)
-            elif self.variant == "ln":
+            elif self.variant in ("ln", "ln-gates"):
                 gates = self.ln_input(inputs[t]) + self.ln_recurrent(self.w_hh(h))
             else:
                 gates = inputs[t] + self.w_hh(h)
             i, f, g, o = gates.chunk(4, dim=1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(self.ln_cell(c) if self.variant == "ln" else c)
+            h = torch.sigmoid(o) * torch.tanh(self.ln_cell(c) if self.variant in ("ln", "ln-cell") else c)
             outputs.append(h)
         return torch.stack(outputs), (h[None], c[None])
 

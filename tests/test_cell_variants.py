@@ -62,7 +62,7 @@ def test_the_ln_recurrence_by_hand_has_autograd_s_outputs_and_gradients():
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("variant", ["ln", "ln-hand", "mogrifier"])
+@pytest.mark.parametrize("variant", ["ln", "ln-gates", "ln-cell", "ln-hand", "mogrifier"])
 def test_a_refinement_trains_and_reports(variant, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 40)

@@ -36,7 +36,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VARIANTS = ("fused", "loop", "ln", "ln-gates", "ln-cell", "ln-hand", "mogrifier")
@@ -58,8 +57,9 @@ class LoopLSTM(nn.Module):
             nn.init.uniform_(p, -bound, bound)
         with torch.no_grad():
             self.w_ih.bias[hidden_size : 2 * hidden_size] = 1.0  # the forget gate starts open
-        if variant.startswith("ln"):
+        if variant in ("ln", "ln-gates", "ln-hand"):
             self.ln_input, self.ln_recurrent = nn.LayerNorm(4 * hidden_size), nn.LayerNorm(4 * hidden_size)
+        if variant in ("ln", "ln-cell", "ln-hand"):
             self.ln_cell = nn.LayerNorm(hidden_size)
         if variant == "mogrifier":
             e = input_size**-0.5

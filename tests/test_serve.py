@@ -28,7 +28,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from charlstm.cells import TokenStepper  # noqa: E402
 from charlstm.serving.app import Server  # noqa: E402
-from charlstm.serving.batcher import StopText  # noqa: E402
+from charlstm.serving.batcher import Batcher, StopText  # noqa: E402
 from charlstm.serving.models import ServedModel, load_served  # noqa: E402
 from charlstm.serving.requests import Limits  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
@@ -468,6 +468,30 @@ def test_openai_client_retries_a_503_and_a_disconnect_frees_the_slot(tiny_run):
         metrics = httpx.get(url + "/metrics").text
         assert _metric(metrics, "charlstm_requests_total", path="/v1/completions", status="503") >= 1
         assert _running(url) == 0
+
+
+def test_the_queue_is_counted_safely_while_the_worker_pops_it():
+    """The event loop counts the queue (admission, the depth gauge) while the worker thread takes
+    from it: counting must not fail with "deque mutated during iteration"."""
+    batcher = Batcher(Limits())
+    stop = threading.Event()
+
+    def worker():  # what the worker thread does to the queue, under its lock, as fast as it can
+        while not stop.is_set():
+            with batcher._lock:
+                batcher._waiting.extend(object() for _ in range(64))
+            for _ in range(64):
+                with batcher._lock:
+                    batcher._waiting.popleft()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        for _ in range(20_000):
+            assert batcher.waiting == 0  # the stand-ins are not Choices
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_load_many_clients_greedy_streams_equal_charlstm_sample(tiny_run):

@@ -157,7 +157,11 @@ class Batcher:
 
     @property
     def waiting(self) -> int:
-        return sum(isinstance(item, Choice) for item in self._waiting)
+        """Choices queued for a place in the batch. Under the lock: the worker thread pops the
+        queue while the event loop counts it (a count without the lock raised "deque mutated
+        during iteration" under load, and that request got a 500)."""
+        with self._lock:
+            return sum(isinstance(item, Choice) for item in self._waiting)
 
     @property
     def running(self) -> int:

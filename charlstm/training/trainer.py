@@ -99,7 +99,7 @@ def resume(
 def learning_rate(config: TrainConfig, step: int, planned_steps: int | None, elapsed: float,
                   end: float | None = None) -> float:
     """Linear warm-up, then a decay (``--lr-schedule``: cosine, or linear) to ``--final-lr-ratio``
-    of ``--lr`` by the end of the run.
+    of ``--lr`` by the end of the run; ``constant`` keeps ``--lr`` from the first step to the last.
 
     The run ends at ``planned_steps`` (None: no limit in steps) or, under ``--max-time``, when
     training reaches ``end`` seconds (default: the budget; the trainer passes the budget less the

@@ -73,3 +73,32 @@ def test_a_window_taped_by_the_stepper_gives_the_same_gradients():
     again = backprop.gradients(model, backprop.forward(model, ids, hidden), targets, rows, params)
     for mine, theirs in zip(taped, again):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_a_truncated_window_is_each_token_backpropagated_depth_steps(depth):
+    # Autograd's version of the definition: token t's loss through steps t - depth .. t only,
+    # started from the (detached) state the whole window had there.
+    model = _model(1)
+    T, B = 7, 2
+    ids, targets = torch.randint(0, 11, (T, B)), torch.randint(0, 11, (T, B))
+    hidden = tuple(0.5 * torch.randn(1, B, model.config.hidden_size) for _ in range(2))
+    weights = torch.rand(T, B)
+    params = [p for p in model.parameters() if p.requires_grad]
+    tape = backprop.forward(model, ids, hidden)
+    _, h, c, _, _ = tape.layers[0]
+    expected = [torch.zeros_like(p) for p in params]
+    with adapting(model):
+        for t in range(T):
+            s = max(0, t - depth)
+            logits, _, _ = model.forward_features(ids[s : t + 1], (h[s][None], c[s][None]))
+            loss = (F.cross_entropy(logits[-1], targets[t], reduction="none") * weights[t]).sum()
+            for total, grad in zip(expected, torch.autograd.grad(loss, params)):
+                total += grad
+    got = backprop.gradients(model, tape, targets, weights, params, depth=depth)
+    for (name, _), mine, theirs in zip(model.named_parameters(), got, expected):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4, msg=name)
+    whole = backprop.gradients(model, tape, targets, weights, params)
+    assert not torch.allclose(got[2], whole[2], atol=1e-4)  # weight_hh: the paths cut off mattered
+    for mine, theirs in zip(backprop.gradients(model, tape, targets, weights, params, depth=T - 1), whole):
+        torch.testing.assert_close(mine, theirs)

@@ -576,18 +576,18 @@ def short_file(tmp_path, small_text):
 def test_eval_adapt_reports_static_and_adapted_figures(tiny_run, short_file):
     text_file = short_file
     static = json.loads(invoke("eval", tiny_run, text_file, "--json").stdout)
-    result = invoke("eval", tiny_run, text_file, "--json", "--adapt", "--adapt-lr", "0.05", "--adapt-bptt", "32")
+    result = invoke("eval", tiny_run, text_file, "--json", "--adapt", "--adapt-lr", "0.05", "--adapt-bptt", "32",
+                    "--adapt-depth", "2")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["loss"] == pytest.approx(static["loss"], rel=1e-6)  # the static figure is unchanged
     adapted = report["adapted"]
     assert set(adapted) == {
         "loss", "bits_per_char", "bits_per_byte", "seconds", "adapt_lr", "adapt_decay", "adapt_bptt", "adapt_method",
-        "cached",
+        "adapt_depth", "cached",
     }
-    assert (adapted["adapt_method"], adapted["adapt_lr"], adapted["adapt_decay"], adapted["adapt_bptt"]) == (
-        "rms", 0.05, 0.01, 32
-    )
+    assert (adapted["adapt_method"], adapted["adapt_lr"], adapted["adapt_decay"], adapted["adapt_bptt"],
+            adapted["adapt_depth"]) == ("rms", 0.05, 0.01, 32, 2)
     assert adapted["bits_per_char"] == pytest.approx(adapted["loss"] / math.log(2) * report["tokens"] / report["chars"])
     assert adapted["loss"] != report["loss"] and adapted["seconds"] > 0
     table = invoke("eval", tiny_run, text_file, "--adapt")
@@ -598,7 +598,8 @@ def test_adapt_options_need_adapt(tiny_run, text_file):
     result = charlstm("eval", tiny_run, text_file, "--adapt-lr", "0.1")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == (
-        "Error: --adapt-method, --adapt-lr, --adapt-decay and --adapt-bptt need --adapt (see 'charlstm eval --help')"
+        "Error: --adapt-method, --adapt-lr, --adapt-decay, --adapt-bptt and --adapt-depth need --adapt "
+        "(see 'charlstm eval --help')"
     )
     bad = charlstm("eval", tiny_run, text_file, "--adapt", "--adapt-decay", "2")
     assert bad.returncode == 2 and "--adapt-decay must be in [0, 1] (got 2.0)" in bad.stderr
@@ -611,6 +612,7 @@ def test_adapt_options_need_adapt(tiny_run, text_file):
     [
         (["--adapt", "--adapt-method", "adam"], "Invalid value for '--adapt-method': 'adam' is not one of 'rms', 'sgd'."),
         (["--adapt", "--adapt-lr", "0"], "--adapt-lr must be a positive number (got 0.0)"),
+        (["--adapt", "--adapt-depth", "-1"], "--adapt-depth must be 0 or more (got -1)"),
         (["--cache-size", "-5"], "--cache-size must be 0 or more (got -5)"),
         (["--cache-size", "10", "--cache-theta", "-1"], "--cache-theta must be a positive number (got -1.0)"),
         (["--cache-size", "10", "--cache-lambda", "1"], "--cache-lambda must be in [0, 1) (got 1.0)"),
@@ -642,7 +644,8 @@ def test_sample_adapt_to_adapts_then_samples(tiny_run, short_file, tmp_path):
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["adapted_to"] == {
-        "text": str(text_file), "adapt_method": "rms", "adapt_lr": 0.002, "adapt_decay": 0.01, "adapt_bptt": 64
+        "text": str(text_file), "adapt_method": "rms", "adapt_lr": 0.002, "adapt_decay": 0.01, "adapt_bptt": 64,
+        "adapt_depth": 4,
     }
     assert record["tokens"] == 30
     assert result.stderr.startswith(f"adapted to {text_file}: 3,000 tokens in ")

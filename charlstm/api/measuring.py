@@ -35,6 +35,7 @@ class Measuring:
         adapt_lr: float | None = None,
         adapt_decay: float | None = None,
         adapt_bptt: int = 64,
+        adapt_depth: int = 4,
         on_progress: Callable[[int], None] | None = None,
     ) -> Adaptation:
         """Change this model's weights towards the text of ``file`` by dynamic evaluation (as
@@ -44,7 +45,8 @@ class Measuring:
         from charlstm.evaluation.adaptation import adapt_to_source
 
         config = AdaptConfig(
-            adapt_method=adapt_method, adapt_lr=adapt_lr, adapt_decay=adapt_decay, adapt_bptt=adapt_bptt
+            adapt_method=adapt_method, adapt_lr=adapt_lr, adapt_decay=adapt_decay, adapt_bptt=adapt_bptt,
+            adapt_depth=adapt_depth,
         )
         source = TextSource.from_file(file)
         started = time.perf_counter()
@@ -115,6 +117,7 @@ class Measuring:
         adapt_lr: float | None = None,
         adapt_decay: float | None = None,
         adapt_bptt: int | None = None,
+        adapt_depth: int | None = None,
         cache_size: int = 0,
         cache_theta: float | None = None,
         cache_lambda: float | None = None,
@@ -139,7 +142,7 @@ class Measuring:
         )
         adapt_config, cache_config = reading_configs(
             adapt, cache_size, cache_theta, cache_lambda, adapt_method=adapt_method, adapt_lr=adapt_lr,
-            adapt_decay=adapt_decay, adapt_bptt=adapt_bptt,
+            adapt_decay=adapt_decay, adapt_bptt=adapt_bptt, adapt_depth=adapt_depth,
         )
         module = self._weighted(weights)
         if adapt and module is not self.module:

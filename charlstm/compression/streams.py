@@ -111,7 +111,7 @@ class Predictor:
         share = rows.float() / rows.sum().clamp_min(1)  # (t, B): the loss is the text rows' mean
         if self.taped:
             tape = backprop.from_steps(self.model, block[:-1], self.window_start, self.tape, self.tape_logits)
-            self.step(backprop.gradients(self.model, tape, block[1:], share, self.params))
+            self.step(backprop.gradients(self.model, tape, block[1:], share, self.params, self.adapt.adapt_depth))
             self.tape, self.tape_logits = [], []
         else:
             start = tuple(t.clone() for t in self.window_start)
@@ -175,7 +175,8 @@ def read_context(model, ids: np.ndarray, adapt: AdaptConfig | None, cache: Neura
         learning = window.start + window.length >= len(ids) - learn
         if learning:
             rows = torch.full((window.length, 1), 1.0 / window.length)  # the loss: the mean
-            logits, features, hidden, grads = window_gradients(model, block[:-1], hidden, block[1:], rows, params)
+            logits, features, hidden, grads = window_gradients(
+                model, block[:-1], hidden, block[1:], rows, params, adapt.adapt_depth)
         else:
             with torch.no_grad():
                 logits, features, hidden = model.forward_features(block[:-1], hidden)  # (t, 1, V), (t, 1, H)

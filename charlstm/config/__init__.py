@@ -278,6 +278,9 @@ class AdaptConfig(_Serializable):
         "[default: 0 for sgd, 0.01 for rms].",
     )
     adapt_bptt: int = setting(64, "Tokens scored per adapting step.")
+    adapt_depth: int = setting(
+        4, "Steps back in time each token's gradient goes within its window (an LSTM's; at least "
+        "--adapt-bptt: the whole window, as Krause et al.; other cells always go the whole window).")
 
     def __post_init__(self) -> None:
         c = _Checks(self)
@@ -285,6 +288,7 @@ class AdaptConfig(_Serializable):
         c.positive_number("adapt_lr")
         c.within("adapt_decay", "[0, 1]")
         c.at_least("adapt_bptt", 1)
+        c.zero_or_more("adapt_depth")
         c.raise_if_any()
         defaults = ADAPT_DEFAULTS.get(self.adapt_method, ADAPT_DEFAULTS["sgd"])
         if self.adapt_lr is None:
@@ -321,7 +325,7 @@ class CacheConfig(_Serializable):
 
 
 # The adapting flags, named in "... need --adapt" (eval) and "... need --adapt-to" (sample).
-ADAPT_NEEDS = "--adapt-method, --adapt-lr, --adapt-decay and --adapt-bptt"
+ADAPT_NEEDS = "--adapt-method, --adapt-lr, --adapt-decay, --adapt-bptt and --adapt-depth"
 
 
 CACHE_NEEDS_SIZE = "--cache-theta and --cache-lambda need --cache-size (above 0)"

@@ -32,7 +32,7 @@ def print_eval_report(report, name: str) -> None:
         table.add_row("static scoring time", f"{report.seconds:.1f} s")
         table.add_row(
             f"adapted loss ({adapted.adapt_method}, lr {adapted.adapt_lr:g}, decay {adapted.adapt_decay:g}, "
-            f"bptt {adapted.adapt_bptt})",
+            f"bptt {adapted.adapt_bptt}, depth {adapted.adapt_depth})",
             f"{adapted.loss:.4f}",
         )
         table.add_row("adapted bits per character", f"{adapted.bits_per_char:.4f}")

@@ -107,7 +107,8 @@ def adapt(
                 hidden = detach_hidden(hidden)
                 continue
             rows = torch.full((window.length, 1), 1.0 / window.length, device=device)  # the loss: the mean
-            logits, features, hidden, grads = window_gradients(model, block[:-1], hidden, block[1:], rows, params)
+            logits, features, hidden, grads = window_gradients(model, block[:-1], hidden, block[1:], rows, params,
+                                                               config.adapt_depth)
             with torch.no_grad():
                 nll = F.cross_entropy(logits.float().flatten(0, 1), block[1:].flatten(), reduction="none")  # (t,)
             first = max(0, skip - 1 - window.start)  # the first row whose target is scored
@@ -130,16 +131,19 @@ def adapt(
     return float(total), count
 
 
-def window_gradients(model, inputs, hidden, targets, rows, params):
+def window_gradients(model, inputs, hidden, targets, rows, params, depth: int | None = None):
     """One window read for a step of the weights: the logits (t, B, V), the last layer's outputs
     (t, B, H) and the state after it (detached), and the gradient of sum(rows * cross-entropy)
-    (``rows`` (t, B): each row's share of the loss) for each of ``params``. An LSTM's window of
-    several streams goes by hand (``backprop``; a 1 x 512 LSTM, 64 tokens, on an AMD EPYC Zen 4: 7.3
-    ms against autograd's 10.2 as 7 steps of 9 streams, 4.0 against 9.5 as 2 of 27), one stream's
-    and other cells' through autograd (64 steps of one stream: 15.4 ms by hand, 12.7 by autograd)."""
-    if backprop.supports(model) and inputs.size(1) > 1:
+    (``rows`` (t, B): each row's share of the loss) for each of ``params``, each token's going
+    ``depth`` steps back (``--adapt-depth``; None: the whole window). An LSTM's window goes by hand
+    (``backprop``; a 1 x 512 LSTM, 64 tokens, on an AMD EPYC Zen 4: 7.3 ms against autograd's 10.2
+    as 7 steps of 9 streams, 4.0 against 9.5 as 2 of 27) but one stream's whole window, and other
+    cells' whole window, go through autograd (64 steps of one stream: 15.4 ms by hand, 12.7 by
+    autograd)."""
+    whole = depth is None or depth >= inputs.size(0) - 1
+    if backprop.supports(model) and (inputs.size(1) > 1 or not whole):
         tape = backprop.forward(model, inputs, hidden)
-        return tape.logits, tape.features, tape.hidden, backprop.gradients(model, tape, targets, rows, params)
+        return tape.logits, tape.features, tape.hidden, backprop.gradients(model, tape, targets, rows, params, depth)
     with adapting(model):
         logits, features, hidden = model.forward_features(inputs, hidden)
         nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")

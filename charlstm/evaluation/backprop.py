@@ -13,6 +13,10 @@ time with one product per step, and every weight's gradient is one product over 
                            da_t = (dc_t g i(1-i), dc_t c_{t-1} f(1-f), dc_t i (1-g^2), dh_t tanh(c_t) o(1-o))
     then:                  dW_hh = sum_t da_t^T h_{t-1},  dW_ih = sum_t da_t^T x_t,  db = sum_t da_t
 
+With a ``depth`` (``--adapt-depth``) each token's gradient goes at most that many steps back: the
+backward runs in rounds instead, round k carrying the paths of exactly k steps back for every step
+of the window at once (one product of T rows a round where the whole window took T of one row).
+
 The loss is sum over rows of weight * cross-entropy (``weights`` (T, B): a mean is 1 / rows). The
 same gradients as autograd's to float32 rounding (``tests/test_backprop.py``). ``forward`` runs a
 window; ``from_steps`` takes what a ``TokenStepper`` computed while it stepped the window (the
@@ -27,12 +31,10 @@ from dataclasses import dataclass
 import torch
 
 from charlstm.cells import fused_weights
-from charlstm.products import Product
 
 
-# A window of at least this many steps lays W_hh^T out for oneDNN for its way back (about 0.8 ms,
-# then 39 us a step instead of 65 for one stream of a 1 x 512 LSTM); a shorter one multiplies as it is.
-PACK_BACK_STEPS = 16
+# W_hh^T is not laid out for oneDNN for the way back: for a 1 x 512 LSTM that took 4.1-4.7 ms a
+# window (W_hh itself 0.3) to save about 0.8 over 63 one-row products.
 
 
 def supports(model) -> bool:
@@ -61,29 +63,30 @@ class Tape:
 
 @torch.no_grad()
 def forward(model, ids: torch.Tensor, hidden=None) -> Tape:
-    """``model`` over ``ids`` (T, B) from ``hidden`` (None: zeros), keeping what ``gradients`` needs."""
+    """``model`` over ``ids`` (T, B) from ``hidden`` (None: zeros), keeping what ``gradients`` needs:
+    each layer's outputs from the fused layer (one call), then its gates for the whole window at
+    once from them, and the cells by a scan (a 1 x 512 LSTM's 64 tokens of one stream: about 2 ms,
+    where stepping the gates by hand took 6)."""
     T, B = ids.shape
     H = model.config.hidden_size
     x = model.embedding.weight[ids]  # (T, B, E)
     layers = []
     for layer in range(model.config.num_layers):
-        w_ih, w_hh, b_ih, b_hh = fused_weights(model.rnn, layer)
-        gates = torch.addmm(b_ih + b_hh, x.flatten(0, 1), w_ih.t()).view(T, B, 4 * H)  # the inputs' part, at once
-        h = x.new_empty(T + 1, B, H)
-        c = x.new_empty(T + 1, B, H)
-        if hidden is None:
-            h[0].zero_(), c[0].zero_()
-        else:
+        weights = fused_weights(model.rnn, layer)
+        w_ih, w_hh, b_ih, b_hh = weights
+        h = x.new_zeros(T + 1, B, H)
+        c = x.new_zeros(T + 1, B, H)
+        if hidden is not None:
             h[0].copy_(hidden[0][layer]), c[0].copy_(hidden[1][layer])
-        tanh_c = x.new_empty(T, B, H)
-        recurrent = Product(w_hh)  # laid out once for the window's T products
-        for t in range(T):
-            a = gates[t].add_(recurrent(h[t]))  # (B, 4H): i, f, g, o
-            a[:, : 2 * H].sigmoid_(), a[:, 2 * H : 3 * H].tanh_(), a[:, 3 * H :].sigmoid_()
-            torch.mul(a[:, H : 2 * H], c[t], out=c[t + 1]).addcmul_(a[:, :H], a[:, 2 * H : 3 * H])
-            torch.tanh(c[t + 1], out=tanh_c[t])
-            torch.mul(a[:, 3 * H :], tanh_c[t], out=h[t + 1])
-        layers.append((x, h, c, tanh_c, gates))
+        h[1:] = torch.lstm(x, (h[:1], c[:1]), weights, True, 1, 0.0, False, False, False)[0]
+        gates = torch.addmm(b_ih + b_hh, x.flatten(0, 1), w_ih.t())  # (T*B, 4H): i, f, g, o
+        gates.addmm_(h[:-1].flatten(0, 1), w_hh.t())
+        gates = gates.view(T, B, 4 * H)
+        gates[..., : 2 * H].sigmoid_(), gates[..., 2 * H : 3 * H].tanh_(), gates[..., 3 * H :].sigmoid_()
+        new = gates[..., :H] * gates[..., 2 * H : 3 * H]  # (T, B, H): i g
+        for t in range(T):  # c_t = f c_{t-1} + i g
+            torch.addcmul(new[t], gates[t, :, H : 2 * H], c[t], out=c[t + 1])
+        layers.append((x, h, c, torch.tanh(c[1:]), gates))
         x = h[1:]
     logits = torch.addmm(model.head.bias, x.flatten(0, 1), model.head.weight.t()).view(T, B, -1)
     return Tape(ids, layers, logits)
@@ -108,10 +111,11 @@ def from_steps(model, ids: torch.Tensor, hidden, steps: list, logits: list) -> T
 
 
 @torch.no_grad()
-def gradients(model, tape: Tape, targets: torch.Tensor, weights: torch.Tensor, params) -> list[torch.Tensor]:
+def gradients(model, tape: Tape, targets: torch.Tensor, weights: torch.Tensor, params, depth: int | None = None) -> list[torch.Tensor]:
     """The gradient of sum(weights * cross-entropy(tape.logits, targets)) ((T, B) each) with
     respect to each of ``params`` (the model's parameters, in any order; a tied matrix gets both
-    its uses)."""
+    its uses). ``depth``: each token's gradient goes at most that many steps back in time (None,
+    or T - 1 or more: through the whole window)."""
     T, B, V = tape.logits.shape
     H = model.config.hidden_size
     grads: dict[int, torch.Tensor] = {}
@@ -131,23 +135,16 @@ def gradients(model, tape: Tape, targets: torch.Tensor, weights: torch.Tensor, p
         w_ih, w_hh, b_ih, b_hh = (getattr(model.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
         i, f, g, o = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H : 3 * H], gates[..., 3 * H :]
         # What does not depend on the gradient flowing back in time, for the whole window at once.
-        through_c = o * (1 - tanh_c * tanh_c)  # (T, B, H): dh -> dc
-        to_o = tanh_c * o * (1 - o)  # dh -> da_o
-        to_ifg = torch.cat([g * i * (1 - i), c[:-1] * f * (1 - f), i * (1 - g * g)], dim=-1).view(T, B, 3, H)  # dc -> da
-        d_gates = gates.new_empty(T, B, 4 * H)
-        d_h = d_out.clone()  # (T, B, H): becomes dh_t with the part from t+1 added
-        d_c = gates.new_zeros(B, H)
-        back = Product(w_hh.detach().t()) if T >= PACK_BACK_STEPS else None  # da_{t+1} W_hh, laid out once
-        for t in reversed(range(T)):
-            if t < T - 1:
-                if back is None:
-                    d_h[t].addmm_(d_gates[t + 1], w_hh)
-                else:
-                    d_h[t].add_(back(d_gates[t + 1]))
-                d_c.mul_(f[t + 1])
-            d_c.addcmul_(d_h[t], through_c[t])
-            torch.mul(d_c[:, None, :], to_ifg[t], out=d_gates[t, :, : 3 * H].view(B, 3, H))
-            torch.mul(d_h[t], to_o[t], out=d_gates[t, :, 3 * H :])
+        local = _Local(
+            through_c=o * (1 - tanh_c * tanh_c),  # (T, B, H): dh -> dc
+            to_o=tanh_c * o * (1 - o),  # dh -> da_o
+            to_ifg=torch.cat([g * i * (1 - i), c[:-1] * f * (1 - f), i * (1 - g * g)], dim=-1).view(T, B, 3, H),  # dc -> da
+            f=f,
+        )
+        if depth is None or depth >= T - 1:
+            d_gates = _through_time(local, d_out, w_hh.detach())
+        else:
+            d_gates = _truncated(local, d_out, w_hh.detach(), depth)
         flat = d_gates.flatten(0, 1)  # (T*B, 4H)
         add(w_hh, flat.t() @ h[:-1].flatten(0, 1))
         add(w_ih, flat.t() @ x.flatten(0, 1))
@@ -158,3 +155,54 @@ def gradients(model, tape: Tape, targets: torch.Tensor, weights: torch.Tensor, p
     embedding = torch.zeros_like(model.embedding.weight)
     add(model.embedding.weight, embedding.index_add_(0, tape.ids.flatten(), d_out.flatten(0, 1)))
     return [grads[id(p)] if id(p) in grads else torch.zeros_like(p) for p in params]
+
+
+@dataclass
+class _Local:
+    """One layer's derivatives within a step, (T, B, .) each: dh -> dc, dh -> da_o, dc -> da_(i, f, g)
+    (T, B, 3, H), and the forget gate (dc_t -> dc_{t-1})."""
+
+    through_c: torch.Tensor
+    to_o: torch.Tensor
+    to_ifg: torch.Tensor
+    f: torch.Tensor
+
+    def gates(self, d_h: torch.Tensor, d_c: torch.Tensor, out: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """da (n, B, 4H) into ``out`` from dh and dc (n, B, H) of steps ``start`` .. ``start + n - 1``."""
+        n, B, H = d_h.shape
+        torch.mul(d_c[:, :, None, :], self.to_ifg[start : start + n], out=out[..., : 3 * H].view(n, B, 3, H))
+        torch.mul(d_h, self.to_o[start : start + n], out=out[..., 3 * H :])
+        return out
+
+
+def _through_time(local: _Local, d_out: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
+    """da (T, B, 4H) with the gradient carried back through the whole window, a step at a time."""
+    T, B, H = d_out.shape
+    d_gates = d_out.new_empty(T, B, 4 * H)
+    d_h = d_out.clone()  # (T, B, H): becomes dh_t with the part from t+1 added
+    d_c = d_out.new_zeros(B, H)
+    for t in reversed(range(T)):
+        if t < T - 1:
+            d_h[t].addmm_(d_gates[t + 1], w_hh)  # da_{t+1} W_hh
+            d_c.mul_(local.f[t + 1])
+        d_c.addcmul_(d_h[t], local.through_c[t])
+        local.gates(d_h[t : t + 1], d_c[None], d_gates[t : t + 1], t)
+    return d_gates
+
+
+def _truncated(local: _Local, d_out: torch.Tensor, w_hh: torch.Tensor, depth: int) -> torch.Tensor:
+    """da (T, B, 4H) with each token's gradient carried back at most ``depth`` steps: the paths
+    one step longer each round, every step of the window at once (one product of T rows a round,
+    instead of T products of one row)."""
+    T, B, H = d_out.shape
+    d_h, d_c = d_out, d_out * local.through_c  # the paths of no step back
+    d_gates = local.gates(d_h, d_c, d_out.new_empty(T, B, 4 * H))
+    total = d_gates.clone()
+    for k in range(1, depth + 1):  # the paths of k steps back end at steps 0 .. T-1-k
+        n = T - k
+        back_h = torch.mm(d_gates[1 : n + 1].flatten(0, 1), w_hh).view(n, B, H)  # da_{t+1} W_hh
+        back_c = torch.mul(d_c[1 : n + 1], local.f[1 : n + 1]).addcmul_(back_h, local.through_c[:n])
+        d_h, d_c = back_h, back_c
+        d_gates = local.gates(d_h, d_c, d_out.new_empty(n, B, 4 * H))
+        total[:n] += d_gates
+    return total

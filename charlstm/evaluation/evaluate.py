@@ -45,6 +45,7 @@ class AdaptedScore:
     adapt_decay: float
     adapt_bptt: int
     adapt_method: str = "sgd"
+    adapt_depth: int | None = None
     cached: CachedScore | None = None  # adapting and the cache together (--adapt --cache-size N)
 
 

@@ -40,6 +40,17 @@ def test_api_round_trip_static_adapt_cache_and_context(lm, small_text):
         assert lm.decompress(blob, context=options.get("context")) == data, options
 
 
+def test_the_adapting_depth_is_recorded_and_changes_the_file(lm, small_text):
+    from charlstm.compression import format as fmt
+
+    data = small_text[:1500].encode()
+    blobs = {depth: lm.compress(data, threads=1, adapt=True, adapt_bptt=32, adapt_depth=depth) for depth in (0, 4, 64)}
+    for depth, blob in blobs.items():
+        assert fmt.read(blob, "f")[0].adapt["adapt_depth"] == depth
+        assert lm.decompress(blob) == data
+    assert len({blob for blob in blobs.values()}) == 3  # other gradients, other probabilities
+
+
 def test_tokens_round_trip_for_every_tokenizer(small_text):
     from charlstm.compression.tokens import from_tokens, to_tokens
     from charlstm.data.tokenizers import ByteTokenizer, CharTokenizer, tokenizer_from_dict

@@ -153,6 +153,19 @@ def test_eval_on_the_gpu_matches_the_cpu(gpu_run, text_path):
     assert abs(gpu["bits_per_char"] - cpu["bits_per_char"]) < 5e-3, (gpu["bits_per_char"], cpu["bits_per_char"])
 
 
+@pytest.mark.parametrize("depth", ["4", "64"])
+def test_eval_adapt_on_the_gpu_matches_the_cpu(gpu_run, text_path, depth):
+    """Dynamic evaluation on either device: by hand (depth 4) and through cuDNN's backward (the
+    whole segment). Adapting compounds rounding, hence the wider tolerance."""
+    figures = {}
+    for device in (DEVICE, "cpu"):
+        code, out, err = cli("eval", gpu_run.run_dir, text_path, "--device", device, "--json", "--adapt",
+                             "--adapt-depth", depth)
+        assert code == 0, err
+        figures[device] = json.loads(out)["adapted"]["bits_per_char"]
+    assert abs(figures[DEVICE] - figures["cpu"]) < 2e-2, figures
+
+
 def test_inspect_a_gpu_trained_run(gpu_run):
     code, out, err = cli("inspect", gpu_run.run_dir, "--text", 'He said "yes" (twice).\nAnd then no.')
     assert code == 0, err

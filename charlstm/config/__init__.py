@@ -325,7 +325,8 @@ class CacheConfig(_Serializable):
 
 
 # The adapting flags, named in "... need --adapt" (eval) and "... need --adapt-to" (sample).
-ADAPT_NEEDS = "--adapt-method, --adapt-lr, --adapt-decay, --adapt-bptt and --adapt-depth"
+_ADAPT_FLAGS = [flag(name) for name in AdaptConfig.field_names()]
+ADAPT_NEEDS = f"{', '.join(_ADAPT_FLAGS[:-1])} and {_ADAPT_FLAGS[-1]}"
 
 
 CACHE_NEEDS_SIZE = "--cache-theta and --cache-lambda need --cache-size (above 0)"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from charlstm.evaluation.adaptation import adapt, adapt_to_source
+from charlstm.evaluation.adaptation import adapt, adapt_to_source, weight_step
 from charlstm.config import AdaptConfig, ModelConfig
 from charlstm.errors import ConfigError, DataError
 from charlstm.evaluation.evaluate import stream_loss
@@ -48,6 +48,48 @@ def test_adapting_learns_a_text_that_repeats_and_changes_the_weights():
     assert adapted_count == count == 999
     assert adapted / count < 0.5 * static / count  # later repeats are predicted from earlier ones
     assert not torch.equal(before, model.head.weight)
+
+
+@pytest.mark.parametrize("method", ["rms", "sgd"])
+def test_tuning_tracks_how_the_weights_move_with_log_lr_and_log_decay(method):
+    """What ``--adapt-tune`` takes for d(weights)/d(log lr), weights - trained, and for
+    d(weights)/d(log decay), ``pulled``, for given gradients: central differences of runs with lr
+    and decay fixed agree."""
+    torch.manual_seed(0)
+    shapes = [(5, 3), (4,)]
+    grads = [[torch.randn(shape, dtype=torch.float64) for shape in shapes] for _ in range(6)]
+    start = [torch.randn(shape, dtype=torch.float64) for shape in shapes]
+
+    def run(lr, decay, tune):
+        params = [p.clone() for p in start]
+        step = weight_step(params, AdaptConfig(adapt_method=method, adapt_lr=lr, adapt_decay=decay, adapt_tune=tune))
+        for g in grads:
+            step(g)
+        return params, step.tuning
+
+    lr, decay, d = 0.3, 0.05, 1e-4
+    params, tracked = run(lr, decay, 1e-12)  # its buffers kept, lr and decay all but fixed
+    assert tracked.lr == pytest.approx(lr) and tracked.decay == pytest.approx(decay)
+    moved = [p - s for p, s in zip(params, start)]
+    for taken, runs in ((moved, lambda e: run(lr * e, decay, 0.0)[0]), (tracked.pulled, lambda e: run(lr, decay * e, 0.0)[0])):
+        up, down = runs(math.exp(d)), runs(math.exp(-d))
+        for u, v, derivative in zip(up, down, taken):
+            assert derivative.abs().max() > 1e-3  # moved by it
+            torch.testing.assert_close((u - v) / (2 * d), derivative, rtol=1e-5, atol=1e-8)
+
+
+def test_tuning_raises_lr_on_a_text_that_repeats_and_zero_keeps_lr_and_decay():
+    ids = np.tile(np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3]), 60)
+    results = {}
+    for tune in (0.3, 0.0):
+        model = small_model()
+        config = AdaptConfig(adapt_bptt=10, adapt_tune=tune)
+        step = weight_step([p for p in model.parameters() if p.requires_grad], config)
+        total, count = adapt(model, ids, config, "cpu", step=step)
+        results[tune] = (total / count, step.tuning.lr, step.tuning.decay)
+    assert results[0.0][1:] == (0.002, 0.01)
+    assert results[0.3][1] > 2 * 0.002  # each step helped the next: a larger one would have helped more
+    assert results[0.3][0] < results[0.0][0]
 
 
 def test_adapt_to_source_reads_a_text_and_refuses_one_too_short():

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -584,21 +585,27 @@ def test_eval_adapt_reports_static_and_adapted_figures(tiny_run, short_file):
     adapted = report["adapted"]
     assert set(adapted) == {
         "loss", "bits_per_char", "bits_per_byte", "seconds", "adapt_lr", "adapt_decay", "adapt_bptt", "adapt_method",
-        "adapt_depth", "cached",
+        "adapt_depth", "adapt_tune", "tuned_lr", "tuned_decay", "cached",
     }
     assert (adapted["adapt_method"], adapted["adapt_lr"], adapted["adapt_decay"], adapted["adapt_bptt"],
-            adapted["adapt_depth"]) == ("rms", 0.05, 0.01, 32, 2)
+            adapted["adapt_depth"], adapted["adapt_tune"]) == ("rms", 0.05, 0.01, 32, 2, 0.3)
+    assert adapted["tuned_lr"] != 0.05 and adapted["tuned_decay"] != 0.01  # --adapt-tune moved them
     assert adapted["bits_per_char"] == pytest.approx(adapted["loss"] / math.log(2) * report["tokens"] / report["chars"])
     assert adapted["loss"] != report["loss"] and adapted["seconds"] > 0
     table = invoke("eval", tiny_run, text_file, "--adapt")
     assert table.exit_code == 0 and "adapted bits per character" in table.stdout and "gain (bits per character)" in table.stdout
+    wide = CliRunner().invoke(cli, ["eval", str(tiny_run), str(text_file), "--adapt"], env={"COLUMNS": "200"})
+    assert re.search(r"adapted loss \(rms, lr 0\.002 -> [\d.e-]+, decay 0\.01 -> [\d.e-]+, bptt 64, depth 4\)", wide.stdout)
+    fixed = json.loads(invoke("eval", tiny_run, text_file, "--json", "--adapt", "--adapt-lr", "0.05", "--adapt-bptt",
+                              "32", "--adapt-depth", "2", "--adapt-tune", "0").stdout)["adapted"]
+    assert (fixed["tuned_lr"], fixed["tuned_decay"]) == (0.05, 0.01) and fixed["loss"] != adapted["loss"]
 
 
 def test_adapt_options_need_adapt(tiny_run, text_file):
     result = charlstm("eval", tiny_run, text_file, "--adapt-lr", "0.1")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == (
-        "Error: --adapt-method, --adapt-lr, --adapt-decay, --adapt-bptt and --adapt-depth need --adapt "
+        "Error: --adapt-method, --adapt-lr, --adapt-decay, --adapt-tune, --adapt-bptt and --adapt-depth need --adapt "
         "(see 'charlstm eval --help')"
     )
     bad = charlstm("eval", tiny_run, text_file, "--adapt", "--adapt-decay", "2")
@@ -613,6 +620,7 @@ def test_adapt_options_need_adapt(tiny_run, text_file):
         (["--adapt", "--adapt-method", "adam"], "Invalid value for '--adapt-method': 'adam' is not one of 'rms', 'sgd'."),
         (["--adapt", "--adapt-lr", "0"], "--adapt-lr must be a positive number (got 0.0)"),
         (["--adapt", "--adapt-depth", "-1"], "--adapt-depth must be 0 or more (got -1)"),
+        (["--adapt", "--adapt-tune", "-1"], "--adapt-tune must be in [0, 10] (got -1.0)"),
         (["--cache-size", "-5"], "--cache-size must be 0 or more (got -5)"),
         (["--cache-size", "10", "--cache-theta", "-1"], "--cache-theta must be a positive number (got -1.0)"),
         (["--cache-size", "10", "--cache-lambda", "1"], "--cache-lambda must be in [0, 1) (got 1.0)"),
@@ -645,7 +653,7 @@ def test_sample_adapt_to_adapts_then_samples(tiny_run, short_file, tmp_path):
     record = json.loads(result.stdout)
     assert record["adapted_to"] == {
         "text": str(text_file), "adapt_method": "rms", "adapt_lr": 0.002, "adapt_decay": 0.01, "adapt_bptt": 64,
-        "adapt_depth": 4,
+        "adapt_depth": 4, "adapt_tune": 0.3,
     }
     assert record["tokens"] == 30
     assert result.stderr.startswith(f"adapted to {text_file}: 3,000 tokens in ")

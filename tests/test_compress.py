@@ -51,6 +51,27 @@ def test_the_adapting_depth_is_recorded_and_changes_the_file(lm, small_text):
     assert len({blob for blob in blobs.values()}) == 3  # other gradients, other probabilities
 
 
+def test_a_file_from_before_tune_and_depth_were_recorded_decodes_as_it_was_coded(lm, small_text):
+    """Files written before ``--adapt-tune`` and ``--adapt-depth`` existed have neither in their
+    header: they were coded with lr and decay fixed and the whole window, and decode so."""
+    from dataclasses import asdict
+
+    from charlstm.compression import format as fmt
+
+    data = small_text[:1500].encode()
+    blob = lm.compress(data, threads=1, adapt=True, adapt_bptt=16, adapt_tune=0.0, adapt_depth=1 << 30)  # the whole window
+    assert blob != lm.compress(data, threads=1, adapt=True, adapt_bptt=16)  # the defaults code it otherwise
+    header, side, words = fmt.read(blob, "f")
+    record = asdict(header)
+    for key in ("adapt_tune", "adapt_depth"):
+        del record["adapt"][key]
+    packer = zlib.compressobj(9, zdict=fmt._ZDICT)
+    meta = packer.compress(json.dumps(record, sort_keys=True).encode()) + packer.flush()
+    body = fmt._PREFIX.pack(fmt.MAGIC, 1, len(meta)) + meta + side + words.astype("<u4").tobytes()
+    old = body + fmt._CRC.pack(zlib.crc32(body))
+    assert lm.decompress(old) == data
+
+
 def test_tokens_round_trip_for_every_tokenizer(small_text):
     from charlstm.compression.tokens import from_tokens, to_tokens
     from charlstm.data.tokenizers import ByteTokenizer, CharTokenizer, tokenizer_from_dict

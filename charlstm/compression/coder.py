@@ -182,13 +182,17 @@ def _check(header: fmt.Header, model, tokenizer, context: bytes | None, name: st
             f'pip install "constriction=={header.coder}" to decompress it'
         )
     try:
-        adapt = None if header.adapt is None else AdaptConfig(**header.adapt)
+        adapt = None if header.adapt is None else AdaptConfig(**{**_BEFORE, **header.adapt})
         cache = None if header.cache is None else CacheConfig(**header.cache)
     except (TypeError, ConfigError):
         raise CompressedFileError(f"{name}: damaged (its settings cannot be read); nothing written") from None
     if header.weights not in CompressConfig.__dataclass_fields__["weights"].metadata["choices"]:
         raise CompressedFileError(f"{name}: damaged (its settings cannot be read); nothing written")
     return adapt, cache
+
+
+# What a file's --adapt did before a setting was recorded: the whole window, fixed lr and decay.
+_BEFORE = {"adapt_depth": 1 << 30, "adapt_tune": 0.0}
 
 
 def _made_with(header: fmt.Header) -> str:

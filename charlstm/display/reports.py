@@ -31,8 +31,9 @@ def print_eval_report(report, name: str) -> None:
     if adapted is not None:
         table.add_row("static scoring time", f"{report.seconds:.1f} s")
         table.add_row(
-            f"adapted loss ({adapted.adapt_method}, lr {adapted.adapt_lr:g}, decay {adapted.adapt_decay:g}, "
-            f"bptt {adapted.adapt_bptt}, depth {adapted.adapt_depth})",
+            f"adapted loss ({adapted.adapt_method}, lr {_tuned(adapted.adapt_lr, adapted.tuned_lr)}, "
+            f"decay {_tuned(adapted.adapt_decay, adapted.tuned_decay)}, bptt {adapted.adapt_bptt}, "
+            f"depth {adapted.adapt_depth})",
             f"{adapted.loss:.4f}",
         )
         table.add_row("adapted bits per character", f"{adapted.bits_per_char:.4f}")
@@ -51,6 +52,11 @@ def print_eval_report(report, name: str) -> None:
     if report.cached is not None:
         table.add_row("cache time", f"{report.cached.seconds:.1f} s")
     stdout_console().print(table)
+
+
+def _tuned(start: float, end: float | None) -> str:
+    """A setting --adapt-tune moved, as "start -> end"."""
+    return f"{start:g}" if end is None or end == start else f"{start:g} -> {end:.2g}"
 
 
 @contextmanager

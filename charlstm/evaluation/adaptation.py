@@ -19,6 +19,13 @@ and a pull back that is stronger for the weights whose gradients are large. They
 mean squares on the training data; a checkpoint does not carry its training text, so here they
 come from the gradients of the text already scored (the first segment's step is a sign step).
 
+With ``--adapt-tune RATE`` (rms: 0.3) the text also chooses lr and decay (a hypergradient, as
+Baydin et al. 2018 learn a learning rate): before each step, each is multiplied by
+exp(-RATE cos), cos between the segment's gradient and the way the weights would now stand with
+a larger value (each past step, or each past pull, carried through the pulls since). A text that
+repeats itself raises lr (a dpkg log's went from 0.002 to about 0.006); prose lowers it and pulls
+back harder (tinyshakespeare: about 0.001 and 0.035), as fixed values chosen for each text would.
+
 The hidden state is carried from segment to segment, as in ``evaluate.stream_loss`` with one
 stream. ``charlstm eval --adapt`` reports the static and the adapted figures side by side;
 ``charlstm sample --adapt-to FILE`` adapts the weights to a text before sampling. With a neural
@@ -70,6 +77,7 @@ def adapt(
     cache: NeuralCache | None = None,
     skip: int = 0,
     learn: int | None = None,
+    step=None,
 ) -> tuple[float, int] | tuple[float, int, float]:
     """Score ``ids`` as one stream while adapting ``model``'s weights to it, in place.
 
@@ -81,11 +89,12 @@ def adapt(
     and scores only its last ``CONTEXT_TUNE_TOKENS``, which choose theta and lambda, as the
     cached pass and a compressor's context do (scoring all it learns from, 20,000 tokens, with
     each theta cost about 155 more products against the whole cache). ``on_progress(tokens)``
-    is called after each segment.
+    is called after each segment. ``step``: the ``weight_step`` of ``model``'s parameters to use
+    (made here when None; the caller's can say where ``--adapt-tune`` took lr and decay).
     """
     device = torch.device(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    step = weight_step(params, config)
+    step = weight_step(params, config) if step is None else step
     total = torch.zeros((), dtype=torch.float64, device=device)
     cached = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
@@ -203,19 +212,69 @@ def weight_step(params, config: AdaptConfig):
     return _RmsStep(params, config, trained) if config.adapt_method == "rms" else _SgdStep(params, config, trained)
 
 
+class _Tuning:
+    """``--adapt-tune``: lr and decay learnt from the text (the module docstring). How the weights
+    would stand with a larger value, d(weights)/d(log value): for lr, weights - trained (a larger
+    rate makes every step, and so every step's remainder after the pulls, larger in proportion);
+    for decay, ``pulled``, each pull's share shrunk by the pulls since. A segment's gradient
+    against either says whether a larger value would have scored it better."""
+
+    def __init__(self, params, config: AdaptConfig, scratch=None) -> None:
+        self.rate = config.adapt_tune
+        self.lr, self.decay = config.adapt_lr, config.adapt_decay
+        self.pulled = [torch.zeros_like(p) for p in params] if self.rate and self.decay else None
+        # Buffers the size of the weights for in-between values: the step's own when it has some
+        # (one more weights-sized buffer read each step cost the rms step 0.4 ms more).
+        self.scratch = scratch if scratch is not None or not self.rate else [torch.zeros_like(p) for p in params]
+
+    def follow(self, grads, params, trained) -> None:
+        """Before a step: lr and decay moved against ``grads``, the segment's gradients."""
+        if not self.rate:
+            return
+        for out, p, t in zip(self.scratch, params, trained):
+            torch.sub(p, t, out=out)
+        norm = _norm(grads)
+        self.lr *= math.exp(-self.rate * _cosine(grads, self.scratch, norm))
+        if self.pulled is not None:
+            self.decay = min(1.0, self.decay * math.exp(-self.rate * _cosine(grads, self.pulled, norm)))
+
+    def pulling(self, params, trained, rates) -> None:
+        """Before the pull back ``lerp(params, trained, rates)`` (``rates``: a number or one
+        tensor per weight tensor): pulled <- lerp(pulled, trained - params, rates)."""
+        if self.pulled is None:
+            return
+        for out, p, t in zip(self.scratch, params, trained):
+            torch.sub(t, p, out=out)
+        torch._foreach_lerp_(self.pulled, self.scratch, rates)
+
+
+def _norm(tensors) -> float:
+    return math.sqrt(sum(float(n) ** 2 for n in torch._foreach_norm(tensors)))
+
+
+def _cosine(grads, other, norm: float) -> float:
+    """cos(grads, other), 0 while ``other`` is zero."""
+    dot = sum(float(torch.dot(g.reshape(-1), o.reshape(-1))) for g, o in zip(grads, other))
+    return dot / (norm * _norm(other) + 1e-30)
+
+
 class _SgdStep:
     """A plain step, clipped to norm 1, then the pull back."""
 
     def __init__(self, params, config: AdaptConfig, trained) -> None:
         self.params, self.config, self.trained = params, config, trained
+        self.tuning = _Tuning(params, config)
 
     @torch.no_grad()
     def __call__(self, grads) -> None:
+        tuning = self.tuning
+        tuning.follow(grads, self.params, self.trained)
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        scale = self.config.adapt_lr * torch.clamp(1.0 / (norm + 1e-6), max=1.0)  # clip to norm 1
-        torch._foreach_sub_(self.params, torch._foreach_mul(grads, scale))
-        if self.config.adapt_decay:
-            torch._foreach_lerp_(self.params, self.trained, self.config.adapt_decay)
+        scale = float(tuning.lr * torch.clamp(1.0 / (norm + 1e-6), max=1.0))  # clip to norm 1
+        torch._foreach_add_(self.params, grads, alpha=-scale)
+        if tuning.decay:
+            tuning.pulling(self.params, self.trained, tuning.decay)
+            torch._foreach_lerp_(self.params, self.trained, tuning.decay)
 
 
 class _RmsStep:
@@ -229,10 +288,12 @@ class _RmsStep:
         self.rms = [torch.zeros_like(p) for p in params]
         self.work = [torch.zeros_like(p) for p in params]
         self.steps = 0
+        self.tuning = _Tuning(params, config, scratch=self.work)
 
     @torch.no_grad()
     def __call__(self, grads) -> None:
-        rms, work = self.rms, self.work
+        rms, work, tuning = self.rms, self.work, self.tuning
+        tuning.follow(grads, self.params, self.trained)
         self.steps += 1
         n = math.sqrt(self.steps)
         torch._foreach_addcmul_(self.squares, grads, grads)
@@ -244,12 +305,13 @@ class _RmsStep:
         torch._foreach_mul_(work, grads)  # g / (rms + eps), over n
         torch._foreach_clamp_min_(work, -RMS_MAX_STEP / n)
         torch._foreach_clamp_max_(work, RMS_MAX_STEP / n)
-        torch._foreach_add_(self.params, work, alpha=-self.config.adapt_lr * n)
-        if self.config.adapt_decay:  # the rates decay * rms / (its mean) do not depend on n
+        torch._foreach_add_(self.params, work, alpha=-tuning.lr * n)
+        if tuning.decay:  # the rates decay * rms / (its mean) do not depend on n
             # Each tensor's sum (_foreach_norm(rms, 1) gave the same at 13 times the cost: 1.06 ms a step).
             mean = torch.stack([r.sum() / r.numel() for r in rms]).sum() + 1e-12
-            torch._foreach_mul_(rms, self.config.adapt_decay / mean)
+            torch._foreach_mul_(rms, tuning.decay / mean)
             torch._foreach_clamp_max_(rms, 1.0)  # the rates
+            tuning.pulling(self.params, self.trained, rms)
             torch._foreach_lerp_(self.params, self.trained, rms)  # w + rate (w_trained - w)
 
 

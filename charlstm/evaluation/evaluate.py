@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charlstm.evaluation.adaptation import adapt
+from charlstm.evaluation.adaptation import adapt, weight_step
 from charlstm.data.batches import encode_to_file, windows
 from charlstm.config import AdaptConfig, CacheConfig
 from charlstm.evaluation.cache import NeuralCache, cached_stream_loss, remember_read, token_nll  # noqa: F401 (token_nll: score)
@@ -46,6 +46,9 @@ class AdaptedScore:
     adapt_bptt: int
     adapt_method: str = "sgd"
     adapt_depth: int | None = None
+    adapt_tune: float = 0.0
+    tuned_lr: float | None = None  # lr and decay at the end of the text (--adapt-tune learns them)
+    tuned_decay: float | None = None
     cached: CachedScore | None = None  # adapting and the cache together (--adapt --cache-size N)
 
 
@@ -257,6 +260,7 @@ class _Pass:
     seconds: float
     cache: NeuralCache | None = None  # the cache it read with
     cached_sum: float | None = None  # the adapting pass with a cache: nats with the cache mixed in
+    tuned: tuple[float, float] | None = None  # the adapting pass: lr and decay at the end
 
     @property
     def mean(self) -> float:
@@ -267,6 +271,7 @@ class _Pass:
 
     def adapted_score(self, per_unit, config: AdaptConfig) -> AdaptedScore:
         score = AdaptedScore(self.mean, *per_unit(self.mean), self.seconds, **config.to_dict())
+        score.tuned_lr, score.tuned_decay = self.tuned
         if self.cache is not None:  # rode on this pass: no seconds of its own
             score.cached = self.cached_score(per_unit, self.cached_sum / self.scored, 0.0)
         return score
@@ -300,9 +305,12 @@ def _adapted_pass(model, text: _Joined, config: AdaptConfig, cache_config: Cache
     if read > 1:
         remember_read(cache, model, ids[: read + 1], device)
         ids, skip = ids[read:], skip - read
-    results = adapt(model, ids, config, device, on_progress, cache=cache, skip=skip, learn=CONTEXT_ADAPT_TOKENS)
+    step = weight_step([p for p in model.parameters() if p.requires_grad], config)
+    results = adapt(model, ids, config, device, on_progress, cache=cache, skip=skip, learn=CONTEXT_ADAPT_TOKENS,
+                    step=step)
     cached_sum = results[2] if cache is not None else None
-    return _Pass(results[0], results[1], time.perf_counter() - started, cache, cached_sum)
+    tuned = (step.tuning.lr, step.tuning.decay)
+    return _Pass(results[0], results[1], time.perf_counter() - started, cache, cached_sum, tuned)
 
 
 def context_tails(available: int, adapt_config: AdaptConfig | None, cache_config: CacheConfig | None) -> dict[str, int]:

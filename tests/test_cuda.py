@@ -156,14 +156,17 @@ def test_eval_on_the_gpu_matches_the_cpu(gpu_run, text_path):
 @pytest.mark.parametrize("depth", ["4", "64"])
 def test_eval_adapt_on_the_gpu_matches_the_cpu(gpu_run, text_path, depth):
     """Dynamic evaluation on either device: by hand (depth 4) and through cuDNN's backward (the
-    whole segment). Adapting compounds rounding, hence the wider tolerance."""
-    figures = {}
+    whole segment), lr and decay tuned as it reads (--adapt-tune's default). Adapting compounds
+    rounding, hence the wider tolerance."""
+    figures, tuned = {}, {}
     for device in (DEVICE, "cpu"):
         code, out, err = cli("eval", gpu_run.run_dir, text_path, "--device", device, "--json", "--adapt",
                              "--adapt-depth", depth)
         assert code == 0, err
-        figures[device] = json.loads(out)["adapted"]["bits_per_char"]
+        adapted = json.loads(out)["adapted"]
+        figures[device], tuned[device] = adapted["bits_per_char"], adapted["tuned_lr"]
     assert abs(figures[DEVICE] - figures["cpu"]) < 2e-2, figures
+    assert tuned[DEVICE] == pytest.approx(tuned["cpu"], rel=0.1) and tuned["cpu"] != 0.002, tuned
 
 
 def test_inspect_a_gpu_trained_run(gpu_run):

@@ -52,8 +52,8 @@ def test_the_adapting_depth_is_recorded_and_changes_the_file(lm, small_text):
 
 
 def test_a_file_from_before_tune_and_depth_were_recorded_decodes_as_it_was_coded(lm, small_text):
-    """Files written before ``--adapt-tune`` and ``--adapt-depth`` existed have neither in their
-    header: they were coded with lr and decay fixed and the whole window, and decode so."""
+    """Files written before ``--adapt-tune`` and ``--adapt-depth`` existed (format 1) have neither
+    in their header: they were coded with lr and decay fixed and the whole window, and decode so."""
     from dataclasses import asdict
 
     from charlstm.compression import format as fmt
@@ -67,9 +67,21 @@ def test_a_file_from_before_tune_and_depth_were_recorded_decodes_as_it_was_coded
         del record["adapt"][key]
     packer = zlib.compressobj(9, zdict=fmt._ZDICT)
     meta = packer.compress(json.dumps(record, sort_keys=True).encode()) + packer.flush()
-    body = fmt._PREFIX.pack(fmt.MAGIC, 1, len(meta)) + meta + side + words.astype("<u4").tobytes()
+    body = fmt.MAGIC + struct.pack("<HI", 1, len(meta)) + meta + side + words.astype("<u4").tobytes()  # format 1
     old = body + fmt._CRC.pack(zlib.crc32(body))
     assert lm.decompress(old) == data
+
+
+def test_format_2_frames_a_file_in_under_80_bytes(lm, small_text):
+    """The header, its length, the magic, the version and the checksum: every byte of a file that
+    is not coded text or side channel (format 1 took 115-160 for the same)."""
+    from charlstm.compression import format as fmt
+
+    for options in ({}, {"adapt": True, "adapt_bptt": 16}, {"cache_size": 200}):
+        blob = lm.compress(small_text[:800].encode(), threads=1, **options)
+        header, side, words = fmt.read(blob, "f")
+        assert blob[8:10] == b"\x02\x00" and header.words == len(words) and header.part == 800
+        assert len(blob) - len(side) - 4 * len(words) < (70 if not options else 80), options
 
 
 def test_tokens_round_trip_for_every_tokenizer(small_text):

@@ -71,7 +71,8 @@ def test_tuning_tracks_how_the_weights_move_with_log_lr_and_log_decay(method):
     params, tracked = run(lr, decay, 1e-12)  # its buffers kept, lr and decay all but fixed
     assert tracked.lr == pytest.approx(lr) and tracked.decay == pytest.approx(decay)
     moved = [p - s for p, s in zip(params, start)]
-    for taken, runs in ((moved, lambda e: run(lr * e, decay, 0.0)[0]), (tracked.pulled, lambda e: run(lr, decay * e, 0.0)[0])):
+    by_lr, by_decay = (lambda e: run(lr * e, decay, 0.0)[0]), (lambda e: run(lr, decay * e, 0.0)[0])
+    for taken, runs in ((moved, by_lr), (tracked.pulled, by_decay)):
         up, down = runs(math.exp(d)), runs(math.exp(-d))
         for u, v, derivative in zip(up, down, taken):
             assert derivative.abs().max() > 1e-3  # moved by it

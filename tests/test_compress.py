@@ -59,7 +59,8 @@ def test_a_file_from_before_tune_and_depth_were_recorded_decodes_as_it_was_coded
     from charlstm.compression import format as fmt
 
     data = small_text[:1500].encode()
-    blob = lm.compress(data, threads=1, adapt=True, adapt_bptt=16, adapt_tune=0.0, adapt_depth=1 << 30)  # the whole window
+    whole = 1 << 30  # the whole window
+    blob = lm.compress(data, threads=1, adapt=True, adapt_bptt=16, adapt_tune=0.0, adapt_depth=whole)
     assert blob != lm.compress(data, threads=1, adapt=True, adapt_bptt=16)  # the defaults code it otherwise
     header, side, words = fmt.read(blob, "f")
     record = asdict(header)
@@ -67,7 +68,7 @@ def test_a_file_from_before_tune_and_depth_were_recorded_decodes_as_it_was_coded
         del record["adapt"][key]
     packer = zlib.compressobj(9, zdict=fmt._ZDICT)
     meta = packer.compress(json.dumps(record, sort_keys=True).encode()) + packer.flush()
-    body = fmt.MAGIC + struct.pack("<HI", 1, len(meta)) + meta + side + words.astype("<u4").tobytes()  # format 1
+    body = fmt.MAGIC + struct.pack("<HI", 1, len(meta)) + meta + side + words.astype("<u4").tobytes()
     old = body + fmt._CRC.pack(zlib.crc32(body))
     assert lm.decompress(old) == data
 

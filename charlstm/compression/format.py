@@ -110,7 +110,8 @@ def model_digest(model, tokenizer) -> str:
 _ZDICT2 = (
     b'"tokenizer":"unigram","tokenizer":"bpe","tokenizer":"byte","weights":"int8","weights":"bf16",'
     b'"kernels":"DEFAULT","kernels":"AVX2","cache_size":20000,"cache_size":150000,'
-    b'{"adapt":{"adapt_bptt":64,"adapt_decay":0.01,"adapt_depth":4,"adapt_lr":0.002,"adapt_method":"rms","adapt_tune":0.3},'
+    b'{"adapt":{"adapt_bptt":64,"adapt_decay":0.01,"adapt_depth":4,"adapt_lr":0.002,'
+    b'"adapt_method":"rms","adapt_tune":0.3},'
     b'"cache":{"cache_lambda":null,"cache_size":2000,"cache_theta":null},"coder":"0.5.0","context":"'
     b'{"adapt":null,"cache":null,"coder":"0.5.0","context":null,"kernels":"AVX512","length":1'
     b',"side":0,"streams":1,"threads":2,"tokenizer":"char","tokens":1,"torch":"2.13.0+cpu","vocab_size":1'
@@ -143,7 +144,8 @@ def read(data: bytes, name: str = "the file") -> tuple[Header, bytes, np.ndarray
     (meta_size,) = _LENGTHS[version].unpack_from(data, _PREFIX.size)
     start = _PREFIX.size + _LENGTHS[version].size
     raw = data[start : start + meta_size] if meta_size <= MAX_HEADER_BYTES else b""
-    header = _header_v1(raw, name) if version == 1 else _header_v2(raw, len(data) - start - meta_size - _CRC.size, name)
+    after = len(data) - start - meta_size - _CRC.size  # side channel and words
+    header = _header_v1(raw, name) if version == 1 else _header_v2(raw, after, name)
     side_at = start + meta_size
     words_at = side_at + header.side
     if words_at + 4 * header.words + _CRC.size != len(data):

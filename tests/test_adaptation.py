@@ -97,8 +97,9 @@ def test_adapt_to_source_reads_a_text_and_refuses_one_too_short():
     text = "abcabcabd" * 40
     tok = CharTokenizer.train(text)
     model = small_model(tok.vocab_size)
-    loss, tokens = adapt_to_source(model, tok, TextSource.from_text(text), AdaptConfig(adapt_lr=0.1), "cpu")
+    loss, tokens, (lr, decay) = adapt_to_source(model, tok, TextSource.from_text(text), AdaptConfig(adapt_lr=0.1), "cpu")
     assert tokens == 360 and 0 < loss < math.log(tok.vocab_size) + 1
+    assert lr != 0.1 and decay != 0.01  # where --adapt-tune took them
     with pytest.raises(DataError, match="too short to adapt to: it needs at least 2 tokens"):
         adapt_to_source(model, tok, TextSource.from_text("a", "one.txt"), AdaptConfig(), "cpu")
 

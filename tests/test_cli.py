@@ -651,10 +651,13 @@ def test_sample_adapt_to_adapts_then_samples(tiny_run, short_file, tmp_path):
     result = charlstm("sample", tiny_run, "--adapt-to", text_file, "--length", "30", "--seed", "3", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
+    tuned = record["adapted_to"].pop("tuned_lr"), record["adapted_to"].pop("tuned_decay")
     assert record["adapted_to"] == {
         "text": str(text_file), "adapt_method": "rms", "adapt_lr": 0.002, "adapt_decay": 0.01, "adapt_bptt": 64,
         "adapt_depth": 4, "adapt_tune": 0.3,
     }
+    assert tuned[0] != 0.002 and tuned[1] != 0.01
+    assert f"(lr 0.002 -> {tuned[0]:.2g}, decay 0.01 -> {tuned[1]:.2g})" in result.stderr
     assert record["tokens"] == 30
     assert result.stderr.startswith(f"adapted to {text_file}: 3,000 tokens in ")
     plain = json.loads(charlstm("sample", tiny_run, "--length", "30", "--seed", "3", "--json").stdout)

@@ -21,6 +21,8 @@ class Adaptation:
     tokens: int
     seconds: float
     settings: AdaptConfig
+    tuned_lr: float | None = None  # lr and decay at the end of the text (--adapt-tune learns them)
+    tuned_decay: float | None = None
 
 
 class Measuring:
@@ -51,8 +53,8 @@ class Measuring:
         )
         source = TextSource.from_file(file)
         started = time.perf_counter()
-        loss, tokens = adapt_to_source(self.module, self.tokenizer, source, config, self.device, on_progress)
-        return Adaptation(source.name, loss, tokens, time.perf_counter() - started, config)
+        loss, tokens, tuned = adapt_to_source(self.module, self.tokenizer, source, config, self.device, on_progress)
+        return Adaptation(source.name, loss, tokens, time.perf_counter() - started, config, *tuned)
 
     # ------------------------------------------------------------------------------- measuring
 

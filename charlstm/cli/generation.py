@@ -137,12 +137,16 @@ def sample(
 
         with token_progress("adapting") as on_progress:
             adaptation = lm.adapt(adapt_to, **adapt_config.to_dict(), on_progress=on_progress)
+        settings = adaptation.settings
+        tuned = (f" (lr {settings.adapt_lr:g} -> {adaptation.tuned_lr:.2g}, decay {settings.adapt_decay:g} -> "
+                 f"{adaptation.tuned_decay:.2g})") if settings.adapt_tune else ""
         click.echo(
             f"adapted to {adapt_to}: {adaptation.tokens:,} tokens in {adaptation.seconds:.1f} s, "
-            f"{adaptation.loss:.4f} nats/token while adapting",
+            f"{adaptation.loss:.4f} nats/token while adapting{tuned}",
             err=True,
         )
-        adapted_to = {"text": adaptation.text, **adaptation.settings.to_dict()}
+        adapted_to = {"text": adaptation.text, **adaptation.settings.to_dict(), "tuned_lr": adaptation.tuned_lr,
+                      "tuned_decay": adaptation.tuned_decay}
     # Several temperatures share one seed (drawn when none is given), so they compare.
     seed = configs[0].seed if configs[0].seed is not None else secrets.randbelow(2**31)
 

@@ -318,15 +318,17 @@ class _RmsStep:
             torch._foreach_lerp_(self.params, self.trained, rms)  # w + rate (w_trained - w)
 
 
-def adapt_to_source(model, tokenizer, source: TextSource, config: AdaptConfig, device, on_progress=None) -> tuple[float, int]:
+def adapt_to_source(model, tokenizer, source: TextSource, config: AdaptConfig, device,
+                    on_progress=None) -> tuple[float, int, tuple[float, float]]:
     """``sample --adapt-to FILE``: adapt ``model`` to a whole text (encoded into a temporary
     memory-mapped file, so its size does not matter). Returns the mean loss per token while
-    adapting and the number of tokens read."""
+    adapting, the number of tokens read, and lr and decay at the end (``--adapt-tune``)."""
     with tempfile.TemporaryDirectory(prefix="charlstm-adapt-") as tmp:
         encoded = encode_to_file(source, tokenizer, Path(tmp) / "tokens")
         if len(encoded.ids) < 2:
             raise DataError(f"{source.name}: too short to adapt to: it needs at least 2 tokens")
-        total, count = adapt(model, encoded.ids, config, device, on_progress)[:2]
+        step = weight_step([p for p in model.parameters() if p.requires_grad], config)
+        total, count = adapt(model, encoded.ids, config, device, on_progress, step=step)[:2]
         n_tokens = len(encoded.ids)
         del encoded  # close the memory map before the directory goes
-    return total / count, n_tokens
+    return total / count, n_tokens, (step.tuning.lr, step.tuning.decay)

@@ -280,8 +280,8 @@ class AdaptConfig(_Serializable):
     adapt_tune: float | None = setting(
         None,
         "How fast the learning rate and the pull back follow the text: before each step each is multiplied "
-        "by exp(-RATE x cos), cos between the segment's gradient and the way a larger value would have moved "
-        "the weights (a hypergradient); 0 keeps them fixed [default: 0 for sgd, 0.3 for rms].",
+        "by exp(-T x cos), T this value and cos the cosine between the segment's gradient and the way a larger "
+        "value would have moved the weights (a hypergradient); 0 keeps them fixed [default: 0 for sgd, 0.3 for rms].",
     )
     adapt_bptt: int = setting(64, "Tokens scored per adapting step.")
     adapt_depth: int = setting(

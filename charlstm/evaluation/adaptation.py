@@ -19,9 +19,9 @@ and a pull back that is stronger for the weights whose gradients are large. They
 mean squares on the training data; a checkpoint does not carry its training text, so here they
 come from the gradients of the text already scored (the first segment's step is a sign step).
 
-With ``--adapt-tune RATE`` (rms: 0.3) the text also chooses lr and decay (a hypergradient, as
+With ``--adapt-tune T`` (rms: 0.3) the text also chooses lr and decay (a hypergradient, as
 Baydin et al. 2018 learn a learning rate): before each step, each is multiplied by
-exp(-RATE cos), cos between the segment's gradient and the way the weights would now stand with
+exp(-T cos), cos between the segment's gradient and the way the weights would now stand with
 a larger value (each past step, or each past pull, carried through the pulls since). A text that
 repeats itself raises lr (a dpkg log's went from 0.002 to about 0.006); prose lowers it and pulls
 back harder (tinyshakespeare: about 0.001 and 0.035), as fixed values chosen for each text would.

@@ -89,12 +89,12 @@ def adapt(
     and scores only its last ``CONTEXT_TUNE_TOKENS``, which choose theta and lambda, as the
     cached pass and a compressor's context do (scoring all it learns from, 20,000 tokens, with
     each theta cost about 155 more products against the whole cache). ``on_progress(tokens)``
-    is called after each segment. ``step``: the ``weight_step`` of ``model``'s parameters to use
+    is called after each segment. ``step``: the ``model_step`` of ``model`` to use
     (made here when None; the caller's can say where ``--adapt-tune`` took lr and decay).
     """
     device = torch.device(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    step = weight_step(params, config) if step is None else step
+    step = model_step(model, config) if step is None else step
+    params = step.params
     total = torch.zeros((), dtype=torch.float64, device=device)
     cached = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
@@ -212,6 +212,11 @@ def weight_step(params, config: AdaptConfig):
     return _RmsStep(params, config, trained) if config.adapt_method == "rms" else _SgdStep(params, config, trained)
 
 
+def model_step(model, config: AdaptConfig):
+    """``weight_step`` for the weights of ``model`` that learn (``step.params``)."""
+    return weight_step([p for p in model.parameters() if p.requires_grad], config)
+
+
 class _Tuning:
     """``--adapt-tune``: lr and decay learnt from the text (the module docstring). How the weights
     would stand with a larger value, d(weights)/d(log value): for lr, weights - trained (a larger
@@ -327,7 +332,7 @@ def adapt_to_source(model, tokenizer, source: TextSource, config: AdaptConfig, d
         encoded = encode_to_file(source, tokenizer, Path(tmp) / "tokens")
         if len(encoded.ids) < 2:
             raise DataError(f"{source.name}: too short to adapt to: it needs at least 2 tokens")
-        step = weight_step([p for p in model.parameters() if p.requires_grad], config)
+        step = model_step(model, config)
         total, count = adapt(model, encoded.ids, config, device, on_progress, step=step)[:2]
         n_tokens = len(encoded.ids)
         del encoded  # close the memory map before the directory goes

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charlstm.evaluation.adaptation import adapt, weight_step
+from charlstm.evaluation.adaptation import adapt, model_step
 from charlstm.data.batches import encode_to_file, windows
 from charlstm.config import AdaptConfig, CacheConfig
 from charlstm.evaluation.cache import NeuralCache, cached_stream_loss, remember_read, token_nll  # noqa: F401 (token_nll: score)
@@ -305,7 +305,7 @@ def _adapted_pass(model, text: _Joined, config: AdaptConfig, cache_config: Cache
     if read > 1:
         remember_read(cache, model, ids[: read + 1], device)
         ids, skip = ids[read:], skip - read
-    step = weight_step([p for p in model.parameters() if p.requires_grad], config)
+    step = model_step(model, config)
     results = adapt(model, ids, config, device, on_progress, cache=cache, skip=skip, learn=CONTEXT_ADAPT_TOKENS,
                     step=step)
     cached_sum = results[2] if cache is not None else None

@@ -51,38 +51,109 @@ def test_the_adapting_depth_is_recorded_and_changes_the_file(lm, small_text):
     assert len({blob for blob in blobs.values()}) == 3  # other gradients, other probabilities
 
 
-def test_a_file_from_before_tune_and_depth_were_recorded_decodes_as_it_was_coded(lm, small_text):
-    """Files written before ``--adapt-tune`` and ``--adapt-depth`` existed (format 1) have neither
-    in their header: they were coded with lr and decay fixed and the whole window, and decode so."""
+def _as_coded(lm, data, monkeypatch, **options):
+    """(header, side, words) as ``compress`` hands them to ``format.write`` (the digests whole), coded
+    as formats 1 and 2 coded: the first adapting window as long as the others."""
+    from charlstm.compression import coder
+    from charlstm.compression import format as fmt
+
+    seen = {}
+    real = fmt.write
+
+    def keep(header, side, words):
+        seen.update(header=header, side=side, words=words)
+        return real(header, side, words)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(coder, "_lead", lambda version: 0)
+        patch.setattr(fmt, "write", keep)
+        lm.compress(data, threads=1, **options)
+    return seen["header"], seen["side"], seen["words"]
+
+
+def _old_file(header, side, words, version: int, drop=()) -> bytes:
+    """A file of format 1 or 2 (as charlstm wrote them then) from what ``_as_coded`` saw."""
     from dataclasses import asdict
 
     from charlstm.compression import format as fmt
 
+    record = asdict(header)
+    del record["version"]
+    record.update(tokenizer="char", vocab_size=1, **{key: record[key][:16] for key in ("model", "probe", "sha256")})
+    for key in drop:
+        del record["adapt"][key]
+    if version == 1:
+        packer = zlib.compressobj(9, zdict=fmt._ZDICT)
+        meta = packer.compress(json.dumps(record, sort_keys=True).encode()) + packer.flush()
+        prefix = struct.pack("<HI", 1, len(meta))
+    else:
+        digests = b"".join(bytes.fromhex(record.pop(key)) for key in ("model", "probe", "sha256"))
+        del record["part"], record["words"]
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=fmt._ZDICT2)
+        meta = digests + packer.compress(json.dumps(record, sort_keys=True).encode()) + packer.flush()
+        prefix = struct.pack("<HH", 2, len(meta))
+    body = fmt.MAGIC + prefix + meta + zlib.compress(side) * bool(side) + words.astype("<u4").tobytes()
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_a_file_from_before_tune_and_depth_were_recorded_decodes_as_it_was_coded(lm, small_text, monkeypatch):
+    """Files written before ``--adapt-tune`` and ``--adapt-depth`` existed (format 1) have neither
+    in their header: they were coded with lr and decay fixed and the whole window, and decode so."""
     data = small_text[:1500].encode()
     whole = 1 << 30  # the whole window
-    blob = lm.compress(data, threads=1, adapt=True, adapt_bptt=16, adapt_tune=0.0, adapt_depth=whole)
-    assert blob != lm.compress(data, threads=1, adapt=True, adapt_bptt=16)  # the defaults code it otherwise
-    header, side, words = fmt.read(blob, "f")
-    record = asdict(header)
-    for key in ("adapt_tune", "adapt_depth"):
-        del record["adapt"][key]
-    packer = zlib.compressobj(9, zdict=fmt._ZDICT)
-    meta = packer.compress(json.dumps(record, sort_keys=True).encode()) + packer.flush()
-    body = fmt.MAGIC + struct.pack("<HI", 1, len(meta)) + meta + side + words.astype("<u4").tobytes()
-    old = body + fmt._CRC.pack(zlib.crc32(body))
-    assert lm.decompress(old) == data
+    coded = _as_coded(lm, data, monkeypatch, adapt=True, adapt_bptt=16, adapt_tune=0.0, adapt_depth=whole)
+    assert coded[2].tolist() != _as_coded(lm, data, monkeypatch, adapt=True, adapt_bptt=16)[2].tolist()
+    assert lm.decompress(_old_file(*coded, version=1, drop=("adapt_tune", "adapt_depth"))) == data
 
 
-def test_format_2_frames_a_file_in_under_80_bytes(lm, small_text):
-    """The header, its length, the magic, the version and the checksum: every byte of a file that
-    is not coded text or side channel (format 1 took 115-160 for the same)."""
+def test_files_of_formats_1_and_2_still_decode(lm, small_text, monkeypatch):
+    data = small_text[:1200].encode()
+    for options in ({}, {"adapt": True, "adapt_bptt": 16}, {"cache_size": 200, "streams": 2}):
+        coded = _as_coded(lm, data, monkeypatch, **options)
+        for version in (1, 2):
+            assert lm.decompress(_old_file(*coded, version=version)) == data, (version, options)
+
+
+def test_format_3_frames_a_file_in_21_to_23_bytes(lm, small_text):
+    """The magic, version, digests, counts, settings and check: every byte of a file that is not
+    coded text or side channel (format 2 took 59-92 for the same, format 1 115-160)."""
     from charlstm.compression import format as fmt
 
-    for options in ({}, {"adapt": True, "adapt_bptt": 16}, {"cache_size": 200}):
-        blob = lm.compress(small_text[:800].encode(), threads=1, **options)
+    for options, frame in (({}, 21), ({"adapt": True}, 21), ({"cache_size": 200}, 23)):
+        blob = lm.compress(small_text[:800].encode(), **options)
         header, side, words = fmt.read(blob, "f")
-        assert blob[8:10] == b"\x02\x00" and header.words == len(words) and header.part == 800
-        assert len(blob) - len(side) - 4 * len(words) < (70 if not options else 80), options
+        assert blob[:4] == fmt.MAGIC3 + b"\x03" and header.words == len(words) and header.tokens == 800
+        assert header.length is None and len(header.model) == 8 and len(header.probe) == 4
+        assert len(blob) - len(side) - 4 * len(words) == frame, options
+    blob = lm.compress(small_text[:800].encode(), threads=1, adapt=True, adapt_lr=0.001, cache_size=200)
+    header = fmt.read(blob, "f")[0]  # settings not the usual ones: spelt out, and read back
+    assert (header.threads, header.adapt["adapt_lr"], header.cache["cache_size"]) == (1, 0.001, 200)
+    assert lm.decompress(blob) == small_text[:800].encode()
+
+
+def test_one_streams_adapting_windows_end_where_evals_do(lm):
+    """eval --adapt scores from a text's second token, its windows the bptt tokens after each
+    multiple of bptt; the compressor codes the first token too, so its first window takes one
+    token more and the others end where eval's do."""
+    import numpy as np
+
+    from charlstm.compression.streams import Predictor
+    from charlstm.config import AdaptConfig
+    from charlstm.evaluation.adaptation import text_windows
+
+    steps = []
+    predictor = Predictor(__import__("copy").deepcopy(lm.module), 1, adapt=AdaptConfig(adapt_bptt=8))
+    real = predictor.step
+    predictor.step = lambda grads: (steps.append(len(predictor.window) - 1), real(grads))
+    ends = []
+    for t in range(40):
+        predictor.probabilities()
+        predictor.advance(np.array([t % 7]), 1)
+        if len(steps) > len(ends):
+            ends.append(t + 1)  # tokens coded when the weights stepped
+    windows = text_windows(40, 8, 0)
+    assert ends == [w.start + w.length + 1 for w in windows][:4] == [9, 17, 25, 33]
+    assert steps == [9, 8, 8, 8]
 
 
 def test_tokens_round_trip_for_every_tokenizer(small_text):
@@ -177,7 +248,7 @@ def test_refusals_are_one_clear_error_and_nothing_else(lm, tiny_run, tmp_path, s
     flipped = bytearray(blob)
     flipped[len(blob) // 2] ^= 0x10
     newer = bytearray(blob)
-    newer[8] = 99
+    newer[3] = 99
     cases = {
         "damaged": bytes(flipped), "truncated": blob[:-7], "newer": bytes(newer), "empty": b"",
         "not ours": b"hello world, not a compressed file",
@@ -219,8 +290,8 @@ def test_a_mutated_file_is_always_one_clear_error(lm, small_text):
             bad[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
         else:
             bad[rng.randrange(min(40, len(bad)))] = rng.randrange(256)
-        if rng.random() < 0.5 and len(bad) > 4:  # the checksum made to match again: the checks behind it
-            bad[-4:] = struct.pack("<I", zlib.crc32(bytes(bad[:-4])))
+        if rng.random() < 0.5 and len(bad) > 2:  # the check made to match again: the checks behind it
+            bad[-2:] = struct.pack("<H", zlib.crc32(bytes(bad[:-2])) & 0xFFFF)
         try:
             assert lm.decompress(bytes(bad)) == data
         except CharlstmError as e:

@@ -61,7 +61,13 @@ def _kernels() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
-def _start(model, tokenizer, streams: int, weights: str, adapt, cache_config, context: bytes | None) -> Predictor:
+def _lead(version: int) -> int:
+    """Steps the first adapting window takes beyond the others in a file of format ``version``."""
+    return 1 if version >= 3 else 0
+
+
+def _start(model, tokenizer, streams: int, weights: str, adapt, cache_config, context: bytes | None,
+           lead: int) -> Predictor:
     """The B streams ready for the text's first tokens: after the context (its last state in
     every stream, the cache filled, with ``adapt`` learnt from), or from a zero state after a
     newline."""
@@ -74,7 +80,8 @@ def _start(model, tokenizer, streams: int, weights: str, adapt, cache_config, co
     if last is None:
         fix_theta(cache)
         last = default_start_id(tokenizer)
-    return Predictor(model, streams, weights=weights, adapt=adapt, cache=cache, hidden=hidden, start=last, step=step)
+    return Predictor(model, streams, weights=weights, adapt=adapt, cache=cache, hidden=hidden, start=last, step=step,
+                     lead=lead)
 
 
 def compress(model, tokenizer, data: bytes, config: CompressConfig, *, adapt: AdaptConfig | None = None,
@@ -89,10 +96,11 @@ def compress(model, tokenizer, data: bytes, config: CompressConfig, *, adapt: Ad
     grid[: len(ids)] = ids
     grid = grid.reshape(streams, part)  # (B, part): stream b codes ids[b*part : (b+1)*part]
     last = len(ids) - (streams - 1) * part  # the last stream's length
+    lead = _lead(fmt.FORMAT_VERSION)
     with _threads(config.threads), _evaluating(model), torch.no_grad():
         work = model if adapt is None else copy.deepcopy(model)
-        probe = probe_digest(model, streams, weights=config.weights, adapt=adapt, cache=cache)
-        predictor = _start(work, tokenizer, streams, config.weights, adapt, cache, context)
+        probe = probe_digest(model, streams, weights=config.weights, adapt=adapt, cache=cache, lead=lead)
+        predictor = _start(work, tokenizer, streams, config.weights, adapt, cache, context, lead)
         encoder = constriction.stream.queue.RangeEncoder()
         family = constriction.stream.model.Categorical(perfect=False)
         for t in range(part):
@@ -104,8 +112,7 @@ def compress(model, tokenizer, data: bytes, config: CompressConfig, *, adapt: Ad
                 on_progress(PROGRESS_STEPS * streams)
         words = encoder.get_compressed()
     header = fmt.Header(
-        model=fmt.model_digest(model, tokenizer), tokenizer=tokenizer.kind, vocab_size=tokenizer.vocab_size,
-        weights=config.weights, adapt=None if adapt is None else adapt.to_dict(),
+        version=fmt.FORMAT_VERSION, model=fmt.model_digest(model, tokenizer), weights=config.weights, adapt=None if adapt is None else adapt.to_dict(),
         cache=None if cache is None else cache.to_dict(),
         context=None if context is None else fmt.digest(context),
         streams=streams, part=part, tokens=len(ids), threads=config.threads, torch=torch.__version__,
@@ -124,7 +131,10 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
     constriction = _constriction()
     header, packed, words = fmt.read(blob, name)
     adapt, cache = _check(header, model, tokenizer, context, name)
-    side = unpack_side(packed)
+    try:
+        side = unpack_side(packed, raw=header.version >= 3)
+    except CompressedFileError:
+        raise CompressedFileError(f"{name}: damaged (its side channel cannot be read); nothing written") from None
     streams, part = header.streams, header.part
     last = header.tokens - (streams - 1) * part
     try:
@@ -132,11 +142,12 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
     except MemoryError:
         raise CompressedFileError(f"{name}: damaged (it claims more tokens than fit in memory); nothing written") from None
     with _threads(header.threads), _evaluating(model), torch.no_grad():
-        probe = probe_digest(model, streams, weights=header.weights, adapt=adapt, cache=cache)
-        if probe != header.probe:
+        lead = _lead(header.version)
+        probe = probe_digest(model, streams, weights=header.weights, adapt=adapt, cache=cache, lead=lead)
+        if not fmt.same(probe, header.probe):
             raise CompressedFileError(_other_floats(header, name))
         work = model if adapt is None else copy.deepcopy(model)
-        predictor = _start(work, tokenizer, streams, header.weights, adapt, cache, context)
+        predictor = _start(work, tokenizer, streams, header.weights, adapt, cache, context, lead)
         decoder = constriction.stream.queue.RangeDecoder(words)
         family = constriction.stream.model.Categorical(perfect=False)
         for t in range(part):
@@ -150,7 +161,7 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
             if on_progress is not None and (t + 1) % PROGRESS_STEPS == 0:
                 on_progress(PROGRESS_STEPS * streams)
     data = from_tokens(out.reshape(-1)[: header.tokens], side, tokenizer.token_bytes(), tokenizer.unk_id)
-    if len(data) != header.length or fmt.digest(data) != header.sha256:
+    if (header.length is not None and len(data) != header.length) or not fmt.same(fmt.digest(data), header.sha256):
         raise CompressedFileError(
             f"{name}: what was decoded does not match its checksum ({_made_with(header)}; here "
             f"{_here()}); nothing written"
@@ -167,13 +178,13 @@ def _coder_version() -> str:
 def _check(header: fmt.Header, model, tokenizer, context: bytes | None, name: str):
     """The refusals that need no decoding: another model, context, coder or settings."""
     digest = fmt.model_digest(model, tokenizer)
-    if digest != header.model:
+    if not fmt.same(digest, header.model):
         raise CompressedFileError(
             f"{name}: made with another model (weights {header.model[:12]}; this one's are {digest[:12]}): "
             "decompress it with the model that compressed it"
         )
     given = None if context is None else fmt.digest(context)
-    if given != header.context:
+    if (given is None) != (header.context is None) or (given is not None and not fmt.same(given, header.context)):
         wanted = "no --context" if header.context is None else f"the --context it was made with (SHA-256 {header.context[:12]})"
         raise CompressedFileError(f"{name}: made with {wanted}; give the same to decompress it")
     if header.coder != _coder_version():

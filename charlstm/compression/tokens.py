@@ -23,6 +23,7 @@ import zlib
 
 import numpy as np
 
+from charlstm.compression.format import read_varint, varint
 from charlstm.errors import CompressedFileError
 
 SIDE_LEVEL = 9  # zlib's level for the side channel: it is small, and rarely there at all
@@ -92,55 +93,40 @@ def from_tokens(ids: np.ndarray, side: list[bytes], table: list[bytes], unk_id: 
 
 
 def pack_side(side: list[bytes]) -> bytes:
-    """The side channel as bytes: each piece's length as a varint, then the pieces; compressed."""
+    """The side channel as bytes: each piece's length as a varint, then the pieces; raw deflate
+    (formats 1 and 2: zlib's, 6 bytes more)."""
     if not side:
         return b""
-    head = b"".join(_varint(len(piece)) for piece in side)
-    body = _varint(len(side)) + head + b"".join(side)
-    return zlib.compress(body, SIDE_LEVEL)
+    head = b"".join(varint(len(piece)) for piece in side)
+    body = varint(len(side)) + head + b"".join(side)
+    packer = zlib.compressobj(SIDE_LEVEL, zlib.DEFLATED, -15)
+    return packer.compress(body) + packer.flush()
 
 
-def unpack_side(blob: bytes) -> list[bytes]:
-    """``pack_side``'s inverse; a damaged channel is a ``CompressedFileError``."""
+def unpack_side(blob: bytes, raw: bool = True) -> list[bytes]:
+    """``pack_side``'s inverse (``raw``: raw deflate, as from format 3); a damaged channel is a
+    ``CompressedFileError``."""
     if not blob:
         return []
+    damaged = CompressedFileError("the side channel is damaged")
     try:
-        body = zlib.decompress(blob)
-    except zlib.error:
-        raise CompressedFileError("its side channel is damaged") from None
-    count, at = _read_varint(body, 0)
-    if count > len(body):
-        raise CompressedFileError("its side channel is damaged")
-    lengths = []
-    for _ in range(count):
-        n, at = _read_varint(body, at)
-        lengths.append(n)
+        unpacker = zlib.decompressobj(-15 if raw else 15)
+        body = unpacker.decompress(blob)
+        if not unpacker.eof or unpacker.unused_data:
+            raise damaged
+        count, at = read_varint(body, 0)
+        if count > len(body):
+            raise damaged
+        lengths = []
+        for _ in range(count):
+            n, at = read_varint(body, at)
+            lengths.append(n)
+    except (zlib.error, ValueError):
+        raise damaged from None
     if at + sum(lengths) != len(body):
-        raise CompressedFileError("its side channel is damaged")
+        raise CompressedFileError("the side channel is damaged")
     side = []
     for n in lengths:
         side.append(body[at : at + n])
         at += n
     return side
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(body: bytes, at: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if at >= len(body) or shift > 63:
-            raise CompressedFileError("its side channel is damaged")
-        byte = body[at]
-        value |= (byte & 0x7F) << shift
-        at += 1
-        shift += 7
-        if not byte & 0x80:
-            return value, at

@@ -161,7 +161,7 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
             if on_progress is not None and (t + 1) % PROGRESS_STEPS == 0:
                 on_progress(PROGRESS_STEPS * streams)
     data = from_tokens(out.reshape(-1)[: header.tokens], side, tokenizer.token_bytes(), tokenizer.unk_id)
-    if (header.length is not None and len(data) != header.length) or not fmt.same(fmt.digest(data), header.sha256):
+    if len(data) != header.length or not fmt.same(fmt.digest(data), header.sha256):
         raise CompressedFileError(
             f"{name}: what was decoded does not match its checksum ({_made_with(header)}; here "
             f"{_here()}); nothing written"

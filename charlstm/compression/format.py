@@ -4,14 +4,14 @@ Format 3, what charlstm writes (all integers little-endian; varint: 7 bits a byt
 
     MAGIC3 (3 bytes)  version (u8, 3)
     digests: the model's (4 bytes), the probe's (2) and the original's (4): each SHA-256's first bytes
-    flags (u8)  tokens, streams, side-channel bytes (varints)
+    flags (u8)  the original's bytes, tokens, streams, side-channel bytes (varints)
     [flags & CONTEXT: the context's digest (4)]  [flags & CACHE: the cache's size (varint)]
     [flags & SETTINGS: length (varint), then JSON of the settings not as ``_USUAL``, raw deflate]
     side channel (raw deflate)  coded words (u32 each)  the CRC-32's low 16 bits (u16)
 
-A file codes what ``eval`` measures: its frame (all but the words and side channel) is 20-24
-bytes for the usual settings, so that a 34 KB log coded at 0.44 bits per byte is within 1% of
-``eval``'s figure (format 2's frame was 59-92 bytes, format 1's 115-160). Each check has the
+A file codes what ``eval`` measures: its frame (all but the words and side channel) is 21-25
+bytes for the usual settings up to 2 MB, so that a 34 KB log coded at 0.44 bits per byte is
+within 1% of ``eval``'s figure (format 2's frame was 59-92 bytes, format 1's 121-161). Each check has the
 size of its job. The original's digest is the guard against a wrong file: 32 bits, as gzip's
 CRC and zstd's checksum. The model's (32 bits), the probe's (16) and the CRC's (16) only refuse
 early, before the decoding: what gets past one of them (one time in 65,536 for the 16-bit ones)
@@ -77,7 +77,7 @@ class Header:
     kernels: str  # torch.backends.cpu.get_cpu_capability()
     coder: str  # constriction's version (its quantisation is part of the code)
     probe: str  # SHA-256 of the probabilities of a short fixed run through the same path
-    length: int | None  # bytes of the original (formats 1 and 2; format 3 has the digest alone)
+    length: int  # bytes of the original
     sha256: str  # of the original
     side: int  # bytes of the side channel
     words: int  # u32 words of the coded stream
@@ -103,7 +103,7 @@ class Header:
             packed = packer.compress(raw) + packer.flush()
             tail += varint(len(packed)) + packed
         digests = b"".join(bytes.fromhex(getattr(self, key))[:n] for key, n in _DIGEST_BYTES3.items())
-        counts = varint(self.tokens) + varint(self.streams) + varint(self.side)
+        counts = varint(self.length) + varint(self.tokens) + varint(self.streams) + varint(self.side)
         return MAGIC3 + bytes([FORMAT_VERSION]) + digests + bytes([flags]) + counts + tail
 
 
@@ -231,14 +231,14 @@ def _damaged(name: str) -> CompressedFileError:
 def _header_v3(data: bytes, name: str) -> tuple[Header, int]:
     """Format 3's header and where the side channel starts."""
     at = len(MAGIC3) + 1
-    record = {"version": 3, **_USUAL, "length": None}
+    record = {"version": 3, **_USUAL}
     try:
         for key, n in _DIGEST_BYTES3.items():
             if at + n > len(data):
                 raise ValueError("short")
             record[key], at = data[at : at + n].hex(), at + n
         flags, at = data[at], at + 1
-        for key in ("tokens", "streams", "side"):
+        for key in ("length", "tokens", "streams", "side"):
             record[key], at = read_varint(data, at)
         if flags & _ADAPTED:
             record["adapt"] = dict(_ADAPT3)
@@ -314,9 +314,9 @@ def _header(record, name: str) -> Header:
         raise damaged
     for key, kind in _TYPES.items():
         value = record[key]
-        if kind in ("int", "int | None"):
+        if kind == "int":
             low, high = _LIMITS.get(key, (0, 1 << 62))
-            if not (value is None and kind != "int") and (type(value) is not int or not low <= value <= high):
+            if type(value) is not int or not low <= value <= high:
                 raise damaged
         elif kind == "str" and not isinstance(value, str):
             raise damaged
@@ -325,6 +325,6 @@ def _header(record, name: str) -> Header:
         elif kind.startswith("str |") and not (value is None or isinstance(value, str)):
             raise damaged
     header = Header(**record)
-    if (header.length is not None and header.tokens > header.length) or header.part != -(-header.tokens // header.streams):
+    if header.tokens > header.length or header.part != -(-header.tokens // header.streams):
         raise damaged  # a part is the tokens shared out; every token spells at least one byte
     return header

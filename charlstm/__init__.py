@@ -25,11 +25,13 @@ from charlstm._version import __version__
 _API = (
     "Adaptation",
     "Completion",
+    "CompressedFile",
     "Model",
     "ModelInfo",
     "Session",
     "held_out_text",
     "load",
+    "read_compressed",
     "read_run",
     "resume",
     "train",

@@ -312,6 +312,30 @@ def test_compress_and_decompress_through_the_cli(tiny_run, tmp_path):
     assert (tmp_path / "notes.txt").read_bytes() == MIXED * 5
 
 
+def test_info_lists_a_compressed_file_without_the_model(lm, tiny_run, tmp_path, small_text):
+    import charlstm
+
+    data = small_text[:700].encode()
+    packed = tmp_path / "notes.clstm"
+    packed.write_bytes(lm.compress(data, adapt=True, adapt_bptt=16, cache_size=300, context=b"before\n" * 20))
+    result = run_cli("info", packed, "--json")
+    assert result.returncode == 0, result.stderr
+    (listed,) = json.loads(result.stdout)
+    assert (listed["format"], listed["length"], listed["size"], listed["tokens"]) == (3, 700, packed.stat().st_size, 700)
+    assert listed["adapt"]["adapt_bptt"] == 16 and listed["cache"]["cache_size"] == 300 and listed["streams"] == 1
+    assert listed["bits_per_byte"] == pytest.approx(8 * packed.stat().st_size / 700)
+    assert listed["context"] == __import__("hashlib").sha256(b"before\n" * 20).hexdigest()[:8]
+    assert charlstm.read_compressed(packed.read_bytes()).to_dict() == {**listed, "name": "the file"}
+    result = run_cli("info", packed, tiny_run)  # a file and a run: each as it is
+    assert result.returncode == 0, result.stderr
+    assert "700 bytes ->" in result.stdout and "--adapt (rms, lr 0.002" in result.stdout
+    assert "--cache-size 300" in result.stdout and "finished" in result.stdout
+    packed.write_bytes(packed.read_bytes()[:-5])
+    result = run_cli("info", packed)
+    assert result.returncode == 1 and "damaged or truncated" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
 def test_stdin_and_stdout_with_a_dash(tiny_run, tmp_path):
     packed = subprocess.run([sys.executable, "-m", "charlstm", "compress", str(tiny_run), "-"], input=MIXED,
                             capture_output=True, timeout=300)

@@ -14,11 +14,12 @@ command line (``charlstm.cli``) is built on these calls.
 
     model       ``load``, the ``Model`` handle (writing text), ``Session``, the records
     measuring   what ``Model`` measures: ``score``, ``evaluate``, ``inspect``, ``adapt``
-    compressing what ``Model`` compresses: ``compress``, ``decompress``
+    compressing what ``Model`` compresses: ``compress``, ``decompress``; ``read_compressed``
     training    ``train``, ``resume``, ``read_run``, ``held_out_text``
     sources     ``text_source``: what FILE arguments name
 """
 
+from charlstm.api.compressing import CompressedFile, read_compressed
 from charlstm.api.measuring import Adaptation
 from charlstm.api.model import Completion, Model, ModelInfo, Session, load
 from charlstm.api.sources import text_source
@@ -27,11 +28,13 @@ from charlstm.api.training import held_out_text, read_run, resume, train
 __all__ = [
     "Adaptation",
     "Completion",
+    "CompressedFile",
     "Model",
     "ModelInfo",
     "Session",
     "held_out_text",
     "load",
+    "read_compressed",
     "read_run",
     "resume",
     "text_source",

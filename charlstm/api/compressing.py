@@ -5,9 +5,62 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
 from charlstm.api.sources import PathLike
 from charlstm.config import reading_configs
-from charlstm.errors import ConfigError
+from charlstm.errors import CharlstmError, ConfigError
+
+
+@dataclass(frozen=True)
+class CompressedFile:
+    """What a ``.clstm`` file's header says (``read_compressed``; ``charlstm info FILE.clstm``),
+    read without the model. Digests are hex: the first bytes of each SHA-256 that the file keeps."""
+
+    name: str
+    format: int  # the file's format version
+    size: int  # bytes of the file
+    length: int  # bytes of the original
+    bits_per_byte: float  # 8 * size / length (0 for an empty original)
+    tokens: int
+    model: str  # digest of the model that coded it (its weights, configuration and vocabulary)
+    weights: str  # fp32, int8 or bf16
+    adapt: dict | None  # --adapt's settings, or None
+    cache: dict | None  # the cache's settings, or None
+    context: str | None  # digest of the --context text, or None
+    streams: int
+    threads: int
+    torch: str
+    kernels: str
+    coder: str  # constriction's version
+    side: int  # bytes of the side channel (what the vocabulary cannot spell)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_compressed(source: bytes | PathLike, name: str | None = None) -> CompressedFile:
+    """The header of a ``.clstm`` file (a path, or its bytes), checked as ``decompress`` checks
+    it before decoding (a damaged, truncated or newer file is one ``CharlstmError``); no model
+    is needed."""
+    from charlstm.compression import format as fmt
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), name or "the file"
+    else:
+        name = name or str(source)
+        try:
+            data = Path(source).read_bytes()
+        except OSError as e:
+            raise CharlstmError(f"{name}: cannot read ({e.strerror})") from None
+    h = fmt.read(data, name)[0]
+    return CompressedFile(
+        name=name, format=h.version, size=len(data), length=h.length,
+        bits_per_byte=8 * len(data) / h.length if h.length else 0.0, tokens=h.tokens, model=h.model,
+        weights=h.weights, adapt=h.adapt, cache=h.cache, context=h.context, streams=h.streams, threads=h.threads,
+        torch=h.torch, kernels=h.kernels, coder=h.coder, side=h.side,
+    )
 
 
 def context_bytes(context: bytes | PathLike | Sequence[PathLike] | None) -> bytes | None:

@@ -24,27 +24,51 @@ def _summaries(runs: tuple[str, ...]):
     return [charlstm.read_run(run) for run in runs]
 
 
+def _is_compressed(path: str) -> bool:
+    """Whether ``path`` is a ``.clstm`` file (by its name or its first bytes), not a run."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        return False
+    if path.endswith(".clstm"):
+        return True
+    from charlstm.compression.format import MAGIC, MAGIC3
+
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC))
+    return head.startswith(MAGIC3) or head.startswith(MAGIC)
+
+
 @cli.command()
 @config_file_option
-@runs_argument
+@click.argument("runs", nargs=-1, required=True, metavar="RUN_OR_FILE...", type=click.Path())
 @json_option
 def info(runs: tuple[str, ...], as_json: bool) -> None:
     """One row per run: how it was started, model, tokenizer, data, steps, time, best validation
-    loss, status (running, finished and why, killed) and its last sample.
+    loss, status (running, finished and why, killed) and its last sample. For a .clstm file, what
+    its header says (as xz -l does): sizes, settings, the model's digest, the machine.
 
     Works on a finished run, a running one and a killed one (it reads only whole files).
 
-    RUN: a run directory (what train --out made).
+    RUN_OR_FILE: a run directory (what train --out made), or a .clstm file (what compress wrote;
+    no model needed).
     """
-    summaries = _summaries(runs)
+    import charlstm
+
+    items = [charlstm.read_compressed(p) if _is_compressed(p) else charlstm.read_run(p) for p in runs]
     if as_json:
         import json
 
-        click.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
-    else:
-        from charlstm.display import print_runs
+        click.echo(json.dumps([item.to_dict() for item in items], indent=2))
+        return
+    from charlstm.display import print_compressed, print_runs
 
+    summaries = [item for item in items if not isinstance(item, charlstm.CompressedFile)]
+    if summaries:
         print_runs(summaries)
+    files = [item for item in items if isinstance(item, charlstm.CompressedFile)]
+    if files:
+        print_compressed(files)
 
 
 @cli.command()

@@ -17,7 +17,7 @@ from charlstm.display.activations import (
 )
 from charlstm.display.charts import block_chart, plot_runs, print_curves
 from charlstm.display.consoles import duration, one_line, stderr_console, stdout_console, visible
-from charlstm.display.reports import print_eval_report, print_runs, print_scores, token_progress
+from charlstm.display.reports import print_compressed, print_eval_report, print_runs, print_scores, token_progress
 from charlstm.display.training import TrainBar, TrainProgress
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "inspection_png",
     "one_line",
     "plot_runs",
+    "print_compressed",
     "print_curves",
     "print_eval_report",
     "print_inspection",

@@ -1,4 +1,4 @@
-"""Tables of results: ``eval``'s report, ``score``'s lines, ``info``'s runs (stdout)."""
+"""Tables of results: ``eval``'s report, ``score``'s lines, ``info``'s runs and ``.clstm`` files (stdout)."""
 
 from __future__ import annotations
 
@@ -148,3 +148,39 @@ def _run_row(s) -> tuple[str, ...]:
         f"{s.best_bits_per_char:.4f}" if s.best_bits_per_char is not None else "-",
         one_line(s.last_sample, 32),
     )
+
+
+def print_compressed(files) -> None:
+    """``charlstm info FILE.clstm``: one table per file, what its header says (as ``xz -l`` does)."""
+    from rich.table import Table
+
+    console = stdout_console()
+    for f in files:
+        table = Table(title=f"charlstm info {f.name}", show_header=False, title_justify="left")
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
+        rate = f" ({f.bits_per_byte:.4f} bits per byte)" if f.length else ""
+        table.add_row("sizes", f"{f.length:,} bytes -> {f.size:,}{rate}")
+        table.add_row("coded", _coding(f))
+        table.add_row("model", f"weights digest {f.model} ({f.tokens:,} tokens coded)")
+        table.add_row("made with", f"torch {f.torch} on {f.kernels} kernels, {f.threads} threads, "
+                                   f"constriction {f.coder}; format {f.format}")
+        console.print(table)
+
+
+def _coding(f) -> str:
+    """The settings a file was coded with, as the flags that give them."""
+    parts = [f"{f.streams} stream" + ("s" if f.streams != 1 else ""), f"--weights {f.weights}"]
+    if f.adapt is not None:
+        a = f.adapt
+        parts.append(f"--adapt ({a['adapt_method']}, lr {a['adapt_lr']:g}, decay {a['adapt_decay']:g}, "
+                     f"bptt {a['adapt_bptt']}, depth {a.get('adapt_depth', 'all')}, tune {a.get('adapt_tune', 0):g})")
+    if f.cache is not None:
+        c = f.cache
+        chosen = ", ".join(f"{key} {c[f'cache_{key}']:g}" for key in ("theta", "lambda") if c.get(f"cache_{key}") is not None)
+        parts.append(f"--cache-size {c['cache_size']:,}" + (f" ({chosen})" if chosen else ""))
+    if f.context is not None:
+        parts.append(f"--context (digest {f.context})")
+    if f.side:
+        parts.append(f"{f.side:,} bytes of side channel")
+    return ", ".join(parts)

@@ -41,7 +41,7 @@ def _is_compressed(path: str) -> bool:
 
 @cli.command()
 @config_file_option
-@click.argument("runs", nargs=-1, required=True, metavar="RUN_OR_FILE...", type=click.Path())
+@runs_argument
 @json_option
 def info(runs: tuple[str, ...], as_json: bool) -> None:
     """One row per run: how it was started, model, tokenizer, data, steps, time, best validation
@@ -50,8 +50,8 @@ def info(runs: tuple[str, ...], as_json: bool) -> None:
 
     Works on a finished run, a running one and a killed one (it reads only whole files).
 
-    RUN_OR_FILE: a run directory (what train --out made), or a .clstm file (what compress wrote;
-    no model needed).
+    RUN: a run directory (what train --out made); or a .clstm file (what compress wrote; no model
+    needed).
     """
     import charlstm
 

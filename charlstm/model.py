@@ -25,6 +25,19 @@ from charlstm.config import ModelConfig
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
+def decays(name: str, param: torch.Tensor) -> bool:
+    """Whether AdamW's weight decay applies to a parameter: the weight matrices, not the biases or
+    the embedding."""
+    return param.dim() >= 2 and not name.startswith("embedding")
+
+
+def optimizer_order(model: nn.Module) -> list[str]:
+    """The parameters' names in the optimizer's order (those that decay, then the rest): how a
+    checkpoint's optimizer state numbers them."""
+    named = list(model.named_parameters())
+    return [n for n, p in named if decays(n, p)] + [n for n, p in named if not decays(n, p)]
+
+
 class LanguageModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -40,6 +53,9 @@ class LanguageModel(nn.Module):
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
         if config.tie_weights:
             self.head.weight = self.embedding.weight
+        # Per parameter name, AdamW's second moments when the checkpoint had them (``load_model``):
+        # the mean squares of the training gradients, dynamic evaluation's prior (--adapt-prior).
+        self.second_moments: dict[str, torch.Tensor] | None = None
         self._init_weights()
 
     def _init_weights(self) -> None:

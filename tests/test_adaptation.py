@@ -140,3 +140,39 @@ def test_a_model_trained_with_weight_drop_adapts_without_dropping_weights():
     model.load_state_dict(start)
     again = adapt(model, ids, AdaptConfig(adapt_bptt=16), "cpu")
     assert first == again
+
+
+def test_the_prior_adds_the_trainings_mean_squares_scaled_to_the_texts():
+    """--adapt-prior K: the rms step's mean squares are K segments of the training's (the
+    checkpoint's AdamW second moments), scaled so that their total is the text's mean segment's so
+    far, and the text's own; with K = 0, or no moments, the step is what it was, to the bit."""
+    from charlstm.evaluation.adaptation import model_step
+
+    torch.manual_seed(1)
+    grads = [[torch.randn_like(p) for p in small_model().parameters()] for _ in range(3)]
+    runs = {}
+    for prior, moments in ((300, True), (0, True), (300, False), (None, False)):
+        model = small_model()
+        torch.manual_seed(2)
+        model.second_moments = {n: torch.rand_like(p) for n, p in model.named_parameters()} if moments else None
+        config = AdaptConfig(adapt_prior=prior, adapt_tune=0.0, adapt_decay=0.0)
+        step = model_step(model, config)
+        rest = grads
+        if prior == 300 and moments:
+            v = [model.second_moments[n] for n, _ in model.named_parameters()]
+            for t in (1, 2):  # the training's, scaled to the mean segment so far, then the text's
+                step(grads[t - 1])
+                scale = sum(float((g * g).sum()) for g in grads[:t] for g in g) / t / sum(float(x.sum()) for x in v)
+                for rms, x, *g in zip(step.rms, v, *grads[:t]):
+                    torch.testing.assert_close(rms**2, 300 * scale * x + sum(gi * gi for gi in g))
+            assert step.steps == 2 and step.primed
+            rest = grads[2:]
+        for g in rest:
+            step(g)
+        runs[(prior, moments)] = ([p.detach().clone() for p in model.parameters()], step.primed)
+    assert config.adapt_prior == 300  # None: the rms default
+    without = runs[(0, True)][0]
+    for other in (runs[(300, False)][0], runs[(None, False)][0]):
+        assert all(torch.equal(a, b) for a, b in zip(without, other))  # nothing to prime with: as before
+    assert not any(torch.equal(a, b) for a, b in zip(without, runs[(300, True)][0]))  # every tensor moved otherwise
+    assert [runs[key][1] for key in runs] == [True, False, False, False]

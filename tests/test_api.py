@@ -199,7 +199,9 @@ def test_evaluate_gives_evals_report(lm, tiny_run, text_file):
         lm.evaluate(text_file, batch_size=0)
     with pytest.raises(charlstm.ConfigError) as error:
         lm.evaluate(text_file, adapt_lr=0.1)
-    assert str(error.value) == "--adapt-method, --adapt-lr, --adapt-decay, --adapt-tune, --adapt-bptt and --adapt-depth need --adapt"
+    assert str(error.value) == (
+        "--adapt-method, --adapt-lr, --adapt-decay, --adapt-tune, --adapt-prior, --adapt-bptt and --adapt-depth need --adapt"
+    )
     with pytest.raises(charlstm.DataError, match="no such file"):
         lm.evaluate(text_file.parent / "nope.txt")
 

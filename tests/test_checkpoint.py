@@ -515,3 +515,30 @@ def test_a_damaged_best_pt_names_the_last_pt_that_loads_and_the_command(tiny_run
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(run)
     assert str(e.value) == f"{run / 'best.pt'}: checksum mismatch: the file is corrupt; use another checkpoint"
+
+
+def test_the_second_moments_come_with_the_model_or_not_at_all(tiny_run):
+    """Dynamic evaluation's prior: each parameter's AdamW second moment, by name, from the
+    checkpoint's optimizer state; none from a state that does not fit (hostile until checked)."""
+    from charlstm.runs.checkpoint import load_model, second_moments
+
+    model, _, payload = load_model(tiny_run)
+    state = payload["optimizer"]["state"]
+    moments = model.second_moments
+    assert set(moments) == {name for name, _ in model.named_parameters()}
+    assert torch.equal(moments["rnn.weight_hh_l0"], state[1]["exp_avg_sq"])  # the decayed group first
+    assert torch.equal(moments["embedding.weight"], state[3]["exp_avg_sq"])
+    for spoil in ("negative", "nan", "shape", "missing", "not a tensor"):
+        broken = {k: dict(v) for k, v in state.items()}
+        if spoil == "negative":
+            broken[0]["exp_avg_sq"] = -broken[0]["exp_avg_sq"] - 1
+        elif spoil == "nan":
+            broken[2]["exp_avg_sq"] = broken[2]["exp_avg_sq"] * float("nan")
+        elif spoil == "shape":
+            broken[1]["exp_avg_sq"] = broken[1]["exp_avg_sq"][:-1]
+        elif spoil == "missing":
+            del broken[4]
+        else:
+            broken[5]["exp_avg_sq"] = [1.0]
+        assert second_moments({"state": broken}, model) is None, spoil
+    assert second_moments(None, model) is None and second_moments({"state": []}, model) is None

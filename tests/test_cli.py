@@ -585,27 +585,31 @@ def test_eval_adapt_reports_static_and_adapted_figures(tiny_run, short_file):
     adapted = report["adapted"]
     assert set(adapted) == {
         "loss", "bits_per_char", "bits_per_byte", "seconds", "adapt_lr", "adapt_decay", "adapt_bptt", "adapt_method",
-        "adapt_depth", "adapt_tune", "tuned_lr", "tuned_decay", "cached",
+        "adapt_depth", "adapt_tune", "adapt_prior", "tuned_lr", "tuned_decay", "cached",
     }
     assert (adapted["adapt_method"], adapted["adapt_lr"], adapted["adapt_decay"], adapted["adapt_bptt"],
-            adapted["adapt_depth"], adapted["adapt_tune"]) == ("rms", 0.05, 0.01, 32, 2, 0.3)
+            adapted["adapt_depth"], adapted["adapt_tune"], adapted["adapt_prior"]) == ("rms", 0.05, 0.01, 32, 2, 0.5, 300)
     assert adapted["tuned_lr"] != 0.05 and adapted["tuned_decay"] != 0.01  # --adapt-tune moved them
     assert adapted["bits_per_char"] == pytest.approx(adapted["loss"] / math.log(2) * report["tokens"] / report["chars"])
     assert adapted["loss"] != report["loss"] and adapted["seconds"] > 0
     table = invoke("eval", tiny_run, text_file, "--adapt")
     assert table.exit_code == 0 and "adapted bits per character" in table.stdout and "gain (bits per character)" in table.stdout
     wide = CliRunner().invoke(cli, ["eval", str(tiny_run), str(text_file), "--adapt"], env={"COLUMNS": "200"})
-    assert re.search(r"adapted loss \(rms, lr 0\.002 -> [\d.e-]+, decay 0\.01 -> [\d.e-]+, bptt 64, depth 4\)", wide.stdout)
+    assert re.search(r"adapted loss \(rms, lr 0\.002 -> [\d.e-]+, decay 0\.01 -> [\d.e-]+, bptt 64, depth 4, prior 300\)", wide.stdout)
     fixed = json.loads(invoke("eval", tiny_run, text_file, "--json", "--adapt", "--adapt-lr", "0.05", "--adapt-bptt",
                               "32", "--adapt-depth", "2", "--adapt-tune", "0").stdout)["adapted"]
     assert (fixed["tuned_lr"], fixed["tuned_decay"]) == (0.05, 0.01) and fixed["loss"] != adapted["loss"]
+    alone = json.loads(invoke("eval", tiny_run, text_file, "--json", "--adapt", "--adapt-lr", "0.05", "--adapt-bptt",
+                              "32", "--adapt-depth", "2", "--adapt-prior", "0").stdout)["adapted"]
+    assert alone["adapt_prior"] == 0 and alone["loss"] != adapted["loss"]  # the text's own mean squares alone
 
 
 def test_adapt_options_need_adapt(tiny_run, text_file):
     result = charlstm("eval", tiny_run, text_file, "--adapt-lr", "0.1")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == (
-        "Error: --adapt-method, --adapt-lr, --adapt-decay, --adapt-tune, --adapt-bptt and --adapt-depth need --adapt "
+        "Error: --adapt-method, --adapt-lr, --adapt-decay, --adapt-tune, --adapt-prior, --adapt-bptt and --adapt-depth "
+        "need --adapt "
         "(see 'charlstm eval --help')"
     )
     bad = charlstm("eval", tiny_run, text_file, "--adapt", "--adapt-decay", "2")
@@ -654,7 +658,7 @@ def test_sample_adapt_to_adapts_then_samples(tiny_run, short_file, tmp_path):
     tuned = record["adapted_to"].pop("tuned_lr"), record["adapted_to"].pop("tuned_decay")
     assert record["adapted_to"] == {
         "text": str(text_file), "adapt_method": "rms", "adapt_lr": 0.002, "adapt_decay": 0.01, "adapt_bptt": 64,
-        "adapt_depth": 4, "adapt_tune": 0.3,
+        "adapt_depth": 4, "adapt_tune": 0.5, "adapt_prior": 300,
     }
     assert tuned[0] != 0.002 and tuned[1] != 0.01
     assert f"(lr 0.002 -> {tuned[0]:.2g}, decay 0.01 -> {tuned[1]:.2g})" in result.stderr

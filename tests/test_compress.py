@@ -65,7 +65,7 @@ def _as_coded(lm, data, monkeypatch, **options):
         return real(header, side, words)
 
     with monkeypatch.context() as patch:
-        patch.setattr(coder, "_lead", lambda version: 0)
+        patch.setattr(coder, "_aligned", lambda version: False)
         patch.setattr(fmt, "write", keep)
         lm.compress(data, threads=1, **options)
     return seen["header"], seen["side"], seen["words"]
@@ -133,8 +133,7 @@ def test_format_3_frames_a_small_file_in_23_to_25_bytes(lm, small_text):
 
 def test_one_streams_adapting_windows_end_where_evals_do(lm):
     """eval --adapt scores from a text's second token, its windows the bptt tokens after each
-    multiple of bptt; the compressor codes the first token too, so its first window takes one
-    token more and the others end where eval's do."""
+    multiple of bptt; the compressor codes the first token, then its windows are eval's."""
     import numpy as np
 
     from charlstm.compression.streams import Predictor
@@ -153,7 +152,54 @@ def test_one_streams_adapting_windows_end_where_evals_do(lm):
             ends.append(t + 1)  # tokens coded when the weights stepped
     windows = text_windows(40, 8, 0)
     assert ends == [w.start + w.length + 1 for w in windows][:4] == [9, 17, 25, 33]
-    assert steps == [9, 8, 8, 8]
+    assert steps == [8, 8, 8, 8]
+
+
+def test_from_the_second_token_on_compress_adapt_computes_evals_probabilities(lm, small_text):
+    """One stream's --adapt: the probabilities the file codes tokens 1.. with are eval --adapt's
+    (to float rounding), so its size is eval's
+    figure plus the first token and the frame."""
+    import copy
+    import math
+
+    import numpy as np
+    import torch
+
+    from charlstm.compression.streams import Predictor
+    from charlstm.config import AdaptConfig
+    from charlstm.data.tokenizers import default_start_id
+    from charlstm.evaluation.adaptation import adapt
+
+    ids = np.asarray(lm.tokenizer.encode(small_text[:700]), dtype=np.int64)
+    config = AdaptConfig(adapt_bptt=16)
+    total, count = adapt(copy.deepcopy(lm.module), ids, config, "cpu")[:2]
+    predictor = Predictor(copy.deepcopy(lm.module).eval(), 1, adapt=config, start=default_start_id(lm.tokenizer))
+    coded = []
+    with torch.no_grad():
+        for token in ids:
+            coded.append(-math.log(float(predictor.probabilities()[0, token])))
+            predictor.advance(np.array([token]), 1)
+    assert count == len(ids) - 1
+    assert sum(coded[1:]) == pytest.approx(total, rel=1e-6)  # not aligned (formats 1 and 2): 2e-4 off
+
+
+def test_the_adapting_prior_is_recorded_as_used_and_refused_without_the_trainings_moments(tiny_run, small_text):
+    """--adapt starts from the training's mean squares (--adapt-prior) where the model has them: a
+    file records the prior it used; a model without them (an exported one) records 0 and decodes
+    either way, and refuses in one line a file that needs them."""
+    import charlstm
+    from charlstm.compression import format as fmt
+
+    data = small_text[:900].encode()
+    primed, bare = charlstm.load(tiny_run, device="cpu"), charlstm.load(tiny_run, device="cpu")
+    bare.module.second_moments = None
+    with_prior, without = primed.compress(data, adapt=True), bare.compress(data, adapt=True)
+    assert fmt.read(with_prior)[0].adapt["adapt_prior"] == 300 and fmt.read(without)[0].adapt["adapt_prior"] == 0
+    assert with_prior != without
+    assert primed.decompress(with_prior) == data and primed.decompress(without) == data == bare.decompress(without)
+    with pytest.raises(CompressedFileError) as e:
+        bare.decompress(with_prior)
+    assert "--adapt-prior 300" in str(e.value) and "run directory" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_tokens_round_trip_for_every_tokenizer(small_text):

@@ -91,6 +91,7 @@ class Compressing:
         adapt_bptt: int | None = None,
         adapt_depth: int | None = None,
         adapt_tune: float | None = None,
+        adapt_prior: int | None = None,
         cache_size: int = 0,
         cache_theta: float | None = None,
         cache_lambda: float | None = None,
@@ -111,7 +112,8 @@ class Compressing:
 
         adapt_config, cache = reading_configs(adapt, cache_size, cache_theta, cache_lambda, adapt_method=adapt_method,
                                               adapt_lr=adapt_lr, adapt_decay=adapt_decay, adapt_bptt=adapt_bptt,
-                                              adapt_depth=adapt_depth, adapt_tune=adapt_tune)
+                                              adapt_depth=adapt_depth, adapt_tune=adapt_tune,
+                                              adapt_prior=adapt_prior)
         config = CompressConfig(streams=streams, threads=threads, weights=weights or self.weights or "fp32", adapt=adapt)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ConfigError("compress takes bytes (for a str: text.encode())")

@@ -39,6 +39,7 @@ class Measuring:
         adapt_bptt: int = 64,
         adapt_depth: int = 4,
         adapt_tune: float | None = None,
+        adapt_prior: int | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> Adaptation:
         """Change this model's weights towards the text of ``file`` by dynamic evaluation (as
@@ -49,7 +50,7 @@ class Measuring:
 
         config = AdaptConfig(
             adapt_method=adapt_method, adapt_lr=adapt_lr, adapt_decay=adapt_decay, adapt_bptt=adapt_bptt,
-            adapt_depth=adapt_depth, adapt_tune=adapt_tune,
+            adapt_depth=adapt_depth, adapt_tune=adapt_tune, adapt_prior=adapt_prior,
         )
         source = TextSource.from_file(file)
         started = time.perf_counter()
@@ -122,6 +123,7 @@ class Measuring:
         adapt_bptt: int | None = None,
         adapt_depth: int | None = None,
         adapt_tune: float | None = None,
+        adapt_prior: int | None = None,
         cache_size: int = 0,
         cache_theta: float | None = None,
         cache_lambda: float | None = None,
@@ -147,6 +149,7 @@ class Measuring:
         adapt_config, cache_config = reading_configs(
             adapt, cache_size, cache_theta, cache_lambda, adapt_method=adapt_method, adapt_lr=adapt_lr,
             adapt_decay=adapt_decay, adapt_bptt=adapt_bptt, adapt_depth=adapt_depth, adapt_tune=adapt_tune,
+            adapt_prior=adapt_prior,
         )
         module = self._weighted(weights)
         if adapt and module is not self.module:

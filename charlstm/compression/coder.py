@@ -10,6 +10,7 @@ every symbol keeps a nonzero share: a token the model finds impossible still cod
 from __future__ import annotations
 
 import copy
+import dataclasses
 from contextlib import contextmanager
 
 import numpy as np
@@ -61,13 +62,14 @@ def _kernels() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
-def _lead(version: int) -> int:
-    """Steps the first adapting window takes beyond the others in a file of format ``version``."""
-    return 1 if version >= 3 else 0
+def _aligned(version: int) -> bool:
+    """Whether one stream's --adapt computes eval's probabilities from the second token on
+    (``Predictor``'s ``align``) in a file of format ``version``."""
+    return version >= 3
 
 
 def _start(model, tokenizer, streams: int, weights: str, adapt, cache_config, context: bytes | None,
-           lead: int) -> Predictor:
+           align: bool) -> Predictor:
     """The B streams ready for the text's first tokens: after the context (its last state in
     every stream, the cache filled, with ``adapt`` learnt from), or from a zero state after a
     newline."""
@@ -81,7 +83,7 @@ def _start(model, tokenizer, streams: int, weights: str, adapt, cache_config, co
         fix_theta(cache)
         last = default_start_id(tokenizer)
     return Predictor(model, streams, weights=weights, adapt=adapt, cache=cache, hidden=hidden, start=last, step=step,
-                     lead=lead)
+                     align=align)
 
 
 def compress(model, tokenizer, data: bytes, config: CompressConfig, *, adapt: AdaptConfig | None = None,
@@ -90,17 +92,18 @@ def compress(model, tokenizer, data: bytes, config: CompressConfig, *, adapt: Ad
     a ``.clstm`` file. ``adapt``, ``cache`` and ``context`` as ``charlstm eval`` takes them."""
     constriction = _constriction()
     cache = cache if cache is not None and cache.cache_size else None
+    adapt = _as_used(adapt, model)
     ids, side = to_tokens(data, tokenizer)
     streams, part = layout(len(ids), config.streams, cache=cache is not None, adapt=adapt is not None)
     grid = np.zeros(streams * part, dtype=np.int64)
     grid[: len(ids)] = ids
     grid = grid.reshape(streams, part)  # (B, part): stream b codes ids[b*part : (b+1)*part]
     last = len(ids) - (streams - 1) * part  # the last stream's length
-    lead = _lead(fmt.FORMAT_VERSION)
+    align = _aligned(fmt.FORMAT_VERSION)
     with _threads(config.threads), _evaluating(model), torch.no_grad():
         work = model if adapt is None else copy.deepcopy(model)
-        probe = probe_digest(model, streams, weights=config.weights, adapt=adapt, cache=cache, lead=lead)
-        predictor = _start(work, tokenizer, streams, config.weights, adapt, cache, context, lead)
+        probe = probe_digest(model, streams, weights=config.weights, adapt=adapt, cache=cache, align=align)
+        predictor = _start(work, tokenizer, streams, config.weights, adapt, cache, context, align)
         encoder = constriction.stream.queue.RangeEncoder()
         family = constriction.stream.model.Categorical(perfect=False)
         for t in range(part):
@@ -142,12 +145,12 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
     except MemoryError:
         raise CompressedFileError(f"{name}: damaged (it claims more tokens than fit in memory); nothing written") from None
     with _threads(header.threads), _evaluating(model), torch.no_grad():
-        lead = _lead(header.version)
-        probe = probe_digest(model, streams, weights=header.weights, adapt=adapt, cache=cache, lead=lead)
+        align = _aligned(header.version)
+        probe = probe_digest(model, streams, weights=header.weights, adapt=adapt, cache=cache, align=align)
         if not fmt.same(probe, header.probe):
             raise CompressedFileError(_other_floats(header, name))
         work = model if adapt is None else copy.deepcopy(model)
-        predictor = _start(work, tokenizer, streams, header.weights, adapt, cache, context, lead)
+        predictor = _start(work, tokenizer, streams, header.weights, adapt, cache, context, align)
         decoder = constriction.stream.queue.RangeDecoder(words)
         family = constriction.stream.model.Categorical(perfect=False)
         for t in range(part):
@@ -167,6 +170,18 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
             f"{_here()}); nothing written"
         )
     return data
+
+
+def _primed(adapt: AdaptConfig | None) -> bool:
+    return adapt is not None and adapt.adapt_method == "rms" and adapt.adapt_prior > 0
+
+
+def _as_used(adapt: AdaptConfig | None, model) -> AdaptConfig | None:
+    """``adapt`` as the file will record it: no prior where there is none to use (a model
+    without the training's second moments, or sgd)."""
+    if adapt is not None and adapt.adapt_prior and not (_primed(adapt) and model.second_moments):
+        return dataclasses.replace(adapt, adapt_prior=0)
+    return adapt
 
 
 def _coder_version() -> str:
@@ -199,11 +214,17 @@ def _check(header: fmt.Header, model, tokenizer, context: bytes | None, name: st
         raise CompressedFileError(f"{name}: damaged (its settings cannot be read); nothing written") from None
     if header.weights not in CompressConfig.__dataclass_fields__["weights"].metadata["choices"]:
         raise CompressedFileError(f"{name}: damaged (its settings cannot be read); nothing written")
+    if _primed(adapt) and not model.second_moments:
+        raise CompressedFileError(
+            f"{name}: its --adapt started from the training's mean squares (--adapt-prior {adapt.adapt_prior}), "
+            "which this model lacks (an exported one has none): decompress it with the run directory that "
+            "compressed it; nothing written"
+        )
     return adapt, cache
 
 
 # What a file's --adapt did before a setting was recorded: the whole window, fixed lr and decay.
-_BEFORE = {"adapt_depth": 1 << 30, "adapt_tune": 0.0}
+_BEFORE = {"adapt_depth": 1 << 30, "adapt_tune": 0.0, "adapt_prior": 0}
 
 
 def _made_with(header: fmt.Header) -> str:

@@ -54,7 +54,7 @@ _SETTINGS = 8  # the settings not as _USUAL follow, as JSON
 _USUAL = {"weights": "fp32", "adapt": None, "cache": None, "context": None, "threads": 2,
           "torch": "2.13.0+cpu", "kernels": "AVX512", "coder": "0.5.0"}
 _ADAPT3 = {"adapt_bptt": 64, "adapt_decay": 0.01, "adapt_depth": 4, "adapt_lr": 0.002, "adapt_method": "rms",
-           "adapt_tune": 0.3}  # part of the format, as _USUAL: never change either without a new version
+           "adapt_prior": 300, "adapt_tune": 0.5}  # part of the format, as _USUAL: never change either without a new version
 
 
 @dataclass(frozen=True)

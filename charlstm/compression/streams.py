@@ -27,7 +27,7 @@ from charlstm.cells import TokenStepper
 from charlstm.config import AdaptConfig, CacheConfig
 from charlstm.data.batches import windows
 from charlstm.evaluation import backprop
-from charlstm.evaluation.adaptation import add_pending, score_pending, weight_step, window_gradients
+from charlstm.evaluation.adaptation import add_pending, model_step, score_pending, window_gradients
 from charlstm.evaluation.cache import (
     CONTEXT_TUNE_TOKENS, THETAS, NeuralCache, remember_read, token_nll, tunes,
 )
@@ -44,7 +44,7 @@ class Predictor:
     copy); with ``cache`` the streams share one neural cache."""
 
     def __init__(self, model, streams: int, *, weights: str = "fp32", adapt: AdaptConfig | None = None,
-                 cache: NeuralCache | None = None, hidden=None, start: int = 0, step=None, lead: int = 1) -> None:
+                 cache: NeuralCache | None = None, hidden=None, start: int = 0, step=None, align: bool = True) -> None:
         self.model, self.weights, self.adapt, self.cache = model, weights, adapt, cache
         self.streams = streams
         self.stepper = TokenStepper(model, weights)
@@ -54,15 +54,17 @@ class Predictor:
         self.active: list[int] = []  # per step of the window: how many streams were text
         if adapt is not None:
             self.params = [p for p in model.parameters() if p.requires_grad]
-            self.step = step if step is not None else weight_step(self.params, adapt)
+            self.step = step if step is not None else model_step(model, adapt)
             # A step of the weights every adapt_bptt tokens, as eval --adapt steps on one stream:
             # B streams code B tokens a step, so a window is adapt_bptt / B steps (B times fewer
             # steps of the weights per token cost 8-16% of the gain from adapting).
             self.window_steps = max(1, adapt.adapt_bptt // streams)
-            # The first window takes ``lead`` steps more: one stream's windows after it then end
-            # where eval --adapt's do (eval scores from the text's second token; the cut moved
-            # the licences' figure by 0.016 bits per byte). Format 2 files were coded with 0.
-            self.lead = lead
+            # ``align``: from the second token on, one stream computes what eval --adapt does,
+            # which scores a text from its second token: the first token is coded and not learnt
+            # from, the first window starts after it, and without a context the state starts
+            # again from zeros there, as eval's (where the windows fall moved the licences' figure
+            # by 0.016 bits per byte). Formats 1 and 2 were coded without.
+            self.align, self.cold = align, hidden is None
             self.window = [self.previous.clone()]  # the window's tokens, the one before it first
             self.window_start = tuple(t.clone() for t in self.state.hidden)
         # An LSTM's window is differentiated from what the stepper computed while coding it
@@ -103,8 +105,19 @@ class Predictor:
             return
         self.window.append(tokens)
         self.active.append(active)
-        if len(self.window) > self.window_steps + self.lead:
+        if self.align:
+            self._start_as_eval(tokens)
+        elif len(self.window) > self.window_steps:
             self._learn()
+
+    def _start_as_eval(self, tokens: torch.Tensor) -> None:
+        """After the first token (``align``): the first window starts with it as its input."""
+        self.align = False
+        if self.cold:
+            for t in self.state.hidden:
+                t.zero_()
+        self.window, self.active, self.tape, self.tape_logits = [tokens.clone()], [], [], []
+        self.window_start = tuple(t.clone() for t in self.state.hidden)
 
     def _learn(self) -> None:
         """One step of the weights on the window just coded: from what the stepper computed while
@@ -122,7 +135,7 @@ class Predictor:
         hidden = tuple(t.clone() for t in self.state.hidden)
         self.stepper = TokenStepper(self.model, self.weights)  # the weights changed
         self.state = self.stepper.state(hidden, self.streams)
-        self.window, self.active, self.lead = [self.previous.clone()], [], 0
+        self.window, self.active = [self.previous.clone()], []
         self.window_start = tuple(t.clone() for t in self.state.hidden)
 
 
@@ -163,7 +176,7 @@ def read_context(model, ids: np.ndarray, adapt: AdaptConfig | None, cache: Neura
     and the weights' step (which carries on into the text)."""
     tail = max(context_tails(len(ids), adapt, cache and CacheConfig(cache_size=cache.size)).values())
     params = [p for p in model.parameters() if p.requires_grad]
-    step = weight_step(params, adapt) if adapt is not None else None
+    step = model_step(model, adapt) if adapt is not None else None
     if tail < 2:
         return None, None, step
     ids = np.asarray(ids[len(ids) - tail :], dtype=np.int64)
@@ -208,7 +221,7 @@ def fix_theta(cache: NeuralCache | None) -> None:
 
 
 def probe_digest(model, streams: int, *, weights: str, adapt: AdaptConfig | None, cache: CacheConfig | None,
-                 lead: int = 1) -> str:
+                 align: bool = True) -> str:
     """SHA-256 of the exact float bits of the probabilities of a short fixed run through the same
     path as a file's (a context read, B streams stepped, one adapting step with ``adapt``), on a
     copy of ``model``: two machines that agree on it compute the same floats for these calls."""
@@ -222,9 +235,9 @@ def probe_digest(model, streams: int, *, weights: str, adapt: AdaptConfig | None
     context = (np.arange(2 * CONTEXT_WINDOW + 1) * 7 + 3) % vocab
     hidden, last, step = read_context(probe, context, adapt, ring)
     predictor = Predictor(probe, streams, weights=weights, adapt=adapt, cache=ring, hidden=hidden, start=last, step=step,
-                          lead=lead)
+                          align=align)
     h = hashlib.sha256()
-    steps = PROBE_STEPS + (predictor.window_steps + lead + 1 if adapt is not None else 0)
+    steps = PROBE_STEPS + (predictor.window_steps + 2 if adapt is not None else 0)
     for t in range(steps):
         h.update(predictor.probabilities().tobytes())
         predictor.advance((np.arange(streams) * 3 + t * 5 + 1) % vocab, streams)

@@ -34,7 +34,7 @@ SIZES = ("auto", "fixed")
 ENCODING_ERRORS = ("strict", "replace")
 ADAPT_METHODS = ("rms", "sgd")
 # Each dynamic-evaluation method's (--adapt-lr, --adapt-decay, --adapt-tune) when not given.
-ADAPT_DEFAULTS = {"sgd": (0.1, 0.0, 0.0), "rms": (0.002, 0.01, 0.3)}
+ADAPT_DEFAULTS = {"sgd": (0.1, 0.0, 0.0, 0), "rms": (0.002, 0.01, 0.5, 300)}  # lr, decay, tune, prior
 # What ``inspect --show`` can colour by, per cell, in display order (``cells.trace`` records each).
 QUANTITIES = {
     "lstm": ("cell", "hidden", "forget", "input", "output", "candidate"),
@@ -281,7 +281,13 @@ class AdaptConfig(_Serializable):
         None,
         "How fast the learning rate and the pull back follow the text: before each step each is multiplied "
         "by exp(-T x cos), T this value and cos the cosine between the segment's gradient and the way a larger "
-        "value would have moved the weights (a hypergradient); 0 keeps them fixed [default: 0 for sgd, 0.3 for rms].",
+        "value would have moved the weights (a hypergradient); 0 keeps them fixed [default: 0 for sgd, 0.5 for rms].",
+    )
+    adapt_prior: int | None = setting(
+        None,
+        "rms: how many segments the training's mean square gradients count for in the step's normaliser "
+        "(Krause et al.: the checkpoint's AdamW second moments, scaled to the first segment's gradients); 0, "
+        "or a model without them (an exported folder), uses the text's alone [default: 0 for sgd, 300 for rms].",
     )
     adapt_bptt: int = setting(64, "Tokens scored per adapting step.")
     adapt_depth: int = setting(
@@ -294,6 +300,7 @@ class AdaptConfig(_Serializable):
         c.positive_number("adapt_lr")
         c.within("adapt_decay", "[0, 1]")
         c.within("adapt_tune", "[0, 10]")
+        c.within("adapt_prior", "[0, 1000000]")
         c.at_least("adapt_bptt", 1)
         c.zero_or_more("adapt_depth")
         c.raise_if_any()
@@ -304,6 +311,8 @@ class AdaptConfig(_Serializable):
             self.adapt_decay = defaults[1]
         if self.adapt_tune is None:
             self.adapt_tune = defaults[2]
+        if self.adapt_prior is None:
+            self.adapt_prior = defaults[3]
 
 
 @dataclass

@@ -33,7 +33,7 @@ def print_eval_report(report, name: str) -> None:
         table.add_row(
             f"adapted loss ({adapted.adapt_method}, lr {_tuned(adapted.adapt_lr, adapted.tuned_lr)}, "
             f"decay {_tuned(adapted.adapt_decay, adapted.tuned_decay)}, bptt {adapted.adapt_bptt}, "
-            f"depth {adapted.adapt_depth})",
+            f"depth {adapted.adapt_depth}" + (f", prior {adapted.adapt_prior}" if adapted.adapt_prior else "") + ")",
             f"{adapted.loss:.4f}",
         )
         table.add_row("adapted bits per character", f"{adapted.bits_per_char:.4f}")
@@ -174,7 +174,8 @@ def _coding(f) -> str:
     if f.adapt is not None:
         a = f.adapt
         parts.append(f"--adapt ({a['adapt_method']}, lr {a['adapt_lr']:g}, decay {a['adapt_decay']:g}, "
-                     f"bptt {a['adapt_bptt']}, depth {a.get('adapt_depth', 'all')}, tune {a.get('adapt_tune', 0):g})")
+                     f"bptt {a['adapt_bptt']}, depth {a.get('adapt_depth', 'all')}, tune {a.get('adapt_tune', 0):g}, "
+                     f"prior {a.get('adapt_prior', 0)})")
     if f.cache is not None:
         c = f.cache
         chosen = ", ".join(f"{key} {c[f'cache_{key}']:g}" for key in ("theta", "lambda") if c.get(f"cache_{key}") is not None)

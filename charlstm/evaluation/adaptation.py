@@ -16,10 +16,13 @@ step (``--adapt-method``):
 
 The rms method is Krause et al.'s: updates normalised by the root mean square of the gradients,
 and a pull back that is stronger for the weights whose gradients are large. They collect the
-mean squares on the training data; a checkpoint does not carry its training text, so here they
-come from the gradients of the text already scored (the first segment's step is a sign step).
+mean squares on the training data; a checkpoint does not carry its training text, but it does
+carry AdamW's second moments, the training gradients' mean squares: with ``--adapt-prior K``
+(rms: 300) ms is those, K segments' worth scaled so that their total is K times the text's mean
+segment so far, together with the text's own. Without them (0, or a model with no optimizer
+state) ms is the text's alone, and the first segment's step is a sign step.
 
-With ``--adapt-tune T`` (rms: 0.3) the text also chooses lr and decay (a hypergradient, as
+With ``--adapt-tune T`` (rms: 0.5) the text also chooses lr and decay (a hypergradient, as
 Baydin et al. 2018 learn a learning rate): before each step, each is multiplied by
 exp(-T cos), cos between the segment's gradient and the way the weights would now stand with
 a larger value (each past step, or each past pull, carried through the pulls since). A text that
@@ -204,17 +207,24 @@ RMS_EPS = 1e-6
 RMS_MAX_STEP = 3.0
 
 
-def weight_step(params, config: AdaptConfig):
+def weight_step(params, config: AdaptConfig, prior=None):
     """The update rule of ``config.adapt_method`` (the module docstring) for ``params``, pulled
     back towards their values now: call it with each segment's gradients (one per parameter) and
-    it steps the weights in place (``adapt``, and ``charlstm compress --adapt``)."""
+    it steps the weights in place (``adapt``, and ``charlstm compress --adapt``). ``prior``: the
+    training's mean square gradients, one per parameter (rms, with ``config.adapt_prior``)."""
     trained = [p.detach().clone() for p in params]
-    return _RmsStep(params, config, trained) if config.adapt_method == "rms" else _SgdStep(params, config, trained)
+    if config.adapt_method == "rms":
+        return _RmsStep(params, config, trained, prior if config.adapt_prior else None)
+    return _SgdStep(params, config, trained)
 
 
 def model_step(model, config: AdaptConfig):
-    """``weight_step`` for the weights of ``model`` that learn (``step.params``)."""
-    return weight_step([p for p in model.parameters() if p.requires_grad], config)
+    """``weight_step`` for the weights of ``model`` that learn (``step.params``), with the
+    training's second moments as the prior where the model has them (``second_moments``)."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    moments = getattr(model, "second_moments", None)
+    prior = [moments[name] for name, _ in named] if moments and all(n in moments for n, _ in named) else None
+    return weight_step([p for _, p in named], config, prior)
 
 
 class _Tuning:
@@ -290,22 +300,35 @@ class _RmsStep:
     in place on buffers made once: a fresh buffer the size of the model for each of a step's
     dozen operations cost more than the arithmetic (6.9 ms a step for 1.2M weights, now 4.2)."""
 
-    def __init__(self, params, config: AdaptConfig, trained) -> None:
+    def __init__(self, params, config: AdaptConfig, trained, prior=None) -> None:
         self.params, self.config, self.trained = params, config, trained
         self.squares = [torch.zeros_like(p) for p in params]
         self.rms = [torch.zeros_like(p) for p in params]
         self.work = [torch.zeros_like(p) for p in params]
         self.steps = 0
         self.tuning = _Tuning(params, config, scratch=self.work)
+        # --adapt-prior: the training's mean squares (on the weights' devices), with the total of
+        # the text's gradients' squares so far, which sets their scale at each step.
+        total = sum(float(v.sum()) for v in prior) if prior is not None else 0.0
+        self.primed = prior is not None and config.adapt_prior > 0 and math.isfinite(total) and total > 0
+        self.prior = [v.to(p.device) for v, p in zip(prior, params)] if self.primed else None
+        self.prior_total, self.text_total = total, 0.0
 
     @torch.no_grad()
     def __call__(self, grads) -> None:
         rms, work, tuning = self.rms, self.work, self.tuning
         tuning.follow(grads, self.params, self.trained)
         self.steps += 1
-        n = math.sqrt(self.steps)
         torch._foreach_addcmul_(self.squares, grads, grads)
         torch._foreach_copy_(rms, self.squares)
+        if self.primed:
+            n = math.sqrt(self.steps + self.config.adapt_prior)
+            self.text_total += sum(float(x) ** 2 for x in torch._foreach_norm(grads))
+            # K segments of the training's mean squares, scaled to the text's mean segment so far.
+            alpha = self.config.adapt_prior * (self.text_total / self.steps) / self.prior_total
+            torch._foreach_add_(rms, self.prior, alpha=alpha)
+        else:
+            n = math.sqrt(self.steps)
         torch._foreach_sqrt_(rms)  # n times sqrt(mean of g*g): the n is folded in below, not divided out
         torch._foreach_copy_(work, rms)
         torch._foreach_add_(work, RMS_EPS * n)

@@ -47,6 +47,7 @@ class AdaptedScore:
     adapt_method: str = "sgd"
     adapt_depth: int | None = None
     adapt_tune: float = 0.0
+    adapt_prior: int = 0  # as used: 0 when the model had no training second moments
     tuned_lr: float | None = None  # lr and decay at the end of the text (--adapt-tune learns them)
     tuned_decay: float | None = None
     cached: CachedScore | None = None  # adapting and the cache together (--adapt --cache-size N)
@@ -261,6 +262,7 @@ class _Pass:
     cache: NeuralCache | None = None  # the cache it read with
     cached_sum: float | None = None  # the adapting pass with a cache: nats with the cache mixed in
     tuned: tuple[float, float] | None = None  # the adapting pass: lr and decay at the end
+    primed: bool = False  # the adapting pass: whether the training's mean squares were its prior
 
     @property
     def mean(self) -> float:
@@ -272,6 +274,8 @@ class _Pass:
     def adapted_score(self, per_unit, config: AdaptConfig) -> AdaptedScore:
         score = AdaptedScore(self.mean, *per_unit(self.mean), self.seconds, **config.to_dict())
         score.tuned_lr, score.tuned_decay = self.tuned
+        if not self.primed:
+            score.adapt_prior = 0
         if self.cache is not None:  # rode on this pass: no seconds of its own
             score.cached = self.cached_score(per_unit, self.cached_sum / self.scored, 0.0)
         return score
@@ -310,7 +314,8 @@ def _adapted_pass(model, text: _Joined, config: AdaptConfig, cache_config: Cache
                     step=step)
     cached_sum = results[2] if cache is not None else None
     tuned = (step.tuning.lr, step.tuning.decay)
-    return _Pass(results[0], results[1], time.perf_counter() - started, cache, cached_sum, tuned)
+    primed = getattr(step, "primed", False)
+    return _Pass(results[0], results[1], time.perf_counter() - started, cache, cached_sum, tuned, primed)
 
 
 def context_tails(available: int, adapt_config: AdaptConfig | None, cache_config: CacheConfig | None) -> dict[str, int]:

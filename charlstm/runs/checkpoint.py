@@ -39,7 +39,7 @@ import torch
 
 from charlstm.atomic import atomic_write
 from charlstm.errors import CheckpointError
-from charlstm.model import LanguageModel
+from charlstm.model import LanguageModel, optimizer_order
 from charlstm.runs.checks import check_model, check_model_config
 from charlstm.runs.digest import UnsupportedData, payload_sha256
 from charlstm.runs.folder import is_model_folder, load_folder
@@ -321,7 +321,30 @@ def model_from_checkpoint(payload: dict, device: str | torch.device = "cpu", pat
     config, tokenizer = check_model(payload, path)
     model = LanguageModel(config)
     model.load_state_dict(payload["model"])
+    model.second_moments = second_moments(payload.get("optimizer"), model)
     return model.to(device), tokenizer
+
+
+def second_moments(optimizer, model: LanguageModel) -> dict[str, torch.Tensor] | None:
+    """AdamW's second moment of each parameter from a checkpoint's optimizer state (CPU, fp32), by
+    parameter name; None where there is none that fits the model (an exported folder, a state of
+    other shapes, negative or not finite values): dynamic evaluation then has no prior."""
+    state = optimizer.get("state") if isinstance(optimizer, dict) else None
+    names = optimizer_order(model)
+    if not isinstance(state, dict) or len(state) != len(names):
+        return None
+    params = dict(model.named_parameters())
+    moments = {}
+    for index, name in enumerate(names):
+        entry = state.get(index)
+        v = entry.get("exp_avg_sq") if isinstance(entry, dict) else None
+        if not isinstance(v, torch.Tensor) or v.shape != params[name].shape or not v.is_floating_point():
+            return None
+        v = v.detach().to("cpu", torch.float32)
+        if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
+            return None
+        moments[name] = v
+    return moments
 
 
 def load_model(

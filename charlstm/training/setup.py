@@ -26,7 +26,7 @@ from charlstm.errors import CheckpointError, DataError
 from charlstm.training.finetune import InitFrom, unknown_characters
 from charlstm.hardware import Precision, resolve_precision, select_device
 from charlstm.runs.lock import RunLock
-from charlstm.model import LanguageModel
+from charlstm.model import LanguageModel, decays
 from charlstm.runs.directory import ResumePlan, prepare_run_dir, token_file, write_metrics
 from charlstm.training.averaging import WeightAverage
 from charlstm.training.sizing import SHAPE_FIELDS, choose_size, many_passes_recipe, small_text_recipe
@@ -345,8 +345,8 @@ def planned_steps(config: TrainConfig, steps_per_epoch: int) -> int | None:
 def _adamw(model: LanguageModel, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on the weight matrices only (not biases or the embedding)."""
     named = list(model.named_parameters())
-    decay = [p for n, p in named if p.dim() >= 2 and not n.startswith("embedding")]
-    no_decay = [p for n, p in named if p.dim() < 2 or n.startswith("embedding")]
+    decay = [p for n, p in named if decays(n, p)]
+    no_decay = [p for n, p in named if not decays(n, p)]
     return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": config.weight_decay},

@@ -9,10 +9,9 @@ Format 3, what charlstm writes (all integers little-endian; varint: 7 bits a byt
     [flags & SETTINGS: length (varint), then JSON of the settings not as ``_USUAL``, raw deflate]
     side channel (raw deflate)  coded words (u32 each)  the CRC-32's low 16 bits (u16)
 
-A file codes what ``eval`` measures: its frame (all but the words and side channel) is 21-25
-bytes for the usual settings up to 2 MB, so that a 34 KB log coded at 0.44 bits per byte is
-within 1% of ``eval``'s figure (format 2's frame was 59-92 bytes, format 1's 121-161). Each check has the
-size of its job. The original's digest is the guard against a wrong file: 32 bits, as gzip's
+A file codes what ``eval`` measures, and its frame (all but the words and side channel) is
+21-25 bytes for the usual settings up to 2 MB: 1.4% of a 34 KB log coded at 0.43 bits per byte
+(format 2's frame was 59-92 bytes, format 1's 121-161). Each check has the size of its job. The original's digest is the guard against a wrong file: 32 bits, as gzip's
 CRC and zstd's checksum. The model's (32 bits), the probe's (16) and the CRC's (16) only refuse
 early, before the decoding: what gets past one of them (one time in 65,536 for the 16-bit ones)
 decodes into bytes the original's digest refuses, and nothing is written.

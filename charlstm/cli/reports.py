@@ -28,10 +28,10 @@ def _is_compressed(path: str) -> bool:
     """Whether ``path`` is a ``.clstm`` file (by its name or its first bytes), not a run."""
     from pathlib import Path
 
-    if not Path(path).is_file():
-        return False
     if path.endswith(".clstm"):
         return True
+    if not Path(path).is_file():
+        return False
     from charlstm.compression.format import MAGIC, MAGIC3
 
     with open(path, "rb") as f:

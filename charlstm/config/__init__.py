@@ -286,7 +286,7 @@ class AdaptConfig(_Serializable):
     adapt_prior: int | None = setting(
         None,
         "rms: how many segments the training's mean square gradients count for in the step's normaliser "
-        "(Krause et al.: the checkpoint's AdamW second moments, scaled to the first segment's gradients); 0, "
+        "(Krause et al.: the checkpoint's AdamW second moments, scaled to the text's gradients); 0, "
         "or a model without them (an exported folder), uses the text's alone [default: 0 for sgd, 300 for rms].",
     )
     adapt_bptt: int = setting(64, "Tokens scored per adapting step.")

@@ -244,13 +244,14 @@ class _Tuning:
             scratch = [torch.zeros_like(p) for p in params]
         self.scratch = scratch
 
-    def follow(self, grads, params, trained) -> None:
-        """Before a step: lr and decay moved against ``grads``, the segment's gradients."""
+    def follow(self, grads, params, trained, squares: float | None = None) -> None:
+        """Before a step: lr and decay moved against ``grads``, the segment's gradients
+        (``squares``: their sum of squares, when the caller has it)."""
         if not self.rate:
             return
         for out, p, t in zip(self.scratch, params, trained):
             torch.sub(p, t, out=out)
-        norm = _norm(grads)
+        norm = math.sqrt(_squares(grads) if squares is None else squares)
         self.lr *= math.exp(-self.rate * _cosine(grads, self.scratch, norm))
         if self.pulled is not None:
             self.decay = min(1.0, self.decay * math.exp(-self.rate * _cosine(grads, self.pulled, norm)))
@@ -265,8 +266,12 @@ class _Tuning:
         torch._foreach_lerp_(self.pulled, self.scratch, rates)
 
 
+def _squares(tensors) -> float:
+    return sum(float(n) ** 2 for n in torch._foreach_norm(tensors))
+
+
 def _norm(tensors) -> float:
-    return math.sqrt(sum(float(n) ** 2 for n in torch._foreach_norm(tensors)))
+    return math.sqrt(_squares(tensors))
 
 
 def _cosine(grads, other, norm: float) -> float:
@@ -317,13 +322,14 @@ class _RmsStep:
     @torch.no_grad()
     def __call__(self, grads) -> None:
         rms, work, tuning = self.rms, self.work, self.tuning
-        tuning.follow(grads, self.params, self.trained)
+        squares = _squares(grads) if self.primed else None  # once, for the prior's scale and the tuning
+        tuning.follow(grads, self.params, self.trained, squares)
         self.steps += 1
         torch._foreach_addcmul_(self.squares, grads, grads)
         torch._foreach_copy_(rms, self.squares)
         if self.primed:
             n = math.sqrt(self.steps + self.config.adapt_prior)
-            self.text_total += sum(float(x) ** 2 for x in torch._foreach_norm(grads))
+            self.text_total += squares
             # K segments of the training's mean squares, scaled to the text's mean segment so far.
             alpha = self.config.adapt_prior * (self.text_total / self.steps) / self.prior_total
             torch._foreach_add_(rms, self.prior, alpha=alpha)

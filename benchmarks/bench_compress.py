@@ -19,10 +19,15 @@ gives it back: the files' bits per byte against ``eval``'s and against the ancho
 of this kind of text" (``zstd --patch-from`` the first 90%, ``zstd -19 -D`` with a dictionary
 ``zstd --train`` made from it cut into 4 KB samples, ``brotli -q 11``, ``bzip2 -9``), each way's
 KB/s, peak memory and the round trip. ``--big 10000000`` also round-trips a 10 MB file.
+Static coding is measured twice side by side, with the default int8 products and ``--weights
+fp32``, each against ``eval``'s static figure with the same ``--weights``. ``--static`` measures
+only that (no dynamic evaluation or cache: minutes, not an hour); ``--reuse DIR`` takes the texts
+and runs a ``--keep DIR`` left instead of building and training them.
 
     python3 benchmarks/bench_compress.py --budgets 300 --json compress.json --big 10000000  # 5 texts: ~50 min (2 cores)
     python3 benchmarks/bench_compress.py --budgets 300 --texts code,log
     python3 benchmarks/bench_compress.py --quick                    # seconds: tiny slices and models (the suite)
+    python3 benchmarks/bench_compress.py --budgets 300 --static --reuse DIR   # static coding of kept runs: ~3 min
 """
 
 from __future__ import annotations
@@ -197,9 +202,9 @@ def compress_row(run_dir: Path, test_path: Path, options: list, tmp: Path, log: 
     size = test_path.stat().st_size
 
     def rate(line: str, seconds: float) -> float:
-        """KB/s of the coding alone from the command's own " in S s", else of the whole command."""
-        match = re.search(r" in ([0-9.]+) s", line)
-        return round(size / 1000 / max(float(match[1]) if match else seconds, 1e-3), 1)
+        """KB/s of the coding alone as the command reports it, else of the whole command."""
+        match = re.search(r"\(([0-9.,]+) KB/s\)", line)
+        return float(match[1].replace(",", "")) if match else round(size / 1000 / max(seconds, 1e-3), 1)
 
     row = {"bits_per_byte": packed.stat().st_size * 8 / size, "compress_s": c_seconds, "decompress_s": d_seconds,
            "compress_kb_s": rate(c_line, c_seconds), "decompress_kb_s": rate(d_line, d_seconds),
@@ -209,52 +214,70 @@ def compress_row(run_dir: Path, test_path: Path, options: list, tmp: Path, log: 
     return row
 
 
-def run(texts: list[str], budgets: list[float], quick: bool, tmp: Path, cache_size: int = CACHE_SIZE) -> dict:
-    log: list[str] = []
-    results = []
-    for name in texts:
+def static_rows(run_dir: Path, test_path: Path, tmp: Path, log: list[str]) -> dict:
+    """Static coding with each ``--weights`` (the default, int8, and fp32), each beside ``eval``'s
+    static figure with the same weights."""
+    rows = {}
+    for weights in ("int8", "fp32"):
+        report = json.loads(charlstm(["eval", run_dir, test_path, "--json", "--device", "cpu", "--weights", weights], log))
+        options = [] if weights == "int8" else ["--weights", weights]
+        rows[weights] = {"eval": report["bits_per_byte"], **compress_row(run_dir, test_path, options, tmp, log)}
+    return rows
+
+
+def _texts(name: str, quick: bool, tmp: Path, reuse: bool, compressors: bool = True) -> tuple[Path, Path, dict] | None:
+    """The text's two parts on disk (made, or as ``--keep`` left them) and, with ``compressors``,
+    the other compressors' figures."""
+    train_path, test_path = tmp / f"{name}.train.txt", tmp / f"{name}.test.txt"
+    if not (reuse and train_path.exists() and test_path.exists()):
         text = build_text(name, QUICK_BYTES if quick else SIZES[name])
         if text is None:
-            print(f"{name}: not on this machine; skipped", file=sys.stderr)
-            continue
+            return None
         train, test = split(text)
-        train_path, test_path = tmp / f"{name}.train.txt", tmp / f"{name}.test.txt"
         train_path.write_text(train, encoding="utf-8")
         test_path.write_text(test, encoding="utf-8")
-        train_bytes, test_bytes = train.encode(), test.encode()
-        row = {
-            "text": name,
-            "bytes": len(text.encode()),
-            "test_bytes": len(test_bytes),
+    train_bytes, test_bytes = train_path.read_bytes(), test_path.read_bytes()
+    row = {"text": name, "bytes": len(train_bytes) + len(test_bytes), "test_bytes": len(test_bytes), "runs": []}
+    if compressors:
+        row.update({
             "xz -9e": compressor_bits_per_byte(["xz", "-9e", "-c"], train_bytes, test_bytes),
             "zstd --ultra -22": compressor_bits_per_byte(["zstd", "--ultra", "-22", "-c", "-q"], train_bytes, test_bytes),
             **anchors(train_path, test_path, tmp),
-            "runs": [],
-        }
+        })
+    return train_path, test_path, row
+
+
+def run(texts: list[str], budgets: list[float], quick: bool, tmp: Path, cache_size: int = CACHE_SIZE,
+        static: bool = False, reuse: bool = False) -> dict:
+    log: list[str] = []
+    results = []
+    for name in texts:
+        made = _texts(name, quick, tmp, reuse, compressors=not static)
+        if made is None:
+            print(f"{name}: not on this machine; skipped", file=sys.stderr)
+            continue
+        train_path, test_path, row = made
         for budget in budgets:
             out = tmp / f"{name}-{budget:g}"
             shape = TINY if quick else ["--size", "auto"]
-            started = time.perf_counter()
-            charlstm(["train", train_path, "--out", out, "--max-time", budget, *shape, "--no-samples", "--device", "cpu"], log)
-            trained = time.perf_counter() - started
-            started = time.perf_counter()
-            report = json.loads(
-                charlstm(
-                    ["eval", out, test_path, "--adapt", "--cache-size", cache_size, "--context", train_path, "--json",
-                     "--device", "cpu"],
-                    log,
+            trained = None
+            if not (reuse and out.exists()):
+                started = time.perf_counter()
+                charlstm(["train", train_path, "--out", out, "--max-time", budget, *shape, "--no-samples",
+                          "--device", "cpu"], log)
+                trained = round(time.perf_counter() - started, 1)
+            record = {"budget_s": budget, "train_s": trained, "compress_static": static_rows(out, test_path, tmp, log)}
+            if not static:
+                started = time.perf_counter()
+                report = json.loads(
+                    charlstm(
+                        ["eval", out, test_path, "--adapt", "--cache-size", cache_size, "--context", train_path, "--json",
+                         "--device", "cpu"],
+                        log,
+                    )
                 )
-            )
-            adapted = report["adapted"]
-            compressed = {
-                "static": compress_row(out, test_path, [], tmp, log),
-                "adapt + cache": compress_row(
-                    out, test_path, ["--adapt", "--cache-size", cache_size, "--context", train_path], tmp, log),
-            }
-            row["runs"].append(
-                {
-                    "budget_s": budget,
-                    "train_s": round(trained, 1),
+                adapted = report["adapted"]
+                record.update({
                     "eval_s": round(time.perf_counter() - started, 1),
                     "static": report["bits_per_byte"],
                     "adapt": adapted["bits_per_byte"],
@@ -265,9 +288,13 @@ def run(texts: list[str], budgets: list[float], quick: bool, tmp: Path, cache_si
                     "adapt_method": adapted["adapt_method"],
                     "cache_size": cache_size,
                     "context_tokens": report["context_tokens"],
-                    "compress": compressed,
-                }
-            )
+                    "compress": {
+                        "static": record["compress_static"]["int8"],
+                        "adapt + cache": compress_row(
+                            out, test_path, ["--adapt", "--cache-size", cache_size, "--context", train_path], tmp, log),
+                    },
+                })
+            row["runs"].append(record)
         results.append(row)
     return {"results": results, "commands": log}
 
@@ -283,11 +310,26 @@ def table_rows(results: list[dict]) -> list[tuple[str, ...]]:
             xz = row["xz -9e"]
             rows.append(
                 (
-                    row["text"], f"{row['bytes'] // 1000} KB", f"{r['train_s']:.0f} of {r['budget_s']:g}", f(r["static"]), f(r["adapt"]),
+                    row["text"], f"{row['bytes'] // 1000} KB", "reused" if r["train_s"] is None else f"{r['train_s']:.0f} of {r['budget_s']:g}", f(r["static"]), f(r["adapt"]),
                     f(r["cache"]), f(r["adapt + cache"]), f(xz), f(row["zstd --ultra -22"]),
                     "-" if xz is None else ("yes" if best < xz else "no"),
                 )
             )
+    return rows
+
+
+def static_table(results: list[dict]) -> list[tuple[str, ...]]:
+    """One row per text, budget and --weights: the static file against eval's static figure."""
+    rows = []
+    for row in results:
+        for r in row["runs"]:
+            for weights, c in r["compress_static"].items():
+                rows.append((
+                    row["text"], weights + (" (default)" if weights == "int8" else ""), f"{c['eval']:.4f}",
+                    f"{c['bits_per_byte']:.4f}", f"{(c['bits_per_byte'] / c['eval'] - 1) * 100:+.2f}%",
+                    f"{c['compress_kb_s']:.0f} / {c['decompress_kb_s']:.0f}", str(c["peak_mb"]),
+                    "yes" if c["round_trip"] else "NO",
+                ))
     return rows
 
 
@@ -339,7 +381,13 @@ def main() -> None:
                         help="Also round-trip a file of BYTES (e.g. 10000000) with the prose run [0: no].")
     parser.add_argument("--keep", metavar="DIR", type=Path,
                         help="Keep the texts and trained runs in DIR (benchmarks/bench_cache.py reads them).")
+    parser.add_argument("--reuse", metavar="DIR", type=Path,
+                        help="Take the texts and runs a --keep DIR left (no building, no training) and keep them there.")
+    parser.add_argument("--static", action="store_true",
+                        help="Only static coding, int8 and fp32, against eval's static figures (minutes).")
     args = parser.parse_args()
+    if args.reuse is not None and args.keep is not None:
+        parser.error("--reuse DIR keeps what it uses: give --reuse or --keep, not both")
     texts = [t.strip() for t in args.texts.split(",") if t.strip()]
     unknown = [t for t in texts if t not in TEXTS]
     if unknown:
@@ -347,11 +395,18 @@ def main() -> None:
     budgets = [float(b) for b in args.budgets.split(",")] if not args.quick else [1.0]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="charlstm-compress-") as scratch:
-        tmp = args.keep if args.keep is not None else Path(scratch)
+        tmp = args.reuse or args.keep or Path(scratch)
         tmp.mkdir(parents=True, exist_ok=True)
-        data = run(texts, budgets, args.quick, tmp, 200 if args.quick else args.cache_size)
+        data = run(texts, budgets, args.quick, tmp, 200 if args.quick else args.cache_size, args.static,
+                   args.reuse is not None)
         if args.big and "prose" in texts:
             data["big"] = big_round_trip(tmp / f"prose-{budgets[-1]:g}", tmp, args.big, data["commands"])
+    header = ("text", "--weights", "eval static", "compress", "file vs eval", "KB/s (c / d)", "peak MB", "round trip")
+    print_table("static coding, int8 (the default) and fp32, on the last 10%", static_table(data["results"]), header)
+    if args.static:
+        data.update(machine=machine(), quick=args.quick, budgets=budgets, seconds=round(time.perf_counter() - started, 1))
+        write_json(args.json, data)
+        return
     header = ("text", "size", "trained s", "static", "adapt", "cache", "both", "xz -9e", "zstd -22", "beats xz")
     print_table("bits per byte on the last 10% (lower is better)", table_rows(data["results"]), header)
     header = ("text", "compress", "--adapt --cache-size --context", "eval (both)", "file vs eval", "xz -9e",

@@ -74,6 +74,21 @@ class Product:
         return torch.add(base, torch.mm(x.to(torch.bfloat16), self.weight), out=out)  # bf16 product, fp32 sum
 
 
+def int8_available() -> bool:
+    """Whether this build of PyTorch has the quantized CPU kernels ``--weights int8`` needs."""
+    global _INT8
+    if _INT8 is None:
+        try:
+            _prepack_int8(torch.ones(2, 2))
+            _INT8 = True
+        except ConfigError:
+            _INT8 = False
+    return _INT8
+
+
+_INT8: bool | None = None
+
+
 def _prepack_int8(weight: torch.Tensor):
     """``weight`` (N, K) as int8 with one symmetric scale per row, packed for fbgemm."""
     scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127  # (N,)

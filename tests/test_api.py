@@ -276,7 +276,8 @@ def test_lighter_weights_from_load_and_per_call(tiny_run, text_file):
     own ``weights=`` overrides it; int8 stays close to fp32 and dynamic evaluation needs fp32."""
     fp32 = charlstm.load(tiny_run, device="cpu")
     int8 = charlstm.load(tiny_run, device="cpu", weights="int8")
-    assert int8.weights == "int8" and fp32.weights == "fp32"
+    assert int8.weights == "int8" and fp32.weights is None  # None: each call's own default
+    assert fp32.generate("the ", length=5, seed=3, details=True).settings["weights"] == "fp32"
     text = int8.generate("the ", length=40, seed=3, details=True)
     assert text.settings["weights"] == "int8" and text.tokens == 40
     assert int8.generate("the ", length=40, seed=3, weights="fp32") == fp32.generate("the ", length=40, seed=3)

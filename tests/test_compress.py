@@ -114,21 +114,59 @@ def test_files_of_formats_1_and_2_still_decode(lm, small_text, monkeypatch):
             assert lm.decompress(_old_file(*coded, version=version)) == data, (version, options)
 
 
-def test_format_3_frames_a_small_file_in_23_to_25_bytes(lm, small_text):
+def test_format_4_frames_a_small_file_in_23_to_25_bytes(lm, small_text):
     """The magic, version, digests, counts, settings and check: every byte of a file that is not
     coded text or side channel (format 2 took 59-92 for the same, format 1 115-160)."""
     from charlstm.compression import format as fmt
+    from charlstm.products import int8_available
 
-    for options, frame in (({}, 23), ({"adapt": True}, 23), ({"cache_size": 200}, 25)):
+    static = "int8" if int8_available() else "fp32"
+    for options, frame, weights in (({}, 23, static), ({"adapt": True}, 23, "fp32"), ({"cache_size": 200}, 25, static)):
         blob = lm.compress(small_text[:800].encode(), **options)
         header, side, words = fmt.read(blob, "f")
-        assert blob[:4] == fmt.MAGIC3 + b"\x03" and header.words == len(words) and header.tokens == 800
+        assert blob[:4] == fmt.MAGIC3 + b"\x04" and header.words == len(words) and header.tokens == 800
         assert header.length == 800 and len(header.model) == 8 and len(header.probe) == 4
+        assert header.weights == weights, options
         assert len(blob) - len(side) - 4 * len(words) == frame, options
     blob = lm.compress(small_text[:800].encode(), threads=1, adapt=True, adapt_lr=0.001, cache_size=200)
     header = fmt.read(blob, "f")[0]  # settings not the usual ones: spelt out, and read back
     assert (header.threads, header.adapt["adapt_lr"], header.cache["cache_size"]) == (1, 0.001, 200)
     assert lm.decompress(blob) == small_text[:800].encode()
+
+
+def test_compress_holds_int8_weights_without_adapt_unless_told(lm, small_text):
+    """The recurrent products in int8 by default (faster), fp32 with --adapt; --weights says
+    otherwise, and each file decodes with what it records."""
+    from charlstm.compression import format as fmt
+
+    from charlstm.products import int8_available
+
+    if not int8_available():
+        pytest.skip("this PyTorch has no quantized CPU kernels")
+    data = small_text[:900].encode()
+    for options, weights in (({}, "int8"), ({"weights": "fp32"}, "fp32"), ({"weights": "bf16"}, "bf16"),
+                             ({"adapt": True}, "fp32"), ({"adapt": True, "weights": "int8"}, "int8")):
+        blob = lm.compress(data, **options)
+        assert fmt.read(blob, "f")[0].weights == weights, options
+        assert lm.decompress(blob) == data, options
+    assert lm.compress(data) != lm.compress(data, weights="fp32")
+
+
+def test_a_file_of_format_3_still_decodes_and_format_3_knows_no_int8_flag(lm, small_text, monkeypatch):
+    from charlstm.compression import format as fmt
+
+    data = small_text[:700].encode()
+    with monkeypatch.context() as patch:
+        patch.setattr(fmt, "FORMAT_VERSION", 3)
+        blob = lm.compress(data, weights="fp32")
+    assert blob[3] == 3 and lm.decompress(blob) == data
+    # the same bytes with format 3's flags byte given format 4's INT8: refused, as format 3 had it
+    flags_at = len(fmt.MAGIC3) + 1 + sum(fmt._DIGEST_BYTES3.values())
+    marked = bytearray(blob[:-2])
+    marked[flags_at] |= fmt._INT8
+    marked += struct.pack("<H", zlib.crc32(bytes(marked)) & 0xFFFF)
+    with pytest.raises(CompressedFileError, match="damaged"):
+        lm.decompress(bytes(marked))
 
 
 def test_one_streams_adapting_windows_end_where_evals_do(lm):
@@ -367,7 +405,7 @@ def test_info_lists_a_compressed_file_without_the_model(lm, tiny_run, tmp_path, 
     result = run_cli("info", packed, "--json")
     assert result.returncode == 0, result.stderr
     (listed,) = json.loads(result.stdout)
-    assert (listed["format"], listed["length"], listed["size"], listed["tokens"]) == (3, 700, packed.stat().st_size, 700)
+    assert (listed["format"], listed["length"], listed["size"], listed["tokens"]) == (4, 700, packed.stat().st_size, 700)
     assert listed["adapt"]["adapt_bptt"] == 16 and listed["cache"]["cache_size"] == 300 and listed["streams"] == 1
     assert listed["bits_per_byte"] == pytest.approx(8 * packed.stat().st_size / 700)
     assert listed["context"] == __import__("hashlib").sha256(b"before\n" * 20).hexdigest()[:8]
@@ -497,7 +535,8 @@ def test_the_default_streams_are_longer_with_a_cache_and_longest_with_adapt_alon
     from charlstm.compression.settings import layout
 
     assert layout(100_000, None) == (24, 4167)
-    assert layout(23_732, None) == (11, 2158)  # a short text: up to 12 streams of 2,048 tokens
+    assert layout(23_732, None) == (15, 1583)  # a short text: up to 16 streams of 1,536 tokens
+    assert layout(33_895, None) == (16, 2119)
     assert layout(100_000, None, cache=True) == (6, 16667)
     assert layout(100_000, None, cache=True, adapt=True) == (6, 16667)  # the cache's read sets the pace
     assert layout(100_000, None, adapt=True) == (1, 100_000)

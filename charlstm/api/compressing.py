@@ -106,7 +106,8 @@ class Compressing:
         exactly. ``adapt`` (and ``adapt_*``), ``cache_*`` and ``context`` (bytes, or files read as
         ``eval --context`` reads them) as ``evaluate`` takes them; ``streams``: how many parts are
         coded side by side (None: from the length); ``threads``: torch's compute threads, recorded
-        in the file; ``weights``: as in ``load``. The model's weights are left as they are."""
+        in the file; ``weights``: as in ``load`` (None and ``load``'s None: int8 without ``adapt`` where
+        PyTorch has its quantized kernels, else fp32). The model's weights are left as they are."""
         from charlstm.compression.coder import compress
         from charlstm.compression.settings import CompressConfig
 
@@ -114,7 +115,7 @@ class Compressing:
                                               adapt_lr=adapt_lr, adapt_decay=adapt_decay, adapt_bptt=adapt_bptt,
                                               adapt_depth=adapt_depth, adapt_tune=adapt_tune,
                                               adapt_prior=adapt_prior)
-        config = CompressConfig(streams=streams, threads=threads, weights=weights or self.weights or "fp32", adapt=adapt)
+        config = CompressConfig(streams=streams, threads=threads, weights=weights or self.weights, adapt=adapt)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ConfigError("compress takes bytes (for a str: text.encode())")
         return compress(self._cpu_module(), self.tokenizer, bytes(data), config, adapt=adapt_config,

@@ -105,7 +105,7 @@ class Measuring:
         lighter weights (``cells.with_weights``), so a figure shows what ``--weights`` costs."""
         from charlstm.cells import with_weights
 
-        weights = weights or self.weights
+        weights = weights or self.weights or "fp32"
         SampleConfig(weights=weights)  # an unknown name: the CLI's message
         return with_weights(self.module, weights)
 

@@ -41,16 +41,17 @@ class Completion:
 # --------------------------------------------------------------------------------- the handle
 
 
-def load(path: PathLike, *, device: str = "auto", weights: str = "fp32") -> Model:
+def load(path: PathLike, *, device: str = "auto", weights: str | None = None) -> Model:
     """The model in ``path`` (a run directory: its best checkpoint, else its last; a .pt file;
     or a folder ``charlstm export --format safetensors`` wrote), checked before anything is
     built, on ``device`` (auto: a CUDA GPU, then Apple MPS, then the CPU). ``weights``: how the
     recurrent weights are held when writing and scoring text (fp32 as trained; int8 or bf16,
-    lighter: ``--weights``); a call's own ``weights=`` overrides it."""
+    lighter: ``--weights``; None: each call's own default, fp32 but for ``compress``); a call's own
+    ``weights=`` overrides it."""
     from charlstm.hardware import select_device
     from charlstm.runs.checkpoint import load_model, model_info
 
-    SampleConfig(device=device, weights=weights)  # an unknown name: the CLI's message
+    SampleConfig(device=device, weights=weights or "fp32")  # an unknown name: the CLI's message
     torch_device = select_device(device)
     module, tokenizer, payload = load_model(path, torch_device)
     module.eval()  # to write and measure text: dropout off (a call that learns, --adapt, turns it on for itself)
@@ -68,7 +69,7 @@ class Model(Measuring, Compressing):
         weights: str | None = None,
     ):
         self.module = module
-        self.weights = weights  # fp32, int8 or bf16: the default of every call
+        self.weights = weights  # fp32, int8 or bf16: the default of every call (None: each call's own)
         self.tokenizer = tokenizer
         self.path = path
         self.device = device
@@ -93,7 +94,7 @@ class Model(Measuring, Compressing):
         from charlstm.generation.sampling import encode_prime
 
         if settings.get("weights") is None:
-            settings["weights"] = self.weights
+            settings["weights"] = self.weights or "fp32"
         if isinstance(settings.get("json_schema"), dict):
             settings["json_schema"] = json.dumps(settings["json_schema"])
         config = SampleConfig(prime=prime, device=self._device_setting, **settings)
@@ -249,7 +250,7 @@ class Model(Measuring, Compressing):
         from charlstm.generation.template import ChatTemplate
 
         template = None if chat_template is None else ChatTemplate.named(chat_template)
-        settings["weights"] = settings["weights"] or self.weights
+        settings["weights"] = settings["weights"] or self.weights or "fp32"
         config = SampleConfig(device=self._device_setting, **settings)
         return Session(ChatSession(self.module, self.tokenizer, config, self.device, template))
 

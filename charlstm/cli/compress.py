@@ -156,4 +156,8 @@ def decompress(run: str, files: tuple[str, ...], out: str | None, force: bool, c
         _write(target, data)
         seconds = time.perf_counter() - started
         if target != "-":
-            click.echo(f"{file}: {len(data):,} bytes to {target} in {seconds:.1f} s", err=True)
+            click.echo(
+                f"{file}: {len(data):,} bytes to {target} in {seconds:.1f} s "
+                f"({len(data) / 1000 / max(seconds, 1e-9):,.1f} KB/s)",
+                err=True,
+            )

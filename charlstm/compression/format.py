@@ -1,13 +1,16 @@
 """The ``.clstm`` file: a header, the side channel and the coded words, with a check.
 
-Format 3, what charlstm writes (all integers little-endian; varint: 7 bits a byte, low first):
+Format 4, what charlstm writes (all integers little-endian; varint: 7 bits a byte, low first):
 
-    MAGIC3 (3 bytes)  version (u8, 3)
+    MAGIC3 (3 bytes)  version (u8, 4)
     digests: the model's (4 bytes), the probe's (2) and the original's (4): each SHA-256's first bytes
     flags (u8)  the original's bytes, tokens, streams, side-channel bytes (varints)
     [flags & CONTEXT: the context's digest (4)]  [flags & CACHE: the cache's size (varint)]
     [flags & SETTINGS: length (varint), then JSON of the settings not as ``_USUAL``, raw deflate]
     side channel (raw deflate)  coded words (u32 each)  the CRC-32's low 16 bits (u16)
+
+Format 3 is the same without the flag INT8 (``--weights int8``, the default of ``compress``
+without ``--adapt`` from format 4).
 
 A file codes what ``eval`` measures, and its frame (all but the words and side channel) is
 21-25 bytes for the usual settings up to 2 MB: 1.4% of a 34 KB log coded at 0.43 bits per byte
@@ -34,7 +37,7 @@ import numpy as np
 
 from charlstm.errors import CompressedFileError
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 MAGIC3 = b"\x8cCL"  # from format 3; not text (a text transfer that changes bytes breaks it visibly)
 MAGIC = b"CLSTM\r\n\x1a"  # formats 1 and 2, then a u16 version and the header's length
 _PREFIX = struct.Struct("<8sH")
@@ -50,6 +53,7 @@ _ADAPTED = 1  # --adapt, with _ADAPT3's settings
 _CONTEXT = 2  # a context's digest follows (4 bytes)
 _CACHE = 4  # a cache whose size follows; lambda and theta chosen as the text is read
 _SETTINGS = 8  # the settings not as _USUAL follow, as JSON
+_INT8 = 16  # format 4: --weights int8
 _USUAL = {"weights": "fp32", "adapt": None, "cache": None, "context": None, "threads": 2,
           "torch": "2.13.0+cpu", "kernels": "AVX512", "coder": "0.5.0"}
 _ADAPT3 = {"adapt_bptt": 64, "adapt_decay": 0.01, "adapt_depth": 4, "adapt_lr": 0.002, "adapt_method": "rms",
@@ -82,9 +86,12 @@ class Header:
     words: int  # u32 words of the coded stream
 
     def to_bytes(self) -> bytes:
-        """Format 3's header: the magic and version to the JSON of settings."""
+        """Format 4's header: the magic and version to the JSON of settings."""
         flags, tail = 0, b""
         settings = {key: getattr(self, key) for key, usual in _USUAL.items() if getattr(self, key) != usual}
+        if settings.get("weights") == "int8":
+            flags |= _INT8
+            del settings["weights"]
         if settings.get("adapt") == _ADAPT3:
             flags |= _ADAPTED
             del settings["adapt"]
@@ -184,7 +191,7 @@ _ZDICT2 = (
 
 
 def write(header: Header, side: bytes, words: np.ndarray) -> bytes:
-    """The whole file as bytes (format 3)."""
+    """The whole file as bytes (format 4)."""
     body = header.to_bytes() + side + words.astype("<u4").tobytes()
     return body + _CRC3.pack(zlib.crc32(body) & 0xFFFF)
 
@@ -204,10 +211,10 @@ def read(data: bytes, name: str = "the file") -> tuple[Header, bytes, np.ndarray
             "upgrade charlstm to decompress it"
         )
     intact = len(data) >= len(MAGIC3) + 1 + check.size and crc == check.unpack_from(data, len(data) - check.size)[0]
-    if not intact or version not in (1, 2, 3) or (version == 3) != data.startswith(MAGIC3):
+    if not intact or version not in (1, 2, 3, 4) or (version >= 3) != data.startswith(MAGIC3):
         raise CompressedFileError(f"{name}: damaged or truncated (its checksum does not match); nothing written")
-    if version == 3:
-        header, side_at = _header_v3(data, name)
+    if version >= 3:
+        header, side_at = _header_v3(data, version, name)
     else:
         header, side_at = _header_v12(data, version, name)
     words_at = side_at + header.side
@@ -227,10 +234,10 @@ def _damaged(name: str) -> CompressedFileError:
     return CompressedFileError(f"{name}: damaged (its header cannot be read); nothing written")
 
 
-def _header_v3(data: bytes, name: str) -> tuple[Header, int]:
-    """Format 3's header and where the side channel starts."""
+def _header_v3(data: bytes, version: int, name: str) -> tuple[Header, int]:
+    """Format 3's or 4's header and where the side channel starts."""
     at = len(MAGIC3) + 1
-    record = {"version": 3, **_USUAL}
+    record = {"version": version, **_USUAL}
     try:
         for key, n in _DIGEST_BYTES3.items():
             if at + n > len(data):
@@ -239,6 +246,8 @@ def _header_v3(data: bytes, name: str) -> tuple[Header, int]:
         flags, at = data[at], at + 1
         for key in ("length", "tokens", "streams", "side"):
             record[key], at = read_varint(data, at)
+        if flags & _INT8 and version >= 4:
+            record["weights"] = "int8"
         if flags & _ADAPTED:
             record["adapt"] = dict(_ADAPT3)
         if flags & _CONTEXT:
@@ -256,7 +265,7 @@ def _header_v3(data: bytes, name: str) -> tuple[Header, int]:
             at += n
     except (IndexError, UnicodeDecodeError, ValueError, zlib.error):
         raise _damaged(name) from None
-    if flags >= 2 * _SETTINGS or len(record["context"] or "00000000") != 8 or at > len(data) - _CRC3.size:
+    if flags >= 2 * (_INT8 if version >= 4 else _SETTINGS) or len(record["context"] or "00000000") != 8 or at > len(data) - _CRC3.size:
         raise _damaged(name)
     after = len(data) - at - _CRC3.size - record["side"]  # the words' bytes
     if record["streams"] < 1 or after < 0 or after % 4:

@@ -14,10 +14,11 @@ from charlstm.errors import ConfigError
 # docs/compressing.md), and never more than MAX_STREAMS streams; but a short text gets up to
 # SHORT_STREAMS streams of SHORT_PART_TOKENS: a step costs about the same for 5 streams as for 11
 # (one read of the weights), and a 24 KB text coded at 60-70 KB/s as 11 streams against 40-46 as
-# 5, 0.07% larger (100 KB of Python as 48 streams instead of 24: 0.37% larger).
+# 5, 0.07% larger (100 KB of Python as 48 streams instead of 24: 0.37% larger). With int8 products
+# a 24 KB text coded at 40-49 KB/s as 11 streams and 65 as 16, 0.05% larger.
 MIN_PART_TOKENS = 4096
-SHORT_PART_TOKENS = 2048
-SHORT_STREAMS = 12
+SHORT_PART_TOKENS = 1536
+SHORT_STREAMS = 16
 # With a cache a stream's cold start costs far more: it lacks the text just before its part, which
 # is what the cache copies from. A 34 KB dpkg log (--adapt --cache-size 150000 --context TRAIN)
 # coded 17% above eval's figure as 8 streams, 8.6% as 4, 3.4% as 2 (the header apart); and every
@@ -49,8 +50,10 @@ class CompressConfig:
         DEFAULT_THREADS,
         "Compute threads, recorded in the file and used again to decompress it (the floats depend on it).",
     )
-    weights: str = setting(
-        "fp32", "Recurrent weights for the probabilities: fp32 as trained; int8 or bf16 (faster, larger).",
+    weights: str | None = setting(
+        None,
+        "Recurrent weights for the probabilities: fp32 as trained; int8 (faster, about 0.05% larger) or "
+        "bf16 [default: int8 where PyTorch has its quantized kernels, else fp32; fp32 with --adapt].",
         choices=WEIGHTS,
     )
     adapt: bool = setting(
@@ -60,6 +63,8 @@ class CompressConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.weights is None:
+            self.weights = default_weights(self.adapt)
         problems = []
         if self.streams is not None and not 1 <= self.streams <= 1 << 16:
             problems.append(f"{flag('streams')} must be in [1, 65536] (got {self.streams})")
@@ -73,6 +78,16 @@ class CompressConfig:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def default_weights(adapt: bool) -> str:
+    """``--weights`` when not given: int8 products without ``--adapt`` (the recurrent product is
+    most of a step's work, and int8's runs in about half fp32's time: a 24 KB text coded at 40-49
+    KB/s instead of 31-39, 0.05-0.15% larger), fp32 with it (the weights change every window, so
+    they would be quantised again every window, and learning, not stepping, sets the pace)."""
+    from charlstm.products import int8_available
+
+    return "int8" if not adapt and int8_available() else "fp32"
 
 
 def layout(tokens: int, streams: int | None, cache: bool = False, adapt: bool = False) -> tuple[int, int]:

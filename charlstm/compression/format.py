@@ -265,7 +265,8 @@ def _header_v3(data: bytes, version: int, name: str) -> tuple[Header, int]:
             at += n
     except (IndexError, UnicodeDecodeError, ValueError, zlib.error):
         raise _damaged(name) from None
-    if flags >= 2 * (_INT8 if version >= 4 else _SETTINGS) or len(record["context"] or "00000000") != 8 or at > len(data) - _CRC3.size:
+    last_flag = _INT8 if version >= 4 else _SETTINGS
+    if flags >= 2 * last_flag or len(record["context"] or "00000000") != 8 or at > len(data) - _CRC3.size:
         raise _damaged(name)
     after = len(data) - at - _CRC3.size - record["side"]  # the words' bytes
     if record["streams"] < 1 or after < 0 or after % 4:

@@ -69,7 +69,7 @@ def _aligned(version: int) -> bool:
 
 
 def _start(model, tokenizer, streams: int, weights: str, adapt, cache_config, context: bytes | None,
-           align: bool) -> Predictor:
+           align: bool, stepper=None) -> Predictor:
     """The B streams ready for the text's first tokens: after the context (its last state in
     every stream, the cache filled, with ``adapt`` learnt from), or from a zero state after a
     newline."""
@@ -83,7 +83,7 @@ def _start(model, tokenizer, streams: int, weights: str, adapt, cache_config, co
         fix_theta(cache)
         last = default_start_id(tokenizer)
     return Predictor(model, streams, weights=weights, adapt=adapt, cache=cache, hidden=hidden, start=last, step=step,
-                     align=align)
+                     align=align, stepper=stepper)
 
 
 def compress(model, tokenizer, data: bytes, config: CompressConfig, *, adapt: AdaptConfig | None = None,
@@ -102,8 +102,9 @@ def compress(model, tokenizer, data: bytes, config: CompressConfig, *, adapt: Ad
     align = _aligned(fmt.FORMAT_VERSION)
     with _threads(config.threads), _evaluating(model), torch.no_grad():
         work = model if adapt is None else copy.deepcopy(model)
-        probe = probe_digest(model, streams, weights=config.weights, adapt=adapt, cache=cache, align=align)
-        predictor = _start(work, tokenizer, streams, config.weights, adapt, cache, context, align)
+        stepper = _static_stepper(model, config.weights, adapt)
+        probe = probe_digest(model, streams, weights=config.weights, adapt=adapt, cache=cache, align=align, stepper=stepper)
+        predictor = _start(work, tokenizer, streams, config.weights, adapt, cache, context, align, stepper)
         encoder = constriction.stream.queue.RangeEncoder()
         family = constriction.stream.model.Categorical(perfect=False)
         for t in range(part):
@@ -146,11 +147,12 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
         raise CompressedFileError(f"{name}: damaged (it claims more tokens than fit in memory); nothing written") from None
     with _threads(header.threads), _evaluating(model), torch.no_grad():
         align = _aligned(header.version)
-        probe = probe_digest(model, streams, weights=header.weights, adapt=adapt, cache=cache, align=align)
+        stepper = _static_stepper(model, header.weights, adapt)
+        probe = probe_digest(model, streams, weights=header.weights, adapt=adapt, cache=cache, align=align, stepper=stepper)
         if not fmt.same(probe, header.probe):
             raise CompressedFileError(_other_floats(header, name))
         work = model if adapt is None else copy.deepcopy(model)
-        predictor = _start(work, tokenizer, streams, header.weights, adapt, cache, context, align)
+        predictor = _start(work, tokenizer, streams, header.weights, adapt, cache, context, align, stepper)
         decoder = constriction.stream.queue.RangeDecoder(words)
         family = constriction.stream.model.Categorical(perfect=False)
         for t in range(part):
@@ -170,6 +172,13 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
             f"{_here()}); nothing written"
         )
     return data
+
+
+def _static_stepper(model, weights: str, adapt: AdaptConfig | None):
+    """Without ``adapt`` the weights never change: one stepper serves the probe and the text."""
+    from charlstm.cells import TokenStepper
+
+    return TokenStepper(model, weights) if adapt is None else None
 
 
 def _primed(adapt: AdaptConfig | None) -> bool:

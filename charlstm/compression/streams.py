@@ -44,10 +44,13 @@ class Predictor:
     copy); with ``cache`` the streams share one neural cache."""
 
     def __init__(self, model, streams: int, *, weights: str = "fp32", adapt: AdaptConfig | None = None,
-                 cache: NeuralCache | None = None, hidden=None, start: int = 0, step=None, align: bool = True) -> None:
+                 cache: NeuralCache | None = None, hidden=None, start: int = 0, step=None, align: bool = True,
+                 stepper: TokenStepper | None = None) -> None:
         self.model, self.weights, self.adapt, self.cache = model, weights, adapt, cache
         self.streams = streams
-        self.stepper = TokenStepper(model, weights)
+        # ``stepper``: one already built for ``model`` and ``weights`` (it holds no state of its own;
+        # without ``adapt`` the probe's and the text's share one: its int8 weights took 10 ms to build)
+        self.stepper = stepper if stepper is not None else TokenStepper(model, weights)
         self.state = self.stepper.state(hidden, streams)  # a one-row state is repeated to B rows
         self.previous = torch.full((streams,), start, dtype=torch.long)  # (B,)
         self.log_probs = self.features = self.p_cache = None  # (B, V), (B, H), (B, V): for the cache
@@ -221,7 +224,7 @@ def fix_theta(cache: NeuralCache | None) -> None:
 
 
 def probe_digest(model, streams: int, *, weights: str, adapt: AdaptConfig | None, cache: CacheConfig | None,
-                 align: bool = True) -> str:
+                 align: bool = True, stepper: TokenStepper | None = None) -> str:
     """SHA-256 of the exact float bits of the probabilities of a short fixed run through the same
     path as a file's (a context read, B streams stepped, one adapting step with ``adapt``), on a
     copy of ``model``: two machines that agree on it compute the same floats for these calls."""
@@ -235,7 +238,7 @@ def probe_digest(model, streams: int, *, weights: str, adapt: AdaptConfig | None
     context = (np.arange(2 * CONTEXT_WINDOW + 1) * 7 + 3) % vocab
     hidden, last, step = read_context(probe, context, adapt, ring)
     predictor = Predictor(probe, streams, weights=weights, adapt=adapt, cache=ring, hidden=hidden, start=last, step=step,
-                          align=align)
+                          align=align, stepper=stepper if adapt is None else None)
     h = hashlib.sha256()
     steps = PROBE_STEPS + (predictor.window_steps + 2 if adapt is not None else 0)
     for t in range(steps):

@@ -152,6 +152,17 @@ def test_compress_holds_int8_weights_without_adapt_unless_told(lm, small_text):
     assert lm.compress(data) != lm.compress(data, weights="fp32")
 
 
+def test_without_pytorchs_quantized_kernels_the_default_is_fp32(monkeypatch):
+    from charlstm import products
+    from charlstm.compression.settings import CompressConfig
+
+    monkeypatch.setattr(products, "_INT8", False)
+    assert CompressConfig().weights == "fp32" and CompressConfig(adapt=True).weights == "fp32"
+    monkeypatch.setattr(products, "_INT8", True)
+    assert CompressConfig().weights == "int8" and CompressConfig(adapt=True).weights == "fp32"
+    assert CompressConfig(weights="bf16").weights == "bf16"
+
+
 def test_a_file_of_format_3_still_decodes_and_format_3_knows_no_int8_flag(lm, small_text, monkeypatch):
     from charlstm.compression import format as fmt
 

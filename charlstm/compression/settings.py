@@ -82,9 +82,10 @@ class CompressConfig:
 
 def default_weights(adapt: bool) -> str:
     """``--weights`` when not given: int8 products without ``--adapt`` (the recurrent product is
-    most of a step's work, and int8's runs in about half fp32's time: a 24 KB text coded at 40-49
-    KB/s instead of 31-39, 0.05-0.15% larger), fp32 with it (the weights change every window, so
-    they would be quantised again every window, and learning, not stepping, sets the pace)."""
+    most of a step's work, and int8's runs in about half fp32's time: the five texts of
+    ``bench_compress.py`` coded at 62-91 KB/s against fp32's 43-84, files 0-0.05% larger), fp32 with
+    it (the weights change every window, so they would be quantised again every window, and
+    learning, not stepping, sets the pace)."""
     from charlstm.products import int8_available
 
     return "int8" if not adapt and int8_available() else "fp32"

@@ -4,6 +4,7 @@ says: the one-token stepper's (``cells.TokenStepper``) and a window's by hand (`
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -74,19 +75,14 @@ class Product:
         return torch.add(base, torch.mm(x.to(torch.bfloat16), self.weight), out=out)  # bf16 product, fp32 sum
 
 
+@functools.cache
 def int8_available() -> bool:
     """Whether this build of PyTorch has the quantized CPU kernels ``--weights int8`` needs."""
-    global _INT8
-    if _INT8 is None:
-        try:
-            _prepack_int8(torch.ones(2, 2))
-            _INT8 = True
-        except ConfigError:
-            _INT8 = False
-    return _INT8
-
-
-_INT8: bool | None = None
+    try:
+        _prepack_int8(torch.ones(2, 2))
+    except ConfigError:
+        return False
+    return True
 
 
 def _prepack_int8(weight: torch.Tensor):

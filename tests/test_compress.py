@@ -156,9 +156,9 @@ def test_without_pytorchs_quantized_kernels_the_default_is_fp32(monkeypatch):
     from charlstm import products
     from charlstm.compression.settings import CompressConfig
 
-    monkeypatch.setattr(products, "_INT8", False)
+    monkeypatch.setattr(products, "int8_available", lambda: False)
     assert CompressConfig().weights == "fp32" and CompressConfig(adapt=True).weights == "fp32"
-    monkeypatch.setattr(products, "_INT8", True)
+    monkeypatch.setattr(products, "int8_available", lambda: True)
     assert CompressConfig().weights == "int8" and CompressConfig(adapt=True).weights == "fp32"
     assert CompressConfig(weights="bf16").weights == "bf16"
 

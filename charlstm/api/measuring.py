@@ -105,9 +105,14 @@ class Measuring:
         lighter weights (``cells.with_weights``), so a figure shows what ``--weights`` costs."""
         from charlstm.cells import with_weights
 
-        weights = weights or self.weights or "fp32"
+        weights = self._weights(weights)
         SampleConfig(weights=weights)  # an unknown name: the CLI's message
         return with_weights(self.module, weights)
+
+    def _weights(self, given: str | None) -> str:
+        """How a call holds the recurrent weights: as it says, else as ``load`` said, else fp32
+        (``compress`` has a default of its own)."""
+        return given or self.weights or "fp32"
 
     def evaluate(
         self,

@@ -93,8 +93,7 @@ class Model(Measuring, Compressing):
         from charlstm.generation.engine import check_config
         from charlstm.generation.sampling import encode_prime
 
-        if settings.get("weights") is None:
-            settings["weights"] = self.weights or "fp32"
+        settings["weights"] = self._weights(settings.get("weights"))
         if isinstance(settings.get("json_schema"), dict):
             settings["json_schema"] = json.dumps(settings["json_schema"])
         config = SampleConfig(prime=prime, device=self._device_setting, **settings)
@@ -250,7 +249,7 @@ class Model(Measuring, Compressing):
         from charlstm.generation.template import ChatTemplate
 
         template = None if chat_template is None else ChatTemplate.named(chat_template)
-        settings["weights"] = settings["weights"] or self.weights or "fp32"
+        settings["weights"] = self._weights(settings["weights"])
         config = SampleConfig(device=self._device_setting, **settings)
         return Session(ChatSession(self.module, self.tokenizer, config, self.device, template))
 

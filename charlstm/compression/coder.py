@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from charlstm.cells import TokenStepper
 from charlstm.compression import format as fmt
 from charlstm.compression.settings import CompressConfig, layout
 from charlstm.compression.streams import Predictor, fix_theta, new_cache, probe_digest, read_context
@@ -174,10 +175,8 @@ def decompress(model, tokenizer, blob: bytes, *, context: bytes | None = None, n
     return data
 
 
-def _static_stepper(model, weights: str, adapt: AdaptConfig | None):
+def _static_stepper(model, weights: str, adapt: AdaptConfig | None) -> TokenStepper | None:
     """Without ``adapt`` the weights never change: one stepper serves the probe and the text."""
-    from charlstm.cells import TokenStepper
-
     return TokenStepper(model, weights) if adapt is None else None
 
 

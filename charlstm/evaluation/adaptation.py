@@ -283,6 +283,8 @@ def _cosine(grads, other, norm: float) -> float:
 class _SgdStep:
     """A plain step, clipped to norm 1, then the pull back."""
 
+    primed = False  # no prior: --adapt-prior is rms's
+
     def __init__(self, params, config: AdaptConfig, trained) -> None:
         self.params, self.config, self.trained = params, config, trained
         self.tuning = _Tuning(params, config)

@@ -314,8 +314,7 @@ def _adapted_pass(model, text: _Joined, config: AdaptConfig, cache_config: Cache
                     step=step)
     cached_sum = results[2] if cache is not None else None
     tuned = (step.tuning.lr, step.tuning.decay)
-    primed = getattr(step, "primed", False)
-    return _Pass(results[0], results[1], time.perf_counter() - started, cache, cached_sum, tuned, primed)
+    return _Pass(results[0], results[1], time.perf_counter() - started, cache, cached_sum, tuned, step.primed)
 
 
 def context_tails(available: int, adapt_config: AdaptConfig | None, cache_config: CacheConfig | None) -> dict[str, int]:

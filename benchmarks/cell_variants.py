@@ -15,6 +15,10 @@ VARIANT:
     ln-hand    the ln cell and weights, its recurrence by hand (``LNRecurrence``: a forward
                that keeps no autograd tape and a backward written out, the weight gradients
                as one product after the loop): what LN costs when the loop is written for speed
+    ln-cpp     ln-hand's recurrence in C++ (``ln_recurrence.cpp``, built on first use by torch's
+               extension builder: a C++ compiler and ninja needed, ``-march=native``): per step one
+               product with the weight reordered once per window (oneDNN's linear) and one pass per
+               row for the rest; buffers kept between windows. What a fused LN-LSTM would cost
     mogrifier  the Mogrifier (Melis et al. 2020): before each step x and h gate each other, five
                rounds, x <- 2 sigmoid(Q h) * x and h <- 2 sigmoid(R x) * h in turn
 
@@ -38,7 +42,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = ("fused", "loop", "ln", "ln-gates", "ln-cell", "ln-hand", "mogrifier")
+VARIANTS = ("fused", "loop", "ln", "ln-gates", "ln-cell", "ln-hand", "ln-cpp", "mogrifier")
 MOGRIFIER_ROUNDS = 5
 LN_EPS = 1e-5
 
@@ -57,9 +61,9 @@ class LoopLSTM(nn.Module):
             nn.init.uniform_(p, -bound, bound)
         with torch.no_grad():
             self.w_ih.bias[hidden_size : 2 * hidden_size] = 1.0  # the forget gate starts open
-        if variant in ("ln", "ln-gates", "ln-hand"):
+        if variant in ("ln", "ln-gates", "ln-hand", "ln-cpp"):
             self.ln_input, self.ln_recurrent = nn.LayerNorm(4 * hidden_size), nn.LayerNorm(4 * hidden_size)
-        if variant in ("ln", "ln-cell", "ln-hand"):
+        if variant in ("ln", "ln-cell", "ln-hand", "ln-cpp"):
             self.ln_cell = nn.LayerNorm(hidden_size)
         if variant == "mogrifier":
             e = input_size**-0.5
@@ -83,6 +87,12 @@ class LoopLSTM(nn.Module):
             pre = self.ln_input(inputs) + self.ln_recurrent.bias
             out, h, c = LNRecurrence.apply(
                 pre, self.w_hh.weight, self.ln_recurrent.weight, self.ln_cell.weight, self.ln_cell.bias, h, c
+            )
+            return out, (h[None], c[None])
+        if self.variant == "ln-cpp":
+            out, h, c = CppLNRecurrence.apply(
+                inputs, self.w_hh.weight, self.ln_input.weight, self.ln_recurrent.weight,
+                self.ln_input.bias + self.ln_recurrent.bias, self.ln_cell.weight, self.ln_cell.bias, h, c,
             )
             return out, (h[None], c[None])
         outputs = []
@@ -186,11 +196,72 @@ class LNRecurrence(torch.autograd.Function):
         return dzs, d_w, d_gr, d_gc, d_bc, None, None
 
 
+_KERNEL = None
+
+
+def kernel():
+    """The C++ recurrence (``ln_recurrence.cpp``), compiled on first use by torch's extension
+    builder (a C++ compiler and ninja needed; built once into torch's extension cache)."""
+    global _KERNEL
+    if _KERNEL is None:
+        import shutil
+
+        from torch.utils.cpp_extension import is_ninja_available, load
+
+        if not is_ninja_available() or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+            raise SystemExit("cell_variants.py: ln-cpp builds ln_recurrence.cpp, which needs a C++ compiler and ninja")
+        try:
+            _KERNEL = load(
+                name="charlstm_ln_recurrence",
+                sources=[str(Path(__file__).with_name("ln_recurrence.cpp"))],
+                extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"],
+                extra_ldflags=["-lmvec"],  # glibc's vectorised tanhf
+            )
+        except (RuntimeError, OSError) as e:
+            raise SystemExit(f"cell_variants.py: ln_recurrence.cpp did not build: {str(e).strip().splitlines()[-1]}") from None
+    return _KERNEL
+
+
+class CppLNRecurrence(torch.autograd.Function):
+    """LNRecurrence with both LNs in C++ (``ln_recurrence.cpp``): u (T, B, 4H) is W_ih x before its
+    LN (the kernel normalises it), g_x and g_r the two LNs' gains, bias their biases summed; g_c, b_c
+    the cell state's LN, h0, c0 (B, H). Returns out (T, B, H), h_T, c_T. The products run in u's
+    type: bfloat16 under bf16 autocast, as the fused layer's do."""
+
+    @staticmethod
+    def forward(ctx, u, w_hh, g_x, g_r, bias, g_c, b_c, h0, c0):
+        with torch.autocast("cpu", enabled=False):
+            dt = u.dtype if u.dtype == torch.bfloat16 else torch.float32
+            u = u.detach().to(dt).contiguous()
+            g_x, g_r, bias, g_c, b_c, h0, c0 = (t.detach().float().contiguous() for t in (g_x, g_r, bias, g_c, b_c, h0, c0))
+            w = torch.ops.mkldnn._reorder_linear_weight(w_hh.detach().to(dt), u.shape[1])  # (4H, H), packed
+            hs, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks = kernel().forward(u, w, g_x, g_r, bias, g_c, b_c, h0, c0)
+        ctx.save_for_backward(w_hh, g_x, g_r, g_c, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks)
+        return hs[1:], hs[-1].clone(), cs[-1].clone()
+
+    @staticmethod
+    def backward(ctx, d_out, d_hT, d_cT):
+        w_hh, g_x, g_r, g_c, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks = ctx.saved_tensors
+        T, B, H = d_out.shape
+        with torch.autocast("cpu", enabled=False):
+            d_out = d_out.float().contiguous()
+            d_hT = d_hT.float().contiguous() if d_hT is not None else d_out.new_zeros(B, H)
+            d_cT = d_cT.float().contiguous() if d_cT is not None else d_out.new_zeros(B, H)
+            w_t = torch.ops.mkldnn._reorder_linear_weight(w_hh.detach().t().to(hp.dtype).contiguous(), B)  # (H, 4H)
+            dus, drs, d_gx, d_gr, d_bias, d_gc, d_bc = kernel().backward(
+                d_out, d_hT, d_cT, w_t, g_x, g_r, g_c, cs, nx, rx, ns, rs, acts, ms, scs, ks
+            )
+            d_w = torch.mm(drs.view(T * B, 4 * H).t(), hp[:-1].reshape(T * B, H)).float()  # (4H, H)
+        return dus, d_w, d_gx, d_gr, d_bias, d_gc, d_bc, None, None
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in VARIANTS:
         print(__doc__, file=sys.stderr)
         return 2
     variant, flags = argv[0], argv[1:]
+    if variant == "ln-cpp":
+        kernel()  # built (or refused) before the run starts
     import charlstm.model
     from charlstm.cli import main as charlstm_main
 

@@ -3,6 +3,7 @@ run of each refinement trains through the real CLI and reports its line."""
 
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,18 @@ def test_the_loop_control_computes_what_nn_lstm_computes():
     torch.testing.assert_close((h2, c2), (h, c), atol=1e-5, rtol=1e-5)
 
 
-def test_the_ln_recurrence_by_hand_has_autograd_s_outputs_and_gradients():
+def _compiles() -> bool:
+    """Whether this machine can build the C++ recurrence (a C++ compiler and ninja)."""
+    from torch.utils.cpp_extension import is_ninja_available
+
+    return is_ninja_available() and any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
+needs_compiler = pytest.mark.skipif(not _compiles(), reason="the C++ recurrence needs a C++ compiler and ninja")
+
+
+@pytest.mark.parametrize("variant", ["ln-hand", pytest.param("ln-cpp", marks=needs_compiler)])
+def test_the_ln_recurrence_by_hand_has_autograd_s_outputs_and_gradients(variant):
     bench = _bench()
     torch.manual_seed(0)
     steps, batch, inputs, hidden_size = 7, 3, 5, 8
@@ -44,7 +56,7 @@ def test_the_ln_recurrence_by_hand_has_autograd_s_outputs_and_gradients():
     with torch.no_grad():
         for p in by_autograd.parameters():
             p.add_(torch.randn_like(p) * 0.1)  # LayerNorm's gains and biases away from 1 and 0
-    by_hand = bench.LoopLSTM(inputs, hidden_size, "ln-hand")
+    by_hand = bench.LoopLSTM(inputs, hidden_size, variant)
     by_hand.load_state_dict(by_autograd.state_dict())
     x = torch.randn(steps, batch, inputs)
     hidden = (torch.randn(1, batch, hidden_size), torch.randn(1, batch, hidden_size))
@@ -62,7 +74,34 @@ def test_the_ln_recurrence_by_hand_has_autograd_s_outputs_and_gradients():
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("variant", ["ln", "ln-gates", "ln-cell", "ln-hand", "mogrifier"])
+@needs_compiler
+def test_the_c_plus_plus_recurrence_in_bfloat16_stays_near_the_float_one_and_reuses_its_buffers():
+    """Under bf16 autocast the products take bfloat16 (as the fused layer's do) and the rest stays
+    float32; a second window with nothing holding the first's tensors reuses its buffers, and a
+    window whose output is still held gets fresh ones (the held output keeps its values)."""
+    bench = _bench()
+    torch.manual_seed(1)
+    layer = bench.LoopLSTM(6, 16, "ln-cpp")
+    x = torch.randn(5, 4, 6)
+    exact, _ = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded, _ = layer(x)
+    assert rounded.dtype == torch.float32
+    assert 0 < (rounded - exact).abs().max() < 0.05  # bfloat16 products: close, not equal
+    kept = exact.clone()
+    again, _ = layer(x)  # ``exact`` is still held: its buffer is not written over
+    torch.testing.assert_close(exact, kept, rtol=0, atol=0)
+    torch.testing.assert_close(again, exact, rtol=0, atol=0)
+    pointer = again.data_ptr()
+    del again, exact
+    third, _ = layer(x)
+    assert third.data_ptr() == pointer  # nothing held the third window's buffer: it was reused
+    torch.testing.assert_close(third, kept, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "variant", ["ln", "ln-gates", "ln-cell", "ln-hand", pytest.param("ln-cpp", marks=needs_compiler), "mogrifier"]
+)
 def test_a_refinement_trains_and_reports(variant, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 40)

@@ -199,16 +199,23 @@ class LNRecurrence(torch.autograd.Function):
 _KERNEL = None
 
 
+def compiler_available() -> bool:
+    """Whether this machine can build ``ln_recurrence.cpp``: a C++ compiler and ninja."""
+    import shutil
+
+    from torch.utils.cpp_extension import is_ninja_available
+
+    return is_ninja_available() and any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
 def kernel():
     """The C++ recurrence (``ln_recurrence.cpp``), compiled on first use by torch's extension
     builder (a C++ compiler and ninja needed; built once into torch's extension cache)."""
     global _KERNEL
     if _KERNEL is None:
-        import shutil
+        from torch.utils.cpp_extension import load
 
-        from torch.utils.cpp_extension import is_ninja_available, load
-
-        if not is_ninja_available() or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        if not compiler_available():
             raise SystemExit("cell_variants.py: ln-cpp builds ln_recurrence.cpp, which needs a C++ compiler and ninja")
         try:
             _KERNEL = load(

@@ -3,7 +3,6 @@ run of each refinement trains through the real CLI and reports its line."""
 
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,14 +36,9 @@ def test_the_loop_control_computes_what_nn_lstm_computes():
     torch.testing.assert_close((h2, c2), (h, c), atol=1e-5, rtol=1e-5)
 
 
-def _compiles() -> bool:
-    """Whether this machine can build the C++ recurrence (a C++ compiler and ninja)."""
-    from torch.utils.cpp_extension import is_ninja_available
-
-    return is_ninja_available() and any(shutil.which(c) for c in ("c++", "g++", "clang++"))
-
-
-needs_compiler = pytest.mark.skipif(not _compiles(), reason="the C++ recurrence needs a C++ compiler and ninja")
+needs_compiler = pytest.mark.skipif(
+    not _bench().compiler_available(), reason="the C++ recurrence needs a C++ compiler and ninja"
+)
 
 
 @pytest.mark.parametrize("variant", ["ln-hand", pytest.param("ln-cpp", marks=needs_compiler)])

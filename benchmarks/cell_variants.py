@@ -15,10 +15,11 @@ VARIANT:
     ln-hand    the ln cell and weights, its recurrence by hand (``LNRecurrence``: a forward
                that keeps no autograd tape and a backward written out, the weight gradients
                as one product after the loop): what LN costs when the loop is written for speed
-    ln-cpp     ln-hand's recurrence in C++ (``ln_recurrence.cpp``, built on first use by torch's
-               extension builder: a C++ compiler and ninja needed, ``-march=native``): per step one
-               product with the weight reordered once per window (oneDNN's linear) and one pass per
-               row for the rest; buffers kept between windows. What a fused LN-LSTM would cost
+    ln-cpp     the ln cell's recurrence, both LNs included, in C++ (``ln_recurrence.cpp``, built
+               on first use by torch's extension builder: a C++ compiler and ninja needed,
+               ``-march=native``): per step one product with the weight reordered once per window
+               (oneDNN's linear) and one pass per row for the rest; buffers kept between windows.
+               What a fused LN-LSTM costs (results: "The layer-normalised LSTM in C++")
     mogrifier  the Mogrifier (Melis et al. 2020): before each step x and h gate each other, five
                rounds, x <- 2 sigmoid(Q h) * x and h <- 2 sigmoid(R x) * h in turn
 

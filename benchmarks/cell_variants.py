@@ -242,20 +242,21 @@ class CppLNRecurrence(torch.autograd.Function):
             dt = u.dtype if u.dtype == torch.bfloat16 else torch.float32
             u = u.detach().to(dt).contiguous()
             g_x, g_r, bias, g_c, b_c, h0, c0 = (t.detach().float().contiguous() for t in (g_x, g_r, bias, g_c, b_c, h0, c0))
-            w = torch.ops.mkldnn._reorder_linear_weight(w_hh.detach().to(dt), u.shape[1])  # (4H, H), packed
+            w_dt = w_hh.detach().to(dt)  # (4H, H) in the products' type: the backward's too
+            w = torch.ops.mkldnn._reorder_linear_weight(w_dt, u.shape[1])  # packed
             hs, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks = kernel().forward(u, w, g_x, g_r, bias, g_c, b_c, h0, c0)
-        ctx.save_for_backward(w_hh, g_x, g_r, g_c, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks)
+        ctx.save_for_backward(w_dt, g_x, g_r, g_c, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks)
         return hs[1:], hs[-1].clone(), cs[-1].clone()
 
     @staticmethod
     def backward(ctx, d_out, d_hT, d_cT):
-        w_hh, g_x, g_r, g_c, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks = ctx.saved_tensors
+        w_dt, g_x, g_r, g_c, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks = ctx.saved_tensors
         T, B, H = d_out.shape
         with torch.autocast("cpu", enabled=False):
             d_out = d_out.float().contiguous()
             d_hT = d_hT.float().contiguous() if d_hT is not None else d_out.new_zeros(B, H)
             d_cT = d_cT.float().contiguous() if d_cT is not None else d_out.new_zeros(B, H)
-            w_t = torch.ops.mkldnn._reorder_linear_weight(w_hh.detach().t().to(hp.dtype).contiguous(), B)  # (H, 4H)
+            w_t = torch.ops.mkldnn._reorder_linear_weight(w_dt.t().contiguous(), B)  # (H, 4H), packed
             dus, drs, d_gx, d_gr, d_bias, d_gc, d_bc = kernel().backward(
                 d_out, d_hT, d_cT, w_t, g_x, g_r, g_c, cs, nx, rx, ns, rs, acts, ms, scs, ks
             )

@@ -15,11 +15,11 @@ VARIANT:
     ln-hand    the ln cell and weights, its recurrence by hand (``LNRecurrence``: a forward
                that keeps no autograd tape and a backward written out, the weight gradients
                as one product after the loop): what LN costs when the loop is written for speed
-    ln-cpp     the ln cell's recurrence, both LNs included, in C++ (``ln_recurrence.cpp``, built
-               on first use by torch's extension builder: a C++ compiler and ninja needed,
-               ``-march=native``): per step one product with the weight reordered once per window
-               (oneDNN's linear) and one pass per row for the rest; buffers kept between windows.
-               What a fused LN-LSTM costs (results: "The layer-normalised LSTM in C++")
+    ln-cpp     the ln cell's recurrence, both LNs included, in C++: charlstm's own
+               (``charlstm/lnlstm/ln_recurrence.cpp``, ``--cell ln-lstm``, built on first use: a
+               C++ compiler and ninja needed): per step one product with the weight reordered once
+               per window (oneDNN's linear) and one pass per row for the rest; buffers kept between
+               windows (results: "The layer-normalised LSTM in C++")
     mogrifier  the Mogrifier (Melis et al. 2020): before each step x and h gate each other, five
                rounds, x <- 2 sigmoid(Q h) * x and h <- 2 sigmoid(R x) * h in turn
 
@@ -91,7 +91,7 @@ class LoopLSTM(nn.Module):
             )
             return out, (h[None], c[None])
         if self.variant == "ln-cpp":
-            out, h, c = CppLNRecurrence.apply(
+            out, h, c = CppLNRecurrence().apply(
                 inputs, self.w_hh.weight, self.ln_input.weight, self.ln_recurrent.weight,
                 self.ln_input.bias + self.ln_recurrent.bias, self.ln_cell.weight, self.ln_cell.bias, h, c,
             )
@@ -197,71 +197,26 @@ class LNRecurrence(torch.autograd.Function):
         return dzs, d_w, d_gr, d_gc, d_bc, None, None
 
 
-_KERNEL = None
-
-
 def compiler_available() -> bool:
-    """Whether this machine can build ``ln_recurrence.cpp``: a C++ compiler and ninja."""
-    import shutil
+    """Whether this machine can build charlstm's C++ recurrence: a C++ compiler and ninja."""
+    from charlstm.lnlstm.kernel import compiler_available as available
 
-    from torch.utils.cpp_extension import is_ninja_available
-
-    return is_ninja_available() and any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+    return available()
 
 
 def kernel():
-    """The C++ recurrence (``ln_recurrence.cpp``), compiled on first use by torch's extension
-    builder (a C++ compiler and ninja needed; built once into torch's extension cache)."""
-    global _KERNEL
-    if _KERNEL is None:
-        from torch.utils.cpp_extension import load
+    """charlstm's C++ recurrence (``charlstm/lnlstm/ln_recurrence.cpp``), built on first use."""
+    from charlstm.lnlstm import kernel as ln_kernel
 
-        if not compiler_available():
-            raise SystemExit("cell_variants.py: ln-cpp builds ln_recurrence.cpp, which needs a C++ compiler and ninja")
-        try:
-            _KERNEL = load(
-                name="charlstm_ln_recurrence",
-                sources=[str(Path(__file__).with_name("ln_recurrence.cpp"))],
-                extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"],
-                extra_ldflags=["-lmvec"],  # glibc's vectorised tanhf
-            )
-        except (RuntimeError, OSError) as e:
-            raise SystemExit(f"cell_variants.py: ln_recurrence.cpp did not build: {str(e).strip().splitlines()[-1]}") from None
-    return _KERNEL
+    if not compiler_available():
+        raise SystemExit("cell_variants.py: ln-cpp builds charlstm's ln_recurrence.cpp, which needs a C++ compiler and ninja")
+    if ln_kernel.load() is None:
+        raise SystemExit(f"cell_variants.py: {ln_kernel.status().reason}")
+    return ln_kernel
 
 
-class CppLNRecurrence(torch.autograd.Function):
-    """LNRecurrence with both LNs in C++ (``ln_recurrence.cpp``): u (T, B, 4H) is W_ih x before its
-    LN (the kernel normalises it), g_x and g_r the two LNs' gains, bias their biases summed; g_c, b_c
-    the cell state's LN, h0, c0 (B, H). Returns out (T, B, H), h_T, c_T. The products run in u's
-    type: bfloat16 under bf16 autocast, as the fused layer's do."""
-
-    @staticmethod
-    def forward(ctx, u, w_hh, g_x, g_r, bias, g_c, b_c, h0, c0):
-        with torch.autocast("cpu", enabled=False):
-            dt = u.dtype if u.dtype == torch.bfloat16 else torch.float32
-            u = u.detach().to(dt).contiguous()
-            g_x, g_r, bias, g_c, b_c, h0, c0 = (t.detach().float().contiguous() for t in (g_x, g_r, bias, g_c, b_c, h0, c0))
-            w_dt = w_hh.detach().to(dt)  # (4H, H) in the products' type: the backward's too
-            w = torch.ops.mkldnn._reorder_linear_weight(w_dt, u.shape[1])  # packed
-            hs, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks = kernel().forward(u, w, g_x, g_r, bias, g_c, b_c, h0, c0)
-        ctx.save_for_backward(w_dt, g_x, g_r, g_c, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks)
-        return hs[1:], hs[-1].clone(), cs[-1].clone()
-
-    @staticmethod
-    def backward(ctx, d_out, d_hT, d_cT):
-        w_dt, g_x, g_r, g_c, hp, cs, nx, rx, ns, rs, acts, ms, scs, ks = ctx.saved_tensors
-        T, B, H = d_out.shape
-        with torch.autocast("cpu", enabled=False):
-            d_out = d_out.float().contiguous()
-            d_hT = d_hT.float().contiguous() if d_hT is not None else d_out.new_zeros(B, H)
-            d_cT = d_cT.float().contiguous() if d_cT is not None else d_out.new_zeros(B, H)
-            w_t = torch.ops.mkldnn._reorder_linear_weight(w_dt.t().contiguous(), B)  # (H, 4H), packed
-            dus, drs, d_gx, d_gr, d_bias, d_gc, d_bc = kernel().backward(
-                d_out, d_hT, d_cT, w_t, g_x, g_r, g_c, cs, nx, rx, ns, rs, acts, ms, scs, ks
-            )
-            d_w = torch.mm(drs.view(T * B, 4 * H).t(), hp[:-1].reshape(T * B, H)).float()  # (4H, H)
-        return dus, d_w, d_gx, d_gr, d_bias, d_gc, d_bc, None, None
+def CppLNRecurrence():  # noqa: N802 (the autograd Function, from charlstm.lnlstm.kernel)
+    return kernel().CppLNRecurrence
 
 
 def main(argv: list[str]) -> int:

@@ -17,32 +17,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from charlstm import lnlstm
 from charlstm.config import QUANTITIES, WEIGHTS
 from charlstm.errors import ConfigError
 from charlstm.products import Product
 
 # What each cell exposes per layer (``config.QUANTITIES``); every entry is (T, H) in a ``Trace``.
 GATES = {"lstm": ("forget", "input", "output"), "gru": ("update", "reset"), "rnn": ()}
+GATES["ln-lstm"] = GATES["lstm"]
 # How PyTorch stacks each cell's gate weights in ``weight_ih`` / ``weight_hh``.
 STACK_ORDER = {
     "lstm": ("input", "forget", "candidate", "output"),
     "gru": ("reset", "update", "candidate"),
     "rnn": ("hidden",),
 }
+STACK_ORDER["ln-lstm"] = STACK_ORDER["lstm"]
 # (h, c) for the LSTM, (h,) for the GRU and RNN; each (num_layers, B, hidden_size)
 Hidden = tuple[torch.Tensor, ...]
 
 
+def has_cell_state(cell: str) -> bool:
+    """Whether the cell carries ``c`` beside ``h`` (the LSTMs)."""
+    return cell in ("lstm", "ln-lstm")
+
+
 def recurrent_shapes(cell: str, input_size: int, hidden_size: int, num_layers: int = 1) -> dict[str, tuple[int, ...]]:
-    """The shape of every weight of a fused ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``, by its
-    ``state_dict`` name, computed without building it: each matrix stacks one block of
-    ``hidden_size`` rows per entry of ``STACK_ORDER[cell]``."""
+    """The shape of every weight of a fused ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (or an
+    ``lnlstm.LNLSTM``), by its ``state_dict`` name, computed without building it: each matrix
+    stacks one block of ``hidden_size`` rows per entry of ``STACK_ORDER[cell]``."""
     rows = len(STACK_ORDER[cell]) * hidden_size
     shapes: dict[str, tuple[int, ...]] = {}
     for layer in range(num_layers):
         inputs = input_size if layer == 0 else hidden_size
+        if cell == "ln-lstm":
+            shapes.update(lnlstm.parameter_shapes(inputs, hidden_size, layer))
+            continue
         shapes[f"weight_ih_l{layer}"] = (rows, inputs)
         shapes[f"weight_hh_l{layer}"] = (rows, hidden_size)
         shapes[f"bias_ih_l{layer}"] = (rows,)
@@ -144,8 +156,11 @@ def rnn_step(x: torch.Tensor, h: torch.Tensor, g: dict[str, Gate]):
     return h, {}
 
 
-def cell_gates(rnn: nn.RNNBase, cell: str) -> list[dict[str, Gate]]:
-    """Every layer's gates of a fused ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``."""
+def cell_gates(rnn: nn.RNNBase, cell: str) -> list[dict]:
+    """Every layer's gates of a fused ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``; an ``LNLSTM``'s
+    layers' parameters (by ``lnlstm.PARAMETERS``), detached: its LNs span all four gates."""
+    if cell == "ln-lstm":
+        return [{k: v.detach() for k, v in rnn.layer_weights(layer).items()} for layer in range(rnn.num_layers)]
     return [layer_gates(rnn, layer, STACK_ORDER[cell]) for layer in range(rnn.num_layers)]
 
 
@@ -155,6 +170,9 @@ def step(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, gates: di
     if cell == "lstm":
         h, c, seen = lstm_step(x, h, c, gates)
         seen["cell"] = c
+    elif cell == "ln-lstm":
+        h, c, (i, f, g, o) = lnlstm.reference_step(x, h, c, gates)
+        seen = {"forget": f, "input": i, "output": o, "candidate": g, "cell": c}
     elif cell == "gru":
         h, seen = gru_step(x, h, gates)
     else:
@@ -265,15 +283,18 @@ class TokenStepper:
         self.num_layers = model.config.num_layers
         self.embedding = model.embedding.weight.detach()  # (V, E)
         vocab = self.embedding.size(0)
-        gated = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+        gated = len(STACK_ORDER[self.cell])
         # The LSTM's gates move from PyTorch's (i, f, g, o) to (i, f, o, g).
         order = torch.arange(gated * hidden)
-        if self.cell == "lstm":
+        if has_cell_state(self.cell):
             order = torch.cat([order[: 2 * hidden], order[3 * hidden :], order[2 * hidden : 3 * hidden]])
         order = order.to(self.embedding.device)
         self.layers = []  # per layer: (input product, recurrent product, bias (G*H,), recurrent bias)
         self.table = None  # (V, G*H): the first layer's input product, bias included
         for layer in range(self.num_layers):
+            if self.cell == "ln-lstm":
+                self.layers.append(self._ln_layer(model.rnn, layer, order, weights))
+                continue
             w_ih, w_hh, b_ih, b_hh = (t[order] for t in fused_weights(model.rnn, layer))
             # The GRU's reset gate scales only the recurrent part of its candidate: keep b_hh apart.
             bias, recurrent_bias = (b_ih, b_hh) if self.cell == "gru" else (b_ih + b_hh, None)
@@ -287,12 +308,27 @@ class TokenStepper:
         self.head = Product(model.head.weight)  # (V, H), fp32
         self.head_bias = model.head.bias.detach()
 
+    def _ln_layer(self, rnn, layer: int, order: torch.Tensor, weights: str):
+        """An ``LNLSTM`` layer: (input product, recurrent product, ``bias_ih``, the LNs' (g_ih,
+        both biases summed, g_hh, g_c, b_c)); the first layer's table holds its input side."""
+        w = {k: v.detach() for k, v in rnn.layer_weights(layer).items()}
+        w = {k: v[order] if v.size(0) == order.numel() else v for k, v in w.items()}
+        norms = (w["gain_ih"], w["bias_ln_ih"] + w["bias_ln_hh"], w["gain_hh"], w["gain_c"], w["bias_c"])
+        product = None
+        if layer == 0 and self.embedding.size(0) * order.numel() <= INPUT_TABLE_LIMIT:
+            inputs = torch.addmm(w["bias_ih"], self.embedding, w["weight_ih"].t())  # (V, 4H)
+            self.table = F.layer_norm(inputs, (order.numel(),), norms[0], norms[1], lnlstm.EPS)
+            self.table_rows = self.table.unbind(0)
+        else:
+            product = Product(w["weight_ih"], weights)
+        return product, Product(w["weight_hh"], weights), w["bias_ih"], norms
+
     def state(self, hidden: Hidden | None, batch_size: int | None = None) -> StepState:
         """Working memory holding a copy of ``hidden`` (None: zeros for ``batch_size`` rows; a
         state of one row is repeated to ``batch_size`` rows)."""
         rows = batch_size or (hidden[0].size(1) if hidden is not None else 1)
         shape = (self.num_layers, rows, self.hidden_size)
-        n = 2 if self.cell == "lstm" else 1
+        n = 2 if has_cell_state(self.cell) else 1
         new = tuple(self.embedding.new_zeros(shape) for _ in range(n))
         if hidden is not None:
             for mine, given in zip(new, hidden):
@@ -302,7 +338,7 @@ class TokenStepper:
         return StepState(new, logits, gates)
 
     def _gate_width(self) -> int:
-        return {"lstm": 4, "gru": 3, "rnn": 1}[self.cell] * self.hidden_size
+        return len(STACK_ORDER[self.cell]) * self.hidden_size
 
     def __call__(self, ids: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
         """``ids`` (B,) -> logits (B, V) and the next hidden state, as new tensors."""
@@ -324,7 +360,9 @@ class TokenStepper:
             if self.cell == "gru":
                 x = self._gru(layer, ids, x, h, product, recurrent, bias, recurrent_bias)
                 continue
-            if layer == 0 and self.table is not None:  # x_t's product and the bias, looked up
+            if self.cell == "ln-lstm":
+                x = self._ln_gates(layer, ids, x, h, token, gates)
+            elif layer == 0 and self.table is not None:  # x_t's product and the bias, looked up
                 if token is not None:
                     recurrent.add_to(gates, h, self.table_rows[token])  # the product that reads most
                 else:
@@ -334,13 +372,17 @@ class TokenStepper:
                     x = self.embedding.index_select(0, ids)  # (B, E)
                 product.add_to(gates, x, bias)
                 recurrent.add_to(gates, h)
-            if self.cell == "lstm":
+            if has_cell_state(self.cell):
                 c = state.layers[layer][1]  # (B, H)
                 ifo, g, i, f, o = state.lstm_gates  # views of ``gates``
                 ifo.sigmoid_()
                 g.tanh_()
                 c.mul_(f).addcmul_(i, g)  # c_t = f * c_{t-1} + i * g
-                torch.tanh(c, out=h).mul_(o)  # h_t = o * tanh(c_t)
+                if self.cell == "ln-lstm":  # h_t = o * tanh(LN(c_t) * g_c + b_c)
+                    _, _, _, g_c, b_c = self.layers[layer][3]
+                    torch.tanh(F.layer_norm(c, (self.hidden_size,), g_c, b_c, lnlstm.EPS), out=h).mul_(o)
+                else:
+                    torch.tanh(c, out=h).mul_(o)  # h_t = o * tanh(c_t)
                 if tape is not None:
                     tape.append((gates.clone(), c.clone(), h.clone()))
             else:
@@ -348,6 +390,21 @@ class TokenStepper:
             x = h
         logits = state.logits if out is None else out
         return self.head.add_to(logits, x, self.head_bias)  # (B, V)
+
+    def _ln_gates(self, layer, ids, x, h, token, gates) -> torch.Tensor | None:
+        """An ``LNLSTM`` layer's pre-activations into ``gates``: LN(x W_ih^T + b_ih) * g_ih (or the
+        table's row) + LN(h W_hh^T) * g_hh + both LNs' biases. Returns ``x`` (the embedding)."""
+        product, recurrent, bias, (g_x, b, g_r, _, _) = self.layers[layer]
+        G = gates.size(1)
+        rec = F.layer_norm(recurrent(h), (G,), g_r, None, lnlstm.EPS)
+        if layer == 0 and self.table is not None:
+            inputs = self.table_rows[token] if token is not None else self.table.index_select(0, ids)
+        else:
+            if x is None:
+                x = self.embedding.index_select(0, ids)  # (B, E)
+            inputs = F.layer_norm(product(x).add_(bias), (G,), g_x, b, lnlstm.EPS)
+        torch.add(inputs, rec, out=gates)
+        return x
 
     def _gru(self, layer, ids, x, h, product, recurrent, bias, recurrent_bias) -> torch.Tensor:
         """One GRU layer, out of place (r scales only the recurrent part of the candidate); the

@@ -7,8 +7,9 @@ Training uses the fused ``nn.LSTM`` (oneDNN on CPU, cuDNN on GPU); each layer co
     c_t     = f * c_{t-1} + i * g               the additive cell path
     h_t     = o * tanh(c_t)
 
-``--cell gru`` and ``--cell rnn`` swap in ``nn.GRU`` / ``nn.RNN`` (tanh) for comparison;
-``charlstm.cells`` writes all three out step by step.
+``--cell ln-lstm`` normalises the pre-activations and the cell inside each layer
+(``charlstm.lnlstm``: its recurrence in C++); ``--cell gru`` and ``--cell rnn`` swap in ``nn.GRU`` /
+``nn.RNN`` (tanh) for comparison; ``charlstm.cells`` writes them all out step by step.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlstm.cells import Hidden, init_forget_bias, recurrent_shapes
+from charlstm.cells import Hidden, has_cell_state, init_forget_bias, recurrent_shapes
 from charlstm.config import ModelConfig
+from charlstm.lnlstm import LNLSTM
 
-RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+RNN_CLASSES = {"lstm": nn.LSTM, "ln-lstm": LNLSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 def decays(name: str, param: torch.Tensor) -> bool:
@@ -77,7 +79,7 @@ class LanguageModel(nn.Module):
         """A zero hidden state on the model's device and dtype."""
         weight = self.head.weight
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
-        return tuple(weight.new_zeros(shape) for _ in range(2 if self.config.cell == "lstm" else 1))
+        return tuple(weight.new_zeros(shape) for _ in range(2 if has_cell_state(self.config.cell) else 1))
 
     def forward(self, ids: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """``ids`` (T, B) token ids -> logits (T, B, vocab_size) and the hidden state after the
@@ -91,7 +93,7 @@ class LanguageModel(nn.Module):
         """``forward``, also returning the last layer's output (T, B, hidden_size) that the
         projection reads: the neural cache (``evaluation.cache``) keys on it."""
         x = self.embedding(ids)  # (T, B, embedding_dim)
-        lstm = self.config.cell == "lstm"
+        lstm = has_cell_state(self.config.cell)
         if hidden is not None and not lstm:
             hidden = hidden[0]  # nn.GRU / nn.RNN take h alone
         if self.training and self.dropout.training and self.config.weight_drop > 0:  # dropout off: all of it

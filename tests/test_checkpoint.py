@@ -332,7 +332,7 @@ def test_too_many_parameters_is_refused_whatever_the_file(tiny_run, tmp_path):
         ("vocab_size", 10**12, "vocab_size 1000000000000 is outside 2..16,777,216"),
         ("embedding_dim", 0, "embedding_dim 0 is outside 1..65,536"),
         ("num_layers", 100_000, "num_layers 100000 is outside 1..256"),
-        ("cell", "transformer", "cell 'transformer' is not one of lstm, gru, rnn"),
+        ("cell", "transformer", "cell 'transformer' is not one of lstm, ln-lstm, gru, rnn"),
         ("dropout", float("nan"), "dropout nan is not a number in [0, 1)"),
         ("tie_weights", 1, "tie_weights is 1, not true or false"),
     ],

@@ -286,7 +286,7 @@ def _model_with(weights: dict, config) -> LanguageModel:
 @pytest.mark.parametrize(
     "cell,num_layers,dtype,tokenizer",
     [("lstm", 1, "f32", "char"), ("lstm", 2, "int8", "char"), ("gru", 2, "f16", "char"), ("rnn", 1, "int8", "byte"),
-     ("lstm", 1, "f16", "byte")],
+     ("lstm", 1, "f16", "byte"), ("ln-lstm", 2, "int8", "char"), ("ln-lstm", 1, "f16", "byte")],
 )
 def test_the_page_stepper_matches_pytorch(tmp_path, small_text, cell, num_layers, dtype, tokenizer):
     text = small_text[:3000] + " héllo ✓"

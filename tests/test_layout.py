@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "charlstm"
 # Lower floors first. A subpackage is one floor; the top-level modules each have their own.
 FLOORS = [
     ("errors", "_version"),
-    ("config", "atomic", "hardware", "distributed", "products"),
+    ("config", "atomic", "hardware", "distributed", "products", "lnlstm"),
     ("cells",),
     ("model",),
     ("data",),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from charlstm.cells import GATES, Trace, trace
+from charlstm.cells import GATES, Trace, has_cell_state, trace
 from charlstm.config import QUANTITIES, ModelConfig
 from charlstm.errors import ConfigError, DataError
 
@@ -144,13 +144,13 @@ def inspect_text(
 ) -> Inspection:
     """Run ``model`` over ``text`` and gather what ``charlstm inspect`` shows.
 
-    ``quantity`` (default: the LSTM's cell state, the hidden state for other cells) is what units
+    ``quantity`` (default: an LSTM's cell state, the hidden state for other cells) is what units
     are searched and shown by; ``layer`` and ``unit`` (0-based) pick one unit instead of a search.
     ``at`` is the token index after which the top predictions are shown (default: the last).
     """
     cell = model.config.cell
     check_request(model.config, quantity, None if layer is None else layer + 1, None if unit is None else unit + 1)
-    quantity = quantity or ("cell" if cell == "lstm" else "hidden")
+    quantity = quantity or ("cell" if has_cell_state(cell) else "hidden")
     model.eval()
     ids = torch.from_numpy(np.asarray(tokenizer.encode(text), dtype=np.int64))
     if len(ids) < 2:

@@ -152,12 +152,29 @@ def train(
         if given.get("size") == "auto" and config.max_time is None:
             raise click.UsageError("--size auto needs --max-time: it sizes the model for the time budget")
         source = _text_source(files, config.encoding_errors, *corpus_options)
+        if given.get("cell") == "ln-lstm":
+            _load_ln_kernel()
         with TrainProgress() as progress:
             result = charlstm.train(
                 source, out=out, progress=progress, init_from=init_from, strict_vocab=strict_vocab,
                 command=_command_line(), **given,
             )
     _exit_if_stopped_by_signal(result)
+
+
+def _load_ln_kernel() -> None:
+    """--cell ln-lstm: build its C++ recurrence now, saying so, or say why it runs in Python."""
+    from charlstm.lnlstm import kernel
+
+    if not kernel.built_before() and kernel.compiler_available():
+        click.echo("--cell ln-lstm: building its C++ recurrence (once on this machine, about 30 s)", err=True)
+    status = kernel.status()
+    if not status.built:
+        click.echo(
+            f"warning: --cell ln-lstm: {status.reason}; its recurrence runs in Python, about a third as fast "
+            "(Debian: apt install g++ ninja-build)",
+            err=True,
+        )
 
 
 def _command_line() -> list[str]:

@@ -23,6 +23,7 @@ from charlstm.compression.streams import Predictor, fix_theta, new_cache, probe_
 from charlstm.compression.tokens import from_tokens, pack_side, to_tokens, unpack_side
 from charlstm.config import AdaptConfig, CacheConfig
 from charlstm.errors import CharlstmError, CompressedFileError, ConfigError
+from charlstm.lnlstm.kernel import in_python
 
 INSTALL = 'compressing needs the constriction package: pip install "charlstm[compress]"'
 PROGRESS_STEPS = 256  # steps between two on_progress calls
@@ -50,11 +51,14 @@ def _threads(n: int):
 @contextmanager
 def _evaluating(model):
     """``model`` in eval mode for the block (a model in train mode would drop out at random, and
-    the decoder's draws would not be the encoder's); its mode is put back afterwards."""
+    the decoder's draws would not be the encoder's); its mode is put back afterwards. An LN-LSTM's
+    windows run in Python (``lnlstm.kernel.in_python``): whether a machine could build the C++
+    recurrence then changes no float, so a file decodes where its encoder's torch computes alike."""
     was_training = model.training
     model.eval()
     try:
-        yield
+        with in_python():
+            yield
     finally:
         model.train(was_training)
 

@@ -29,7 +29,7 @@ LR_SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # How generation holds the recurrent weights (``cells.TokenStepper``): as trained, or lighter.
 WEIGHTS = ("fp32", "int8", "bf16")
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "ln-lstm", "gru", "rnn")
 SIZES = ("auto", "fixed")
 ENCODING_ERRORS = ("strict", "replace")
 ADAPT_METHODS = ("rms", "sgd")
@@ -38,6 +38,7 @@ ADAPT_DEFAULTS = {"sgd": (0.1, 0.0, 0.0, 0), "rms": (0.002, 0.01, 0.5, 300)}  # 
 # What ``inspect --show`` can colour by, per cell, in display order (``cells.trace`` records each).
 QUANTITIES = {
     "lstm": ("cell", "hidden", "forget", "input", "output", "candidate"),
+    "ln-lstm": ("cell", "hidden", "forget", "input", "output", "candidate"),
     "gru": ("hidden", "update", "reset", "candidate"),
     "rnn": ("hidden",),
 }
@@ -53,7 +54,8 @@ class ModelShape(_Serializable):
     projection. Everything but the vocabulary, which comes from the tokenizer."""
 
     cell: str = setting(
-        "lstm", "Recurrent cell: LSTM, or GRU / tanh RNN for comparison.", choices=CELLS, fixed=True
+        "lstm", "Recurrent cell: LSTM; ln-lstm, the LSTM with layer normalisation inside the cell (C++ "
+        "recurrence, built on first use where a compiler is); or GRU / tanh RNN for comparison.", choices=CELLS, fixed=True
     )
     embedding_dim: int = setting(64, "Embedding size.", fixed=True)
     hidden_size: int = setting(512, "Units per recurrent layer.", fixed=True)

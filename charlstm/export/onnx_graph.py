@@ -30,6 +30,7 @@ from charlstm.export.source import ExportSource
 OPSET = 17
 INPUTS = ("ids", "h", "c")
 OUTPUTS = ("logits", "h_out", "c_out")
+ONNX_OPERATORS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}  # the cells an ONNX graph can hold
 MISSING = "ONNX export needs the onnx extra: pip install 'charlstm[onnx]' (onnx, onnxscript, onnxruntime)"
 
 
@@ -51,7 +52,7 @@ def _graph_module(model):
             self.model = model
 
         def forward(self, ids, h, c):
-            lstm = self.model.config.cell == "lstm"
+            lstm = self.model.config.cell == "lstm"  # the one cell with a state c here
             logits, hidden = self.model(ids, (h, c) if lstm else (h,))  # (T, B, V)
             return logits, hidden[0], hidden[1] if lstm else c
 
@@ -78,6 +79,11 @@ def onnx_bytes(source: ExportSource) -> bytes:
 
     onnx = require_onnx()
     config = source.config
+    if config.cell not in ONNX_OPERATORS:
+        raise CharlstmError(
+            f"--format onnx: ONNX has no operator for the {config.cell} cell, and a graph unrolled over "
+            "time would fix the text's length; export it as safetensors or html instead"
+        )
     graph = _graph_module(source.model)
     ids = torch.zeros(2, 2, dtype=torch.long)  # (T, B): any sizes; both axes are dynamic
     h = torch.zeros(config.num_layers, 2, config.hidden_size)

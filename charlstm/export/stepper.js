@@ -7,6 +7,8 @@
 //   GRU   r, z = sigmoid(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})
 //         n = tanh(W_in x + b_in + r * (W_hn h + b_hn));  h = (1 - z) * n + z * h
 //   RNN   h = tanh(W_ih x + b_ih + W_hh h + b_hh)
+//   LN-LSTM  i, f, g, o = LN(W_ih x + b_ih) * g_ih + b_ln_ih + LN(W_hh h) * g_hh + b_ln_hh
+//         c as the LSTM's;  h = sigmoid(o) * tanh(LN(c) * g_c + b_c)   (LN: a row's mean and variance)
 //   logits = W_head h + b_head
 //
 // Weights are kept as Float32Array (decoded from f32, f16, or int8 with one scale per row); the
@@ -72,6 +74,16 @@
     return 1 / (1 + Math.exp(-x));
   }
 
+  // out[j] = (v[j] - mean) / sqrt(var + 1e-5) * gain[j] + (bias ? bias[j] : 0) + (add ? add[j] : 0)
+  function layerNorm(v, n, gain, bias, add, out) {
+    let mean = 0, sq = 0;
+    for (let j = 0; j < n; j++) mean += v[j];
+    mean /= n;
+    for (let j = 0; j < n; j++) sq += (v[j] - mean) * (v[j] - mean);
+    const r = 1 / Math.sqrt(sq / n + 1e-5);
+    for (let j = 0; j < n; j++) out[j] = (v[j] - mean) * r * gain[j] + (bias ? bias[j] : 0) + (add ? add[j] : 0);
+  }
+
   // acc[j] += W[j, :] . v for j < rows; W row-major (rows, cols). Four partial sums per row.
   function matvecAdd(W, rows, cols, v, acc) {
     const tail = cols - (cols % 4);
@@ -98,7 +110,8 @@
     this.E = c.embedding_dim;
     this.V = c.vocab_size;
     this.L = c.num_layers;
-    this.G = { lstm: 4, gru: 3, rnn: 1 }[c.cell];
+    this.G = { lstm: 4, "ln-lstm": 4, gru: 3, rnn: 1 }[c.cell];
+    const ln = c.cell === "ln-lstm";
     if (!this.G) throw new Error("unknown cell " + c.cell);
     const H = this.H, G = this.G, GH = G * H, V = this.V, E = this.E;
     this.layers = [];
@@ -109,9 +122,16 @@
         w_ih: l === 0 ? T["rnn.weight_ih_l" + l] : new Float64Array(T["rnn.weight_ih_l" + l]),
         w_hh: new Float64Array(T["rnn.weight_hh_l" + l]),
         b_ih: T["rnn.bias_ih_l" + l],
-        b_hh: T["rnn.bias_hh_l" + l],
+        b_hh: ln ? null : T["rnn.bias_hh_l" + l],
         inputs: l === 0 ? E : H,
       });
+      if (ln) {
+        const layer = this.layers[l];
+        for (const name of ["gain_ih", "gain_hh", "gain_c", "bias_c"]) layer[name] = T["rnn." + name + "_l" + l];
+        const b = new Float64Array(GH); // the two LNs' biases, summed
+        for (let j = 0; j < GH; j++) b[j] = T["rnn.bias_ln_ih_l" + l][j] + T["rnn.bias_ln_hh_l" + l][j];
+        layer.b_ln = b;
+      }
     }
     // The first layer's input part for every token: W_ih embedding[v] + b_ih (+ b_hh, except
     // for the GRU, whose candidate needs the recurrent bias apart).
@@ -122,14 +142,16 @@
     const row = new Float64Array(GH);
     for (let v = 0; v < V; v++) {
       for (let k = 0; k < E; k++) x[k] = emb[v * E + k];
-      for (let j = 0; j < GH; j++) row[j] = first.b_ih[j] + (this.cell === "gru" ? 0 : first.b_hh[j]);
+      for (let j = 0; j < GH; j++) row[j] = first.b_ih[j] + (this.cell === "gru" || ln ? 0 : first.b_hh[j]);
       matvecAdd(first.w_ih, GH, E, x, row);
+      if (ln) layerNorm(row, GH, first.gain_ih, first.b_ln, null, row);
       this.inputTable.set(row, v * GH);
     }
     this.headWeight = new Float64Array(c.tie_weights ? emb : T["head.weight"]);
     this.headBias = T["head.bias"];
     this.gates = new Float64Array(GH);
     this.hiddenGates = new Float64Array(GH);
+    this.cellNorm = new Float64Array(H);
     this.logits = new Float64Array(V);
   }
 
@@ -152,7 +174,11 @@
       const layer = this.layers[l];
       const h = state.h[l];
       if (l === 0) gates.set(this.inputTable.subarray(id * GH, (id + 1) * GH));
-      else {
+      else if (this.cell === "ln-lstm") {
+        gates.set(layer.b_ih);
+        matvecAdd(layer.w_ih, GH, H, x, gates);
+        layerNorm(gates, GH, layer.gain_ih, layer.b_ln, null, gates);
+      } else {
         for (let j = 0; j < GH; j++) gates[j] = layer.b_ih[j] + (this.cell === "gru" ? 0 : layer.b_hh[j]);
         matvecAdd(layer.w_ih, GH, H, x, gates);
       }
@@ -163,6 +189,15 @@
           c[k] = sigmoid(gates[H + k]) * c[k] + sigmoid(gates[k]) * Math.tanh(gates[2 * H + k]);
           h[k] = sigmoid(gates[3 * H + k]) * Math.tanh(c[k]);
         }
+      } else if (this.cell === "ln-lstm") {
+        const hg = this.hiddenGates;
+        hg.fill(0);
+        matvecAdd(layer.w_hh, GH, H, h, hg);
+        layerNorm(hg, GH, layer.gain_hh, null, gates, gates);
+        const c = state.c[l], m = this.cellNorm;
+        for (let k = 0; k < H; k++) c[k] = sigmoid(gates[H + k]) * c[k] + sigmoid(gates[k]) * Math.tanh(gates[2 * H + k]);
+        layerNorm(c, H, layer.gain_c, layer.bias_c, null, m);
+        for (let k = 0; k < H; k++) h[k] = sigmoid(gates[3 * H + k]) * Math.tanh(m[k]);
       } else if (this.cell === "gru") {
         const hg = this.hiddenGates;
         hg.set(layer.b_hh);

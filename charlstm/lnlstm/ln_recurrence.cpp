@@ -1,10 +1,10 @@
-// The LN-LSTM recurrence of benchmarks/cell_variants.py (LNRecurrence) in C++, forward and backward:
-// the input side's LN for the whole window first, then per step one product (oneDNN's linear, its
-// weight reordered once per call, as the fused RNN primitive keeps it) and one pass per row for
-// everything between two products, in float32, the rows shared among torch's threads. Buffers are
-// kept between calls and reused once nothing else holds them (a fresh 8 MB buffer costs its page
-// faults: about a quarter of the forward's time); one caller at a time. Built by
-// torch.utils.cpp_extension.load (a C++ compiler and ninja needed) for cell_variants.py's "ln-cpp".
+// The layer-normalised LSTM's recurrence (charlstm.lnlstm, --cell ln-lstm) in C++, forward and
+// backward: the input side's LN for the whole window first, then per step one product (oneDNN's
+// linear, its weight reordered once per call, as the fused RNN primitive keeps it) and one pass per
+// row for everything between two products, in float32, the rows shared among torch's threads.
+// Buffers are kept between calls and reused once nothing else holds them (a fresh 8 MB buffer costs
+// its page faults: about a quarter of the forward's time); one caller at a time. Built on first use
+// by torch.utils.cpp_extension.load (charlstm/lnlstm/kernel.py: a C++ compiler and ninja needed).
 // Results: benchmarks/RESULTS.md, "The layer-normalised LSTM in C++".
 //
 // Forward, per step t and row b (G = 4H, gate order i, f, g, o), u = W_ih x computed before:

@@ -191,6 +191,5 @@ def test_it_trains_samples_measures_compresses_and_exports_through_the_cli(tmp_p
     assert held_out.read_bytes() == original
     pytest.importorskip("onnx")
     onnx = run_cli("export", run, "--format", "onnx", "--out", tmp_path / "m.onnx")
-    assert onnx.returncode == 1
-    assert "ONNX has no operator for the ln-lstm cell" in onnx.stderr and "Traceback" not in onnx.stderr
-    assert not (tmp_path / "m.onnx").exists()
+    assert onnx.returncode == 0, onnx.stderr
+    assert (tmp_path / "m.onnx").stat().st_size > 4 * 32 * (32 + 32) * 2  # both layers' matrices, at least

@@ -89,6 +89,14 @@ def test_a_run_with_max_time_is_sized_and_records_why(tmp_path, small_text, monk
     kept = train(source, config, ModelShape(hidden_size=8), out=tmp_path / "kept", shape_given=("hidden_size",))
     record = json.loads((kept.run_dir / "config.json").read_text())
     assert record["model"]["hidden_size"] == 8 and record["info"]["size"] == {"reason": "the shape options given are kept"}
+    # A cell given is sized: its shapes are timed as that cell.
+    timed = []
+    monkeypatch.setattr(
+        "charlstm.training.sizing.measure_speed", lambda config, *a, **k: timed.append(config.cell) or 1e9 / config.hidden_size**2
+    )
+    cell = train(source, config, ModelShape(cell="gru"), out=tmp_path / "cell", shape_given=("cell",))
+    record = json.loads((cell.run_dir / "config.json").read_text())
+    assert record["model"]["cell"] == "gru" and set(timed) == {"gru"} and "per parameter" in record["info"]["size"]["reason"]
     plain = train(source, config, ModelShape(hidden_size=8), out=tmp_path / "plain")
     assert "size" not in json.loads((plain.run_dir / "config.json").read_text())["info"]
     fixed = train(source, TrainConfig(**{**config.to_dict(), "size": "fixed"}), ModelShape(), out=tmp_path / "fixed",
@@ -158,3 +166,23 @@ def test_bench_quality_short_mode_runs_both_recipes_and_dynamic_evaluation(tmp_p
         assert r["eval_chars"] == 20_000 and r["adapt_seconds"] > 0
         assert 0 < r["adapted_nats_per_char"] < 6 and 0 < r["eval_nats_per_char"] < 6
     assert "held-out last tenth" in done.stdout
+
+
+@pytest.mark.auto_cell
+@pytest.mark.parametrize("built", [True, False])
+def test_auto_sizes_the_ln_lstm_where_its_recurrence_builds_and_a_cell_given_is_kept(tmp_path, small_text, monkeypatch, built):
+    from charlstm.lnlstm import kernel
+
+    monkeypatch.setattr(kernel, "status", lambda: kernel.KernelStatus(built, "" if built else "no compiler"))
+    timed = []
+    monkeypatch.setattr(
+        "charlstm.training.sizing.measure_speed", lambda config, *a, **k: timed.append(config.cell) or 1e9 / config.hidden_size**2
+    )
+    source = TextSource.from_text(small_text, "small", "small")
+    config = TrainConfig(batch_size=4, bptt=16, device="cpu", seed=1, max_time=1, max_steps=2)
+    result = train(source, config, ModelShape(), out=tmp_path / "auto", shape_given=())
+    record = json.loads((result.run_dir / "config.json").read_text())
+    cell = "ln-lstm" if built else "lstm"
+    assert record["model"]["cell"] == record["info"]["size"]["cell"] == cell and set(timed) == {cell}
+    given = train(source, config, ModelShape(cell="gru"), out=tmp_path / "given", shape_given=("cell",))
+    assert json.loads((given.run_dir / "config.json").read_text())["model"]["cell"] == "gru"

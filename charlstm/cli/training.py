@@ -154,6 +154,8 @@ def train(
         source = _text_source(files, config.encoding_errors, *corpus_options)
         if given.get("cell") == "ln-lstm":
             _load_ln_kernel()
+        elif _auto_may_choose_the_cell(config, given):
+            _load_ln_kernel(warn=False)
         with TrainProgress() as progress:
             result = charlstm.train(
                 source, out=out, progress=progress, init_from=init_from, strict_vocab=strict_vocab,
@@ -162,14 +164,29 @@ def train(
     _exit_if_stopped_by_signal(result)
 
 
-def _load_ln_kernel() -> None:
-    """--cell ln-lstm: build its C++ recurrence now, saying so, or say why it runs in Python."""
+def _auto_may_choose_the_cell(config: TrainConfig, given: dict) -> bool:
+    """Whether --size auto will choose the cell (and may choose the LN-LSTM): no cell or size given."""
+    from charlstm.training.sizing import SHAPE_FIELDS
+
+    chosen = set(given) & {*SHAPE_FIELDS, "cell"}
+    return config.size == "auto" and config.max_time is not None and not chosen and _on_the_cpu(config.device)
+
+
+def _on_the_cpu(device: str) -> bool:
+    import torch
+
+    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+
+
+def _load_ln_kernel(warn: bool = True) -> None:
+    """The LN-LSTM's C++ recurrence built now, saying so (not silently inside the run); ``warn``:
+    say why it runs in Python where it cannot be built (--cell ln-lstm given)."""
     from charlstm.lnlstm import kernel
 
     if not kernel.built_before() and kernel.compiler_available():
-        click.echo("--cell ln-lstm: building its C++ recurrence (once on this machine, about 30 s)", err=True)
+        click.echo("the LN-LSTM: building its C++ recurrence (once on this machine, about 30 s)", err=True)
     status = kernel.status()
-    if not status.built:
+    if warn and not status.built:
         click.echo(
             f"warning: --cell ln-lstm: {status.reason}; its recurrence runs in Python, about a third as fast "
             "(Debian: apt install g++ ninja-build)",
@@ -214,6 +231,8 @@ def demo(max_time: float, device: str) -> None:
     from charlstm.display import TrainProgress, stderr_console
 
     source = _text_source(None)
+    if _on_the_cpu(device):
+        _load_ln_kernel(warn=False)  # --size auto may choose the LN-LSTM
     with TrainProgress() as progress:
         result = charlstm.train(source, progress=progress, max_time=max_time, device=device)
     _exit_if_stopped_by_signal(result)

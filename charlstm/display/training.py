@@ -152,7 +152,7 @@ class TrainProgress(_Bars):
         size = info.size
         if size and "shape" in size:
             self.console.print(
-                f"size auto: {size['shape']} LSTM, dropout {size['dropout']:g}: {size['reason']}",
+                f"size auto: {size['shape']} {size.get('cell', 'lstm').upper()}, dropout {size['dropout']:g}: {size['reason']}",
                 markup=False,
                 soft_wrap=True,  # one line, also in a log
             )

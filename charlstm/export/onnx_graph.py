@@ -4,7 +4,8 @@
 
 with ``T`` and ``B`` dynamic. Each recurrent layer becomes ONNX's own operator: ``LSTM`` for the
 LSTM, ``GRU`` (``linear_before_reset=1``, PyTorch's formulation) for the GRU, and ``RNN`` with
-its default ``Tanh`` activation for the tanh RNN, so any ONNX runtime runs the fused kernels. The
+its default ``Tanh`` activation for the tanh RNN, so any ONNX runtime runs the fused kernels; the
+LN-LSTM, which has no operator, a ``Loop`` over time of its step's operators (``onnx_ln``). The
 signature is the same for every cell: the GRU and the tanh RNN have no cell state, and pass ``c``
 through unchanged (as ``charlstm.cells.step`` does).
 
@@ -30,7 +31,9 @@ from charlstm.export.source import ExportSource
 OPSET = 17
 INPUTS = ("ids", "h", "c")
 OUTPUTS = ("logits", "h_out", "c_out")
-ONNX_OPERATORS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}  # the cells an ONNX graph can hold
+# Each cell's recurrence in the graph: ONNX's own operators; the LN-LSTM, which has none, a Loop
+# over time (``onnx_ln``).
+ONNX_OPERATORS = {"lstm": "LSTM", "ln-lstm": "Loop", "gru": "GRU", "rnn": "RNN"}
 MISSING = "ONNX export needs the onnx extra: pip install 'charlstm[onnx]' (onnx, onnxscript, onnxruntime)"
 
 
@@ -45,6 +48,11 @@ def require_onnx():
 def _graph_module(model):
     """The model with the signature above (a wrapper: the model itself keeps its own)."""
     import torch
+
+    if model.config.cell == "ln-lstm":
+        from charlstm.export.onnx_ln import LNGraph
+
+        return LNGraph(model).eval()
 
     class Graph(torch.nn.Module):
         def __init__(self, model):
@@ -79,11 +87,6 @@ def onnx_bytes(source: ExportSource) -> bytes:
 
     onnx = require_onnx()
     config = source.config
-    if config.cell not in ONNX_OPERATORS:
-        raise CharlstmError(
-            f"--format onnx: ONNX has no operator for the {config.cell} cell, and a graph unrolled over "
-            "time would fix the text's length; export it as safetensors or html instead"
-        )
     graph = _graph_module(source.model)
     ids = torch.zeros(2, 2, dtype=torch.long)  # (T, B): any sizes; both axes are dynamic
     h = torch.zeros(config.num_layers, 2, config.hidden_size)

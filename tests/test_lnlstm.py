@@ -19,7 +19,7 @@ from charlstm.model import LanguageModel, count_parameters
 from tests.conftest import run_cli
 
 needs_kernel = pytest.mark.skipif(
-    not kernel.compiler_available(), reason="the C++ recurrence needs a C++ compiler and ninja"
+    not kernel.compiler_available(), reason="the C++ recurrence needs a C++ compiler, ninja and Python headers"
 )
 
 
@@ -142,7 +142,7 @@ def test_without_a_compiler_it_says_why_and_trains_in_python(monkeypatch, tmp_pa
     monkeypatch.setattr(kernel, "_status", None)
     monkeypatch.setattr(kernel, "_kernel", None)
     monkeypatch.setattr(kernel, "compiler_available", lambda: False)
-    assert kernel.status() == kernel.KernelStatus(False, "no C++ compiler and ninja here to build its C++ recurrence")
+    assert kernel.status() == kernel.KernelStatus(False, "no C++ compiler, ninja and Python headers here to build its C++ recurrence")
     text = tmp_path / "text.txt"
     text.write_text(small_text[:4000])
     result = run_cli(
@@ -151,8 +151,8 @@ def test_without_a_compiler_it_says_why_and_trains_in_python(monkeypatch, tmp_pa
     )
     assert result.returncode == 0, result.stderr
     assert (
-        "warning: --cell ln-lstm: no C++ compiler and ninja here to build its C++ recurrence; its recurrence "
-        "runs in Python, about a third as fast (Debian: apt install g++ ninja-build)"
+        "warning: --cell ln-lstm: no C++ compiler, ninja and Python headers here to build its C++ recurrence; "
+        "its recurrence runs in Python, about a third as fast (Debian: apt install g++ ninja-build python3-dev)"
     ) in result.stderr
     assert (tmp_path / "run" / "best.pt").exists()
 

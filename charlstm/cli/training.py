@@ -189,7 +189,7 @@ def _load_ln_kernel(warn: bool = True) -> None:
     if warn and not status.built:
         click.echo(
             f"warning: --cell ln-lstm: {status.reason}; its recurrence runs in Python, about a third as fast "
-            "(Debian: apt install g++ ninja-build)",
+            "(Debian: apt install g++ ninja-build python3-dev)",
             err=True,
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import shutil
+import sysconfig
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,10 +39,12 @@ _status: KernelStatus | None = None
 
 
 def compiler_available() -> bool:
-    """Whether this machine can build ``ln_recurrence.cpp``: a C++ compiler and ninja."""
+    """Whether this machine can build ``ln_recurrence.cpp``: a C++ compiler, ninja and Python's
+    headers (Debian: g++, ninja-build, python3-dev)."""
     from torch.utils.cpp_extension import is_ninja_available
 
-    return is_ninja_available() and any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    return is_ninja_available() and any(shutil.which(c) for c in ("c++", "g++", "clang++")) and headers.is_file()
 
 
 def _cpu_tag() -> str:
@@ -82,7 +85,7 @@ def load():
     with _lock:
         if _status is None:
             if not compiler_available():
-                _status = KernelStatus(False, "no C++ compiler and ninja here to build its C++ recurrence")
+                _status = KernelStatus(False, "no C++ compiler, ninja and Python headers here to build its C++ recurrence")
             else:
                 from torch.utils.cpp_extension import load as build
 

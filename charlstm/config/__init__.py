@@ -55,7 +55,8 @@ class ModelShape(_Serializable):
 
     cell: str = setting(
         "lstm", "Recurrent cell: LSTM; ln-lstm, the LSTM with layer normalisation inside the cell (C++ "
-        "recurrence, built on first use where a compiler is); or GRU / tanh RNN for comparison.", choices=CELLS, fixed=True
+        "recurrence, built on first use where a compiler is); or GRU / tanh RNN for comparison. Not "
+        "given, with --max-time and --size auto: ln-lstm on a CPU where its recurrence builds.", choices=CELLS, fixed=True
     )
     embedding_dim: int = setting(64, "Embedding size.", fixed=True)
     hidden_size: int = setting(512, "Units per recurrent layer.", fixed=True)

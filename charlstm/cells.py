@@ -316,8 +316,7 @@ class TokenStepper:
         norms = (w["gain_ih"], w["bias_ln_ih"] + w["bias_ln_hh"], w["gain_hh"], w["gain_c"], w["bias_c"])
         product = None
         if layer == 0 and self.embedding.size(0) * order.numel() <= INPUT_TABLE_LIMIT:
-            inputs = torch.addmm(w["bias_ih"], self.embedding, w["weight_ih"].t())  # (V, 4H)
-            self.table = F.layer_norm(inputs, (order.numel(),), norms[0], norms[1], lnlstm.EPS)
+            self.table = lnlstm.input_side(self.embedding, w)  # (V, 4H)
             self.table_rows = self.table.unbind(0)
         else:
             product = Product(w["weight_ih"], weights)

@@ -16,13 +16,15 @@ in C++"); where that cannot be built, ``reference_recurrence`` below runs the sa
 
 from __future__ import annotations
 
+from typing import List, Tuple
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from charlstm.lnlstm import kernel
 
-EPS = 1e-5  # LN's epsilon, the kernel's kEps
+EPS = 1e-5  # LN's epsilon, the kernel's kEps (and ``recurrence``'s, written out)
 # One layer's parameters (``{name}_l{layer}``): the two matrices and W_ih's bias as ``nn.LSTM``
 # names them, then the gains and biases of the three LNs.
 PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "gain_ih", "bias_ln_ih", "gain_hh", "bias_ln_hh", "gain_c", "bias_c")
@@ -37,13 +39,20 @@ def parameter_shapes(input_size: int, hidden_size: int, layer: int) -> dict[str,
     return {f"{name}_l{layer}": shape for name, shape in shapes.items()}
 
 
+def input_side(x, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """LN(W_ih x + b_ih) * g_ih with both LNs' biases added, for every row of ``x`` (..., I) at
+    once: it does not depend on h (the stepper's table, the window's first half)."""
+    w = weights
+    G = w["weight_hh"].size(0)
+    return F.layer_norm(F.linear(x, w["weight_ih"], w["bias_ih"]), (G,), w["gain_ih"], w["bias_ln_ih"] + w["bias_ln_hh"], EPS)
+
+
 def reference_step(x, h, c, weights: dict[str, torch.Tensor]):
     """One step of one layer, the equations above line by line: ``x`` (B, I), ``h``, ``c`` (B, H);
     ``weights`` by the names in ``PARAMETERS``. Returns h_t, c_t and the gates (i, f, g, o)."""
-    G = weights["weight_hh"].size(0)
     w = weights
-    z = F.layer_norm(x @ w["weight_ih"].T + w["bias_ih"], (G,), w["gain_ih"], w["bias_ln_ih"], EPS)
-    z = z + F.layer_norm(h @ w["weight_hh"].T, (G,), w["gain_hh"], w["bias_ln_hh"], EPS)
+    G = w["weight_hh"].size(0)
+    z = input_side(x, w) + F.layer_norm(h @ w["weight_hh"].T, (G,), w["gain_hh"], None, EPS)
     zi, zf, zg, zo = z.chunk(4, dim=-1)
     i, f, g, o = torch.sigmoid(zi), torch.sigmoid(zf), torch.tanh(zg), torch.sigmoid(zo)
     c = f * c + i * g
@@ -51,20 +60,28 @@ def reference_step(x, h, c, weights: dict[str, torch.Tensor]):
     return h, c, (i, f, g, o)
 
 
+def recurrence(
+    pre: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, g_hh: Tensor, g_c: Tensor, b_c: Tensor
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """The steps of one window in Python: ``pre`` (T, B, 4H) the input side (``input_side``), h, c
+    (B, H) -> out (T, B, H), h_T, c_T. Plain tensor operations and EPS written out, so TorchScript
+    compiles it too (``export.onnx_ln`` writes its loop as ONNX's ``Loop``)."""
+    G = w_hh.size(0)
+    H = G // 4
+    outputs: List[Tensor] = []
+    for t in range(pre.size(0)):
+        z = pre[t] + F.layer_norm(torch.matmul(h, w_hh.t()), [G], g_hh, None, 1e-5)
+        c = torch.sigmoid(z[:, H : 2 * H]) * c + torch.sigmoid(z[:, :H]) * torch.tanh(z[:, 2 * H : 3 * H])
+        h = torch.sigmoid(z[:, 3 * H :]) * torch.tanh(F.layer_norm(c, [H], g_c, b_c, 1e-5))
+        outputs.append(h)
+    return torch.stack(outputs), h, c
+
+
 def reference_recurrence(x, h, c, weights: dict[str, torch.Tensor]):
     """One layer over a window in Python (autograd records it): ``x`` (T, B, I) -> out (T, B, H),
     h_T, c_T. The input side's product and LN for the whole window at once."""
-    G = weights["weight_hh"].size(0)
     w = weights
-    pre = F.layer_norm(F.linear(x, w["weight_ih"], w["bias_ih"]), (G,), w["gain_ih"], w["bias_ln_ih"], EPS)
-    outputs = []
-    for t in range(x.size(0)):
-        z = pre[t] + F.layer_norm(h @ w["weight_hh"].T, (G,), w["gain_hh"], w["bias_ln_hh"], EPS)
-        zi, zf, zg, zo = z.chunk(4, dim=-1)
-        c = torch.sigmoid(zf) * c + torch.sigmoid(zi) * torch.tanh(zg)
-        h = torch.sigmoid(zo) * torch.tanh(F.layer_norm(c, (G // 4,), w["gain_c"], w["bias_c"], EPS))
-        outputs.append(h)
-    return torch.stack(outputs), h, c
+    return recurrence(input_side(x, w), h, c, w["weight_hh"], w["gain_hh"], w["gain_c"], w["bias_c"])
 
 
 class LNLSTM(nn.Module):

@@ -8,7 +8,7 @@ For a trained run (default: a model trained on tinyshakespeare), export every fo
   ``charlstm eval`` scores it); characters per second of the JavaScript stepper under Node and
   of the page itself in headless Chromium (autorun, from file://) where they are installed;
 - onnx: the file's size, and a one-token step (batch 1, state carried) in onnxruntime against
-  charlstm's own stepper (``charlstm.cells.TokenStepper``) and nn.LSTM called per token,
+  charlstm's own stepper (``charlstm.stepper.TokenStepper``) and nn.LSTM called per token,
   alternating round by round.
 
     python benchmarks/bench_export.py RUN [--text FILE] [--rounds 5] [--json out.json]
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import corpus_text, interleave, machine, print_table, stats, write_json  # noqa: E402
 
-from charlstm.cells import TokenStepper  # noqa: E402
+from charlstm.stepper import TokenStepper  # noqa: E402
 from charlstm.data.text import TextSource  # noqa: E402
 from charlstm.evaluation.evaluate import evaluate_source  # noqa: E402
 from charlstm.export import export  # noqa: E402

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import REFERENCE, corpus_text, interleave, machine, print_table, stats, write_json  # noqa: E402
 
-from charlstm.cells import with_weights  # noqa: E402
+from charlstm.stepper import with_weights  # noqa: E402
 from charlstm.config import WEIGHTS, ModelConfig, ModelShape, SampleConfig, TrainConfig  # noqa: E402
 from charlstm.data.tokenizers import CharTokenizer  # noqa: E402
 from charlstm.evaluation.evaluate import evaluate_text  # noqa: E402

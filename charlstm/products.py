@@ -1,5 +1,5 @@
 """One weight matrix's product with a few rows, ``x @ W^T``, with the matrix held as ``--weights``
-says: the one-token stepper's (``cells.TokenStepper``) and a window's by hand (``evaluation.backprop``).
+says: the one-token stepper's (``stepper.TokenStepper``) and a window's by hand (``evaluation.backprop``).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ def _onednn_pack(weight: torch.Tensor):
 
 class Product:
     """``x @ W^T`` for one weight matrix ``W`` (N, K), added in fp32 to a (B, N) tensor, with ``W``
-    held as ``weights`` says (fp32, int8 or bf16: ``cells.WEIGHT_FORMATS``). The weights are
+    held as ``weights`` says (fp32, int8 or bf16: ``stepper.WEIGHT_FORMATS``). The weights are
     copied: build it again if they change."""
 
     def __init__(self, weight: torch.Tensor, weights: str = "fp32"):
-        self.weights = weights  # fp32, int8 or bf16 (``cells.WEIGHT_FORMATS``), checked by the caller
+        self.weights = weights  # fp32, int8 or bf16 (``stepper.WEIGHT_FORMATS``), checked by the caller
         weight = weight.detach()
         self.out_features = weight.size(0)
         self.numel = weight.numel()

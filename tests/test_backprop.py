@@ -56,7 +56,7 @@ def test_a_zero_start_is_no_start_and_only_lstms_are_supported():
 
 
 def test_a_window_taped_by_the_stepper_gives_the_same_gradients():
-    from charlstm.cells import TokenStepper
+    from charlstm.stepper import TokenStepper
 
     model = _model(2).eval()
     ids = torch.randint(0, 11, (6, 3))

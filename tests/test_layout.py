@@ -19,7 +19,7 @@ FLOORS = [
     ("errors", "_version"),
     ("config", "atomic", "hardware", "distributed", "products", "lnlstm"),
     ("cells",),
-    ("model",),
+    ("model", "stepper"),
     ("data",),
     ("runs",),
     ("evaluation", "analysis"),

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from charlstm import lnlstm
-from charlstm.cells import TokenStepper, trace, with_weights
+from charlstm.cells import trace
+from charlstm.stepper import TokenStepper, with_weights
 from charlstm.config import ModelConfig
 from charlstm.lnlstm import LNLSTM, kernel
 from charlstm.model import LanguageModel, count_parameters
@@ -102,8 +103,9 @@ def _model(layers=2, vocab=30) -> LanguageModel:
     return model
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_the_stepper_and_the_reference_cells_compute_what_the_layer_computes(layers):
+@pytest.mark.parametrize("layers,tanh_by_sigmoid", [(1, False), (2, False), (2, True)])
+def test_the_stepper_and_the_reference_cells_compute_what_the_layer_computes(layers, tanh_by_sigmoid, monkeypatch):
+    monkeypatch.setattr("charlstm.stepper.SIGMOID_TANH_MIN", 0 if tanh_by_sigmoid else 1 << 30)
     model = _model(layers)
     ids = torch.randint(0, 30, (40,), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -120,7 +122,7 @@ def test_the_stepper_and_the_reference_cells_compute_what_the_layer_computes(lay
 
 
 def test_a_large_vocabulary_multiplies_its_input_instead_of_a_table(monkeypatch):
-    monkeypatch.setattr("charlstm.cells.INPUT_TABLE_LIMIT", 0)
+    monkeypatch.setattr("charlstm.stepper.INPUT_TABLE_LIMIT", 0)
     model = _model(1)
     stepper = TokenStepper(model)
     assert stepper.table is None

@@ -103,7 +103,7 @@ def test_generate_length_seed_and_batch(tiny_run):
 def test_prime_is_read_once_then_state_is_carried(tiny_run, small_text):
     """Each token is read once: a short prime and every new token by the stepper, a long prime
     by the fused layer in one call; the prefix is never fed again. Both paths agree."""
-    from charlstm.cells import TokenStepper
+    from charlstm.stepper import TokenStepper
     from charlstm.generation.engine import STEPPED_PRIME
 
     payload = load_checkpoint(tiny_run)

@@ -26,7 +26,7 @@ import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from charlstm.cells import TokenStepper  # noqa: E402
+from charlstm.stepper import TokenStepper  # noqa: E402
 from charlstm.serving.app import Server  # noqa: E402
 from charlstm.serving.batcher import Batcher, StopText  # noqa: E402
 from charlstm.serving.models import ServedModel, load_served  # noqa: E402

@@ -102,8 +102,8 @@ class Measuring:
 
     def _weighted(self, weights: str | None):
         """The module to score with: itself in fp32, else one whose recurrent products use the
-        lighter weights (``cells.with_weights``), so a figure shows what ``--weights`` costs."""
-        from charlstm.cells import with_weights
+        lighter weights (``stepper.with_weights``), so a figure shows what ``--weights`` costs."""
+        from charlstm.stepper import with_weights
 
         weights = self._weights(weights)
         SampleConfig(weights=weights)  # an unknown name: the CLI's message

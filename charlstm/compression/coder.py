@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from charlstm.cells import TokenStepper
+from charlstm.stepper import TokenStepper
 from charlstm.compression import format as fmt
 from charlstm.compression.settings import CompressConfig, layout
 from charlstm.compression.streams import Predictor, fix_theta, new_cache, probe_digest, read_context

@@ -23,7 +23,7 @@ import hashlib
 import numpy as np
 import torch
 
-from charlstm.cells import TokenStepper
+from charlstm.stepper import TokenStepper
 from charlstm.config import AdaptConfig, CacheConfig
 from charlstm.data.batches import windows
 from charlstm.evaluation import backprop

@@ -27,7 +27,7 @@ TOKENIZERS = ("char", "byte", "bpe", "unigram")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# How generation holds the recurrent weights (``cells.TokenStepper``): as trained, or lighter.
+# How generation holds the recurrent weights (``stepper.TokenStepper``): as trained, or lighter.
 WEIGHTS = ("fp32", "int8", "bf16")
 CELLS = ("lstm", "ln-lstm", "gru", "rnn")
 SIZES = ("auto", "fixed")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from charlstm.cells import TokenStepper
+from charlstm.stepper import TokenStepper
 from charlstm.data.tokenizers import default_start_id
 from charlstm.generation.filters import NgramBlocker
 

@@ -17,7 +17,8 @@ import secrets
 
 import torch
 
-from charlstm.cells import Hidden, TokenStepper
+from charlstm.cells import Hidden
+from charlstm.stepper import TokenStepper
 from charlstm.config import SampleConfig, flag
 from charlstm.errors import ConfigError
 from charlstm.data.tokenizers import default_start_id

@@ -10,7 +10,7 @@ choice. The engine steps every row of every live request as one batch:
        settings, in one pass for the whole batch (``generation.choose``); each request draws
        its noise from its own generator, so a seeded request writes the same text alone or
        beside any others
-    3. the one-token stepper reads every row's token (``cells.TokenStepper``)
+    3. the one-token stepper reads every row's token (``stepper.TokenStepper``)
     4. each row's new text: one lookup per token for a char vocabulary without stop strings,
        else its ``TextStream`` (UTF-8, stop strings, a length in characters)
 
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from charlstm.cells import Hidden, StepState, TokenStepper
+from charlstm.cells import Hidden
+from charlstm.stepper import StepState, TokenStepper
 from charlstm.generation.book import LogprobBook
 from charlstm.generation.cache import GenerationCache
 from charlstm.generation.choose import Chooser, Histories

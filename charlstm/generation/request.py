@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from charlstm.cells import Hidden, StepState
+from charlstm.cells import Hidden
+from charlstm.stepper import StepState
 from charlstm.config import SampleConfig
 from charlstm.errors import ConfigError
 from charlstm.generation.cache import GenerationCache

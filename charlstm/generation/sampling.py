@@ -16,7 +16,8 @@ import math
 
 import torch
 
-from charlstm.cells import Hidden, TokenStepper
+from charlstm.cells import Hidden
+from charlstm.stepper import TokenStepper
 from charlstm.config import SampleConfig
 from charlstm.generation.cache import GenerationCache
 from charlstm.generation.engine import STEPPED_PRIME, Engine, Request, read_prime  # noqa: F401 (re-exported)

@@ -10,7 +10,7 @@ import torch
 
 from functools import cached_property
 
-from charlstm.cells import TokenStepper, with_weights
+from charlstm.stepper import TokenStepper, with_weights
 from charlstm.errors import ConfigError
 
 

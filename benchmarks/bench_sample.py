@@ -35,14 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _common import REFERENCE, corpus_text, interleave, machine, print_table, stats, write_json  # noqa: E402
 
-from charlstm.stepper import with_weights  # noqa: E402
-from charlstm.config import WEIGHTS, ModelConfig, ModelShape, SampleConfig, TrainConfig  # noqa: E402
+from charlstm.config import CELLS, WEIGHTS, ModelConfig, ModelShape, SampleConfig, TrainConfig  # noqa: E402
 from charlstm.data.tokenizers import CharTokenizer  # noqa: E402
 from charlstm.evaluation.evaluate import evaluate_text  # noqa: E402
 from charlstm.generation.beam import beam_search  # noqa: E402
 from charlstm.generation.chat import ChatSession  # noqa: E402
 from charlstm.generation.sampling import generate  # noqa: E402
 from charlstm.model import LanguageModel  # noqa: E402
+from charlstm.stepper import with_weights  # noqa: E402
 
 DEFAULT = ModelShape()  # 1 x 512, embedding 64
 SHAPES = {
@@ -53,12 +53,15 @@ SHAPES = {
 STREAMS = (1, 4, 16, 64)
 
 
-def reference_model(vocab_size: int, device: str = "cpu", shape: str = "reference") -> LanguageModel:
-    """An untrained model of the reference shape (speed does not depend on the weights)."""
+def reference_model(vocab_size: int, device: str = "cpu", shape: str = "reference", cell: str = "lstm",
+                    hidden_size: int | None = None) -> LanguageModel:
+    """An untrained model of the reference shape (speed does not depend on the weights), of
+    ``cell`` and, given, ``hidden_size``."""
     torch.manual_seed(0)
-    embedding_dim, hidden_size, num_layers = SHAPES[shape]
+    embedding_dim, default_hidden, num_layers = SHAPES[shape]
     config = ModelConfig(
-        vocab_size=vocab_size, embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers
+        vocab_size=vocab_size, embedding_dim=embedding_dim, hidden_size=hidden_size or default_hidden,
+        num_layers=num_layers, cell=cell,
     )
     return LanguageModel(config).to(device).eval()
 
@@ -90,7 +93,7 @@ def plain_loop_rate(model, length: int, kind: str) -> float:
             g = torch.Generator().manual_seed(1)
             x = torch.zeros(1, dtype=torch.long)
             if kind == "torch.lstm_cell":
-                if rnn.num_layers != 1:
+                if rnn.num_layers != 1 or model.config.cell != "lstm":
                     return math.nan
                 weights = [p.detach() for p in (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)]
                 h = c = torch.zeros(1, rnn.hidden_size)
@@ -133,7 +136,8 @@ def trained_model(args, text: str):
     from charlstm.training.trainer import train
 
     embedding_dim, hidden_size, num_layers = SHAPES[args.shape]
-    shape = ModelShape(embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers)
+    shape = ModelShape(embedding_dim=embedding_dim, hidden_size=args.hidden_size or hidden_size, num_layers=num_layers,
+                       cell=args.cell)
     config = TrainConfig(device="cpu", seed=1, max_time=args.train_seconds, max_steps=args.train_steps)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(TextSource.from_text(text, "bench", "bench"), config, shape, out=Path(tmp) / "run")
@@ -158,6 +162,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--length", type=int, default=4000, help="tokens per timed block")
     parser.add_argument("--shape", choices=("default", "reference"), default="default")
+    parser.add_argument("--cell", choices=CELLS, default="lstm",
+                        help="the cell (ln-lstm: the plain loops call its layer, LNLSTM, per token)")
+    parser.add_argument("--hidden-size", type=int, help="instead of the shape's")
     parser.add_argument("--checkpoint", help="measure the weights' loss on this model instead of training one")
     parser.add_argument("--train-seconds", type=float, default=120.0)
     parser.add_argument("--train-steps", type=int, default=None)
@@ -171,7 +178,7 @@ def main() -> None:
 
     text, name = corpus_text()
     tok = CharTokenizer.train(text)
-    model = reference_model(tok.vocab_size, shape=args.shape)
+    model = reference_model(tok.vocab_size, shape=args.shape, cell=args.cell, hidden_size=args.hidden_size)
     warm = text[:200]  # a warm start: the prime is read before the clock starts
     length = args.length
 
@@ -234,11 +241,12 @@ def main() -> None:
     losses = weight_losses(args, text)
 
     embedding_dim, hidden_size, num_layers = SHAPES[args.shape]
+    hidden_size = args.hidden_size or hidden_size
     fmt = lambda v, s: f"{stats(v)[s]:,.0f}"  # noqa: E731
     base = rates["charlstm generate, fp32"]
     rows = [(k, *(fmt(v, s) for s in ("min", "median", "max")), f"{stats(v)['median'] / stats(base)['median']:.2f}") for k, v in rates.items()]
     print_table(
-        f"batch 1, tokens/s ({name} vocabulary, {num_layers} x {hidden_size}, embedding {embedding_dim}, "
+        f"batch 1, tokens/s ({name} vocabulary, {num_layers} x {hidden_size} {args.cell}, embedding {embedding_dim}, "
         f"{length} tokens after a 200-token warm start, {args.rounds} rounds, {torch.get_num_threads()} threads)",
         rows,
         ("", "min", "median", "max", "vs charlstm fp32"),
@@ -268,6 +276,8 @@ def main() -> None:
         {
             "machine": machine(),
             "shape": args.shape,
+            "cell": args.cell,
+            "hidden_size": hidden_size,
             "length": length,
             "rates": {k: stats(v) for k, v in rates.items()},
             "streams": {k: stats(v) for k, v in streams.items()},

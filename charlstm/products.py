@@ -59,6 +59,8 @@ class Product:
         """``x @ W^T`` (B, N) for ``x`` (B, K), a new tensor."""
         if self._by_onednn(x.size(0)):
             return torch.ops.mkldnn._linear_pointwise(x, self.onednn, None, "none", [], "")
+        if self.weights == "int8":
+            return torch.ops.quantized.linear_dynamic(x, self.packed, True)
         out = x.new_empty(x.size(0), self.out_features)
         return self.add_to(out, x, torch.zeros((), dtype=out.dtype, device=out.device))
 
@@ -71,7 +73,7 @@ class Product:
         if self.weights == "fp32":
             return torch.addmm(base, x, self.weight, out=out)
         if self.weights == "int8":
-            return torch.add(base, torch.ops.quantized.linear_dynamic(x, self.packed, True), out=out)  # (B, N)
+            return torch.add(base, self(x), out=out)  # (B, N)
         return torch.add(base, torch.mm(x.to(torch.bfloat16), self.weight), out=out)  # bf16 product, fp32 sum
 
 

@@ -194,9 +194,12 @@ class TokenStepper:
             if has_cell_state(self.cell):
                 c = state.layers[layer][1]  # (B, H)
                 g, i, f, o = state.lstm_gates  # views of ``gates``
-                gates.sigmoid_()
-                g.mul_(2).sub_(1)  # tanh of g's pre-activation, whose rows were doubled
-                c.mul_(f).addcmul_(i, g)  # c_t = f * c_{t-1} + i * g
+                gates.sigmoid_()  # g's rows were doubled: tanh(z) = 2 * sigmoid(2z) - 1
+                if tape is None:
+                    c.mul_(f).addcmul_(i, g, value=2).sub_(i)  # c_t = f * c_{t-1} + i * (2 * g - 1)
+                else:
+                    g.mul_(2).sub_(1)  # the tape keeps the activated gates
+                    c.mul_(f).addcmul_(i, g)  # c_t = f * c_{t-1} + i * g
                 self._output(h, c, o, self.layers[layer][3] if self.cell == "ln-lstm" else None)
                 if tape is not None:
                     tape.append((gates.clone(), c.clone(), h.clone()))
@@ -226,8 +229,11 @@ class TokenStepper:
         product, recurrent, bias, (g_x, b, g_r, _, _) = self.layers[layer]
         G = gates.size(1)
         rec = F.layer_norm(recurrent(h), (G,), g_r, None, lnlstm.EPS)
+        if layer == 0 and self.table is not None and token is None:
+            torch.index_select(self.table, 0, ids, out=gates).add_(rec)
+            return x
         if layer == 0 and self.table is not None:
-            inputs = self.table_rows[token] if token is not None else self.table.index_select(0, ids)
+            inputs = self.table_rows[token]
         else:
             if x is None:
                 x = self.embedding.index_select(0, ids)  # (B, E)

@@ -82,9 +82,9 @@ class Predictor:
         logits = self.stepper.step_(self.previous, self.state, tape=self.tape if self.taped else None)  # (B, V)
         if self.taped:
             self.tape_logits.append(logits.clone())
-        log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)
         if self.cache is None:
-            return log_probs.exp().numpy()
+            return torch.softmax(logits, dim=-1).numpy()  # (B, V)
+        log_probs = torch.log_softmax(logits, dim=-1)  # (B, V)
         self.features = self.state.hidden[0][-1].clone()  # (B, H): the last layer's output
         self.log_probs = log_probs
         if self.cache.ring is None:  # nothing remembered yet: the model alone

@@ -28,6 +28,7 @@ def test_count_parameters_counts_what_the_model_has(layers, units, embedding, vo
 
 def test_dropout_rises_with_the_passes_over_the_text():
     assert [dropout_for(e) for e in (0, 2, 6, 12, 30)] == [0.1, 0.12, 0.17, 0.24, 0.4]
+    assert [dropout_for(e, "ln-lstm") for e in (0, 3.3, 6, 8.7, 30)] == [0.15, 0.25, 0.33, 0.4, 0.4]
 
 
 def test_pick_takes_the_largest_shape_the_budget_and_text_allow():

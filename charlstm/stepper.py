@@ -55,7 +55,7 @@ class StepState:
         self.layers = [
             tuple(t[layer] for t in self.hidden) for layer in range(self.hidden[0].size(0))
         ]  # per layer: h (B, H), and c for the LSTM
-        if g.size(1) == 4 * H:  # the LSTM's (i, f, o, g)
+        if g.size(1) == 4 * H:  # the LSTM's, stored (i, f, o, g): views of g, i, f, o
             self.lstm_gates = (g[:, 3 * H :], g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H])
 
     @property
@@ -229,10 +229,10 @@ class TokenStepper:
         product, recurrent, bias, (g_x, b, g_r, _, _) = self.layers[layer]
         G = gates.size(1)
         rec = F.layer_norm(recurrent(h), (G,), g_r, None, lnlstm.EPS)
-        if layer == 0 and self.table is not None and token is None:
-            torch.index_select(self.table, 0, ids, out=gates).add_(rec)
-            return x
         if layer == 0 and self.table is not None:
+            if token is None:
+                torch.index_select(self.table, 0, ids, out=gates).add_(rec)
+                return x
             inputs = self.table_rows[token]
         else:
             if x is None:

@@ -82,9 +82,8 @@ def dropout_for(epochs: float, cell: str = "lstm") -> float:
     3.3 passes, 0.24 scored 1.4063 nats/char and 0.34 1.4224; at 1 x 512 and ~6 passes 0.25
     1.4270, 0.18 1.4293 and 0.1 1.4394; 900 KB of Python at 1 x 512 and ~8 passes, 0.3 1.8492
     bits per byte, 0.4 1.8249 and 0.5 1.8213 (benchmarks/RESULTS.md)."""
-    if cell == "ln-lstm":
-        return round(min(0.4, 0.15 + 0.03 * max(0.0, epochs)), 2)
-    return round(min(0.4, 0.1 + 0.012 * max(0.0, epochs)), 2)
+    start, per_pass = (0.15, 0.03) if cell == "ln-lstm" else (0.1, 0.012)
+    return round(min(0.4, start + per_pass * max(0.0, epochs)), 2)
 
 
 def small_text_recipe(epochs: float, train_tokens: int, steps_per_epoch: int, config: TrainConfig,
